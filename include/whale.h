@@ -1,0 +1,360 @@
+/* whale.h - the public C API of libwhale: describe a model once as a static graph,
+ * differentiate it, and train it on one process now, on many ranks under a plan later. */
+#ifndef WHALE_H
+#define WHALE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define WH_API
+#elif defined(__GNUC__)
+#define WH_API __attribute__((visibility("default")))
+#else
+#define WH_API
+#endif
+
+/* ---------------------------------------------------------------- version */
+
+#define WH_VERSION_MAJOR 0
+#define WH_VERSION_MINOR 1
+#define WH_VERSION_PATCH 0
+
+/* "MAJOR.MINOR.PATCH"; static storage. */
+WH_API const char *wh_version(void);
+/* The backends and engines compiled in, e.g. "cpu(openblas 0.3.21) mpi(Open MPI 4.1.4)"; static. */
+WH_API const char *wh_build_info(void);
+
+/* ------------------------------------------------------------------ errors */
+
+typedef enum wh_status {
+  WH_OK = 0,
+  WH_ERR_INVALID_ARGUMENT = 1, /* NULL handle, out-of-range number, unknown enum */
+  WH_ERR_SHAPE = 2,            /* shapes do not fit an op */
+  WH_ERR_DTYPE = 3,            /* dtypes do not fit an op */
+  WH_ERR_POISONED = 4,         /* the graph holds an earlier error; see wh_graph_error */
+  WH_ERR_STATE = 5,            /* the call does not fit the object's state */
+  WH_ERR_OUT_OF_MEMORY = 6,
+  WH_ERR_IO = 7,               /* a file could not be opened, read or written */
+  WH_ERR_CORRUPT = 8,          /* a file or buffer is not a valid libwhale artefact */
+  WH_ERR_UNSUPPORTED = 9,      /* valid, but not implemented by this build */
+  WH_ERR_NOT_FOUND = 10,       /* no value with that name or handle */
+  WH_ERR_COMM = 11,            /* a communication engine failed */
+  WH_ERR_TIMEOUT = 12,         /* a wait passed its deadline */
+  WH_ERR_INTERNAL = 13         /* a bug in libwhale: please report the message */
+} wh_status;
+
+/* Static text for a status code. */
+WH_API const char *wh_status_str(wh_status s);
+
+/* --------------------------------------------------------------- context */
+
+typedef struct wh_ctx wh_ctx;
+
+typedef enum wh_log_level {
+  WH_LOG_ERROR = 0,
+  WH_LOG_WARN = 1,
+  WH_LOG_INFO = 2,
+  WH_LOG_DEBUG = 3
+} wh_log_level;
+
+/* Called for each message at or below the context's level. msg lives for the call only. */
+typedef void (*wh_log_fn)(wh_log_level level, const char *msg, void *user);
+
+typedef struct wh_ctx_options {
+  size_t struct_size;  /* sizeof(wh_ctx_options): lets fields be added later */
+  int num_threads;     /* CPU threads for kernels and BLAS; 0 = all online cores */
+  wh_log_fn log_fn;    /* NULL: libwhale prints nothing */
+  void *log_user;      /* passed to log_fn, borrowed */
+  wh_log_level log_level;
+} wh_ctx_options;
+
+#define WH_CTX_OPTIONS_INIT {sizeof(wh_ctx_options), 0, NULL, NULL, WH_LOG_WARN}
+
+/* opts may be NULL (defaults). *out is owned by the caller: wh_ctx_destroy it last. */
+WH_API wh_status wh_ctx_create(wh_ctx **out, const wh_ctx_options *opts);
+WH_API void wh_ctx_destroy(wh_ctx *ctx); /* NULL is a no-op */
+/* The detailed message of the last failure in this context (or any of its objects); "" if none.
+ * Lives until the next failing call on the context. */
+WH_API const char *wh_last_error(const wh_ctx *ctx);
+/* MPI rank and world size seen by the context (0 and 1 without MPI). */
+WH_API int wh_ctx_rank(const wh_ctx *ctx);
+WH_API int wh_ctx_size(const wh_ctx *ctx);
+WH_API int wh_ctx_threads(const wh_ctx *ctx);
+
+/* ----------------------------------------------------------------- graph */
+
+typedef struct wh_graph wh_graph;
+
+typedef enum wh_dtype {
+  WH_F32 = 0,
+  WH_I32 = 1,  /* labels and indices */
+  WH_BF16 = 2, /* declared for the GPU backend; not yet computable */
+  WH_F16 = 3,  /* declared for the GPU backend; not yet computable */
+  WH_F64 = 4   /* declared for communication; not yet computable */
+} wh_dtype;
+
+#define WH_MAX_DIMS 8
+/* A dimension equal to WH_BATCH is the symbolic batch size B, bound when a session runs.
+ * WH_BATCH_TIMES(k) is k*B (e.g. B*T rows after flattening a [B, T, C] tensor).
+ * At most one dimension of a shape is symbolic. */
+#define WH_BATCH ((int64_t)-1)
+#define WH_BATCH_TIMES(k) (-(int64_t)(k))
+
+/* A value handle: an index into its graph. WH_NONE marks "no value" (an error happened). */
+typedef int32_t wh_value;
+#define WH_NONE ((wh_value)-1)
+
+WH_API wh_status wh_graph_create(wh_ctx *ctx, wh_graph **out);
+WH_API void wh_graph_destroy(wh_graph *g); /* NULL is a no-op */
+
+/* The first error met while building (WH_OK if none). Once set, every builder call returns
+ * WH_NONE or WH_ERR_POISONED and the message stays as it was. */
+WH_API wh_status wh_graph_status(const wh_graph *g);
+WH_API const char *wh_graph_error(const wh_graph *g); /* "" if none; lives with the graph */
+
+/* Value inspection. dims must hold WH_MAX_DIMS; symbolic dims are reported as WH_BATCH_TIMES(k). */
+WH_API wh_status wh_value_shape(const wh_graph *g, wh_value v, int *ndim, int64_t *dims);
+WH_API wh_dtype wh_value_dtype(const wh_graph *g, wh_value v);
+WH_API const char *wh_value_name(const wh_graph *g, wh_value v); /* lives with the graph */
+/* The value with that name (inputs, parameters, constants and named ops), or WH_NONE. */
+WH_API wh_value wh_graph_find(const wh_graph *g, const char *name);
+WH_API int wh_graph_num_values(const wh_graph *g);
+WH_API int wh_graph_num_nodes(const wh_graph *g);
+/* Number of parameters and the i-th one (creation order). */
+WH_API int wh_graph_num_params(const wh_graph *g);
+WH_API wh_value wh_graph_param(const wh_graph *g, int i);
+/* Give the value produced last a name (for dumps, find and fetch by name). */
+WH_API wh_status wh_value_set_name(wh_graph *g, wh_value v, const char *name);
+
+/* ----------------------------------------------------------- leaf values */
+
+typedef enum wh_init_kind {
+  WH_INIT_ZEROS = 0,
+  WH_INIT_ONES,
+  WH_INIT_CONSTANT,       /* a */
+  WH_INIT_NORMAL,         /* mean a, std b */
+  WH_INIT_UNIFORM,        /* [a, b) */
+  WH_INIT_XAVIER_UNIFORM, /* gain a (0 means 1) */
+  WH_INIT_XAVIER_NORMAL,  /* gain a (0 means 1) */
+  WH_INIT_KAIMING_UNIFORM,/* fan_in mode, leaky-relu slope a (0: relu) */
+  WH_INIT_KAIMING_NORMAL  /* fan_in mode, leaky-relu slope a (0: relu) */
+} wh_init_kind;
+
+/* Fans follow PyTorch: for dims [d0, d1, rest...] fan_in = d1*prod(rest), fan_out = d0*prod(rest)
+ * (a weight stored [out, in] and used with transpose_b). Set fan_in/fan_out to override. */
+typedef struct wh_init {
+  wh_init_kind kind;
+  float a, b;
+  uint64_t seed;
+  int64_t fan_in, fan_out; /* 0: derived from the shape */
+} wh_init;
+
+#define WH_INIT(kind_, a_, b_, seed_) ((wh_init){(kind_), (a_), (b_), (seed_), 0, 0})
+
+/* A fed input. dims may hold one WH_BATCH(_TIMES) dimension. name is copied. */
+WH_API wh_value wh_input(wh_graph *g, const char *name, wh_dtype dt, int ndim, const int64_t *dims);
+/* A trainable parameter with a seeded initializer. No symbolic dimension. */
+WH_API wh_value wh_param(wh_graph *g, const char *name, wh_dtype dt, int ndim, const int64_t *dims,
+                         wh_init init);
+/* A constant; data (ndim dims, dtype dt, contiguous) is copied. */
+WH_API wh_value wh_constant(wh_graph *g, const char *name, wh_dtype dt, int ndim,
+                            const int64_t *dims, const void *data);
+WH_API wh_value wh_scalar(wh_graph *g, float x);
+
+/* ------------------------------------------------------------------- ops */
+/* Every builder returns the new value, or WH_NONE after poisoning the graph with a message that
+ * names the op, the input index and the shapes. Inputs equal to WH_NONE return WH_NONE. */
+
+/* op(a) @ op(b); a is [..., M, K] (or [..., K, M] with trans_a), b is [K, N] ([N, K] with trans_b)
+ * shared by every leading index, or has the same leading dims as a (batched). */
+WH_API wh_value wh_matmul(wh_graph *g, wh_value a, wh_value b, int trans_a, int trans_b);
+/* Elementwise with NumPy broadcasting (shapes aligned on the right). */
+WH_API wh_value wh_add(wh_graph *g, wh_value a, wh_value b);
+WH_API wh_value wh_sub(wh_graph *g, wh_value a, wh_value b);
+WH_API wh_value wh_mul(wh_graph *g, wh_value a, wh_value b);
+WH_API wh_value wh_div(wh_graph *g, wh_value a, wh_value b);
+WH_API wh_value wh_scale(wh_graph *g, wh_value x, float s);
+/* x + b where b is 1-D and runs along x's axis (negative counts from the end). */
+WH_API wh_value wh_bias_add(wh_graph *g, wh_value x, wh_value b, int axis);
+WH_API wh_value wh_relu(wh_graph *g, wh_value x);
+WH_API wh_value wh_gelu(wh_graph *g, wh_value x); /* tanh approximation */
+WH_API wh_value wh_tanh(wh_graph *g, wh_value x);
+WH_API wh_value wh_sigmoid(wh_graph *g, wh_value x);
+WH_API wh_value wh_exp(wh_graph *g, wh_value x);
+WH_API wh_value wh_log(wh_graph *g, wh_value x);
+WH_API wh_value wh_softmax(wh_graph *g, wh_value x);     /* over the last axis */
+WH_API wh_value wh_log_softmax(wh_graph *g, wh_value x); /* over the last axis */
+/* Reduce over axes (naxes == 0: all axes). */
+WH_API wh_value wh_sum(wh_graph *g, wh_value x, int naxes, const int *axes, int keepdims);
+WH_API wh_value wh_mean(wh_graph *g, wh_value x, int naxes, const int *axes, int keepdims);
+/* Same elements, new shape; a symbolic dimension stays symbolic (WH_BATCH_TIMES(k)). */
+WH_API wh_value wh_reshape(wh_graph *g, wh_value x, int ndim, const int64_t *dims);
+WH_API wh_value wh_permute(wh_graph *g, wh_value x, const int *perm);
+WH_API wh_value wh_transpose(wh_graph *g, wh_value x, int axis0, int axis1);
+/* x[..., start:end, ...] along axis (a non-symbolic axis). */
+WH_API wh_value wh_slice(wh_graph *g, wh_value x, int axis, int64_t start, int64_t end);
+WH_API wh_value wh_concat(wh_graph *g, int n, const wh_value *xs, int axis);
+/* table [V, D] gathered by int32 indices [...] -> [..., D]. */
+WH_API wh_value wh_embedding(wh_graph *g, wh_value table, wh_value indices);
+/* Mean over rows of -log softmax(logits)[label]; logits [..., C] f32, labels [...] i32. */
+WH_API wh_value wh_cross_entropy(wh_graph *g, wh_value logits, wh_value labels);
+/* Mean of (pred - target)^2 over all elements. */
+WH_API wh_value wh_mse(wh_graph *g, wh_value pred, wh_value target);
+/* Train mode: zero with probability p, scale the rest by 1/(1-p); eval mode: identity.
+ * The mask is a function of (seed, step, element): reproducible. */
+WH_API wh_value wh_dropout(wh_graph *g, wh_value x, float p, uint64_t seed);
+/* x [N, C, H, W], w [O, C, KH, KW] -> [N, O, OH, OW]. */
+WH_API wh_value wh_conv2d(wh_graph *g, wh_value x, wh_value w, int stride, int padding);
+WH_API wh_value wh_max_pool2d(wh_graph *g, wh_value x, int kernel, int stride, int padding);
+/* Padding counts in the divisor (PyTorch's count_include_pad=True). */
+WH_API wh_value wh_avg_pool2d(wh_graph *g, wh_value x, int kernel, int stride, int padding);
+
+/* ------------------------------------------------------------ hint scopes */
+/* Whale-style hints. Nodes built inside a scope record it; serialization keeps it; the planner
+ * reads it. In one process they change nothing. Scopes nest; wh_scope_end closes the innermost. */
+
+typedef enum wh_hint_kind {
+  WH_HINT_REPLICATE = 1, /* data-parallel replicas: n */
+  WH_HINT_SPLIT = 2,     /* operator sharding into n parts */
+  WH_HINT_STAGE = 3      /* a pipeline stage; n is its index in order of opening */
+} wh_hint_kind;
+
+typedef struct wh_hint {
+  wh_hint_kind kind;
+  int n;
+} wh_hint;
+
+WH_API wh_status wh_scope_replicate(wh_graph *g, int n);
+WH_API wh_status wh_scope_split(wh_graph *g, int n);
+WH_API wh_status wh_scope_stage(wh_graph *g);
+WH_API wh_status wh_scope_end(wh_graph *g);
+WH_API wh_status wh_set_pipeline(wh_graph *g, int micro_batches);
+WH_API int wh_graph_pipeline(const wh_graph *g); /* 0 when unset */
+/* The scopes (outermost first) that the node producing v was built in; returns how many
+ * (may exceed max; only max are written). Leaves report the scopes they were created in. */
+WH_API int wh_value_hints(const wh_graph *g, wh_value v, wh_hint *out, int max);
+
+/* ---------------------------------------------------------------- training */
+
+/* Add the gradient nodes of the scalar loss to the graph (once per graph). */
+WH_API wh_status wh_backward(wh_graph *g, wh_value loss);
+/* The gradient of loss with respect to v (a parameter, or any value on the path), or WH_NONE. */
+WH_API wh_value wh_grad(const wh_graph *g, wh_value v);
+
+typedef enum wh_lr_schedule {
+  WH_LR_CONSTANT = 0,
+  WH_LR_WARMUP_COSINE = 1 /* linear warm-up over warmup_steps, cosine to min_lr at total_steps */
+} wh_lr_schedule;
+
+typedef struct wh_lr {
+  wh_lr_schedule schedule;
+  float lr;
+  int64_t warmup_steps, total_steps;
+  float min_lr;
+} wh_lr;
+
+typedef struct wh_sgd_options {
+  size_t struct_size;
+  wh_lr lr;
+  float momentum, dampening;
+  int nesterov;
+  float weight_decay; /* L2, added to the gradient (PyTorch SGD) */
+  float clip_norm;    /* > 0: scale gradients so their global L2 norm is at most this */
+} wh_sgd_options;
+
+#define WH_SGD_OPTIONS_INIT {sizeof(wh_sgd_options), {WH_LR_CONSTANT, 0.01f, 0, 0, 0.0f}, 0, 0, 0, 0, 0}
+
+typedef struct wh_adamw_options {
+  size_t struct_size;
+  wh_lr lr;
+  float beta1, beta2, eps;
+  float weight_decay; /* decoupled */
+  float clip_norm;    /* > 0: global-norm clipping */
+} wh_adamw_options;
+
+#define WH_ADAMW_OPTIONS_INIT \
+  {sizeof(wh_adamw_options), {WH_LR_CONSTANT, 1e-3f, 0, 0, 0.0f}, 0.9f, 0.999f, 1e-8f, 0.01f, 0}
+
+/* Add update nodes for every parameter with a gradient (after wh_backward; once per graph). */
+WH_API wh_status wh_optimizer_sgd(wh_graph *g, const wh_sgd_options *opts);
+WH_API wh_status wh_optimizer_adamw(wh_graph *g, const wh_adamw_options *opts);
+
+/* ---------------------------------------------------------------- session */
+/* A session runs a graph. It borrows the graph, which must outlive it and is frozen (no more
+ * building) while any session uses it. Parameters and optimizer state live in the session. */
+
+typedef struct wh_session wh_session;
+
+typedef enum wh_run_mode {
+  WH_RUN_TRAIN = 0, /* forward, backward, optimizer update; step count += 1 */
+  WH_RUN_GRAD = 1,  /* forward and backward (train-mode dropout), no update */
+  WH_RUN_EVAL = 2   /* forward only, dropout off */
+} wh_run_mode;
+
+typedef struct wh_session_options {
+  size_t struct_size;
+  int64_t batch; /* value of the symbolic batch dimension (>= 1) */
+} wh_session_options;
+
+#define WH_SESSION_OPTIONS_INIT {sizeof(wh_session_options), 1}
+
+WH_API wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *opts,
+                                   wh_session **out);
+WH_API void wh_session_destroy(wh_session *s); /* NULL is a no-op */
+/* Rebind the batch dimension (re-plans memory; parameters and state are kept). */
+WH_API wh_status wh_session_set_batch(wh_session *s, int64_t batch);
+/* Bind an input to the caller's buffer, borrowed (not copied) until the input is fed again or
+ * the session is destroyed. bytes must equal the input's size at the bound batch. */
+WH_API wh_status wh_session_feed(wh_session *s, wh_value input, const void *data, size_t bytes);
+WH_API wh_status wh_session_run(wh_session *s, wh_run_mode mode);
+/* wh_session_run(s, WH_RUN_TRAIN). */
+WH_API wh_status wh_session_step(wh_session *s);
+/* Copy a value of the last run into out. Parameters, gradients, the loss and values marked with
+ * wh_graph_keep are always fetchable; other intermediates may have been overwritten. */
+WH_API wh_status wh_session_fetch(wh_session *s, wh_value v, void *out, size_t bytes);
+/* Parameter values: copy in and out (bytes = full size). */
+WH_API wh_status wh_session_get_param(wh_session *s, wh_value p, void *out, size_t bytes);
+WH_API wh_status wh_session_set_param(wh_session *s, wh_value p, const void *data, size_t bytes);
+WH_API int64_t wh_session_steps(const wh_session *s); /* optimizer steps taken */
+/* Size in bytes of v at the bound batch. */
+WH_API size_t wh_session_bytes(const wh_session *s, wh_value v);
+
+/* Keep v alive to the end of each run so it can be fetched (before the session is created). */
+WH_API wh_status wh_graph_keep(wh_graph *g, wh_value v);
+
+typedef struct wh_memory_stats {
+  size_t struct_size;
+  uint64_t arena_bytes;        /* the static plan's peak: one arena for all intermediates */
+  uint64_t intermediate_bytes; /* sum of every intermediate's size (no reuse) */
+  uint64_t param_bytes;
+  uint64_t state_bytes;        /* optimizer state */
+  int64_t num_intermediates;
+} wh_memory_stats;
+
+#define WH_MEMORY_STATS_INIT {sizeof(wh_memory_stats), 0, 0, 0, 0, 0}
+
+WH_API wh_status wh_session_memory(const wh_session *s, wh_memory_stats *out);
+
+/* ---------------------------------------------------------- serialization */
+
+/* Save the graph (structure, hints, initializers; no trained values) as protobuf. */
+WH_API wh_status wh_graph_save(const wh_graph *g, const char *path);
+/* Save the session's graph with its current parameter values. */
+WH_API wh_status wh_session_save(const wh_session *s, const char *path);
+/* Load a saved graph; parameters saved with values start from those values. *out is owned. */
+WH_API wh_status wh_graph_load(wh_ctx *ctx, const char *path, wh_graph **out);
+
+typedef enum wh_format { WH_FORMAT_TEXT = 0, WH_FORMAT_DOT = 1 } wh_format;
+/* A readable dump. *out is allocated by libwhale; release it with wh_free. */
+WH_API wh_status wh_graph_dump(const wh_graph *g, wh_format fmt, char **out);
+WH_API void wh_free(void *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WHALE_H */

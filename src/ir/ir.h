@@ -1,0 +1,202 @@
+/* ir.h - the graph IR shared by every layer: values, nodes, hint scopes, the op registry.
+ * A graph's node array is in creation order, which is always a topological order. */
+#ifndef WH_IR_H
+#define WH_IR_H
+
+#include <stdarg.h>
+#include <stdint.h>
+
+#include "whale.h"
+
+/* A shape; d[i] >= 0 is a fixed size, d[i] < 0 is (-d[i]) * B (symbolic batch). */
+typedef struct wh__shape {
+  int ndim;
+  int64_t d[WH_MAX_DIMS];
+} wh__shape;
+
+typedef enum wh__role {
+  WH_ROLE_INPUT = 0,
+  WH_ROLE_PARAM = 1,
+  WH_ROLE_CONST = 2,
+  WH_ROLE_ACT = 3,   /* produced by a forward node */
+  WH_ROLE_GRAD = 4,  /* produced by a backward node */
+  WH_ROLE_STATE = 5  /* optimizer state: persistent, zero-initialised */
+} wh__role;
+
+typedef enum wh__phase { WH_PHASE_FORWARD = 0, WH_PHASE_BACKWARD = 1, WH_PHASE_UPDATE = 2 } wh__phase;
+
+typedef struct wh__value {
+  char *name;        /* owned; may be NULL */
+  wh_dtype dtype;
+  wh__shape shape;
+  wh__role role;
+  int32_t producer;  /* node index, -1 for leaves */
+  int32_t scope;     /* innermost scope at creation, -1 for none */
+  wh_init init;      /* parameters */
+  void *data;        /* owned: constant data, or a parameter's stored initial values (may be NULL) */
+  int keep;          /* alive to the end of a run (fetchable) */
+} wh__value;
+
+#define WH_MAX_IATTR 24
+#define WH_MAX_FATTR 12
+
+typedef struct wh__node {
+  int op;
+  int n_in;
+  int32_t *in;       /* owned, n_in value ids */
+  int32_t out;       /* value id, or -1 for nodes that only update state */
+  int64_t ia[WH_MAX_IATTR];
+  double fa[WH_MAX_FATTR];
+  int n_ia, n_fa;
+  wh__phase phase;
+  int32_t fwd;       /* the forward node a backward/update node belongs to; -1 if none */
+  int32_t scope;     /* innermost scope at creation, -1 for none */
+} wh__node;
+
+typedef struct wh__scope {
+  wh_hint_kind kind;
+  int n;
+  int32_t parent;
+} wh__scope;
+
+struct wh_graph {
+  wh_ctx *ctx;
+  wh__value *values;
+  int n_values, cap_values;
+  wh__node *nodes;
+  int n_nodes, cap_nodes;
+  wh__scope *scopes;
+  int n_scopes, cap_scopes;
+  int32_t cur_scope;
+  int n_stages;
+  int micro_batches;
+  wh_status status;
+  char err[1024];
+  int frozen;         /* sessions using it */
+  /* what node builders stamp on new nodes */
+  wh__phase cur_phase;
+  int32_t cur_fwd;
+  /* autodiff and optimizer */
+  int32_t loss;       /* -1 until wh_backward */
+  int32_t *grad;      /* value id -> gradient value id (-1), n_values long after wh_backward */
+  int n_grad;
+  int has_optimizer;
+};
+
+/* ---- building helpers (graph.c) */
+/* Record an error (first one wins), mirror it into the context, return the status. */
+wh_status wh__graph_fail(wh_graph *g, wh_status s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* WH_OK if g can take a new node, else the status to return. */
+wh_status wh__graph_check(wh_graph *g);
+wh_value wh__value_new(wh_graph *g, const char *name, wh_dtype dt, const wh__shape *sh, wh__role role);
+/* Add a node of op over inputs with attrs, run its shape function, return its output (or
+ * WH_NONE on failure, the graph poisoned). */
+wh_value wh__node_add(wh_graph *g, int op, int n_in, const int32_t *in, const int64_t *ia, int n_ia,
+                      const double *fa, int n_fa);
+/* Same, for nodes without output (updates). Returns the node index or -1. */
+int wh__node_add_noout(wh_graph *g, int op, int n_in, const int32_t *in, const int64_t *ia,
+                       int n_ia, const double *fa, int n_fa);
+const char *wh__shape_str(const wh__shape *s, char *buf, int cap);
+int wh__valid_value(const wh_graph *g, wh_value v);
+/* Scope of the node producing v, or the scope of a leaf. */
+int32_t wh__value_scope(const wh_graph *g, wh_value v);
+
+/* ---- shapes (shape.c) */
+int64_t wh__dim(int64_t d, int64_t batch);              /* concrete size of a dim */
+int64_t wh__numel(const wh__shape *s, int64_t batch);
+int wh__shape_eq(const wh__shape *a, const wh__shape *b);
+int wh__shape_symbolic_count(const wh__shape *s);
+/* numel as c * B^p: returns c, sets *p (0 or 1). */
+int64_t wh__numel_sym(const wh__shape *s, int *p);
+size_t wh__dtype_size(wh_dtype dt);
+const char *wh__dtype_name(wh_dtype dt);
+/* NumPy broadcast of a and b into out; 0 if they do not broadcast. */
+int wh__broadcast(const wh__shape *a, const wh__shape *b, wh__shape *out);
+
+/* ---- the op registry (ops.c) */
+typedef struct wh__cost {
+  double flops;
+  double bytes_read, bytes_written;
+} wh__cost;
+
+struct wh__exec;
+struct wh__tensor;
+typedef wh_status (*wh__kernel_fn)(struct wh__exec *ex, const wh__node *n,
+                                   const struct wh__tensor *in, struct wh__tensor *out);
+
+typedef struct wh__op_def {
+  const char *name;
+  int min_in, max_in;   /* max_in -1: any number */
+  int has_out;
+  int differentiable;   /* has a gradient builder */
+  /* Fill out's dtype and shape from the inputs and attrs; fail the graph on mismatch. */
+  wh_status (*shape)(wh_graph *g, const wh__node *n, wh__value *out);
+  /* Build dx[i] for the inputs with need[i] (others left WH_NONE) from the output gradient dy. */
+  wh_status (*grad)(wh_graph *g, const wh__node *n, wh_value dy, const int *need, wh_value *dx);
+  /* FLOPs and bytes at a given batch size (for the cost model). */
+  void (*cost)(const wh_graph *g, const wh__node *n, int64_t batch, wh__cost *c);
+  wh__kernel_fn cpu;    /* one entry per backend */
+} wh__op_def;
+
+typedef enum wh__op {
+  WH_OP_MATMUL = 0,
+  WH_OP_ADD,
+  WH_OP_SUB,
+  WH_OP_MUL,
+  WH_OP_DIV,
+  WH_OP_SCALE,
+  WH_OP_BIAS_ADD,
+  WH_OP_RELU,
+  WH_OP_GELU,
+  WH_OP_TANH,
+  WH_OP_SIGMOID,
+  WH_OP_EXP,
+  WH_OP_LOG,
+  WH_OP_SOFTMAX,
+  WH_OP_LOG_SOFTMAX,
+  WH_OP_SUM,
+  WH_OP_MEAN,
+  WH_OP_RESHAPE,
+  WH_OP_PERMUTE,
+  WH_OP_SLICE,
+  WH_OP_CONCAT,
+  WH_OP_EMBEDDING,
+  WH_OP_CROSS_ENTROPY,
+  WH_OP_MSE,
+  WH_OP_DROPOUT,
+  WH_OP_CONV2D,
+  WH_OP_MAX_POOL2D,
+  WH_OP_AVG_POOL2D,
+  /* backward-only ops */
+  WH_OP_UNARY_GRAD,      /* (saved, dy); ia[0] = the forward op */
+  WH_OP_SOFTMAX_GRAD,    /* (y, dy) */
+  WH_OP_LOG_SOFTMAX_GRAD,/* (y, dy) */
+  WH_OP_SUM_TO,          /* reduce broadcast dims to ia shape */
+  WH_OP_BROADCAST_TO,    /* expand to ia shape; ia[WH_MAX_DIMS+1] = divide by the ratio (mean) */
+  WH_OP_SLICE_GRAD,      /* dy placed in zeros of the input's shape */
+  WH_OP_EMBEDDING_GRAD,  /* (indices, dy) -> [V, D] */
+  WH_OP_CROSS_ENTROPY_GRAD, /* (logits, labels, dy) */
+  WH_OP_MSE_GRAD,        /* (pred, target, dy); ia[0] = sign */
+  WH_OP_CONV2D_GRAD_INPUT,  /* (dy, w) */
+  WH_OP_CONV2D_GRAD_WEIGHT, /* (x, dy) */
+  WH_OP_MAX_POOL2D_GRAD,    /* (x, dy) */
+  WH_OP_AVG_POOL2D_GRAD,    /* (dy) */
+  /* optimizer */
+  WH_OP_GLOBAL_NORM_CLIP,   /* (grads...) -> scalar coefficient min(1, max/(norm+1e-6)) */
+  WH_OP_SGD_UPDATE,         /* (param, grad, [buf], [clip]) */
+  WH_OP_ADAMW_UPDATE,       /* (param, grad, m, v, [clip]) */
+  WH_OP_COUNT
+} wh__op;
+
+extern const wh__op_def wh__ops[WH_OP_COUNT];
+/* Op index by name, -1 if unknown. */
+int wh__op_find(const char *name);
+
+/* ---- autodiff and optimizer (autodiff.c, optim.c) */
+wh_status wh__backward(wh_graph *g, wh_value loss);
+
+/* ---- learning-rate schedule shared by update kernels */
+double wh__lr_at(const double *fa_lr /* lr, warmup, total, min, schedule */, int64_t step);
+
+#endif /* WH_IR_H */

@@ -1,0 +1,428 @@
+/* conv.c - CPU kernels for conv2d (im2col + sgemm) and 2-D max/avg pooling, forward and backward.
+ * Each output element is written by one range in a fixed order: results never depend on the pool size. */
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../kernels.h"
+
+/* Below this many inner-loop steps per range, threading costs more than it saves. */
+#define WH__CONV_GRAIN_WORK 4096
+
+static int64_t grain_for(int64_t work_per_item) {
+  if (work_per_item < 1) work_per_item = 1;
+  int64_t g = (WH__CONV_GRAIN_WORK + work_per_item - 1) / work_per_item;
+  return g < 1 ? 1 : g;
+}
+
+static wh_status fail(wh__exec *ex, wh_status s, const char *op, const char *what) {
+  if (ex->err && ex->err_cap > 0) snprintf(ex->err, (size_t)ex->err_cap, "%s: %s", op, what);
+  return s;
+}
+
+static int all_f32(const wh__tensor *in, int n_in, const wh__tensor *out) {
+  for (int i = 0; i < n_in; i++)
+    if (in[i].dtype != WH_F32 || in[i].ndim != 4) return 0;
+  return out->dtype == WH_F32 && out->ndim == 4;
+}
+
+static int64_t out_dim(int64_t in, int64_t k, int64_t s, int64_t p) {
+  int64_t span = in + 2 * p - k;
+  return span < 0 ? -1 : span / s + 1;
+}
+
+/* ---- geometry shared by the three conv kernels */
+
+typedef struct {
+  int64_t N, C, H, W, O, KH, KW, OH, OW, s, p;
+} conv_geom;
+
+/* Cross-checks the tensors against each other so a planner bug cannot make sgemm read out of
+ * bounds; BLAS takes int sizes, so everything handed to it must fit one. */
+static wh_status conv_check(wh__exec *ex, const char *op, const conv_geom *g) {
+  if (g->s < 1 || g->p < 0) return fail(ex, WH_ERR_SHAPE, op, "stride must be >= 1 and padding >= 0");
+  if (g->OH != out_dim(g->H, g->KH, g->s, g->p) || g->OW != out_dim(g->W, g->KW, g->s, g->p))
+    return fail(ex, WH_ERR_SHAPE, op, "output size does not match input, kernel, stride and padding");
+  int64_t ckk = g->C * g->KH * g->KW, ohw = g->OH * g->OW;
+  if (ckk > INT_MAX || ohw > INT_MAX || g->O > INT_MAX)
+    return fail(ex, WH_ERR_UNSUPPORTED, op, "a matrix dimension exceeds the BLAS int range");
+  return WH_OK;
+}
+
+/* 1x1, stride 1, no padding: the column matrix is the image itself. */
+static int conv_is_pointwise(const conv_geom *g) {
+  return g->KH == 1 && g->KW == 1 && g->s == 1 && g->p == 0;
+}
+
+/* Output columns [lo, hi) whose input index ow*s + off lands inside [0, len). */
+static void valid_range(int64_t off, int64_t s, int64_t len, int64_t nout, int64_t *lo, int64_t *hi) {
+  int64_t l = off >= 0 ? 0 : (-off + s - 1) / s;
+  int64_t h = (len - 1 - off) < 0 ? 0 : (len - 1 - off) / s + 1;
+  if (l > nout) l = nout;
+  if (h > nout) h = nout;
+  if (h < l) h = l;
+  *lo = l;
+  *hi = h;
+}
+
+typedef struct {
+  const conv_geom *g;
+  const float *src; /* im2col: one image [C, H, W]; col2im: the column matrix [C*KH*KW, OH*OW] */
+  float *dst;       /* the other one */
+} col_job;
+
+/* Rows of channel c are c*KH*KW .. (c+1)*KH*KW - 1, so a channel range owns its rows. */
+static void im2col_range(void *arg, int64_t c0, int64_t c1) {
+  const col_job *j = arg;
+  const conv_geom *g = j->g;
+  for (int64_t c = c0; c < c1; c++) {
+    const float *xc = j->src + c * g->H * g->W;
+    for (int64_t kh = 0; kh < g->KH; kh++) {
+      for (int64_t kw = 0; kw < g->KW; kw++) {
+        float *row = j->dst + ((c * g->KH + kh) * g->KW + kw) * g->OH * g->OW;
+        int64_t lo, hi;
+        valid_range(kw - g->p, g->s, g->W, g->OW, &lo, &hi);
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+          float *r = row + oh * g->OW;
+          int64_t ih = oh * g->s - g->p + kh;
+          if (ih < 0 || ih >= g->H) {
+            memset(r, 0, (size_t)g->OW * sizeof *r);
+            continue;
+          }
+          const float *xr = xc + ih * g->W; /* indexed with the offset, never pointed before it */
+          int64_t off = kw - g->p;
+          for (int64_t ow = 0; ow < lo; ow++) r[ow] = 0.0f;
+          for (int64_t ow = lo; ow < hi; ow++) r[ow] = xr[ow * g->s + off];
+          for (int64_t ow = hi; ow < g->OW; ow++) r[ow] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+/* The adjoint of im2col; accumulates into an image that was zeroed beforehand. */
+static void col2im_range(void *arg, int64_t c0, int64_t c1) {
+  const col_job *j = arg;
+  const conv_geom *g = j->g;
+  for (int64_t c = c0; c < c1; c++) {
+    float *xc = j->dst + c * g->H * g->W;
+    for (int64_t kh = 0; kh < g->KH; kh++) {
+      for (int64_t kw = 0; kw < g->KW; kw++) {
+        const float *row = j->src + ((c * g->KH + kh) * g->KW + kw) * g->OH * g->OW;
+        int64_t lo, hi;
+        valid_range(kw - g->p, g->s, g->W, g->OW, &lo, &hi);
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+          int64_t ih = oh * g->s - g->p + kh;
+          if (ih < 0 || ih >= g->H) continue;
+          const float *r = row + oh * g->OW;
+          float *xr = xc + ih * g->W;
+          int64_t off = kw - g->p;
+          for (int64_t ow = lo; ow < hi; ow++) xr[ow * g->s + off] += r[ow];
+        }
+      }
+    }
+  }
+}
+
+static void im2col(wh__exec *ex, const conv_geom *g, const float *img, float *col) {
+  col_job j = {g, img, col};
+  wh__parallel_for(ex->pool, g->C, grain_for(g->KH * g->KW * g->OH * g->OW), im2col_range, &j);
+}
+
+static void col2im(wh__exec *ex, const conv_geom *g, const float *col, float *img) {
+  col_job j = {g, col, img};
+  wh__parallel_for(ex->pool, g->C, grain_for(g->KH * g->KW * g->OH * g->OW), col2im_range, &j);
+}
+
+/* Scratch for one image's column matrix, unless the image can stand in for it. */
+static wh_status conv_cols(wh__exec *ex, const conv_geom *g, const char *op, float **col) {
+  *col = NULL;
+  if (conv_is_pointwise(g)) return WH_OK;
+  size_t bytes = (size_t)(g->C * g->KH * g->KW) * (size_t)(g->OH * g->OW) * sizeof(float);
+  *col = wh__exec_scratch(ex, bytes);
+  if (!*col) return fail(ex, WH_ERR_OUT_OF_MEMORY, op, "no memory for the im2col workspace");
+  return WH_OK;
+}
+
+/* Empty sums are zero: covers N, C, O or a spatial size of 0 without handing BLAS a zero
+ * leading dimension (which it rejects with a message on stderr). */
+static int conv_degenerate(const wh__tensor *in, int n_in, wh__tensor *out) {
+  if (out->numel == 0) return 1;
+  for (int i = 0; i < n_in; i++) {
+    if (in[i].numel == 0) {
+      memset(out->data, 0, (size_t)out->numel * sizeof(float));
+      return 1;
+    }
+  }
+  return 0;
+}
+
+wh_status wh__cpu_conv2d(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
+  static const char op[] = "conv2d";
+  if (!all_f32(in, 2, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
+  const wh__tensor *x = &in[0], *w = &in[1];
+  conv_geom g = {x->d[0], x->d[1], x->d[2], x->d[3], w->d[0], w->d[2], w->d[3],
+                 out->d[2], out->d[3], n->ia[0], n->ia[1]};
+  if (w->d[1] != g.C || out->d[0] != g.N || out->d[1] != g.O)
+    return fail(ex, WH_ERR_SHAPE, op, "input, weight and output shapes disagree");
+  wh_status st = conv_check(ex, op, &g);
+  if (st != WH_OK) return st;
+  if (conv_degenerate(in, 2, out)) return WH_OK;
+  float *col;
+  if ((st = conv_cols(ex, &g, op, &col)) != WH_OK) return st;
+  int ckk = (int)(g.C * g.KH * g.KW), ohw = (int)(g.OH * g.OW);
+  for (int64_t i = 0; i < g.N; i++) {
+    const float *xi = wh__f32(x) + i * g.C * g.H * g.W;
+    float *yi = wh__f32(out) + i * g.O * ohw;
+    const float *b = xi;
+    if (col) {
+      im2col(ex, &g, xi, col);
+      b = col;
+    }
+    /* y_i [O, OH*OW] = W [O, C*KH*KW] . col_i */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g.O, ohw, ckk, 1.0f, wh__f32(w), ckk,
+                b, ohw, 0.0f, yi, ohw);
+  }
+  return WH_OK;
+}
+
+wh_status wh__cpu_conv2d_grad_input(wh__exec *ex, const wh__node *n, const wh__tensor *in,
+                                    wh__tensor *out) {
+  static const char op[] = "conv2d_grad_input";
+  if (!all_f32(in, 2, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
+  const wh__tensor *dy = &in[0], *w = &in[1];
+  conv_geom g = {out->d[0], out->d[1], out->d[2], out->d[3], w->d[0], w->d[2], w->d[3],
+                 dy->d[2], dy->d[3], n->ia[0], n->ia[1]};
+  if (w->d[1] != g.C || dy->d[0] != g.N || dy->d[1] != g.O)
+    return fail(ex, WH_ERR_SHAPE, op, "gradient, weight and input shapes disagree");
+  wh_status st = conv_check(ex, op, &g);
+  if (st != WH_OK) return st;
+  if (conv_degenerate(in, 2, out)) return WH_OK;
+  float *col;
+  if ((st = conv_cols(ex, &g, op, &col)) != WH_OK) return st;
+  int ckk = (int)(g.C * g.KH * g.KW), ohw = (int)(g.OH * g.OW);
+  int64_t chw = g.C * g.H * g.W;
+  for (int64_t i = 0; i < g.N; i++) {
+    const float *dyi = wh__f32(dy) + i * g.O * ohw;
+    float *dxi = wh__f32(out) + i * chw;
+    /* col [C*KH*KW, OH*OW] = W^T . dy_i, written straight into dx_i when the geometry is 1x1 */
+    float *c = col ? col : dxi;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ckk, ohw, (int)g.O, 1.0f, wh__f32(w), ckk,
+                dyi, ohw, 0.0f, c, ohw);
+    if (col) {
+      memset(dxi, 0, (size_t)chw * sizeof *dxi);
+      col2im(ex, &g, col, dxi);
+    }
+  }
+  return WH_OK;
+}
+
+wh_status wh__cpu_conv2d_grad_weight(wh__exec *ex, const wh__node *n, const wh__tensor *in,
+                                     wh__tensor *out) {
+  static const char op[] = "conv2d_grad_weight";
+  if (!all_f32(in, 2, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
+  const wh__tensor *x = &in[0], *dy = &in[1];
+  conv_geom g = {x->d[0], x->d[1], x->d[2], x->d[3], out->d[0], out->d[2], out->d[3],
+                 dy->d[2], dy->d[3], n->ia[0], n->ia[1]};
+  if (out->d[1] != g.C || dy->d[0] != g.N || dy->d[1] != g.O)
+    return fail(ex, WH_ERR_SHAPE, op, "input, gradient and weight shapes disagree");
+  wh_status st = conv_check(ex, op, &g);
+  if (st != WH_OK) return st;
+  if (conv_degenerate(in, 2, out)) return WH_OK;
+  float *col;
+  if ((st = conv_cols(ex, &g, op, &col)) != WH_OK) return st;
+  int ckk = (int)(g.C * g.KH * g.KW), ohw = (int)(g.OH * g.OW);
+  /* Images are summed one after another in index order: a fixed reduction order. */
+  for (int64_t i = 0; i < g.N; i++) {
+    const float *xi = wh__f32(x) + i * g.C * g.H * g.W;
+    const float *dyi = wh__f32(dy) + i * g.O * ohw;
+    const float *b = xi;
+    if (col) {
+      im2col(ex, &g, xi, col);
+      b = col;
+    }
+    /* dW [O, C*KH*KW] (+)= dy_i [O, OH*OW] . col_i^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g.O, ckk, ohw, 1.0f, dyi, ohw, b, ohw,
+                i == 0 ? 0.0f : 1.0f, wh__f32(out), ckk);
+  }
+  return WH_OK;
+}
+
+/* ---- pooling: one (n, c) plane per work item; a plane is read and written by one range only */
+
+typedef struct {
+  int64_t H, W, OH, OW, k, s, p;
+  const float *x;  /* forward input (max pool) */
+  const float *dy; /* incoming gradient (backward) */
+  float *y;        /* forward output, or dx in backward */
+} pool_job;
+
+static wh_status pool_setup(wh__exec *ex, const wh__node *n, const char *op, const wh__tensor *big,
+                            const wh__tensor *small, pool_job *j) {
+  int64_t k = n->ia[0], s = n->ia[1], p = n->ia[2];
+  if (k < 1 || s < 1 || p < 0)
+    return fail(ex, WH_ERR_SHAPE, op, "kernel and stride must be >= 1, padding >= 0");
+  if (big->d[0] != small->d[0] || big->d[1] != small->d[1] ||
+      small->d[2] != out_dim(big->d[2], k, s, p) || small->d[3] != out_dim(big->d[3], k, s, p))
+    return fail(ex, WH_ERR_SHAPE, op, "input and output shapes do not match kernel, stride and padding");
+  *j = (pool_job){big->d[2], big->d[3], small->d[2], small->d[3], k, s, p, NULL, NULL, NULL};
+  return WH_OK;
+}
+
+static void clip_window(int64_t o, int64_t k, int64_t s, int64_t p, int64_t len, int64_t *lo, int64_t *hi) {
+  int64_t b = o * s - p, e = b + k;
+  *lo = b < 0 ? 0 : b;
+  *hi = e > len ? len : e;
+}
+
+/* Index (within the plane) of the first maximum of a window in row-major order, padding never
+ * winning; a NaN counts as the maximum so it propagates as in PyTorch. -1 for an empty window. */
+static int64_t window_argmax(const pool_job *j, const float *xp, int64_t oh, int64_t ow) {
+  int64_t h0, h1, w0, w1;
+  clip_window(oh, j->k, j->s, j->p, j->H, &h0, &h1);
+  clip_window(ow, j->k, j->s, j->p, j->W, &w0, &w1);
+  int64_t best = -1;
+  float bv = -INFINITY;
+  for (int64_t ih = h0; ih < h1; ih++) {
+    for (int64_t iw = w0; iw < w1; iw++) {
+      float v = xp[ih * j->W + iw];
+      if (best < 0 || v > bv || (isnan(v) && !isnan(bv))) {
+        best = ih * j->W + iw;
+        bv = v;
+      }
+    }
+  }
+  return best;
+}
+
+static void max_fwd_range(void *arg, int64_t p0, int64_t p1) {
+  const pool_job *j = arg;
+  for (int64_t pl = p0; pl < p1; pl++) {
+    const float *xp = j->x + pl * j->H * j->W;
+    float *yp = j->y + pl * j->OH * j->OW;
+    for (int64_t oh = 0; oh < j->OH; oh++) {
+      for (int64_t ow = 0; ow < j->OW; ow++) {
+        int64_t a = window_argmax(j, xp, oh, ow);
+        /* an all-padding window (padding > kernel/2) has no input to pick; 0 keeps it finite */
+        yp[oh * j->OW + ow] = a < 0 ? 0.0f : xp[a];
+      }
+    }
+  }
+}
+
+static void max_bwd_range(void *arg, int64_t p0, int64_t p1) {
+  const pool_job *j = arg;
+  for (int64_t pl = p0; pl < p1; pl++) {
+    const float *xp = j->x + pl * j->H * j->W;
+    const float *dyp = j->dy + pl * j->OH * j->OW;
+    float *dxp = j->y + pl * j->H * j->W;
+    memset(dxp, 0, (size_t)(j->H * j->W) * sizeof *dxp);
+    for (int64_t oh = 0; oh < j->OH; oh++) {
+      for (int64_t ow = 0; ow < j->OW; ow++) {
+        int64_t a = window_argmax(j, xp, oh, ow);
+        if (a >= 0) dxp[a] += dyp[oh * j->OW + ow];
+      }
+    }
+  }
+}
+
+static void avg_fwd_range(void *arg, int64_t p0, int64_t p1) {
+  const pool_job *j = arg;
+  float inv = 1.0f / (float)(j->k * j->k); /* count_include_pad: padding counts in the divisor */
+  for (int64_t pl = p0; pl < p1; pl++) {
+    const float *xp = j->x + pl * j->H * j->W;
+    float *yp = j->y + pl * j->OH * j->OW;
+    for (int64_t oh = 0; oh < j->OH; oh++) {
+      int64_t h0, h1;
+      clip_window(oh, j->k, j->s, j->p, j->H, &h0, &h1);
+      for (int64_t ow = 0; ow < j->OW; ow++) {
+        int64_t w0, w1;
+        clip_window(ow, j->k, j->s, j->p, j->W, &w0, &w1);
+        float acc = 0.0f;
+        for (int64_t ih = h0; ih < h1; ih++)
+          for (int64_t iw = w0; iw < w1; iw++) acc += xp[ih * j->W + iw];
+        yp[oh * j->OW + ow] = acc * inv;
+      }
+    }
+  }
+}
+
+static void avg_bwd_range(void *arg, int64_t p0, int64_t p1) {
+  const pool_job *j = arg;
+  float inv = 1.0f / (float)(j->k * j->k);
+  for (int64_t pl = p0; pl < p1; pl++) {
+    const float *dyp = j->dy + pl * j->OH * j->OW;
+    float *dxp = j->y + pl * j->H * j->W;
+    memset(dxp, 0, (size_t)(j->H * j->W) * sizeof *dxp);
+    for (int64_t oh = 0; oh < j->OH; oh++) {
+      int64_t h0, h1;
+      clip_window(oh, j->k, j->s, j->p, j->H, &h0, &h1);
+      for (int64_t ow = 0; ow < j->OW; ow++) {
+        int64_t w0, w1;
+        clip_window(ow, j->k, j->s, j->p, j->W, &w0, &w1);
+        float g = dyp[oh * j->OW + ow] * inv;
+        for (int64_t ih = h0; ih < h1; ih++)
+          for (int64_t iw = w0; iw < w1; iw++) dxp[ih * j->W + iw] += g;
+      }
+    }
+  }
+}
+
+static void pool_run(wh__exec *ex, pool_job *j, int64_t planes, wh__range_fn fn) {
+  wh__parallel_for(ex->pool, planes, grain_for(j->OH * j->OW * j->k * j->k + j->H * j->W), fn, j);
+}
+
+wh_status wh__cpu_max_pool2d(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
+  static const char op[] = "max_pool2d";
+  if (!all_f32(in, 1, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
+  pool_job j;
+  wh_status st = pool_setup(ex, n, op, &in[0], out, &j);
+  if (st != WH_OK) return st;
+  j.x = wh__f32(&in[0]);
+  j.y = wh__f32(out);
+  pool_run(ex, &j, in[0].d[0] * in[0].d[1], max_fwd_range);
+  return WH_OK;
+}
+
+wh_status wh__cpu_max_pool2d_grad(wh__exec *ex, const wh__node *n, const wh__tensor *in,
+                                  wh__tensor *out) {
+  static const char op[] = "max_pool2d_grad";
+  if (!all_f32(in, 2, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
+  for (int i = 0; i < 4; i++)
+    if (in[0].d[i] != out->d[i]) return fail(ex, WH_ERR_SHAPE, op, "input and its gradient differ in shape");
+  pool_job j;
+  wh_status st = pool_setup(ex, n, op, &in[0], &in[1], &j);
+  if (st != WH_OK) return st;
+  j.x = wh__f32(&in[0]);
+  j.dy = wh__f32(&in[1]);
+  j.y = wh__f32(out);
+  pool_run(ex, &j, out->d[0] * out->d[1], max_bwd_range);
+  return WH_OK;
+}
+
+wh_status wh__cpu_avg_pool2d(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
+  static const char op[] = "avg_pool2d";
+  if (!all_f32(in, 1, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
+  pool_job j;
+  wh_status st = pool_setup(ex, n, op, &in[0], out, &j);
+  if (st != WH_OK) return st;
+  j.x = wh__f32(&in[0]);
+  j.y = wh__f32(out);
+  pool_run(ex, &j, in[0].d[0] * in[0].d[1], avg_fwd_range);
+  return WH_OK;
+}
+
+wh_status wh__cpu_avg_pool2d_grad(wh__exec *ex, const wh__node *n, const wh__tensor *in,
+                                  wh__tensor *out) {
+  static const char op[] = "avg_pool2d_grad";
+  if (!all_f32(in, 1, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
+  pool_job j;
+  wh_status st = pool_setup(ex, n, op, out, &in[0], &j);
+  if (st != WH_OK) return st;
+  j.dy = wh__f32(&in[0]);
+  j.y = wh__f32(out);
+  pool_run(ex, &j, out->d[0] * out->d[1], avg_bwd_range);
+  return WH_OK;
+}

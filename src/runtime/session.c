@@ -1,0 +1,429 @@
+/* session.c - the single-process executor: binds the batch size, plans intermediates into one
+ * arena by lifetime, owns parameters and optimizer state, and runs nodes in graph order. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../ir/ir.h"
+#include "../kernels/kernels.h"
+#include "ctx.h"
+#include "memplan.h"
+#include "session.h"
+
+struct wh_session {
+  wh_ctx *ctx;
+  wh_graph *g;
+  int64_t batch;
+  int64_t steps;
+  int64_t runs;
+  int n;               /* values */
+  void **ptr;          /* data of each value at the bound batch */
+  int64_t *bytes;
+  int32_t *alias;      /* reshape outputs share their input's storage: the root value, or -1 */
+  int64_t *stamp;      /* run that last wrote the value */
+  void **own;          /* session-owned persistent storage (params, state), per value */
+  void *arena;
+  int64_t arena_bytes, inter_bytes, n_inter;
+  wh__exec ex;
+  char kerr[512];
+};
+
+/* ---- parameter initialisation: counter-based, so a seed gives the same values anywhere */
+
+static uint64_t split64(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static double unif(uint64_t *s) { return ((double)(split64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+
+static void init_param(const wh__value *v, float *p, int64_t numel) {
+  const wh_init *in = &v->init;
+  const wh__shape *sh = &v->shape;
+  int64_t rf = 1;
+  for (int i = 2; i < sh->ndim; i++) rf *= sh->d[i];
+  int64_t fan_in = sh->ndim >= 2 ? sh->d[1] * rf : numel, fan_out = sh->ndim >= 2 ? sh->d[0] * rf : numel;
+  if (in->fan_in > 0) fan_in = in->fan_in;
+  if (in->fan_out > 0) fan_out = in->fan_out;
+  uint64_t st = in->seed * 0x2545f4914f6cdd1dull + 0x1234567ull;
+  double a = in->a, b = in->b, gain = in->a != 0 ? in->a : 1.0;
+  double lo = 0, hi = 0, mean = 0, std = 0;
+  int normal = 0;
+  switch (in->kind) {
+    case WH_INIT_ZEROS: lo = hi = 0; break;
+    case WH_INIT_ONES: lo = hi = 1; break;
+    case WH_INIT_CONSTANT: lo = hi = a; break;
+    case WH_INIT_UNIFORM: lo = a, hi = b; break;
+    case WH_INIT_NORMAL: normal = 1, mean = a, std = b; break;
+    case WH_INIT_XAVIER_UNIFORM: hi = gain * sqrt(6.0 / (double)(fan_in + fan_out)), lo = -hi; break;
+    case WH_INIT_XAVIER_NORMAL: normal = 1, std = gain * sqrt(2.0 / (double)(fan_in + fan_out)); break;
+    case WH_INIT_KAIMING_UNIFORM: hi = sqrt(2.0 / (1.0 + a * a)) * sqrt(3.0 / (double)fan_in), lo = -hi; break;
+    case WH_INIT_KAIMING_NORMAL: normal = 1, std = sqrt(2.0 / (1.0 + a * a)) / sqrt((double)fan_in); break;
+  }
+  for (int64_t i = 0; i < numel; i++) {
+    if (normal) {
+      double u1 = unif(&st), u2 = unif(&st);
+      p[i] = (float)(mean + std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+    } else {
+      p[i] = (float)(lo + (hi - lo) * unif(&st));
+    }
+  }
+}
+
+static int persistent(wh__role r) {
+  return r == WH_ROLE_PARAM || r == WH_ROLE_STATE || r == WH_ROLE_CONST || r == WH_ROLE_INPUT;
+}
+
+static int32_t root_of(const wh_session *s, int32_t v) {
+  while (s->alias[v] >= 0) v = s->alias[v];
+  return v;
+}
+
+/* Plan the arena for the bound batch: sizes, lifetimes in node order, aliases. */
+static wh_status plan(wh_session *s) {
+  wh_graph *g = s->g;
+  int n = s->n, nn = g->n_nodes;
+  int64_t *size = calloc((size_t)n + 1, sizeof(int64_t)), *off = calloc((size_t)n + 1, sizeof(int64_t));
+  int *first = calloc((size_t)n + 1, sizeof(int)), *last = calloc((size_t)n + 1, sizeof(int));
+  if (!size || !off || !first || !last) {
+    free(size), free(off), free(first), free(last);
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  for (int v = 0; v < n; v++) {
+    s->bytes[v] = wh__numel(&g->values[v].shape, s->batch) * (int64_t)wh__dtype_size(g->values[v].dtype);
+    s->alias[v] = -1;
+    first[v] = last[v] = -1;
+  }
+  for (int i = 0; i < nn; i++) {
+    const wh__node *nd = &g->nodes[i];
+    if (nd->out >= 0) {
+      first[nd->out] = last[nd->out] = i;
+      if (nd->op == WH_OP_RESHAPE) s->alias[nd->out] = nd->in[0];
+    }
+    for (int k = 0; k < nd->n_in; k++) last[nd->in[k]] = i;
+  }
+  for (int v = 0; v < n; v++)
+    if (g->values[v].keep && first[v] >= 0) last[v] = nn;
+  /* an alias keeps its root alive as long as itself (values are in creation order, so an
+   * alias's root always has a smaller id: walk backwards) */
+  for (int v = n - 1; v >= 0; v--)
+    if (s->alias[v] >= 0 && last[v] > last[s->alias[v]]) last[s->alias[v]] = last[v];
+  s->inter_bytes = 0;
+  s->n_inter = 0;
+  for (int v = 0; v < n; v++) {
+    if (persistent(g->values[v].role) || s->alias[v] >= 0 || first[v] < 0) {
+      size[v] = 0;
+      continue;
+    }
+    size[v] = s->bytes[v];
+    s->inter_bytes += size[v];
+    s->n_inter++;
+  }
+  int64_t total = wh__memplan(n, size, first, last, off);
+  if (total < 0) {
+    free(size), free(off), free(first), free(last);
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  void *arena = NULL;
+  if (posix_memalign(&arena, WH_ALIGN, (size_t)(total ? total : WH_ALIGN)) != 0) {
+    free(size), free(off), free(first), free(last);
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  free(s->arena);
+  s->arena = arena;
+  s->arena_bytes = total;
+  for (int v = 0; v < n; v++) {
+    if (g->values[v].role == WH_ROLE_INPUT) s->ptr[v] = NULL; /* feeds are per batch size */
+    else if (!persistent(g->values[v].role) && s->alias[v] < 0) s->ptr[v] = (char *)arena + off[v];
+    s->stamp[v] = persistent(g->values[v].role) ? 0 : -1;
+  }
+  for (int v = 0; v < n; v++)
+    if (s->alias[v] >= 0) s->ptr[v] = NULL; /* resolved at run time: the root may be a feed */
+  free(size), free(off), free(first), free(last);
+  return WH_OK;
+}
+
+static wh_status fail(wh_session *s, wh_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static wh_status fail(wh_session *s, wh_status st, const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  wh__ctx_set_error(s->ctx, "%s", buf);
+  return st;
+}
+
+void wh_session_destroy(wh_session *s) {
+  if (!s) return;
+  if (s->g && s->g->frozen > 0) s->g->frozen--;
+  if (s->own)
+    for (int v = 0; v < s->n; v++) free(s->own[v]);
+  free(s->own);
+  free(s->ptr);
+  free(s->bytes);
+  free(s->alias);
+  free(s->stamp);
+  free(s->arena);
+  free(s->ex.scratch);
+  free(s);
+}
+
+wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *opts, wh_session **out) {
+  if (!ctx || !g || !out) return WH_ERR_INVALID_ARGUMENT;
+  *out = NULL;
+  if (g->ctx != ctx) {
+    wh__ctx_set_error(ctx, "wh_session_create: the graph belongs to another context");
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  if (g->status != WH_OK) {
+    wh__ctx_set_error(ctx, "wh_session_create: graph poisoned by an earlier error: %s", g->err);
+    return WH_ERR_POISONED;
+  }
+  wh_session_options o = WH_SESSION_OPTIONS_INIT;
+  if (opts) {
+    if (opts->struct_size != sizeof o) {
+      wh__ctx_set_error(ctx, "wh_session_create: options struct_size %zu, expected %zu", opts->struct_size, sizeof o);
+      return WH_ERR_INVALID_ARGUMENT;
+    }
+    o = *opts;
+  }
+  if (o.batch < 1) {
+    wh__ctx_set_error(ctx, "wh_session_create: batch must be >= 1, got %lld", (long long)o.batch);
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  wh_session *s = calloc(1, sizeof *s);
+  if (!s) return WH_ERR_OUT_OF_MEMORY;
+  s->ctx = ctx;
+  s->g = g;
+  s->n = g->n_values;
+  s->batch = o.batch;
+  size_t n = (size_t)s->n + 1;
+  s->ptr = calloc(n, sizeof(void *));
+  s->own = calloc(n, sizeof(void *));
+  s->bytes = calloc(n, sizeof(int64_t));
+  s->alias = calloc(n, sizeof(int32_t));
+  s->stamp = calloc(n, sizeof(int64_t));
+  s->ex.pool = ctx->pool;
+  s->ex.err = s->kerr;
+  s->ex.err_cap = sizeof s->kerr;
+  if (!s->ptr || !s->own || !s->bytes || !s->alias || !s->stamp) {
+    wh_session_destroy(s);
+    wh__ctx_set_error(ctx, "wh_session_create: out of memory");
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  for (int v = 0; v < s->n; v++) {
+    const wh__value *val = &g->values[v];
+    size_t bytes = (size_t)wh__numel(&val->shape, 1) * wh__dtype_size(val->dtype);
+    if (val->role == WH_ROLE_CONST) {
+      s->ptr[v] = val->data;
+    } else if (val->role == WH_ROLE_PARAM || val->role == WH_ROLE_STATE) {
+      s->own[v] = calloc(bytes ? bytes : 1, 1);
+      if (!s->own[v]) {
+        wh_session_destroy(s);
+        wh__ctx_set_error(ctx, "wh_session_create: out of memory for %s '%s' (%zu bytes)",
+                          val->role == WH_ROLE_PARAM ? "parameter" : "state", val->name ? val->name : "", bytes);
+        return WH_ERR_OUT_OF_MEMORY;
+      }
+      if (val->role == WH_ROLE_PARAM) {
+        if (val->data) memcpy(s->own[v], val->data, bytes);
+        else init_param(val, s->own[v], (int64_t)(bytes / sizeof(float)));
+      }
+      s->ptr[v] = s->own[v];
+    }
+  }
+  wh_status st = plan(s);
+  if (st != WH_OK) {
+    wh_session_destroy(s);
+    wh__ctx_set_error(ctx, "wh_session_create: out of memory planning intermediates");
+    return st;
+  }
+  g->frozen++;
+  wh__log(ctx, WH_LOG_INFO, "session: batch %lld, arena %lld bytes for %lld intermediates of %lld bytes",
+          (long long)s->batch, (long long)s->arena_bytes, (long long)s->n_inter, (long long)s->inter_bytes);
+  *out = s;
+  return WH_OK;
+}
+
+wh_status wh_session_set_batch(wh_session *s, int64_t batch) {
+  if (!s) return WH_ERR_INVALID_ARGUMENT;
+  if (batch < 1) return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_set_batch: batch must be >= 1, got %lld", (long long)batch);
+  if (batch == s->batch) return WH_OK;
+  int64_t old = s->batch;
+  s->batch = batch;
+  wh_status st = plan(s);
+  if (st != WH_OK) {
+    s->batch = old;
+    plan(s);
+    return fail(s, st, "wh_session_set_batch: out of memory planning batch %lld", (long long)batch);
+  }
+  return WH_OK;
+}
+
+wh_status wh_session_feed(wh_session *s, wh_value v, const void *data, size_t bytes) {
+  if (!s) return WH_ERR_INVALID_ARGUMENT;
+  if (!wh__valid_value(s->g, v) || s->g->values[v].role != WH_ROLE_INPUT)
+    return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_feed: value %d is not an input", (int)v);
+  if (!data) return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_feed: input '%s': data is NULL", wh_value_name(s->g, v));
+  if ((int64_t)bytes != s->bytes[v]) {
+    char b[160];
+    return fail(s, WH_ERR_SHAPE, "wh_session_feed: input '%s' %s%s at batch %lld is %lld bytes, got %zu",
+                wh_value_name(s->g, v), wh__dtype_name(s->g->values[v].dtype),
+                wh__shape_str(&s->g->values[v].shape, b, sizeof b), (long long)s->batch, (long long)s->bytes[v], bytes);
+  }
+  s->ptr[v] = (void *)data;
+  return WH_OK;
+}
+
+static int runs_in(const wh__node *n, wh_run_mode mode) {
+  switch (mode) {
+    case WH_RUN_EVAL: return n->phase == WH_PHASE_FORWARD;
+    case WH_RUN_GRAD: return n->phase != WH_PHASE_UPDATE;
+    default: return 1;
+  }
+}
+
+static void tensor_of(const wh_session *s, int32_t v, wh__tensor *t) {
+  const wh__value *val = &s->g->values[v];
+  t->data = s->ptr[v];
+  t->dtype = val->dtype;
+  t->ndim = val->shape.ndim;
+  t->numel = 1;
+  for (int i = 0; i < val->shape.ndim; i++) {
+    t->d[i] = wh__dim(val->shape.d[i], s->batch);
+    t->numel *= t->d[i];
+  }
+}
+
+wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
+  if (!s) return WH_ERR_INVALID_ARGUMENT;
+  wh_graph *g = s->g;
+  if ((unsigned)mode > WH_RUN_EVAL) return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_run: unknown mode %d", (int)mode);
+  if (mode == WH_RUN_TRAIN && !g->has_optimizer)
+    return fail(s, WH_ERR_STATE, "wh_session_run: training needs an optimizer (wh_optimizer_sgd/adamw); use WH_RUN_GRAD for gradients only");
+  if (mode != WH_RUN_EVAL && g->loss < 0)
+    return fail(s, WH_ERR_STATE, "wh_session_run: the graph has no gradients (wh_backward); use WH_RUN_EVAL");
+  /* every input the run reads must be fed */
+  for (int i = 0; i < g->n_nodes; i++) {
+    const wh__node *n = &g->nodes[i];
+    if (!runs_in(n, mode)) continue;
+    for (int k = 0; k < n->n_in; k++) {
+      int32_t r = root_of(s, n->in[k]);
+      if (g->values[r].role == WH_ROLE_INPUT && !s->ptr[r])
+        return fail(s, WH_ERR_STATE, "wh_session_run: input '%s' is not fed (node %d, %s, input %d)",
+                    wh_value_name(g, r), i, wh__ops[n->op].name, k);
+    }
+  }
+  s->runs++;
+  s->ex.train = mode != WH_RUN_EVAL;
+  s->ex.step = s->steps + 1;
+  s->ex.batch = s->batch;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const wh__node *n = &g->nodes[i];
+    if (!runs_in(n, mode)) continue;
+    wh__tensor in[64], *inp = in, out = {0};
+    wh__tensor *heap = NULL;
+    if (n->n_in > 64) {
+      heap = malloc(sizeof(wh__tensor) * (size_t)n->n_in);
+      if (!heap) return fail(s, WH_ERR_OUT_OF_MEMORY, "wh_session_run: out of memory");
+      inp = heap;
+    }
+    for (int k = 0; k < n->n_in; k++) tensor_of(s, n->in[k], &inp[k]);
+    if (n->out >= 0) {
+      if (s->alias[n->out] >= 0) s->ptr[n->out] = s->ptr[root_of(s, n->out)];
+      tensor_of(s, n->out, &out);
+    }
+    s->kerr[0] = 0;
+    wh_status st = wh__ops[n->op].cpu(&s->ex, n, inp, n->out >= 0 ? &out : NULL);
+    free(heap);
+    if (st != WH_OK) {
+      char b[160];
+      return fail(s, st, "wh_session_run: node %d (%s%s%s, output %s) failed: %s%s%s", i, wh__ops[n->op].name,
+                  n->out >= 0 && g->values[n->out].name ? " " : "",
+                  n->out >= 0 && g->values[n->out].name ? g->values[n->out].name : "",
+                  n->out >= 0 ? wh__shape_str(&g->values[n->out].shape, b, sizeof b) : "-", wh_status_str(st),
+                  s->kerr[0] ? ": " : "", s->kerr);
+    }
+    if (n->out >= 0) s->stamp[n->out] = s->runs;
+  }
+  if (mode == WH_RUN_TRAIN) s->steps++;
+  return WH_OK;
+}
+
+wh_status wh_session_step(wh_session *s) { return wh_session_run(s, WH_RUN_TRAIN); }
+
+static wh_status copy_out(wh_session *s, const char *who, wh_value v, void *out, size_t bytes) {
+  if (!wh__valid_value(s->g, v)) return fail(s, WH_ERR_INVALID_ARGUMENT, "%s: %d is not a value of this graph", who, (int)v);
+  if (!out) return fail(s, WH_ERR_INVALID_ARGUMENT, "%s: out is NULL", who);
+  if ((int64_t)bytes != s->bytes[v])
+    return fail(s, WH_ERR_SHAPE, "%s: value %d '%s' is %lld bytes at batch %lld, buffer is %zu", who, (int)v,
+                wh_value_name(s->g, v), (long long)s->bytes[v], (long long)s->batch, bytes);
+  memcpy(out, s->ptr[v], bytes);
+  return WH_OK;
+}
+
+wh_status wh_session_fetch(wh_session *s, wh_value v, void *out, size_t bytes) {
+  if (!s) return WH_ERR_INVALID_ARGUMENT;
+  if (!wh__valid_value(s->g, v)) return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_fetch: %d is not a value of this graph", (int)v);
+  const wh__value *val = &s->g->values[v];
+  int32_t r = root_of(s, v);
+  if (val->role == WH_ROLE_INPUT && !s->ptr[v]) return fail(s, WH_ERR_STATE, "wh_session_fetch: input '%s' is not fed", wh_value_name(s->g, v));
+  if (!persistent(val->role)) {
+    if (s->stamp[v] != s->runs || s->runs == 0)
+      return fail(s, WH_ERR_STATE, "wh_session_fetch: value %d '%s' was not computed by the last run", (int)v, wh_value_name(s->g, v));
+    int kept = val->keep;
+    for (int32_t a = v; !kept && a >= 0; a = s->alias[a]) kept = s->g->values[a].keep;
+    if (!kept && !persistent(s->g->values[r].role))
+      return fail(s, WH_ERR_STATE, "wh_session_fetch: value %d '%s' is not kept, so its buffer may be reused: mark it with wh_graph_keep before creating the session",
+                  (int)v, wh_value_name(s->g, v));
+  }
+  return copy_out(s, "wh_session_fetch", v, out, bytes);
+}
+
+wh_status wh_session_get_param(wh_session *s, wh_value p, void *out, size_t bytes) {
+  if (!s) return WH_ERR_INVALID_ARGUMENT;
+  if (!wh__valid_value(s->g, p) || (s->g->values[p].role != WH_ROLE_PARAM && s->g->values[p].role != WH_ROLE_STATE))
+    return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_get_param: value %d is not a parameter", (int)p);
+  return copy_out(s, "wh_session_get_param", p, out, bytes);
+}
+
+wh_status wh_session_set_param(wh_session *s, wh_value p, const void *data, size_t bytes) {
+  if (!s) return WH_ERR_INVALID_ARGUMENT;
+  if (!wh__valid_value(s->g, p) || (s->g->values[p].role != WH_ROLE_PARAM && s->g->values[p].role != WH_ROLE_STATE))
+    return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_set_param: value %d is not a parameter", (int)p);
+  if (!data) return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_set_param: data is NULL");
+  if ((int64_t)bytes != s->bytes[p])
+    return fail(s, WH_ERR_SHAPE, "wh_session_set_param: '%s' is %lld bytes, got %zu", wh_value_name(s->g, p),
+                (long long)s->bytes[p], bytes);
+  memcpy(s->ptr[p], data, bytes);
+  return WH_OK;
+}
+
+int64_t wh_session_steps(const wh_session *s) { return s ? s->steps : 0; }
+
+size_t wh_session_bytes(const wh_session *s, wh_value v) {
+  return s && wh__valid_value(s->g, v) ? (size_t)s->bytes[v] : 0;
+}
+
+wh_status wh_session_memory(const wh_session *s, wh_memory_stats *out) {
+  if (!s || !out || out->struct_size != sizeof *out) return WH_ERR_INVALID_ARGUMENT;
+  out->arena_bytes = (uint64_t)s->arena_bytes;
+  out->intermediate_bytes = (uint64_t)s->inter_bytes;
+  out->num_intermediates = s->n_inter;
+  out->param_bytes = out->state_bytes = 0;
+  for (int v = 0; v < s->n; v++) {
+    if (s->g->values[v].role == WH_ROLE_PARAM) out->param_bytes += (uint64_t)s->bytes[v];
+    if (s->g->values[v].role == WH_ROLE_STATE) out->state_bytes += (uint64_t)s->bytes[v];
+  }
+  return WH_OK;
+}
+
+wh_graph *wh__session_graph(const wh_session *s) { return s ? s->g : NULL; }
+
+const void *wh__session_param_data(const wh_session *s, wh_value p) {
+  if (!s || !wh__valid_value(s->g, p) || s->g->values[p].role != WH_ROLE_PARAM) return NULL;
+  return s->ptr[p];
+}
