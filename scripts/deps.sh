@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# deps.sh - install the Debian 12 packages libwhale needs, only those missing (idempotent).
+#   deps.sh build   compilers, meson, OpenBLAS, protobuf-c, Open MPI, zlib, the digits data
+#   deps.sh test    build + PyTorch and NumPy for the parity tests, valgrind
+set -euo pipefail
+profile=${1:-build}
+pkgs=(gcc libc6-dev pkg-config meson ninja-build libopenblas-dev libprotobuf-c-dev protobuf-c-compiler
+      zlib1g-dev libopenmpi-dev openmpi-bin python3 python3-sklearn)
+if [ "$profile" = test ]; then
+  pkgs+=(python3-torch python3-numpy python3-cffi valgrind)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
