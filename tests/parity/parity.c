@@ -1,0 +1,349 @@
+/* parity.c - checks libwhale against PyTorch on the dumps written by torch_ref.py: logits, loss
+ * and gradients of one forward/backward, then 10 AdamW and 10 SGD steps (losses, final params). */
+#include "tdump.h"
+#include "whale.h"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOL_FWD 1e-5   /* logits, loss, gradients at the initial parameters */
+#define TOL_LOSS 1e-5  /* each training step's loss, relative */
+#define TOL_FINAL 1e-5 /* parameters after 10 optimizer steps */
+#define STEPS 10
+#define MAX_PARAMS 8
+
+static wh_ctx *ctx;
+static const char *model_name = "?";
+static int passed, failed;
+
+/* A failed libwhale call ends the current phase (forward/backward, AdamW, SGD): later checks of
+ * that phase would only repeat it, but the other phases still run. Outside a phase it ends the
+ * program. What a phase holds is kept here so the jump out can release it. */
+static jmp_buf phase_jmp;
+static int in_phase;
+static wh_graph *cur_graph;
+static wh_session *cur_session;
+
+static void summary(void) { printf("parity %s: %d passed, %d failed\n", model_name, passed, failed); }
+
+static void bail(void) {
+  failed++;
+  if (in_phase) longjmp(phase_jmp, 1);
+  summary();
+  exit(1);
+}
+
+static void die_status(wh_status st, const char *what, int line) {
+  printf("FAIL %s: %s (%s:%d): %s\n", what, wh_status_str(st), __FILE__, line,
+         ctx ? wh_last_error(ctx) : "(no context)");
+  bail();
+}
+
+#define CHECK(call)                                     \
+  do {                                                  \
+    wh_status st_ = (call);                             \
+    if (st_ != WH_OK) die_status(st_, #call, __LINE__); \
+  } while (0)
+
+static void die(const char *msg) {
+  printf("FAIL %s\n", msg);
+  bail();
+}
+
+static void report(const char *what, double err, double tol) {
+  int ok = err <= tol; /* false for NaN */
+  printf("%s %-28s rel_err %.3e (tol %.0e)\n", ok ? "ok  " : "FAIL", what, err, tol);
+  if (ok)
+    passed++;
+  else
+    failed++;
+}
+
+static void log_cb(wh_log_level level, const char *msg, void *user) {
+  (void)user;
+  fprintf(stderr, "whale[%d]: %s\n", (int)level, msg);
+}
+
+/* ------------------------------------------------------------------ models */
+
+typedef struct model {
+  wh_graph *g;
+  wh_value x, labels, logits, loss;
+  int nparams;
+  wh_value params[MAX_PARAMS];
+  const char *names[MAX_PARAMS];
+} model;
+
+static wh_value param(model *m, const char *name, int ndim, const int64_t *dims) {
+  wh_value p = wh_param(m->g, name, WH_F32, ndim, dims, WH_INIT(WH_INIT_ZEROS, 0, 0, 0));
+  m->names[m->nparams] = name;
+  m->params[m->nparams++] = p;
+  return p;
+}
+
+/* y = x @ W^T + b with W stored [out, in] as in PyTorch. */
+static wh_value linear(model *m, wh_value x, const char *wname, const char *bname, int64_t in,
+                       int64_t out) {
+  wh_value w = param(m, wname, 2, (int64_t[]){out, in});
+  wh_value b = param(m, bname, 1, (int64_t[]){out});
+  return wh_bias_add(m->g, wh_matmul(m->g, x, w, 0, 1), b, -1);
+}
+
+static wh_value conv(model *m, wh_value x, const char *wname, const char *bname, int64_t cin,
+                     int64_t cout) {
+  wh_value w = param(m, wname, 4, (int64_t[]){cout, cin, 3, 3});
+  wh_value b = param(m, bname, 1, (int64_t[]){cout});
+  return wh_bias_add(m->g, wh_conv2d(m->g, x, w, 1, 1), b, 1);
+}
+
+static void build_mlp(model *m) {
+  wh_graph *g = m->g;
+  m->x = wh_input(g, "x", WH_F32, 2, (int64_t[]){WH_BATCH, 64});
+  m->labels = wh_input(g, "labels", WH_I32, 1, (int64_t[]){WH_BATCH});
+  wh_value h = wh_relu(g, linear(m, m->x, "l1.w", "l1.b", 64, 32));
+  h = wh_tanh(g, linear(m, h, "l2.w", "l2.b", 32, 32));
+  m->logits = linear(m, h, "l3.w", "l3.b", 32, 10);
+}
+
+static void build_convnet(model *m) {
+  wh_graph *g = m->g;
+  m->x = wh_input(g, "x", WH_F32, 4, (int64_t[]){WH_BATCH, 1, 8, 8});
+  m->labels = wh_input(g, "labels", WH_I32, 1, (int64_t[]){WH_BATCH});
+  wh_value h = wh_max_pool2d(g, wh_relu(g, conv(m, m->x, "c1.w", "c1.b", 1, 4)), 2, 2, 0);
+  h = wh_avg_pool2d(g, wh_relu(g, conv(m, h, "c2.w", "c2.b", 4, 8)), 2, 2, 0); /* [B,8,2,2] */
+  h = wh_reshape(g, h, 2, (int64_t[]){WH_BATCH, 32});
+  m->logits = linear(m, h, "fc.w", "fc.b", 32, 10);
+}
+
+/* A new graph with the model, its loss and gradients; logits kept for fetching. */
+static void build(model *m, int is_mlp) {
+  memset(m, 0, sizeof *m);
+  CHECK(wh_graph_create(ctx, &m->g));
+  cur_graph = m->g;
+  if (is_mlp)
+    build_mlp(m);
+  else
+    build_convnet(m);
+  m->loss = wh_cross_entropy(m->g, m->logits, m->labels);
+  if (wh_graph_status(m->g) != WH_OK) {
+    printf("FAIL building the %s graph: %s: %s\n", model_name, wh_status_str(wh_graph_status(m->g)),
+           wh_graph_error(m->g));
+    bail();
+  }
+  CHECK(wh_graph_keep(m->g, m->logits));
+  CHECK(wh_backward(m->g, m->loss));
+  if (wh_graph_num_params(m->g) != m->nparams) die("wh_graph_num_params disagrees with the model");
+  for (int i = 0; i < m->nparams; i++) {
+    if (wh_graph_param(m->g, i) != m->params[i]) die("wh_graph_param order is not creation order");
+    if (wh_grad(m->g, m->params[i]) == WH_NONE) {
+      printf("FAIL wh_grad(%s) is WH_NONE: %s\n", m->names[i], wh_last_error(ctx));
+      bail();
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ helpers */
+
+static const tdump_tensor *need(const tdump *d, const char *name, uint32_t dtype) {
+  const tdump_tensor *t = tdump_get(d, name);
+  if (!t) {
+    printf("FAIL the dump has no tensor '%s'\n", name);
+    bail();
+  }
+  if (t->dtype != dtype) {
+    printf("FAIL the dump's tensor '%s' has dtype %u, want %u\n", name, t->dtype, dtype);
+    bail();
+  }
+  return t;
+}
+
+static size_t bytes_of(const tdump_tensor *t) { return (size_t)t->numel * 4; }
+
+/* Fetch v (whose PyTorch counterpart is ref) into a fresh buffer; a size mismatch is a failure. */
+static float *fetch(wh_session *s, wh_value v, const tdump_tensor *ref, const char *what) {
+  size_t have = wh_session_bytes(s, v), want = bytes_of(ref);
+  if (have != want) {
+    printf("FAIL %-28s size %zu bytes, PyTorch has %zu\n", what, have, want);
+    failed++;
+    return NULL;
+  }
+  float *buf = malloc(want ? want : 1);
+  if (!buf) die("out of memory");
+  CHECK(wh_session_fetch(s, v, buf, want));
+  return buf;
+}
+
+static void check_value(wh_session *s, wh_value v, const tdump_tensor *ref, const char *what,
+                        double tol) {
+  float *got = fetch(s, v, ref, what);
+  if (!got) return;
+  report(what, rel_err(got, ref->data, ref->numel), tol);
+  free(got);
+}
+
+static void set_params(wh_session *s, const model *m, const tdump *d) {
+  for (int i = 0; i < m->nparams; i++) {
+    const tdump_tensor *t = need(d, m->names[i], TDUMP_F32);
+    CHECK(wh_session_set_param(s, m->params[i], t->data, bytes_of(t)));
+  }
+}
+
+static void feed(wh_session *s, const model *m, const tdump_tensor *x, const tdump_tensor *labels) {
+  CHECK(wh_session_feed(s, m->x, x->data, bytes_of(x)));
+  CHECK(wh_session_feed(s, m->labels, labels->data, bytes_of(labels)));
+}
+
+static wh_session *open_session(const model *m, const tdump *d) {
+  wh_session_options so = WH_SESSION_OPTIONS_INIT;
+  so.batch = need(d, "x", TDUMP_F32)->dims[0];
+  wh_session *s = NULL;
+  CHECK(wh_session_create(ctx, m->g, &so, &s));
+  cur_session = s;
+  set_params(s, m, d);
+  return s;
+}
+
+/* ------------------------------------------------------------------ checks */
+
+static void release_phase(void) {
+  wh_session_destroy(cur_session);
+  wh_graph_destroy(cur_graph);
+  cur_session = NULL;
+  cur_graph = NULL;
+}
+
+static void check_forward_backward(int is_mlp, const tdump *d) {
+  model m;
+  build(&m, is_mlp);
+  wh_session *s = open_session(&m, d);
+  feed(s, &m, need(d, "x", TDUMP_F32), need(d, "labels", TDUMP_I32));
+  CHECK(wh_session_run(s, WH_RUN_GRAD));
+
+  check_value(s, m.logits, need(d, "logits", TDUMP_F32), "logits", TOL_FWD);
+  check_value(s, m.loss, need(d, "loss", TDUMP_F32), "loss", TOL_FWD);
+  for (int i = 0; i < m.nparams; i++) {
+    char what[64];
+    snprintf(what, sizeof what, "grad.%s", m.names[i]);
+    check_value(s, wh_grad(m.g, m.params[i]), need(d, what, TDUMP_F32), what, TOL_FWD);
+  }
+
+  /* A gradient run must leave the parameters and the step count alone. */
+  int unchanged = wh_session_steps(s) == 0;
+  for (int i = 0; i < m.nparams; i++) {
+    const tdump_tensor *t = need(d, m.names[i], TDUMP_F32);
+    float *got = malloc(bytes_of(t));
+    if (!got) die("out of memory");
+    CHECK(wh_session_get_param(s, m.params[i], got, bytes_of(t)));
+    unchanged = unchanged && memcmp(got, t->data, bytes_of(t)) == 0;
+    free(got);
+  }
+  printf("%s %-28s\n", unchanged ? "ok  " : "FAIL", "WH_RUN_GRAD leaves params");
+  if (unchanged)
+    passed++;
+  else
+    failed++;
+
+  release_phase();
+}
+
+static void check_training(int is_mlp, const tdump *d, const char *opt) {
+  model m;
+  build(&m, is_mlp);
+  if (strcmp(opt, "adamw") == 0) {
+    wh_adamw_options o = WH_ADAMW_OPTIONS_INIT;
+    o.lr = (wh_lr){WH_LR_WARMUP_COSINE, 1e-2f, 3, STEPS, 1e-3f};
+    o.beta1 = 0.9f;
+    o.beta2 = 0.999f;
+    o.eps = 1e-8f;
+    o.weight_decay = 0.01f;
+    o.clip_norm = 0;
+    CHECK(wh_optimizer_adamw(m.g, &o));
+  } else {
+    wh_sgd_options o = WH_SGD_OPTIONS_INIT;
+    o.lr = (wh_lr){WH_LR_CONSTANT, 0.05f, 0, 0, 0.0f};
+    o.momentum = 0.9f;
+    o.dampening = 0;
+    o.nesterov = 1;
+    o.weight_decay = 1e-4f;
+    o.clip_norm = 1.0f;
+    CHECK(wh_optimizer_sgd(m.g, &o));
+  }
+  wh_session *s = open_session(&m, d);
+
+  char name[128], what[128];
+  snprintf(name, sizeof name, "%s.loss", opt);
+  const tdump_tensor *losses = need(d, name, TDUMP_F32);
+  if (losses->numel != STEPS) die("dump has the wrong number of losses");
+  for (int i = 0; i < STEPS; i++) {
+    snprintf(name, sizeof name, "train.x.%d", i);
+    const tdump_tensor *x = need(d, name, TDUMP_F32);
+    snprintf(name, sizeof name, "train.labels.%d", i);
+    feed(s, &m, x, need(d, name, TDUMP_I32));
+    CHECK(wh_session_step(s));
+    float loss;
+    if (wh_session_bytes(s, m.loss) != sizeof loss) die("the loss is not one float");
+    CHECK(wh_session_fetch(s, m.loss, &loss, sizeof loss));
+    float ref = ((const float *)losses->data)[i];
+    snprintf(what, sizeof what, "%s step %d loss", opt, i + 1);
+    report(what, fabs((double)loss - ref) / fmax(fabs((double)ref), 1e-30), TOL_LOSS);
+  }
+  int64_t steps = wh_session_steps(s);
+  printf("%s %s steps taken %lld (want %d)\n", steps == STEPS ? "ok  " : "FAIL", opt,
+         (long long)steps, STEPS);
+  if (steps == STEPS)
+    passed++;
+  else
+    failed++;
+
+  for (int i = 0; i < m.nparams; i++) {
+    snprintf(name, sizeof name, "%s.final.%s", opt, m.names[i]);
+    const tdump_tensor *ref = need(d, name, TDUMP_F32);
+    float *got = malloc(bytes_of(ref));
+    if (!got) die("out of memory");
+    CHECK(wh_session_get_param(s, m.params[i], got, bytes_of(ref)));
+    report(name, rel_err(got, ref->data, ref->numel), TOL_FINAL);
+    free(got);
+  }
+  release_phase();
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3 || (strcmp(argv[1], "mlp") != 0 && strcmp(argv[1], "convnet") != 0)) {
+    fprintf(stderr, "usage: %s mlp|convnet DUMPFILE\n", argv[0]);
+    return 2;
+  }
+  model_name = argv[1];
+  int is_mlp = strcmp(argv[1], "mlp") == 0;
+  tdump *d = tdump_load(argv[2]);
+  if (!d) die("cannot load the dump");
+
+  /* One thread: the reference ran single-threaded and the bounds are tight. */
+  wh_ctx_options co = WH_CTX_OPTIONS_INIT;
+  co.num_threads = 1;
+  co.log_fn = log_cb;
+  co.log_level = WH_LOG_WARN;
+  wh_status st = wh_ctx_create(&ctx, &co);
+  if (st != WH_OK) die_status(st, "wh_ctx_create", __LINE__);
+  printf("libwhale %s, %s\n", wh_version(), wh_build_info());
+
+  for (int phase = 0; phase < 3; phase++) {
+    in_phase = 1;
+    if (setjmp(phase_jmp) == 0) {
+      if (phase == 0)
+        check_forward_backward(is_mlp, d);
+      else
+        check_training(is_mlp, d, phase == 1 ? "adamw" : "sgd");
+    } else {
+      release_phase(); /* a check failed fatally; the next phase starts clean */
+    }
+    in_phase = 0;
+  }
+
+  wh_ctx_destroy(ctx);
+  tdump_free(d);
+  summary();
+  return failed ? 1 : 0;
+}
