@@ -33,6 +33,37 @@ static wh_status all_f32(wh_graph *g, const wh__node *n) {
 }
 
 /* ------------------------------------------------------------ shapes */
+/* Backward-only ops are normally built by gradient builders, but a graph file can hold any node:
+ * their shape functions check attributes and inputs as strictly as the forward ones. */
+
+static wh_status need_attrs(wh_graph *g, const wh__node *n, int min_ia, int max_ia) {
+  if (n->n_ia >= min_ia && n->n_ia <= max_ia) return WH_OK;
+  return wh__graph_fail(g, WH_ERR_INVALID_ARGUMENT, "%s: %d integer attributes, expected %d..%d", OPN, n->n_ia, min_ia,
+                        max_ia);
+}
+
+/* A shape stored in attributes: ndim dims from ia[first], each > 0 or symbolic, at most one symbolic. */
+static wh_status attr_shape(wh_graph *g, const wh__node *n, int first, int ndim, wh__shape *out) {
+  if (ndim < 0 || ndim > WH_MAX_DIMS || first + ndim > n->n_ia)
+    return wh__graph_fail(g, WH_ERR_INVALID_ARGUMENT, "%s: attribute shape of rank %d does not fit", OPN, ndim);
+  out->ndim = ndim;
+  for (int i = 0; i < ndim; i++) {
+    out->d[i] = n->ia[first + i];
+    if (out->d[i] == 0 || out->d[i] < -(INT64_C(1) << 40) || out->d[i] > (INT64_C(1) << 40))
+      return wh__graph_fail(g, WH_ERR_INVALID_ARGUMENT, "%s: attribute dimension %d is %lld", OPN, i, (long long)out->d[i]);
+  }
+  if (wh__shape_symbolic_count(out) > 1)
+    return wh__graph_fail(g, WH_ERR_SHAPE, "%s: attribute shape has more than one batch dimension", OPN);
+  return WH_OK;
+}
+
+static wh_status need_shape(wh_graph *g, const wh__node *n, int i, const wh__shape *want, const char *what) {
+  if (wh__shape_eq(&IN(i)->shape, want)) return WH_OK;
+  char a[160], b[160];
+  return wh__graph_fail(g, WH_ERR_SHAPE, "%s: input %d shape %s, expected %s (%s)", OPN, i,
+                        wh__shape_str(&IN(i)->shape, a, sizeof a), wh__shape_str(want, b, sizeof b), what);
+}
+
 
 static wh_status sh_same(wh_graph *g, const wh__node *n, wh__value *o) {
   if (all_f32(g, n) != WH_OK) return g->status;
@@ -48,6 +79,13 @@ static wh_status sh_pair(wh_graph *g, const wh__node *n, wh__value *o) {
   o->dtype = WH_F32;
   o->shape = IN(1)->shape;
   return WH_OK;
+}
+
+static wh_status sh_unary_grad(wh_graph *g, const wh__node *n, wh__value *o) {
+  if (need_attrs(g, n, 1, 1) != WH_OK) return g->status;
+  if (n->ia[0] < WH_OP_RELU || n->ia[0] > WH_OP_LOG)
+    return wh__graph_fail(g, WH_ERR_INVALID_ARGUMENT, "%s: %lld is not an activation op", OPN, (long long)n->ia[0]);
+  return sh_pair(g, n, o);
 }
 
 static wh_status sh_matmul(wh_graph *g, const wh__node *n, wh__value *o) {
@@ -166,10 +204,15 @@ static wh_status sh_slice(wh_graph *g, const wh__node *n, wh__value *o) {
 }
 
 static wh_status sh_slice_grad(wh_graph *g, const wh__node *n, wh__value *o) {
-  if (all_f32(g, n) != WH_OK) return g->status;
+  if (all_f32(g, n) != WH_OK || need_attrs(g, n, 3, 3) != WH_OK) return g->status;
+  const wh__shape *dy = &IN(0)->shape;
+  int64_t ax = n->ia[0];
+  if (ax < 0 || ax >= dy->ndim || dy->d[ax] < 0 || n->ia[1] < 0 || n->ia[2] < n->ia[1] + dy->d[ax] ||
+      n->ia[2] > (INT64_C(1) << 40))
+    return fail_shape(g, n, "axis, offset and full size do not fit the gradient", 0, -1);
   o->dtype = WH_F32;
-  o->shape = IN(0)->shape;
-  o->shape.d[n->ia[0]] = n->ia[2];
+  o->shape = *dy;
+  o->shape.d[ax] = n->ia[2];
   return WH_OK;
 }
 
@@ -205,6 +248,14 @@ static wh_status sh_embedding(wh_graph *g, const wh__node *n, wh__value *o) {
 }
 
 static wh_status sh_embedding_grad(wh_graph *g, const wh__node *n, wh__value *o) {
+  if (need_dtype(g, n, 0, WH_I32) != WH_OK || need_dtype(g, n, 1, WH_F32) != WH_OK ||
+      need_attrs(g, n, 1, 1) != WH_OK)
+    return g->status;
+  const wh__shape *ix = &IN(0)->shape, *dy = &IN(1)->shape;
+  if (n->ia[0] < 1 || n->ia[0] > (INT64_C(1) << 40) || dy->ndim != ix->ndim + 1 || dy->d[dy->ndim - 1] < 1)
+    return fail_shape(g, n, "gradient must be the indices' shape plus a fixed width", 0, 1);
+  for (int i = 0; i < ix->ndim; i++)
+    if (ix->d[i] != dy->d[i]) return fail_shape(g, n, "gradient must be the indices' shape plus a fixed width", 0, 1);
   o->dtype = WH_F32;
   o->shape.ndim = 2;
   o->shape.d[0] = n->ia[0];
@@ -223,7 +274,12 @@ static wh_status sh_cross_entropy(wh_graph *g, const wh__node *n, wh__value *o) 
   return WH_OK;
 }
 
+static wh_status sh_cross_entropy(wh_graph *g, const wh__node *n, wh__value *o);
 static wh_status sh_cross_entropy_grad(wh_graph *g, const wh__node *n, wh__value *o) {
+  wh__value loss = {0};
+  if (sh_cross_entropy(g, n, &loss) != WH_OK || need_dtype(g, n, 2, WH_F32) != WH_OK ||
+      need_shape(g, n, 2, &loss.shape, "the loss gradient is a scalar") != WH_OK)
+    return g->status;
   o->dtype = WH_F32;
   o->shape = IN(0)->shape;
   return WH_OK;
@@ -238,6 +294,10 @@ static wh_status sh_mse(wh_graph *g, const wh__node *n, wh__value *o) {
 }
 
 static wh_status sh_mse_grad(wh_graph *g, const wh__node *n, wh__value *o) {
+  wh__value loss = {0};
+  if (sh_mse(g, n, &loss) != WH_OK || need_dtype(g, n, 2, WH_F32) != WH_OK ||
+      need_shape(g, n, 2, &loss.shape, "the loss gradient is a scalar") != WH_OK)
+    return g->status;
   o->dtype = WH_F32;
   o->shape = IN(0)->shape;
   return WH_OK;
@@ -267,15 +327,45 @@ static wh_status sh_conv2d(wh_graph *g, const wh__node *n, wh__value *o) {
   return WH_OK;
 }
 
-static wh_status sh_from_attrs(wh_graph *g, const wh__node *n, wh__value *o, int first) {
-  (void)g;
+/* The forward output shape of conv2d(x, w) or a pool over x (w NULL, kernel k), or 0 if invalid. */
+static int conv_geometry(const wh__shape *x, const wh__shape *w, int64_t k, int64_t s, int64_t p, wh__shape *y) {
+  if (x->ndim != 4 || x->d[1] < 1 || x->d[2] < 1 || x->d[3] < 1 || s < 1 || p < 0) return 0;
+  int64_t kh = k, kw = k, oc = x->d[1];
+  if (w) {
+    if (w->ndim != 4 || w->d[1] != x->d[1] || w->d[0] < 1 || w->d[2] < 1 || w->d[3] < 1) return 0;
+    kh = w->d[2], kw = w->d[3], oc = w->d[0];
+  } else if (k < 1 || 2 * p > k) {
+    return 0;
+  }
+  if (x->d[2] + 2 * p < kh || x->d[3] + 2 * p < kw) return 0;
+  *y = (wh__shape){4, {x->d[0], oc, conv_out(x->d[2], kh, s, p), conv_out(x->d[3], kw, s, p)}};
+  return 1;
+}
+
+/* conv2d_grad_input (dy, w) and conv2d_grad_weight (x, dy): ia = stride, padding, then the
+ * shape of the tensor whose gradient this is. */
+static wh_status sh_conv2d_grad(wh_graph *g, const wh__node *n, wh__value *o) {
+  wh__shape t, y;
+  if (all_f32(g, n) != WH_OK || need_attrs(g, n, 6, 6) != WH_OK || attr_shape(g, n, 2, 4, &t) != WH_OK) return g->status;
+  int input = n->op == WH_OP_CONV2D_GRAD_INPUT;
+  const wh__shape *x = input ? &t : &IN(0)->shape, *w = input ? &IN(1)->shape : &t;
+  if (!conv_geometry(x, w, 0, n->ia[0], n->ia[1], &y)) return fail_shape(g, n, "not a valid convolution", 0, 1);
+  if (need_shape(g, n, input ? 0 : 1, &y, "the convolution's output") != WH_OK) return g->status;
   o->dtype = WH_F32;
-  o->shape.ndim = 4;
-  for (int i = 0; i < 4; i++) o->shape.d[i] = n->ia[first + i];
+  o->shape = t;
   return WH_OK;
 }
-static wh_status sh_conv2d_grad(wh_graph *g, const wh__node *n, wh__value *o) { return sh_from_attrs(g, n, o, 2); }
-static wh_status sh_avg_pool2d_grad(wh_graph *g, const wh__node *n, wh__value *o) { return sh_from_attrs(g, n, o, 3); }
+
+/* avg_pool2d_grad (dy): ia = kernel, stride, padding, then the input's shape */
+static wh_status sh_avg_pool2d_grad(wh_graph *g, const wh__node *n, wh__value *o) {
+  wh__shape x, y;
+  if (all_f32(g, n) != WH_OK || need_attrs(g, n, 7, 7) != WH_OK || attr_shape(g, n, 3, 4, &x) != WH_OK) return g->status;
+  if (!conv_geometry(&x, NULL, n->ia[0], n->ia[1], n->ia[2], &y)) return fail_shape(g, n, "not a valid pooling", 0, -1);
+  if (need_shape(g, n, 0, &y, "the pooling's output") != WH_OK) return g->status;
+  o->dtype = WH_F32;
+  o->shape = x;
+  return WH_OK;
+}
 
 static wh_status sh_pool2d(wh_graph *g, const wh__node *n, wh__value *o) {
   if (all_f32(g, n) != WH_OK) return g->status;
@@ -293,14 +383,79 @@ static wh_status sh_pool2d(wh_graph *g, const wh__node *n, wh__value *o) {
 }
 
 static wh_status sh_max_pool2d_grad(wh_graph *g, const wh__node *n, wh__value *o) {
+  wh__shape y;
+  if (all_f32(g, n) != WH_OK || need_attrs(g, n, 3, 3) != WH_OK) return g->status;
+  if (!conv_geometry(&IN(0)->shape, NULL, n->ia[0], n->ia[1], n->ia[2], &y))
+    return fail_shape(g, n, "not a valid pooling", 0, -1);
+  if (need_shape(g, n, 1, &y, "the pooling's output") != WH_OK) return g->status;
   o->dtype = WH_F32;
   o->shape = IN(0)->shape;
   return WH_OK;
 }
 
+static wh_status sh_layernorm(wh_graph *g, const wh__node *n, wh__value *o) {
+  if (all_f32(g, n) != WH_OK) return g->status;
+  const wh__shape *x = &IN(0)->shape;
+  if (x->ndim < 1 || x->d[x->ndim - 1] < 0) return fail_shape(g, n, "needs a fixed last axis", 0, -1);
+  for (int i = 1; i < 3; i++)
+    if (IN(i)->shape.ndim != 1 || IN(i)->shape.d[0] != x->d[x->ndim - 1])
+      return fail_shape(g, n, "gamma and beta must be 1-D with the size of the last axis", 0, i);
+  if (!(n->fa[0] > 0)) return wh__graph_fail(g, WH_ERR_INVALID_ARGUMENT, "%s: eps must be > 0, got %g", OPN, n->fa[0]);
+  o->dtype = WH_F32;
+  o->shape = *x;
+  return WH_OK;
+}
+
+static wh_status sh_attention(wh_graph *g, const wh__node *n, wh__value *o) {
+  if (all_f32(g, n) != WH_OK) return g->status;
+  const wh__shape *x = &IN(0)->shape;
+  int64_t h = n->ia[0];
+  if (x->ndim < 2 || x->d[x->ndim - 1] < 0 || x->d[x->ndim - 2] < 0)
+    return fail_shape(g, n, "qkv must be [.., T, 3C] with fixed T and C", 0, -1);
+  int64_t c3 = x->d[x->ndim - 1];
+  if (h < 1 || c3 % 3 || (c3 / 3) % h) {
+    char a[160];
+    return wh__graph_fail(g, WH_ERR_SHAPE, "%s: input 0 shape %s: last axis must be 3C with C divisible by %lld heads",
+                          OPN, wh__shape_str(x, a, sizeof a), (long long)h);
+  }
+  o->dtype = WH_F32;
+  o->shape = *x;
+  o->shape.d[x->ndim - 1] = c3 / 3;
+  return WH_OK;
+}
+
+/* layernorm_grad_input (x, gamma, dy): like layernorm(x, gamma, gamma) with dy of x's shape */
+static wh_status sh_layernorm_grad_input(wh_graph *g, const wh__node *n, wh__value *o) {
+  const int32_t in[3] = {n->in[0], n->in[1], n->in[1]};
+  wh__node f = *n;
+  f.in = (int32_t *)in;
+  if (sh_layernorm(g, &f, o) != WH_OK) return g->status;
+  return need_shape(g, n, 2, &IN(0)->shape, "the gradient has the input's shape");
+}
+
+static wh_status sh_attention_grad(wh_graph *g, const wh__node *n, wh__value *o) {
+  wh__value y = {0};
+  if (need_attrs(g, n, 1, 1) != WH_OK || sh_attention(g, n, &y) != WH_OK ||
+      need_shape(g, n, 1, &y.shape, "the attention output's shape") != WH_OK)
+    return g->status;
+  o->dtype = WH_F32;
+  o->shape = IN(0)->shape;
+  return WH_OK;
+}
+
+static wh_status sh_layernorm_grad_gamma(wh_graph *g, const wh__node *n, wh__value *o) {
+  if (all_f32(g, n) != WH_OK) return g->status;
+  const wh__shape *x = &IN(0)->shape;
+  if (x->ndim < 1 || x->d[x->ndim - 1] < 1) return fail_shape(g, n, "needs a fixed last axis", 0, -1);
+  if (need_shape(g, n, 1, x, "the gradient has the input's shape") != WH_OK) return g->status;
+  o->dtype = WH_F32;
+  o->shape = (wh__shape){1, {IN(0)->shape.d[IN(0)->shape.ndim - 1]}};
+  return WH_OK;
+}
+
 static wh_status sh_sum_to(wh_graph *g, const wh__node *n, wh__value *o) {
-  wh__shape t = {.ndim = n->n_ia}, b;
-  for (int i = 0; i < n->n_ia; i++) t.d[i] = n->ia[i];
+  wh__shape t, b;
+  if (all_f32(g, n) != WH_OK || attr_shape(g, n, 0, n->n_ia, &t) != WH_OK) return g->status;
   if (!wh__broadcast(&t, &IN(0)->shape, &b) || !wh__shape_eq(&b, &IN(0)->shape))
     return fail_shape(g, n, "target does not broadcast to the input", 0, -1);
   o->dtype = WH_F32;
@@ -309,8 +464,10 @@ static wh_status sh_sum_to(wh_graph *g, const wh__node *n, wh__value *o) {
 }
 
 static wh_status sh_broadcast_to(wh_graph *g, const wh__node *n, wh__value *o) {
-  wh__shape t = {.ndim = n->n_ia - 1}, b;
-  for (int i = 1; i < n->n_ia; i++) t.d[i - 1] = n->ia[i];
+  wh__shape t, b;
+  if (all_f32(g, n) != WH_OK || need_attrs(g, n, 1, 1 + WH_MAX_DIMS) != WH_OK ||
+      attr_shape(g, n, 1, n->n_ia - 1, &t) != WH_OK)
+    return g->status;
   if (!wh__broadcast(&IN(0)->shape, &t, &b) || !wh__shape_eq(&b, &t))
     return fail_shape(g, n, "input does not broadcast to the target", 0, -1);
   o->dtype = WH_F32;
@@ -328,6 +485,16 @@ static wh_status sh_scalar_out(wh_graph *g, const wh__node *n, wh__value *o) {
 static wh_status sh_update(wh_graph *g, const wh__node *n, wh__value *o) {
   (void)o;
   if (all_f32(g, n) != WH_OK) return g->status;
+  int sgd = n->op == WH_OP_SGD_UPDATE;
+  int want = sgd ? 2 + (n->ia[0] != 0) + (n->ia[1] != 0) : 4 + (n->ia[0] != 0);
+  if (n->n_in != want || n->n_fa < (sgd ? 8 : 9))
+    return wh__graph_fail(g, WH_ERR_INVALID_ARGUMENT, "%s: %d inputs and %d float attributes do not fit its flags", OPN,
+                          n->n_in, n->n_fa);
+  if (IN(0)->producer >= 0 || (IN(0)->role != WH_ROLE_PARAM))
+    return wh__graph_fail(g, WH_ERR_INVALID_ARGUMENT, "%s: input 0 must be a parameter", OPN);
+  for (int i = 2; i < n->n_in - (sgd ? (n->ia[1] != 0) : (n->ia[0] != 0)); i++)
+    if (IN(i)->role != WH_ROLE_STATE)
+      return wh__graph_fail(g, WH_ERR_INVALID_ARGUMENT, "%s: input %d must be optimizer state", OPN, i);
   for (int i = 1; i < n->n_in; i++) {
     const wh__shape *s = &IN(i)->shape;
     int is_clip = (i == n->n_in - 1) && n->ia[n->op == WH_OP_SGD_UPDATE ? 1 : 0];
@@ -373,33 +540,44 @@ static wh_value reduce_to(wh_graph *g, wh_value dy, wh_value like) {
 
 #define SHAPE_OF(v) (&g->values[(v)].shape)
 
+static wh_value mk_transpose_last(wh_graph *g, wh_value x) {
+  int nd = SHAPE_OF(x)->ndim;
+  int64_t perm[WH_MAX_DIMS];
+  for (int i = 0; i < nd; i++) perm[i] = i;
+  perm[nd - 2] = nd - 1;
+  perm[nd - 1] = nd - 2;
+  int32_t in[1] = {x};
+  return mk(g, WH_OP_PERMUTE, 1, in, perm, nd, NULL, 0);
+}
+
 static wh_status gr_matmul(wh_graph *g, const wh__node *n, wh_value dy, const int *need, wh_value *dx) {
   wh_value a = n->in[0], b = n->in[1];
   int ta = (int)n->ia[0], tb = (int)n->ia[1];
   int shared = SHAPE_OF(b)->ndim == 2 && SHAPE_OF(a)->ndim > 2;
+  if (!shared) {
+    /* plain or batched-by-batched: the textbook formulas */
+    if (need[0]) dx[0] = ta ? mk_matmul(g, b, dy, tb, 1) : mk_matmul(g, dy, b, 0, !tb);
+    if (need[1]) dx[1] = tb ? mk_matmul(g, dy, a, 1, ta) : mk_matmul(g, a, dy, !ta, 0);
+    return g->status;
+  }
+  /* a shared right operand: work with op(a) = [..., M, K] so its leading dims fold into rows */
   if (need[0]) {
-    if (!ta) dx[0] = mk_matmul(g, dy, b, 0, !tb);
-    else if (!shared) dx[0] = mk_matmul(g, b, dy, tb, 1);
-    else return wh__graph_fail(g, WH_ERR_UNSUPPORTED, "matmul: gradient of a transposed batched left operand against a shared right operand");
+    wh_value d = mk_matmul(g, dy, b, 0, !tb); /* d op(a) */
+    dx[0] = ta ? mk_transpose_last(g, d) : d;
   }
   if (need[1]) {
-    if (shared) {
-      if (ta) return wh__graph_fail(g, WH_ERR_UNSUPPORTED, "matmul: gradient of a shared right operand with trans_a");
-      /* fold the leading dims into rows: [P*M, K] and [P*M, N] */
-      const wh__shape *as = SHAPE_OF(a), *ys = SHAPE_OF(dy);
-      int64_t rows = 1;
-      int sym = 0;
-      for (int i = 0; i < as->ndim - 1; i++) {
-        if (as->d[i] < 0) sym = 1;
-        rows *= as->d[i] < 0 ? -as->d[i] : as->d[i];
-      }
-      wh__shape af = {2, {sym ? -rows : rows, as->d[as->ndim - 1]}};
-      wh__shape yf = {2, {sym ? -rows : rows, ys->d[ys->ndim - 1]}};
-      wh_value a2 = mk_reshape(g, a, &af), y2 = mk_reshape(g, dy, &yf);
-      dx[1] = tb ? mk_matmul(g, y2, a2, 1, 0) : mk_matmul(g, a2, y2, 1, 0);
-    } else {
-      dx[1] = tb ? mk_matmul(g, dy, a, 1, ta) : mk_matmul(g, a, dy, !ta, 0);
+    wh_value opa = ta ? mk_transpose_last(g, a) : a;
+    const wh__shape *as = SHAPE_OF(opa), *ys = SHAPE_OF(dy);
+    int64_t rows = 1;
+    int sym = 0;
+    for (int i = 0; i < as->ndim - 1; i++) {
+      if (as->d[i] < 0) sym = 1;
+      rows *= as->d[i] < 0 ? -as->d[i] : as->d[i];
     }
+    wh__shape af = {2, {sym ? -rows : rows, as->d[as->ndim - 1]}};
+    wh__shape yf = {2, {sym ? -rows : rows, ys->d[ys->ndim - 1]}};
+    wh_value a2 = mk_reshape(g, opa, &af), y2 = mk_reshape(g, dy, &yf);
+    dx[1] = tb ? mk_matmul(g, y2, a2, 1, 0) : mk_matmul(g, a2, y2, 1, 0);
   }
   return g->status;
 }
@@ -586,6 +764,32 @@ static wh_status gr_avg_pool2d(wh_graph *g, const wh__node *n, wh_value dy, cons
   return g->status;
 }
 
+static wh_status gr_layernorm(wh_graph *g, const wh__node *n, wh_value dy, const int *need, wh_value *dx) {
+  if (need[0]) {
+    int32_t in[3] = {n->in[0], n->in[1], dy};
+    dx[0] = mk(g, WH_OP_LAYERNORM_GRAD_INPUT, 3, in, NULL, 0, n->fa, 1);
+  }
+  if (need[1]) {
+    int32_t in[2] = {n->in[0], dy};
+    dx[1] = mk(g, WH_OP_LAYERNORM_GRAD_GAMMA, 2, in, NULL, 0, n->fa, 1);
+  }
+  if (need[2]) {
+    int nd = SHAPE_OF(dy)->ndim;
+    int64_t ia[2] = {(int64_t)((1ull << (nd - 1)) - 1), 0};
+    int32_t in[1] = {dy};
+    dx[2] = mk(g, WH_OP_SUM, 1, in, ia, 2, NULL, 0);
+  }
+  return g->status;
+}
+
+static wh_status gr_attention(wh_graph *g, const wh__node *n, wh_value dy, const int *need, wh_value *dx) {
+  if (need[0]) {
+    int32_t in[2] = {n->in[0], dy};
+    dx[0] = mk(g, WH_OP_ATTENTION_GRAD, 2, in, n->ia, 1, NULL, 0);
+  }
+  return g->status;
+}
+
 /* ------------------------------------------------------------ costs */
 
 static double nbytes(const wh_graph *g, wh_value v, int64_t batch) {
@@ -605,6 +809,8 @@ static double flops_per_elem(int op) {
     case WH_OP_TANH: case WH_OP_SIGMOID: case WH_OP_EXP: case WH_OP_LOG: return 8;
     case WH_OP_SOFTMAX: case WH_OP_LOG_SOFTMAX: case WH_OP_CROSS_ENTROPY: case WH_OP_CROSS_ENTROPY_GRAD: return 10;
     case WH_OP_UNARY_GRAD: return 12;
+    case WH_OP_LAYERNORM: case WH_OP_LAYERNORM_GRAD_INPUT: return 8;
+    case WH_OP_LAYERNORM_GRAD_GAMMA: return 4;
     case WH_OP_SOFTMAX_GRAD: case WH_OP_LOG_SOFTMAX_GRAD: return 6;
     case WH_OP_ADAMW_UPDATE: return 16;
     case WH_OP_SGD_UPDATE: return 6;
@@ -654,6 +860,16 @@ static void co_conv(const wh_graph *g, const wh__node *n, int64_t batch, wh__cos
   c->flops = 2.0 * (double)wh__numel(y, batch) * (double)(w->d[1] * w->d[2] * w->d[3]);
 }
 
+static void co_attention(const wh_graph *g, const wh__node *n, int64_t batch, wh__cost *c) {
+  io_bytes(g, n, batch, c);
+  const wh__shape *x = &g->values[n->in[0]].shape;
+  double t = (double)wh__dim(x->d[x->ndim - 2], batch), c3 = (double)x->d[x->ndim - 1];
+  double seqs = (double)wh__numel(x, batch) / (t * c3);
+  /* per sequence: QK^T and PV are 2*T*T*C each; backward recomputes P and does 4 more */
+  double fwd = 4.0 * t * t * (c3 / 3);
+  c->flops = seqs * (n->op == WH_OP_ATTENTION ? fwd : 2.5 * fwd);
+}
+
 /* ------------------------------------------------------------ the table */
 
 #define ROW(nm, mi, ma, out, sh, gr, co, k) {nm, mi, ma, out, gr != NULL, sh, gr, co, wh__cpu_##k}
@@ -688,7 +904,9 @@ const wh__op_def wh__ops[WH_OP_COUNT] = {
     [WH_OP_CONV2D] = ROW("conv2d", 2, 2, 1, sh_conv2d, gr_conv2d, co_conv, conv2d),
     [WH_OP_MAX_POOL2D] = ROW("max_pool2d", 1, 1, 1, sh_pool2d, gr_max_pool2d, co_default, max_pool2d),
     [WH_OP_AVG_POOL2D] = ROW("avg_pool2d", 1, 1, 1, sh_pool2d, gr_avg_pool2d, co_default, avg_pool2d),
-    [WH_OP_UNARY_GRAD] = ROW("unary_grad", 2, 2, 1, sh_pair, NOGRAD, co_default, unary_grad),
+    [WH_OP_LAYERNORM] = ROW("layernorm", 3, 3, 1, sh_layernorm, gr_layernorm, co_default, layernorm),
+    [WH_OP_ATTENTION] = ROW("attention", 1, 1, 1, sh_attention, gr_attention, co_attention, attention),
+    [WH_OP_UNARY_GRAD] = ROW("unary_grad", 2, 2, 1, sh_unary_grad, NOGRAD, co_default, unary_grad),
     [WH_OP_SOFTMAX_GRAD] = ROW("softmax_grad", 2, 2, 1, sh_pair, NOGRAD, co_default, softmax_grad),
     [WH_OP_LOG_SOFTMAX_GRAD] = ROW("log_softmax_grad", 2, 2, 1, sh_pair, NOGRAD, co_default, log_softmax_grad),
     [WH_OP_SUM_TO] = ROW("sum_to", 1, 1, 1, sh_sum_to, NOGRAD, co_default, sum_to),
@@ -701,6 +919,9 @@ const wh__op_def wh__ops[WH_OP_COUNT] = {
     [WH_OP_CONV2D_GRAD_WEIGHT] = ROW("conv2d_grad_weight", 2, 2, 1, sh_conv2d_grad, NOGRAD, co_conv, conv2d_grad_weight),
     [WH_OP_MAX_POOL2D_GRAD] = ROW("max_pool2d_grad", 2, 2, 1, sh_max_pool2d_grad, NOGRAD, co_default, max_pool2d_grad),
     [WH_OP_AVG_POOL2D_GRAD] = ROW("avg_pool2d_grad", 1, 1, 1, sh_avg_pool2d_grad, NOGRAD, co_default, avg_pool2d_grad),
+    [WH_OP_LAYERNORM_GRAD_INPUT] = ROW("layernorm_grad_input", 3, 3, 1, sh_layernorm_grad_input, NOGRAD, co_default, layernorm_grad_input),
+    [WH_OP_LAYERNORM_GRAD_GAMMA] = ROW("layernorm_grad_gamma", 2, 2, 1, sh_layernorm_grad_gamma, NOGRAD, co_default, layernorm_grad_gamma),
+    [WH_OP_ATTENTION_GRAD] = ROW("attention_grad", 2, 2, 1, sh_attention_grad, NOGRAD, co_attention, attention_grad),
     [WH_OP_GLOBAL_NORM_CLIP] = ROW("global_norm_clip", 1, -1, 1, sh_scalar_out, NOGRAD, co_default, global_norm_clip),
     [WH_OP_SGD_UPDATE] = ROW("sgd_update", 2, 4, 0, sh_update, NOGRAD, co_default, sgd_update),
     [WH_OP_ADAMW_UPDATE] = ROW("adamw_update", 4, 5, 0, sh_update, NOGRAD, co_default, adamw_update),
