@@ -214,6 +214,15 @@ WH_API wh_value wh_max_pool2d(wh_graph *g, wh_value x, int kernel, int stride, i
 /* Padding counts in the divisor (PyTorch's count_include_pad=True). */
 WH_API wh_value wh_avg_pool2d(wh_graph *g, wh_value x, int kernel, int stride, int padding);
 
+/* Layer normalisation over the last axis (size C): (x - mean) / sqrt(var + eps) * gamma + beta,
+ * gamma and beta [C]. */
+WH_API wh_value wh_layernorm(wh_graph *g, wh_value x, wh_value gamma, wh_value beta, float eps);
+/* Causal multi-head self-attention. qkv is [.., T, 3C] holding q | k | v along the last axis (the
+ * output of one fused projection); each is split into `heads` heads of C/heads. Returns the heads'
+ * outputs side by side, [.., T, C], before the output projection. Scores are scaled by
+ * 1/sqrt(C/heads). Backward recomputes the attention probabilities rather than keeping them. */
+WH_API wh_value wh_attention(wh_graph *g, wh_value qkv, int heads);
+
 /* ------------------------------------------------------------ hint scopes */
 /* Whale-style hints. Nodes built inside a scope record it; serialization keeps it; the planner
  * reads it. In one process they change nothing. Scopes nest; wh_scope_end closes the innermost. */

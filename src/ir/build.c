@@ -182,3 +182,14 @@ wh_value wh_avg_pool2d(wh_graph *g, wh_value x, int kernel, int stride, int padd
   int64_t ia[3] = {kernel, stride, padding};
   return node1(g, WH_OP_AVG_POOL2D, x, ia, 3, NULL, 0);
 }
+
+wh_value wh_layernorm(wh_graph *g, wh_value x, wh_value gamma, wh_value beta, float eps) {
+  int32_t in[3] = {x, gamma, beta};
+  double fa[1] = {eps};
+  return wh__node_add(g, WH_OP_LAYERNORM, 3, in, NULL, 0, fa, 1);
+}
+
+wh_value wh_attention(wh_graph *g, wh_value qkv, int heads) {
+  int64_t ia[1] = {heads};
+  return node1(g, WH_OP_ATTENTION, qkv, ia, 1, NULL, 0);
+}

@@ -168,6 +168,8 @@ typedef enum wh__op {
   WH_OP_CONV2D,
   WH_OP_MAX_POOL2D,
   WH_OP_AVG_POOL2D,
+  WH_OP_LAYERNORM,       /* (x, gamma, beta); fa[0] = eps; over the last axis */
+  WH_OP_ATTENTION,       /* (qkv [.., T, 3C]); ia[0] = heads; causal, scaled by 1/sqrt(C/heads) */
   /* backward-only ops */
   WH_OP_UNARY_GRAD,      /* (saved, dy); ia[0] = the forward op */
   WH_OP_SOFTMAX_GRAD,    /* (y, dy) */
@@ -182,6 +184,9 @@ typedef enum wh__op {
   WH_OP_CONV2D_GRAD_WEIGHT, /* (x, dy) */
   WH_OP_MAX_POOL2D_GRAD,    /* (x, dy) */
   WH_OP_AVG_POOL2D_GRAD,    /* (dy) */
+  WH_OP_LAYERNORM_GRAD_INPUT, /* (x, gamma, dy) */
+  WH_OP_LAYERNORM_GRAD_GAMMA, /* (x, dy) -> [C] */
+  WH_OP_ATTENTION_GRAD,     /* (qkv, dy) -> [.., T, 3C] */
   /* optimizer */
   WH_OP_GLOBAL_NORM_CLIP,   /* (grads...) -> scalar coefficient min(1, max/(norm+1e-6)) */
   WH_OP_SGD_UPDATE,         /* (param, grad, [buf], [clip]) */

@@ -30,6 +30,10 @@ typedef struct wh__exec {
 /* A workspace of at least bytes, valid until the next call; NULL when out of memory. */
 void *wh__exec_scratch(wh__exec *ex, size_t bytes);
 
+/* C = alpha op(A) op(B) + beta C, row-major, split across the pool (see cpu/matmul.c). */
+void wh__gemm(wh__pool *pool, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+              int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
 static inline float *wh__f32(const wh__tensor *t) { return (float *)t->data; }
 
 /* CPU kernels, one per op (src/kernels/cpu/). */
@@ -66,6 +70,11 @@ WH__K(max_pool2d);
 WH__K(max_pool2d_grad);
 WH__K(avg_pool2d);
 WH__K(avg_pool2d_grad);
+WH__K(layernorm);
+WH__K(layernorm_grad_input);
+WH__K(layernorm_grad_gamma);
+WH__K(attention);
+WH__K(attention_grad);
 WH__K(global_norm_clip);
 WH__K(sgd_update);
 WH__K(adamw_update);

@@ -117,7 +117,9 @@ wh_status wh_ctx_create(wh_ctx **out, const wh_ctx_options *opts) {
     free(c);
     return s;
   }
-  openblas_set_num_threads(c->num_threads);
+  /* libwhale splits GEMMs across its own pool (kernels/cpu/matmul.c): BLAS runs one thread per
+   * call, so no idle BLAS threads spin against the pool's */
+  openblas_set_num_threads(1);
   wh__log(c, WH_LOG_INFO, "libwhale %s: %s, %d threads, rank %d of %d", wh_version(), wh_build_info(),
           c->num_threads, c->rank, c->size);
   *out = c;

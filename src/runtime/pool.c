@@ -14,7 +14,7 @@ struct wh__pool {
   int pending;
   int quit;
   /* the current job */
-  wh__range_fn fn;
+  wh__slot_fn fn;
   void *arg;
   int64_t total, chunk;
   int nchunks;
@@ -29,7 +29,7 @@ static void run_chunk(wh__pool *p, int id) {
   int64_t b = (int64_t)id * p->chunk;
   int64_t e = b + p->chunk;
   if (e > p->total) e = p->total;
-  if (b < e) p->fn(p->arg, b, e);
+  if (b < e) p->fn(p->arg, b, e, id);
 }
 
 static void *worker(void *a) {
@@ -68,7 +68,8 @@ wh_status wh__pool_create(int nthreads, wh__pool **out) {
     }
     for (int i = 1; i < nthreads; i++) {
       worker_arg *wa = malloc(sizeof *wa);
-      if (!wa || pthread_create(&p->threads[i - 1], NULL, worker, wa ? (wa->p = p, wa->id = i, wa) : NULL) != 0) {
+      if (wa) *wa = (worker_arg){p, i};
+      if (!wa || pthread_create(&p->threads[i - 1], NULL, worker, wa) != 0) {
         free(wa);
         p->n = i; /* threads [1, i) exist */
         wh__pool_destroy(p);
@@ -96,13 +97,13 @@ void wh__pool_destroy(wh__pool *p) {
 
 int wh__pool_size(const wh__pool *p) { return p ? p->n : 1; }
 
-void wh__parallel_for(wh__pool *p, int64_t n, int64_t grain, wh__range_fn fn, void *arg) {
+void wh__parallel_for_slots(wh__pool *p, int64_t n, int64_t grain, wh__slot_fn fn, void *arg) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
   int64_t maxchunks = (n + grain - 1) / grain;
   int nt = p ? p->n : 1;
   if (nt <= 1 || maxchunks <= 1) {
-    fn(arg, 0, n);
+    fn(arg, 0, n, 0);
     return;
   }
   int nchunks = maxchunks < nt ? (int)maxchunks : nt;
@@ -120,4 +121,20 @@ void wh__parallel_for(wh__pool *p, int64_t n, int64_t grain, wh__range_fn fn, vo
   pthread_mutex_lock(&p->mu);
   while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
   pthread_mutex_unlock(&p->mu);
+}
+
+typedef struct {
+  wh__range_fn fn;
+  void *arg;
+} plain_job;
+
+static void plain_range(void *arg, int64_t b, int64_t e, int slot) {
+  (void)slot;
+  plain_job *j = arg;
+  j->fn(j->arg, b, e);
+}
+
+void wh__parallel_for(wh__pool *p, int64_t n, int64_t grain, wh__range_fn fn, void *arg) {
+  plain_job j = {fn, arg};
+  wh__parallel_for_slots(p, n, grain, plain_range, &j);
 }

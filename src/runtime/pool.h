@@ -18,4 +18,8 @@ int wh__pool_size(const wh__pool *p);
  * returns when all ranges are done. p may be NULL (runs inline). Not reentrant. */
 void wh__parallel_for(wh__pool *p, int64_t n, int64_t grain, wh__range_fn fn, void *arg);
 
+/* Same, and each range also gets its slot in [0, pool size): per-thread workspace indexing. */
+typedef void (*wh__slot_fn)(void *arg, int64_t begin, int64_t end, int slot);
+void wh__parallel_for_slots(wh__pool *p, int64_t n, int64_t grain, wh__slot_fn fn, void *arg);
+
 #endif

@@ -182,8 +182,7 @@ wh_status wh__cpu_conv2d(wh__exec *ex, const wh__node *n, const wh__tensor *in, 
       b = col;
     }
     /* y_i [O, OH*OW] = W [O, C*KH*KW] . col_i */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g.O, ohw, ckk, 1.0f, wh__f32(w), ckk,
-                b, ohw, 0.0f, yi, ohw);
+    wh__gemm(ex->pool, 0, 0, g.O, ohw, ckk, 1.0f, wh__f32(w), ckk, b, ohw, 0.0f, yi, ohw);
   }
   return WH_OK;
 }
@@ -209,8 +208,7 @@ wh_status wh__cpu_conv2d_grad_input(wh__exec *ex, const wh__node *n, const wh__t
     float *dxi = wh__f32(out) + i * chw;
     /* col [C*KH*KW, OH*OW] = W^T . dy_i, written straight into dx_i when the geometry is 1x1 */
     float *c = col ? col : dxi;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ckk, ohw, (int)g.O, 1.0f, wh__f32(w), ckk,
-                dyi, ohw, 0.0f, c, ohw);
+    wh__gemm(ex->pool, 1, 0, ckk, ohw, g.O, 1.0f, wh__f32(w), ckk, dyi, ohw, 0.0f, c, ohw);
     if (col) {
       memset(dxi, 0, (size_t)chw * sizeof *dxi);
       col2im(ex, &g, col, dxi);
@@ -244,8 +242,7 @@ wh_status wh__cpu_conv2d_grad_weight(wh__exec *ex, const wh__node *n, const wh__
       b = col;
     }
     /* dW [O, C*KH*KW] (+)= dy_i [O, OH*OW] . col_i^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g.O, ckk, ohw, 1.0f, dyi, ohw, b, ohw,
-                i == 0 ? 0.0f : 1.0f, wh__f32(out), ckk);
+    wh__gemm(ex->pool, 0, 1, g.O, ckk, ohw, 1.0f, dyi, ohw, b, ohw, i == 0 ? 0.0f : 1.0f, wh__f32(out), ckk);
   }
   return WH_OK;
 }

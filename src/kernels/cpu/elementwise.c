@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../kernels.h"
+#include "fastmath.h"
 
 #define GRAIN 16384
 
@@ -28,7 +29,7 @@ static inline float bin1(int op, float x, float y) {
   }
 }
 
-static void bin_flat(void *arg, int64_t b0, int64_t e0) {
+WH_HOT static void bin_flat(void *arg, int64_t b0, int64_t e0) {
   bin_job *j = arg;
   const float *a = j->a, *b = j->b;
   float *y = j->y;
@@ -41,7 +42,7 @@ static void bin_flat(void *arg, int64_t b0, int64_t e0) {
 }
 
 /* rows of the last dimension; each row decodes its offsets into a and b */
-static void bin_rows(void *arg, int64_t r0, int64_t r1) {
+WH_HOT static void bin_rows(void *arg, int64_t r0, int64_t r1) {
   bin_job *j = arg;
   int64_t n = j->inner, sal = j->sa[j->nd - 1], sbl = j->sb[j->nd - 1];
   for (int64_t r = r0; r < r1; r++) {
@@ -111,7 +112,7 @@ typedef struct {
   int op;
 } map_job;
 
-static void scale_range(void *arg, int64_t b0, int64_t e0) {
+WH_HOT static void scale_range(void *arg, int64_t b0, int64_t e0) {
   map_job *j = arg;
   for (int64_t i = b0; i < e0; i++) j->y[i] = j->x[i] * j->k;
 }
@@ -123,7 +124,7 @@ wh_status wh__cpu_scale(wh__exec *ex, const wh__node *n, const wh__tensor *in, w
 }
 
 /* rows are (outer, axis) pairs; each row adds one bias value to `inner` elements */
-static void bias_range(void *arg, int64_t r0, int64_t r1) {
+WH_HOT static void bias_range(void *arg, int64_t r0, int64_t r1) {
   map_job *j = arg;
   for (int64_t r = r0; r < r1; r++) {
     float bv = j->b[r % j->axis_len];
@@ -133,7 +134,7 @@ static void bias_range(void *arg, int64_t r0, int64_t r1) {
   }
 }
 
-static void bias_last_range(void *arg, int64_t r0, int64_t r1) {
+WH_HOT static void bias_last_range(void *arg, int64_t r0, int64_t r1) {
   map_job *j = arg;
   int64_t c = j->axis_len;
   for (int64_t r = r0; r < r1; r++) {
@@ -164,20 +165,21 @@ wh_status wh__cpu_bias_add(wh__exec *ex, const wh__node *n, const wh__tensor *in
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_C 0.044715f
 
-static void unary_range(void *arg, int64_t b0, int64_t e0) {
+WH_HOT static void unary_range(void *arg, int64_t b0, int64_t e0) {
   map_job *j = arg;
   const float *x = j->x;
   float *y = j->y;
   switch (j->op) {
     case WH_OP_RELU: for (int64_t i = b0; i < e0; i++) y[i] = x[i] > 0 ? x[i] : 0.0f; break;
     case WH_OP_GELU:
+      /* 0.5 v (1 + tanh(u)) = v * sigmoid(2u): one exp, no cancellation */
       for (int64_t i = b0; i < e0; i++) {
         float v = x[i];
-        y[i] = 0.5f * v * (1.0f + tanhf(GELU_K * (v + GELU_C * v * v * v)));
+        y[i] = v * wh__sigmoidf(2.0f * GELU_K * (v + GELU_C * v * v * v));
       }
       break;
-    case WH_OP_TANH: for (int64_t i = b0; i < e0; i++) y[i] = tanhf(x[i]); break;
-    case WH_OP_SIGMOID: for (int64_t i = b0; i < e0; i++) y[i] = 1.0f / (1.0f + expf(-x[i])); break;
+    case WH_OP_TANH: for (int64_t i = b0; i < e0; i++) y[i] = wh__tanhf(x[i]); break;
+    case WH_OP_SIGMOID: for (int64_t i = b0; i < e0; i++) y[i] = wh__sigmoidf(x[i]); break;
     case WH_OP_EXP: for (int64_t i = b0; i < e0; i++) y[i] = expf(x[i]); break;
     default: for (int64_t i = b0; i < e0; i++) y[i] = logf(x[i]); break;
   }
@@ -190,18 +192,19 @@ wh_status wh__cpu_unary(wh__exec *ex, const wh__node *n, const wh__tensor *in, w
 }
 
 /* s is the saved tensor (x or y of the forward, see ops.c gr_unary), x here is dy */
-static void unary_grad_range(void *arg, int64_t b0, int64_t e0) {
+WH_HOT static void unary_grad_range(void *arg, int64_t b0, int64_t e0) {
   map_job *j = arg;
   const float *s = j->s, *dy = j->x;
   float *dx = j->y;
   switch (j->op) {
     case WH_OP_RELU: for (int64_t i = b0; i < e0; i++) dx[i] = s[i] > 0 ? dy[i] : 0.0f; break;
     case WH_OP_GELU:
+      /* with sg = sigmoid(2u): gelu = v sg, gelu' = sg + v sg (1 - sg) 2u' */
       for (int64_t i = b0; i < e0; i++) {
         float v = s[i], v2 = v * v;
-        float t = tanhf(GELU_K * (v + GELU_C * v2 * v));
-        float dt = (1.0f - t * t) * GELU_K * (1.0f + 3.0f * GELU_C * v2);
-        dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * dt);
+        float sg = wh__sigmoidf(2.0f * GELU_K * (v + GELU_C * v2 * v));
+        float du = 2.0f * GELU_K * (1.0f + 3.0f * GELU_C * v2);
+        dx[i] = dy[i] * (sg + v * sg * (1.0f - sg) * du);
       }
       break;
     case WH_OP_TANH: for (int64_t i = b0; i < e0; i++) dx[i] = dy[i] * (1.0f - s[i] * s[i]); break;
@@ -235,7 +238,7 @@ typedef struct {
   float scale;
 } drop_job;
 
-static void dropout_range(void *arg, int64_t b0, int64_t e0) {
+WH_HOT static void dropout_range(void *arg, int64_t b0, int64_t e0) {
   drop_job *j = arg;
   for (int64_t i = b0; i < e0; i++) {
     uint64_t h = mix64(j->key ^ mix64((uint64_t)i));
@@ -252,7 +255,9 @@ wh_status wh__cpu_dropout(wh__exec *ex, const wh__node *n, const wh__tensor *in,
   uint64_t seed;
   memcpy(&seed, &n->ia[0], sizeof seed);
   drop_job j = {.x = wh__f32(&in[0]), .y = wh__f32(out), .key = mix64(seed ^ mix64((uint64_t)ex->step)),
-                .threshold = (uint64_t)(p * 18446744073709551616.0), .scale = (float)(1.0 / (1.0 - p))};
+                .scale = (float)(1.0 / (1.0 - p))};
+  double t = p * 18446744073709551616.0; /* p * 2^64, kept below 2^64 for the cast */
+  j.threshold = t >= 18446744073709549568.0 ? UINT64_MAX : (uint64_t)t;
   wh__parallel_for(ex->pool, out->numel, GRAIN, dropout_range, &j);
   return WH_OK;
 }

@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "../kernels.h"
+#include "fastmath.h"
 
 wh_status wh__cpu_global_norm_clip(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
   (void)ex;
@@ -26,7 +27,7 @@ typedef struct {
   int nesterov, first;
 } upd_job;
 
-static void sgd_range(void *arg, int64_t b, int64_t e) {
+WH_HOT static void sgd_range(void *arg, int64_t b, int64_t e) {
   upd_job *j = arg;
   for (int64_t i = b; i < e; i++) {
     float d = j->g[i] * j->clip;
@@ -51,7 +52,7 @@ wh_status wh__cpu_sgd_update(wh__exec *ex, const wh__node *n, const wh__tensor *
   return WH_OK;
 }
 
-static void adamw_range(void *arg, int64_t b, int64_t e) {
+WH_HOT static void adamw_range(void *arg, int64_t b, int64_t e) {
   upd_job *j = arg;
   float step_size = j->lr / j->bc1;
   for (int64_t i = b; i < e; i++) {

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "../kernels.h"
+#include "fastmath.h"
 
 /* Reduce x (shape xd, rank nd) over the axes in mask into y; divide by the count when mean. */
 typedef struct {
@@ -16,7 +17,7 @@ typedef struct {
   int mean;
 } red_job;
 
-static void red_range(void *arg, int64_t o0, int64_t o1) {
+WH_HOT static void red_range(void *arg, int64_t o0, int64_t o1) {
   red_job *j = arg;
   for (int64_t o = o0; o < o1; o++) {
     /* base offset of output element o */
@@ -94,7 +95,7 @@ typedef struct {
   float scale;
 } bc_job;
 
-static void bc_range(void *arg, int64_t r0, int64_t r1) {
+WH_HOT static void bc_range(void *arg, int64_t r0, int64_t r1) {
   bc_job *j = arg;
   int64_t inner = j->od[j->nd - 1], sl = j->xs[j->nd - 1];
   for (int64_t r = r0; r < r1; r++) {

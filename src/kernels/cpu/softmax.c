@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "../kernels.h"
+#include "fastmath.h"
 
 typedef struct {
   const float *x, *y2; /* input rows, second input rows (grads) */
@@ -17,7 +18,7 @@ typedef struct {
   int64_t bad_row;
 } row_job;
 
-static void softmax_rows(void *arg, int64_t r0, int64_t r1) {
+WH_HOT static void softmax_rows(void *arg, int64_t r0, int64_t r1) {
   row_job *j = arg;
   int64_t c = j->c;
   for (int64_t r = r0; r < r1; r++) {
@@ -26,15 +27,12 @@ static void softmax_rows(void *arg, int64_t r0, int64_t r1) {
     float mx = -INFINITY;
     for (int64_t i = 0; i < c; i++) mx = x[i] > mx ? x[i] : mx;
     double s = 0;
+    for (int64_t i = 0; i < c; i++) y[i] = wh__expf(x[i] - mx);
+    for (int64_t i = 0; i < c; i++) s += y[i];
     if (j->logmode) {
-      for (int64_t i = 0; i < c; i++) s += expf(x[i] - mx);
       float lse = mx + (float)log(s);
       for (int64_t i = 0; i < c; i++) y[i] = x[i] - lse;
     } else {
-      for (int64_t i = 0; i < c; i++) {
-        y[i] = expf(x[i] - mx);
-        s += y[i];
-      }
       float inv = (float)(1.0 / s);
       for (int64_t i = 0; i < c; i++) y[i] *= inv;
     }
@@ -60,7 +58,7 @@ wh_status wh__cpu_log_softmax(wh__exec *ex, const wh__node *n, const wh__tensor 
 }
 
 /* x = y (forward output), y2 = dy */
-static void softmax_grad_rows(void *arg, int64_t r0, int64_t r1) {
+WH_HOT static void softmax_grad_rows(void *arg, int64_t r0, int64_t r1) {
   row_job *j = arg;
   int64_t c = j->c;
   for (int64_t r = r0; r < r1; r++) {
@@ -70,7 +68,7 @@ static void softmax_grad_rows(void *arg, int64_t r0, int64_t r1) {
     if (j->logmode) {
       /* dx = dy - softmax * sum(dy) */
       for (int64_t i = 0; i < c; i++) s += dy[i];
-      for (int64_t i = 0; i < c; i++) dx[i] = dy[i] - expf(y[i]) * (float)s;
+      for (int64_t i = 0; i < c; i++) dx[i] = dy[i] - wh__expf(y[i]) * (float)s;
     } else {
       /* dx = y * (dy - sum(dy * y)) */
       for (int64_t i = 0; i < c; i++) s += (double)dy[i] * y[i];
@@ -99,7 +97,7 @@ wh_status wh__cpu_log_softmax_grad(wh__exec *ex, const wh__node *n, const wh__te
 
 /* ---- cross-entropy: never materialises the probability matrix */
 
-static void ce_rows(void *arg, int64_t r0, int64_t r1) {
+WH_HOT static void ce_rows(void *arg, int64_t r0, int64_t r1) {
   row_job *j = arg;
   int64_t c = j->c;
   for (int64_t r = r0; r < r1; r++) {
@@ -112,7 +110,7 @@ static void ce_rows(void *arg, int64_t r0, int64_t r1) {
     float mx = -INFINITY;
     for (int64_t i = 0; i < c; i++) mx = x[i] > mx ? x[i] : mx;
     double s = 0;
-    for (int64_t i = 0; i < c; i++) s += expf(x[i] - mx);
+    for (int64_t i = 0; i < c; i++) s += wh__expf(x[i] - mx);
     j->row_loss[r] = (double)mx + log(s) - (double)x[lab];
   }
 }
@@ -144,7 +142,7 @@ wh_status wh__cpu_cross_entropy(wh__exec *ex, const wh__node *n, const wh__tenso
   return WH_OK;
 }
 
-static void ce_grad_rows(void *arg, int64_t r0, int64_t r1) {
+WH_HOT static void ce_grad_rows(void *arg, int64_t r0, int64_t r1) {
   row_job *j = arg;
   int64_t c = j->c;
   for (int64_t r = r0; r < r1; r++) {
@@ -153,10 +151,8 @@ static void ce_grad_rows(void *arg, int64_t r0, int64_t r1) {
     float mx = -INFINITY;
     for (int64_t i = 0; i < c; i++) mx = x[i] > mx ? x[i] : mx;
     double s = 0;
-    for (int64_t i = 0; i < c; i++) {
-      dx[i] = expf(x[i] - mx);
-      s += dx[i];
-    }
+    for (int64_t i = 0; i < c; i++) dx[i] = wh__expf(x[i] - mx);
+    for (int64_t i = 0; i < c; i++) s += dx[i];
     float k = (float)(j->gscale / s);
     for (int64_t i = 0; i < c; i++) dx[i] *= k;
     dx[j->labels[r]] -= j->gscale;

@@ -1,0 +1,303 @@
+/* gpt_text.c - train a byte-level GPT on real English text (the fortune-cookie collection that
+ * Debian's `fortunes` package installs under /usr/share/games/fortunes), report train and
+ * validation loss against the unigram-entropy baseline, and sample text at the end.
+ *
+ *   gpt_text [--layers N] [--heads N] [--width N] [--context N] [--batch N] [--steps N]
+ *            [--lr X] [--data DIR] [--eval-every N] [--sample N]
+ */
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "whale.h"
+
+#define VOCAB 256
+
+typedef struct {
+  int layers, heads, width, context, batch, steps, eval_every, sample;
+  float lr;
+  const char *data;
+} config;
+
+typedef struct {
+  wh_value tokens, targets, logits, loss;
+} gpt;
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Concatenate the corpus files (not the .dat indexes or .u8 links) in name order. */
+static unsigned char *load_corpus(const char *dir, size_t *len) {
+  DIR *d = opendir(dir);
+  if (!d) return NULL;
+  char *names[512];
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) && n < 512) {
+    const char *nm = e->d_name;
+    size_t l = strlen(nm);
+    if (nm[0] == '.' || (l > 4 && (!strcmp(nm + l - 4, ".dat") || !strcmp(nm + l - 3, ".u8")))) continue;
+    names[n++] = strdup(nm);
+  }
+  closedir(d);
+  qsort(names, (size_t)n, sizeof(char *), cmp_str);
+  size_t cap = 1 << 20, used = 0;
+  unsigned char *buf = malloc(cap);
+  for (int i = 0; i < n; i++) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+    FILE *f = fopen(path, "rb");
+    free(names[i]);
+    if (!f) continue;
+    size_t r;
+    while (buf && (r = fread(buf + used, 1, cap - used, f)) > 0) {
+      used += r;
+      if (used == cap) buf = realloc(buf, cap *= 2);
+    }
+    fclose(f);
+  }
+  *len = used;
+  return buf;
+}
+
+#define P(name, ...) wh_param(g, name, WH_F32, __VA_ARGS__)
+#define DIMS(...) (int64_t[]){__VA_ARGS__}
+
+static wh_value linear(wh_graph *g, wh_value x, const char *name, int in, int out, uint64_t seed, float std) {
+  char wn[64], bn[64];
+  snprintf(wn, sizeof wn, "%s.w", name);
+  snprintf(bn, sizeof bn, "%s.b", name);
+  wh_value w = P(wn, 2, DIMS(out, in), WH_INIT(WH_INIT_NORMAL, 0, std, seed));
+  wh_value b = P(bn, 1, DIMS(out), WH_INIT(WH_INIT_ZEROS, 0, 0, 0));
+  return wh_bias_add(g, wh_matmul(g, x, w, 0, 1), b, -1);
+}
+
+static wh_value layernorm(wh_graph *g, wh_value x, const char *name, int c) {
+  char gn[64], bn[64];
+  snprintf(gn, sizeof gn, "%s.g", name);
+  snprintf(bn, sizeof bn, "%s.b", name);
+  return wh_layernorm(g, x, P(gn, 1, DIMS(c), WH_INIT(WH_INIT_ONES, 0, 0, 0)),
+                      P(bn, 1, DIMS(c), WH_INIT(WH_INIT_ZEROS, 0, 0, 0)), 1e-5f);
+}
+
+/* GPT-2 shape: pre-norm blocks, tied input/output embedding, learned positions. */
+static gpt build(wh_graph *g, const config *c) {
+  gpt m;
+  int C = c->width, T = c->context;
+  float std = 0.02f, proj_std = 0.02f / sqrtf(2.0f * (float)c->layers);
+  m.tokens = wh_input(g, "tokens", WH_I32, 2, DIMS(WH_BATCH, T));
+  m.targets = wh_input(g, "targets", WH_I32, 2, DIMS(WH_BATCH, T));
+  wh_value wte = P("wte", 2, DIMS(VOCAB, C), WH_INIT(WH_INIT_NORMAL, 0, std, 1));
+  wh_value wpe = P("wpe", 2, DIMS(T, C), WH_INIT(WH_INIT_NORMAL, 0, std, 2));
+  wh_value x = wh_add(g, wh_embedding(g, wte, m.tokens), wpe);
+  for (int l = 0; l < c->layers; l++) {
+    char nm[64];
+    uint64_t seed = 100 + 10 * (uint64_t)l;
+    wh_scope_stage(g); /* a natural pipeline cut: recorded, used by the planner */
+    snprintf(nm, sizeof nm, "h%d.ln1", l);
+    wh_value h = layernorm(g, x, nm, C);
+    snprintf(nm, sizeof nm, "h%d.attn.qkv", l);
+    wh_value qkv = linear(g, h, nm, C, 3 * C, seed + 1, std);
+    wh_value a = wh_attention(g, qkv, c->heads);
+    snprintf(nm, sizeof nm, "h%d.attn.proj", l);
+    x = wh_add(g, x, linear(g, a, nm, C, C, seed + 2, proj_std));
+    snprintf(nm, sizeof nm, "h%d.ln2", l);
+    h = layernorm(g, x, nm, C);
+    snprintf(nm, sizeof nm, "h%d.mlp.fc", l);
+    h = wh_gelu(g, linear(g, h, nm, C, 4 * C, seed + 3, std));
+    snprintf(nm, sizeof nm, "h%d.mlp.proj", l);
+    x = wh_add(g, x, linear(g, h, nm, 4 * C, C, seed + 4, proj_std));
+    wh_scope_end(g);
+  }
+  x = layernorm(g, x, "ln_f", C);
+  m.logits = wh_matmul(g, x, wte, 0, 1); /* weight tying: wte is used twice */
+  wh_value_set_name(g, m.logits, "logits");
+  m.loss = wh_cross_entropy(g, m.logits, m.targets);
+  wh_value_set_name(g, m.loss, "loss");
+  return m;
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void) {
+  rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+  return rng_state;
+}
+
+static void fill_batch(const unsigned char *text, size_t len, int b, int t, int32_t *tok, int32_t *tgt) {
+  for (int i = 0; i < b; i++) {
+    size_t off = (size_t)(rnd() % (len - (size_t)t - 1));
+    for (int k = 0; k < t; k++) {
+      tok[i * t + k] = text[off + k];
+      tgt[i * t + k] = text[off + k + 1];
+    }
+  }
+}
+
+#define CHECK(call)                                                                            \
+  do {                                                                                         \
+    wh_status st_ = (call);                                                                    \
+    if (st_ != WH_OK) {                                                                        \
+      fprintf(stderr, "%s failed: %s: %s\n", #call, wh_status_str(st_), wh_last_error(ctx)); \
+      exit(1);                                                                                 \
+    }                                                                                          \
+  } while (0)
+
+static float eval_loss(wh_ctx *ctx, wh_session *s, const gpt *m, const unsigned char *text, size_t len, int batch,
+                       int t, int batches, int32_t *tok, int32_t *tgt) {
+  uint64_t saved = rng_state;
+  rng_state = 0xfeedfacecafebeefull; /* the same validation windows every time */
+  double sum = 0;
+  for (int i = 0; i < batches; i++) {
+    fill_batch(text, len, batch, t, tok, tgt);
+    CHECK(wh_session_feed(s, m->tokens, tok, sizeof(int32_t) * (size_t)(batch * t)));
+    CHECK(wh_session_feed(s, m->targets, tgt, sizeof(int32_t) * (size_t)(batch * t)));
+    CHECK(wh_session_run(s, WH_RUN_EVAL));
+    float l;
+    CHECK(wh_session_fetch(s, m->loss, &l, sizeof l));
+    sum += l;
+  }
+  rng_state = saved;
+  return (float)(sum / batches);
+}
+
+int main(int argc, char **argv) {
+  config c = {4, 4, 128, 64, 16, 600, 100, 300, 3e-3f, "/usr/share/games/fortunes"};
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const char *k = argv[i], *v = argv[i + 1];
+    if (!strcmp(k, "--layers")) c.layers = atoi(v);
+    else if (!strcmp(k, "--heads")) c.heads = atoi(v);
+    else if (!strcmp(k, "--width")) c.width = atoi(v);
+    else if (!strcmp(k, "--context")) c.context = atoi(v);
+    else if (!strcmp(k, "--batch")) c.batch = atoi(v);
+    else if (!strcmp(k, "--steps")) c.steps = atoi(v);
+    else if (!strcmp(k, "--lr")) c.lr = (float)atof(v);
+    else if (!strcmp(k, "--data")) c.data = v;
+    else if (!strcmp(k, "--eval-every")) c.eval_every = atoi(v);
+    else if (!strcmp(k, "--sample")) c.sample = atoi(v);
+    else {
+      fprintf(stderr, "unknown option %s\n", k);
+      return 2;
+    }
+  }
+  size_t len;
+  unsigned char *text = load_corpus(c.data, &len);
+  if (!text || len < 10000) {
+    fprintf(stderr, "cannot read the text corpus in %s (Debian package 'fortunes')\n", c.data);
+    return 1;
+  }
+  size_t nval = len / 10, ntrain = len - nval;
+  const unsigned char *train = text, *val = text + ntrain;
+  /* unigram baseline: cross-entropy on the validation bytes of the training byte frequencies */
+  double freq[VOCAB] = {0}, h_unigram = 0;
+  for (size_t i = 0; i < ntrain; i++) freq[train[i]] += 1;
+  for (size_t i = 0; i < nval; i++) h_unigram -= log((freq[val[i]] + 1) / (double)(ntrain + VOCAB));
+  h_unigram /= (double)nval;
+
+  wh_ctx *ctx;
+  if (wh_ctx_create(&ctx, NULL) != WH_OK) return 1;
+  printf("libwhale %s [%s], %d threads\n", wh_version(), wh_build_info(), wh_ctx_threads(ctx));
+  printf("corpus: %s, %zu bytes (%zu train, %zu validation); unigram baseline %.3f nats/byte\n", c.data, len, ntrain,
+         nval, h_unigram);
+  wh_graph *g;
+  CHECK(wh_graph_create(ctx, &g));
+  gpt m = build(g, &c);
+  CHECK(wh_graph_status(g));
+  CHECK(wh_graph_keep(g, m.logits));
+  CHECK(wh_backward(g, m.loss));
+  wh_adamw_options ao = WH_ADAMW_OPTIONS_INIT;
+  ao.lr = (wh_lr){WH_LR_WARMUP_COSINE, c.lr, c.steps / 20 + 1, c.steps, c.lr / 10};
+  ao.beta2 = 0.95f;
+  ao.weight_decay = 0.1f;
+  ao.clip_norm = 1.0f;
+  CHECK(wh_optimizer_adamw(g, &ao));
+  int64_t nparams = 0;
+  for (int i = 0; i < wh_graph_num_params(g); i++) {
+    int nd;
+    int64_t d[WH_MAX_DIMS], k = 1;
+    wh_value_shape(g, wh_graph_param(g, i), &nd, d);
+    for (int j = 0; j < nd; j++) k *= d[j];
+    nparams += k;
+  }
+  wh_session *s;
+  wh_session_options so = WH_SESSION_OPTIONS_INIT;
+  so.batch = c.batch;
+  CHECK(wh_session_create(ctx, g, &so, &s));
+  wh_memory_stats ms = WH_MEMORY_STATS_INIT;
+  CHECK(wh_session_memory(s, &ms));
+  printf("model: %d layers, %d heads, width %d, context %d, %.2fM parameters; batch %d, %d steps\n", c.layers, c.heads,
+         c.width, c.context, (double)nparams / 1e6, c.batch, c.steps);
+  printf("memory plan: arena %.1f MB for intermediates of %.1f MB total\n", (double)ms.arena_bytes / 1e6,
+         (double)ms.intermediate_bytes / 1e6);
+
+  int T = c.context;
+  int32_t *tok = malloc(sizeof(int32_t) * (size_t)(c.batch * T)), *tgt = malloc(sizeof(int32_t) * (size_t)(c.batch * T));
+  double t0 = now(), tlast = t0, sum = 0;
+  int nsum = 0;
+  float vloss = 0;
+  for (int step = 1; step <= c.steps; step++) {
+    fill_batch(train, ntrain, c.batch, T, tok, tgt);
+    CHECK(wh_session_feed(s, m.tokens, tok, sizeof(int32_t) * (size_t)(c.batch * T)));
+    CHECK(wh_session_feed(s, m.targets, tgt, sizeof(int32_t) * (size_t)(c.batch * T)));
+    CHECK(wh_session_step(s));
+    float l;
+    CHECK(wh_session_fetch(s, m.loss, &l, sizeof l));
+    sum += l, nsum++;
+    if (step % c.eval_every == 0 || step == c.steps || step == 1) {
+      double tn = now();
+      double tps = (double)nsum * c.batch * T / (tn - tlast);
+      vloss = eval_loss(ctx, s, &m, val, nval, c.batch, T, 8, tok, tgt);
+      printf("step %5d  train loss %.4f  val loss %.4f  %.0f tokens/s  (%.1f s)\n", step, sum / nsum, vloss, tps,
+             tn - t0);
+      fflush(stdout);
+      sum = 0, nsum = 0;
+      tlast = now();
+    }
+  }
+  printf("final validation loss %.4f nats/byte against the unigram baseline %.4f (%.0f%% of it)\n", vloss, h_unigram,
+         100.0 * vloss / h_unigram);
+
+  /* sample: slide a window of the last T bytes, one full forward per byte (no KV cache) */
+  if (c.sample > 0) {
+    CHECK(wh_session_set_batch(s, 1));
+    const char *prompt = "The meaning of life is";
+    size_t pl = strlen(prompt), total = pl + (size_t)c.sample;
+    unsigned char *out = calloc(total + 1, 1);
+    memcpy(out, prompt, pl);
+    float *logits = malloc(sizeof(float) * (size_t)T * VOCAB);
+    int32_t *win = malloc(sizeof(int32_t) * (size_t)T), *dummy = calloc((size_t)T, sizeof(int32_t));
+    for (size_t pos = pl; pos < total; pos++) {
+      /* right-align the context in the window, padding with spaces on the left */
+      size_t have = pos < (size_t)T ? pos : (size_t)T;
+      for (int k = 0; k < T; k++) win[k] = ' ';
+      for (size_t k = 0; k < have; k++) win[T - have + k] = out[pos - have + k];
+      CHECK(wh_session_feed(s, m.tokens, win, sizeof(int32_t) * (size_t)T));
+      CHECK(wh_session_feed(s, m.targets, dummy, sizeof(int32_t) * (size_t)T));
+      CHECK(wh_session_run(s, WH_RUN_EVAL));
+      CHECK(wh_session_fetch(s, m.logits, logits, sizeof(float) * (size_t)T * VOCAB));
+      const float *lg = logits + (size_t)(T - 1) * VOCAB;
+      double mx = -1e30, z = 0, temp = 0.8;
+      for (int v = 0; v < VOCAB; v++) mx = lg[v] > mx ? lg[v] : mx;
+      double p[VOCAB];
+      for (int v = 0; v < VOCAB; v++) z += p[v] = exp((lg[v] - mx) / temp);
+      double r = (double)(rnd() >> 11) / 9007199254740992.0 * z;
+      int v = 0;
+      while (v < VOCAB - 1 && (r -= p[v]) > 0) v++;
+      out[pos] = (unsigned char)v;
+    }
+    printf("sample:\n%s\n", (char *)out);
+    free(out), free(logits), free(win), free(dummy);
+  }
+  wh_session_destroy(s);
+  wh_graph_destroy(g);
+  wh_ctx_destroy(ctx);
+  free(tok), free(tgt), free(text);
+  return vloss < h_unigram ? 0 : 3;
+}
