@@ -1,5 +1,6 @@
 /* parity.c - checks libwhale against PyTorch on the dumps written by torch_ref.py: logits, loss
- * and gradients of one forward/backward, then 10 AdamW and 10 SGD steps (losses, final params). */
+ * and gradients of one forward/backward, then 10 AdamW and 10 SGD steps (losses, final params).
+ * Models: mlp, convnet, gpt (a 2-layer GPT as examples/gpt_text.c builds it). */
 #include "tdump.h"
 #include "whale.h"
 
@@ -13,7 +14,8 @@
 #define TOL_LOSS 1e-5  /* each training step's loss, relative */
 #define TOL_FINAL 1e-5 /* parameters after 10 optimizer steps */
 #define STEPS 10
-#define MAX_PARAMS 8
+#define MAX_PARAMS 32
+#define MAX_NAME 48
 
 static wh_ctx *ctx;
 static const char *model_name = "?";
@@ -69,17 +71,23 @@ static void log_cb(wh_log_level level, const char *msg, void *user) {
 
 /* ------------------------------------------------------------------ models */
 
+typedef enum model_kind { MODEL_MLP, MODEL_CONVNET, MODEL_GPT } model_kind;
+
 typedef struct model {
   wh_graph *g;
   wh_value x, labels, logits, loss;
   int nparams;
   wh_value params[MAX_PARAMS];
-  const char *names[MAX_PARAMS];
+  char names[MAX_PARAMS][MAX_NAME];
 } model;
 
+static model_kind kind;
+
 static wh_value param(model *m, const char *name, int ndim, const int64_t *dims) {
+  if (m->nparams == MAX_PARAMS) die("too many parameters: raise MAX_PARAMS");
+  if (strlen(name) >= MAX_NAME) die("parameter name too long: raise MAX_NAME");
   wh_value p = wh_param(m->g, name, WH_F32, ndim, dims, WH_INIT(WH_INIT_ZEROS, 0, 0, 0));
-  m->names[m->nparams] = name;
+  strcpy(m->names[m->nparams], name);
   m->params[m->nparams++] = p;
   return p;
 }
@@ -118,15 +126,67 @@ static void build_convnet(model *m) {
   m->logits = linear(m, h, "fc.w", "fc.b", 32, 10);
 }
 
+/* The GPT of examples/gpt_text.c, small: vocab 64, context 16, width 32, 4 heads, 2 layers. */
+#define GPT_V 64
+#define GPT_T 16
+#define GPT_C 32
+#define GPT_HEADS 4
+#define GPT_LAYERS 2
+
+static wh_value gpt_layernorm(model *m, wh_value x, const char *prefix) {
+  char gn[MAX_NAME], bn[MAX_NAME];
+  snprintf(gn, sizeof gn, "%s.g", prefix);
+  snprintf(bn, sizeof bn, "%s.b", prefix);
+  wh_value gamma = param(m, gn, 1, (int64_t[]){GPT_C});
+  wh_value beta = param(m, bn, 1, (int64_t[]){GPT_C});
+  return wh_layernorm(m->g, x, gamma, beta, 1e-5f);
+}
+
+static wh_value gpt_linear(model *m, wh_value x, const char *prefix, int64_t in, int64_t out) {
+  char wn[MAX_NAME], bn[MAX_NAME];
+  snprintf(wn, sizeof wn, "%s.w", prefix);
+  snprintf(bn, sizeof bn, "%s.b", prefix);
+  return linear(m, x, wn, bn, in, out);
+}
+
+static void build_gpt(model *m) {
+  wh_graph *g = m->g;
+  const int64_t C = GPT_C;
+  m->x = wh_input(g, "tokens", WH_I32, 2, (int64_t[]){WH_BATCH, GPT_T});
+  m->labels = wh_input(g, "targets", WH_I32, 2, (int64_t[]){WH_BATCH, GPT_T});
+  wh_value wte = param(m, "wte", 2, (int64_t[]){GPT_V, C});
+  wh_value wpe = param(m, "wpe", 2, (int64_t[]){GPT_T, C});
+  wh_value x = wh_add(g, wh_embedding(g, wte, m->x), wpe); /* [B,T,C] + [T,C] */
+  for (int l = 0; l < GPT_LAYERS; l++) {
+    char nm[MAX_NAME];
+    snprintf(nm, sizeof nm, "h%d.ln1", l);
+    wh_value h = gpt_layernorm(m, x, nm);
+    snprintf(nm, sizeof nm, "h%d.attn.qkv", l);
+    wh_value qkv = gpt_linear(m, h, nm, C, 3 * C);
+    wh_value a = wh_attention(g, qkv, GPT_HEADS);
+    snprintf(nm, sizeof nm, "h%d.attn.proj", l);
+    x = wh_add(g, x, gpt_linear(m, a, nm, C, C));
+    snprintf(nm, sizeof nm, "h%d.ln2", l);
+    h = gpt_layernorm(m, x, nm);
+    snprintf(nm, sizeof nm, "h%d.mlp.fc", l);
+    h = wh_gelu(g, gpt_linear(m, h, nm, C, 4 * C));
+    snprintf(nm, sizeof nm, "h%d.mlp.proj", l);
+    x = wh_add(g, x, gpt_linear(m, h, nm, 4 * C, C));
+  }
+  x = gpt_layernorm(m, x, "ln_f");
+  m->logits = wh_matmul(g, x, wte, 0, 1); /* weight tying: wte is used twice */
+}
+
 /* A new graph with the model, its loss and gradients; logits kept for fetching. */
-static void build(model *m, int is_mlp) {
+static void build(model *m) {
   memset(m, 0, sizeof *m);
   CHECK(wh_graph_create(ctx, &m->g));
   cur_graph = m->g;
-  if (is_mlp)
-    build_mlp(m);
-  else
-    build_convnet(m);
+  switch (kind) {
+  case MODEL_MLP: build_mlp(m); break;
+  case MODEL_CONVNET: build_convnet(m); break;
+  case MODEL_GPT: build_gpt(m); break;
+  }
   m->loss = wh_cross_entropy(m->g, m->logits, m->labels);
   if (wh_graph_status(m->g) != WH_OK) {
     printf("FAIL building the %s graph: %s: %s\n", model_name, wh_status_str(wh_graph_status(m->g)),
@@ -191,6 +251,9 @@ static void set_params(wh_session *s, const model *m, const tdump *d) {
   }
 }
 
+/* The model's input: f32 features, or i32 token ids for the GPT. */
+static uint32_t x_dtype(void) { return kind == MODEL_GPT ? TDUMP_I32 : TDUMP_F32; }
+
 static void feed(wh_session *s, const model *m, const tdump_tensor *x, const tdump_tensor *labels) {
   CHECK(wh_session_feed(s, m->x, x->data, bytes_of(x)));
   CHECK(wh_session_feed(s, m->labels, labels->data, bytes_of(labels)));
@@ -198,7 +261,7 @@ static void feed(wh_session *s, const model *m, const tdump_tensor *x, const tdu
 
 static wh_session *open_session(const model *m, const tdump *d) {
   wh_session_options so = WH_SESSION_OPTIONS_INIT;
-  so.batch = need(d, "x", TDUMP_F32)->dims[0];
+  so.batch = need(d, "x", x_dtype())->dims[0];
   wh_session *s = NULL;
   CHECK(wh_session_create(ctx, m->g, &so, &s));
   cur_session = s;
@@ -215,11 +278,54 @@ static void release_phase(void) {
   cur_graph = NULL;
 }
 
-static void check_forward_backward(int is_mlp, const tdump *d) {
+/* The GPT's fused qkv projection, [3C, C] weight and [3C] bias, holds q | k | v row blocks. Its
+ * gradient is dominated by the v rows (attention probabilities are near uniform at this init), so
+ * the q, k and v thirds are also checked one by one: a wrong softmax or score gradient shows there
+ * and not only as a small share of the whole.
+ *
+ * The k third of the bias is special: adding one vector to every key shifts each query's scores by
+ * a constant, which softmax ignores, so its gradient is exactly zero and both libraries return
+ * rounding noise (~1e-11). Its gradient is therefore measured against the norm of the whole qkv.b
+ * gradient (||got_k - ref_k|| / ||ref||), not against its own zero norm. AdamW then normalises
+ * that noise by sqrt(v) + eps, so the k bias moves by noise-dependent amounts (~1e-6, about 1e-3 of
+ * lr per step) that differ between any two float32 implementations: its final value gets the
+ * separate bound TOL_ZERO_GRAD_ADAMW, reported on its own line. */
+#define TOL_ZERO_GRAD_ADAMW 1e-3
+
+static int is_qkv(const char *name) { return strstr(name, ".attn.qkv.") != NULL; }
+static int is_qkv_bias(const char *name) { return strstr(name, ".attn.qkv.b") != NULL; }
+
+/* Reports the q, k and v thirds of got against ref (tol for q and v, k_tol for k); k of a bias
+ * (k_vs_whole) is measured against the whole ref's norm. */
+static void report_thirds(const float *got, const tdump_tensor *ref, const char *what, double tol,
+                          double k_tol, int k_vs_whole) {
+  int64_t third = ref->numel / 3; /* row-major [3C, ...]: the thirds are contiguous */
+  const float *r = ref->data;
+  static const char *part[3] = {"q", "k", "v"};
+  for (int i = 0; i < 3; i++) {
+    char sub[128];
+    double err;
+    if (i == 1 && k_vs_whole) {
+      double num = 0, den = 0;
+      for (int64_t j = 0; j < ref->numel; j++) {
+        den += (double)r[j] * r[j];
+        if (j >= third && j < 2 * third) num += ((double)got[j] - r[j]) * ((double)got[j] - r[j]);
+      }
+      err = sqrt(num) / fmax(sqrt(den), 1e-30);
+      snprintf(sub, sizeof sub, "%s[k]/|all|", what);
+    } else {
+      err = rel_err(got + i * third, r + i * third, third);
+      snprintf(sub, sizeof sub, "%s[%s]", what, part[i]);
+    }
+    report(sub, err, i == 1 ? k_tol : tol);
+  }
+}
+
+static void check_forward_backward(const tdump *d) {
   model m;
-  build(&m, is_mlp);
+  build(&m);
   wh_session *s = open_session(&m, d);
-  feed(s, &m, need(d, "x", TDUMP_F32), need(d, "labels", TDUMP_I32));
+  feed(s, &m, need(d, "x", x_dtype()), need(d, "labels", TDUMP_I32));
   CHECK(wh_session_run(s, WH_RUN_GRAD));
 
   check_value(s, m.logits, need(d, "logits", TDUMP_F32), "logits", TOL_FWD);
@@ -227,7 +333,19 @@ static void check_forward_backward(int is_mlp, const tdump *d) {
   for (int i = 0; i < m.nparams; i++) {
     char what[64];
     snprintf(what, sizeof what, "grad.%s", m.names[i]);
-    check_value(s, wh_grad(m.g, m.params[i]), need(d, what, TDUMP_F32), what, TOL_FWD);
+    const tdump_tensor *ref = need(d, what, TDUMP_F32);
+    float *got = fetch(s, wh_grad(m.g, m.params[i]), ref, what);
+    if (!got) continue;
+    if (is_qkv_bias(m.names[i])) {
+      /* the whole is reported as a diagnostic only: its k third is noise against noise */
+      printf("info %-28s rel_err %.3e (k third is exactly 0; checked by thirds)\n", what,
+             rel_err(got, ref->data, ref->numel));
+      report_thirds(got, ref, what, TOL_FWD, TOL_FWD, 1);
+    } else {
+      report(what, rel_err(got, ref->data, ref->numel), TOL_FWD);
+      if (is_qkv(m.names[i])) report_thirds(got, ref, what, TOL_FWD, TOL_FWD, 0);
+    }
+    free(got);
   }
 
   /* A gradient run must leave the parameters and the step count alone. */
@@ -249,10 +367,20 @@ static void check_forward_backward(int is_mlp, const tdump *d) {
   release_phase();
 }
 
-static void check_training(int is_mlp, const tdump *d, const char *opt) {
+static void check_training(const tdump *d, const char *opt) {
   model m;
-  build(&m, is_mlp);
-  if (strcmp(opt, "adamw") == 0) {
+  build(&m);
+  if (strcmp(opt, "adamw") == 0 && kind == MODEL_GPT) {
+    /* GPT-2 settings, as examples/gpt_text.c uses them (torch_ref.py GPT_ADAMW). */
+    wh_adamw_options o = WH_ADAMW_OPTIONS_INIT;
+    o.lr = (wh_lr){WH_LR_WARMUP_COSINE, 1e-3f, 3, STEPS, 1e-4f};
+    o.beta1 = 0.9f;
+    o.beta2 = 0.95f;
+    o.eps = 1e-8f;
+    o.weight_decay = 0.1f;
+    o.clip_norm = 1.0f;
+    CHECK(wh_optimizer_adamw(m.g, &o));
+  } else if (strcmp(opt, "adamw") == 0) {
     wh_adamw_options o = WH_ADAMW_OPTIONS_INIT;
     o.lr = (wh_lr){WH_LR_WARMUP_COSINE, 1e-2f, 3, STEPS, 1e-3f};
     o.beta1 = 0.9f;
@@ -279,7 +407,7 @@ static void check_training(int is_mlp, const tdump *d, const char *opt) {
   if (losses->numel != STEPS) die("dump has the wrong number of losses");
   for (int i = 0; i < STEPS; i++) {
     snprintf(name, sizeof name, "train.x.%d", i);
-    const tdump_tensor *x = need(d, name, TDUMP_F32);
+    const tdump_tensor *x = need(d, name, x_dtype());
     snprintf(name, sizeof name, "train.labels.%d", i);
     feed(s, &m, x, need(d, name, TDUMP_I32));
     CHECK(wh_session_step(s));
@@ -304,19 +432,30 @@ static void check_training(int is_mlp, const tdump *d, const char *opt) {
     float *got = malloc(bytes_of(ref));
     if (!got) die("out of memory");
     CHECK(wh_session_get_param(s, m.params[i], got, bytes_of(ref)));
-    report(name, rel_err(got, ref->data, ref->numel), TOL_FINAL);
+    if (is_qkv_bias(m.names[i]) && strcmp(opt, "adamw") == 0) {
+      printf("info %-28s rel_err %.3e (k third has a zero gradient; checked by thirds)\n", name,
+             rel_err(got, ref->data, ref->numel));
+      report_thirds(got, ref, name, TOL_FINAL, TOL_ZERO_GRAD_ADAMW, 0);
+    } else {
+      report(name, rel_err(got, ref->data, ref->numel), TOL_FINAL);
+    }
     free(got);
   }
   release_phase();
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3 || (strcmp(argv[1], "mlp") != 0 && strcmp(argv[1], "convnet") != 0)) {
-    fprintf(stderr, "usage: %s mlp|convnet DUMPFILE\n", argv[0]);
+  if (argc == 3 && strcmp(argv[1], "mlp") == 0)
+    kind = MODEL_MLP;
+  else if (argc == 3 && strcmp(argv[1], "convnet") == 0)
+    kind = MODEL_CONVNET;
+  else if (argc == 3 && strcmp(argv[1], "gpt") == 0)
+    kind = MODEL_GPT;
+  else {
+    fprintf(stderr, "usage: %s mlp|convnet|gpt DUMPFILE\n", argv[0]);
     return 2;
   }
   model_name = argv[1];
-  int is_mlp = strcmp(argv[1], "mlp") == 0;
   tdump *d = tdump_load(argv[2]);
   if (!d) die("cannot load the dump");
 
@@ -333,9 +472,9 @@ int main(int argc, char **argv) {
     in_phase = 1;
     if (setjmp(phase_jmp) == 0) {
       if (phase == 0)
-        check_forward_backward(is_mlp, d);
+        check_forward_backward(d);
       else
-        check_training(is_mlp, d, phase == 1 ? "adamw" : "sgd");
+        check_training(d, phase == 1 ? "adamw" : "sgd");
     } else {
       release_phase(); /* a check failed fatally; the next phase starts clean */
     }
