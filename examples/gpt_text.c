@@ -3,7 +3,7 @@
  * validation loss against the unigram-entropy baseline, and sample text at the end.
  *
  *   gpt_text [--layers N] [--heads N] [--width N] [--context N] [--batch N] [--steps N]
- *            [--lr X] [--data DIR] [--eval-every N] [--sample N]
+ *            [--lr X] [--data DIR] [--eval-every N] [--sample N] [--recompute 0|1]
  */
 #include <dirent.h>
 #include <math.h>
@@ -17,7 +17,7 @@
 #define VOCAB 256
 
 typedef struct {
-  int layers, heads, width, context, batch, steps, eval_every, sample;
+  int layers, heads, width, context, batch, steps, eval_every, sample, recompute;
   float lr;
   const char *data;
 } config;
@@ -101,7 +101,8 @@ static gpt build(wh_graph *g, const config *c) {
   for (int l = 0; l < c->layers; l++) {
     char nm[64];
     uint64_t seed = 100 + 10 * (uint64_t)l;
-    wh_scope_stage(g); /* a natural pipeline cut: recorded, used by the planner */
+    wh_scope_stage(g);     /* a natural pipeline cut: recorded, used by the planner */
+    wh_scope_recompute(g); /* activation checkpointing per block (session option) */
     snprintf(nm, sizeof nm, "h%d.ln1", l);
     wh_value h = layernorm(g, x, nm, C);
     snprintf(nm, sizeof nm, "h%d.attn.qkv", l);
@@ -115,6 +116,7 @@ static gpt build(wh_graph *g, const config *c) {
     h = wh_gelu(g, linear(g, h, nm, C, 4 * C, seed + 3, std));
     snprintf(nm, sizeof nm, "h%d.mlp.proj", l);
     x = wh_add(g, x, linear(g, h, nm, 4 * C, C, seed + 4, proj_std));
+    wh_scope_end(g);
     wh_scope_end(g);
   }
   x = layernorm(g, x, "ln_f", C);
@@ -169,7 +171,7 @@ static float eval_loss(wh_ctx *ctx, wh_session *s, const gpt *m, const unsigned 
 }
 
 int main(int argc, char **argv) {
-  config c = {4, 4, 128, 64, 16, 600, 100, 300, 3e-3f, "/usr/share/games/fortunes"};
+  config c = {4, 4, 128, 64, 16, 600, 100, 300, 0, 3e-3f, "/usr/share/games/fortunes"};
   for (int i = 1; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
     if (!strcmp(k, "--layers")) c.layers = atoi(v);
@@ -182,6 +184,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--data")) c.data = v;
     else if (!strcmp(k, "--eval-every")) c.eval_every = atoi(v);
     else if (!strcmp(k, "--sample")) c.sample = atoi(v);
+    else if (!strcmp(k, "--recompute")) c.recompute = atoi(v);
     else {
       fprintf(stderr, "unknown option %s\n", k);
       return 2;
@@ -226,16 +229,25 @@ int main(int argc, char **argv) {
     for (int j = 0; j < nd; j++) k *= d[j];
     nparams += k;
   }
+  /* plan both ways to show what recomputation saves; train with the chosen one */
   wh_session *s;
   wh_session_options so = WH_SESSION_OPTIONS_INIT;
   so.batch = c.batch;
+  so.recompute = !c.recompute;
   CHECK(wh_session_create(ctx, g, &so, &s));
-  wh_memory_stats ms = WH_MEMORY_STATS_INIT;
+  wh_memory_stats other = WH_MEMORY_STATS_INIT, ms = WH_MEMORY_STATS_INIT;
+  CHECK(wh_session_memory(s, &other));
+  wh_session_destroy(s);
+  so.recompute = c.recompute;
+  CHECK(wh_session_create(ctx, g, &so, &s));
   CHECK(wh_session_memory(s, &ms));
   printf("model: %d layers, %d heads, width %d, context %d, %.2fM parameters; batch %d, %d steps\n", c.layers, c.heads,
          c.width, c.context, (double)nparams / 1e6, c.batch, c.steps);
-  printf("memory plan: arena %.1f MB for intermediates of %.1f MB total\n", (double)ms.arena_bytes / 1e6,
-         (double)ms.intermediate_bytes / 1e6);
+  printf("memory plan: arena %.1f MB for intermediates of %.1f MB total (%lld ops in place); recompute %s: "
+         "%.1f MB, %s: %.1f MB\n",
+         (double)ms.arena_bytes / 1e6, (double)ms.intermediate_bytes / 1e6, (long long)ms.inplace_ops,
+         c.recompute ? "on" : "off", (double)ms.arena_bytes / 1e6, c.recompute ? "off" : "on",
+         (double)other.arena_bytes / 1e6);
 
   int T = c.context;
   int32_t *tok = malloc(sizeof(int32_t) * (size_t)(c.batch * T)), *tgt = malloc(sizeof(int32_t) * (size_t)(c.batch * T));

@@ -230,7 +230,8 @@ WH_API wh_value wh_attention(wh_graph *g, wh_value qkv, int heads);
 typedef enum wh_hint_kind {
   WH_HINT_REPLICATE = 1, /* data-parallel replicas: n */
   WH_HINT_SPLIT = 2,     /* operator sharding into n parts */
-  WH_HINT_STAGE = 3      /* a pipeline stage; n is its index in order of opening */
+  WH_HINT_STAGE = 3,     /* a pipeline stage; n is its index in order of opening */
+  WH_HINT_RECOMPUTE = 4  /* activations made inside are recomputed in backward, not kept (n = 1) */
 } wh_hint_kind;
 
 typedef struct wh_hint {
@@ -241,6 +242,10 @@ typedef struct wh_hint {
 WH_API wh_status wh_scope_replicate(wh_graph *g, int n);
 WH_API wh_status wh_scope_split(wh_graph *g, int n);
 WH_API wh_status wh_scope_stage(wh_graph *g);
+/* Activation checkpointing: values computed inside (and not kept) are dropped after their last
+ * forward use and recomputed from the scope's inputs when backward needs them, in sessions
+ * created with recompute on. Bitwise the same results, a lower memory peak, more compute. */
+WH_API wh_status wh_scope_recompute(wh_graph *g);
 WH_API wh_status wh_scope_end(wh_graph *g);
 WH_API wh_status wh_set_pipeline(wh_graph *g, int micro_batches);
 WH_API int wh_graph_pipeline(const wh_graph *g); /* 0 when unset */
@@ -307,10 +312,12 @@ typedef enum wh_run_mode {
 
 typedef struct wh_session_options {
   size_t struct_size;
-  int64_t batch; /* value of the symbolic batch dimension (>= 1) */
+  int64_t batch;  /* value of the symbolic batch dimension (>= 1) */
+  int recompute;  /* honour wh_scope_recompute scopes (1, default) or keep every activation (0) */
+  int inplace;    /* let elementwise ops overwrite an input that dies there (1, default) */
 } wh_session_options;
 
-#define WH_SESSION_OPTIONS_INIT {sizeof(wh_session_options), 1}
+#define WH_SESSION_OPTIONS_INIT {sizeof(wh_session_options), 1, 1, 1}
 
 WH_API wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *opts,
                                    wh_session **out);
@@ -343,9 +350,12 @@ typedef struct wh_memory_stats {
   uint64_t param_bytes;
   uint64_t state_bytes;        /* optimizer state */
   int64_t num_intermediates;
+  uint64_t live_peak_bytes;    /* most intermediate bytes alive at one node: the plan's lower bound */
+  int64_t inplace_ops;         /* outputs written over a dying input */
+  int64_t recomputed_ops;      /* forward nodes re-run in backward (recompute scopes) */
 } wh_memory_stats;
 
-#define WH_MEMORY_STATS_INIT {sizeof(wh_memory_stats), 0, 0, 0, 0, 0}
+#define WH_MEMORY_STATS_INIT {sizeof(wh_memory_stats), 0, 0, 0, 0, 0, 0, 0, 0}
 
 WH_API wh_status wh_session_memory(const wh_session *s, wh_memory_stats *out);
 

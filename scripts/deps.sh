@@ -5,7 +5,7 @@
 set -euo pipefail
 profile=${1:-build}
 pkgs=(gcc libc6-dev pkg-config meson ninja-build libopenblas-dev libprotobuf-c-dev protobuf-c-compiler
-      zlib1g-dev libopenmpi-dev openmpi-bin python3 python3-sklearn)
+      zlib1g-dev libopenmpi-dev openmpi-bin python3 python3-sklearn fortunes)
 if [ "$profile" = test ]; then
   pkgs+=(python3-torch python3-numpy python3-cffi valgrind)
 fi

@@ -114,6 +114,7 @@ static const char *hint_name(wh_hint_kind k) {
     case WH_HINT_REPLICATE: return "replicate";
     case WH_HINT_SPLIT: return "split";
     case WH_HINT_STAGE: return "stage";
+    case WH_HINT_RECOMPUTE: return "recompute";
   }
   return "?";
 }

@@ -363,6 +363,8 @@ static wh_status scope_open(wh_graph *g, wh_hint_kind kind, int n) {
 wh_status wh_scope_replicate(wh_graph *g, int n) { return scope_open(g, WH_HINT_REPLICATE, n); }
 wh_status wh_scope_split(wh_graph *g, int n) { return scope_open(g, WH_HINT_SPLIT, n); }
 
+wh_status wh_scope_recompute(wh_graph *g) { return scope_open(g, WH_HINT_RECOMPUTE, 1); }
+
 wh_status wh_scope_stage(wh_graph *g) {
   if (!g) return WH_ERR_INVALID_ARGUMENT;
   for (int32_t s = g->cur_scope; s >= 0; s = g->scopes[s].parent)

@@ -503,7 +503,7 @@ static wh_status load_scopes(loader *L) {
   for (int i = 0; i < ns; i++) {
     const Whale__Scope *s = L->m->scopes[i];
     int kind = (int)s->kind;
-    if (kind != WH_HINT_REPLICATE && kind != WH_HINT_SPLIT && kind != WH_HINT_STAGE)
+    if (kind != WH_HINT_REPLICATE && kind != WH_HINT_SPLIT && kind != WH_HINT_STAGE && kind != WH_HINT_RECOMPUTE)
       return lfail(L, WH_ERR_CORRUPT, "scope %d: unknown kind %d", i, kind);
     if (s->parent < -1 || s->parent >= i)
       return lfail(L, WH_ERR_CORRUPT, "scope %d: parent %d is not an earlier scope", i, (int)s->parent);

@@ -9,22 +9,26 @@
 #include "../kernels/kernels.h"
 #include "ctx.h"
 #include "memplan.h"
+#include "program.h"
 #include "session.h"
 
 struct wh_session {
   wh_ctx *ctx;
   wh_graph *g;
+  wh__program prog;    /* what runs: the graph's nodes plus recomputation clones */
+  int recompute, inplace;
+  int64_t n_inplace;
   int64_t batch;
   int64_t steps;
   int64_t runs;
-  int n;               /* values */
+  int n;               /* program values (graph values first) */
   void **ptr;          /* data of each value at the bound batch */
   int64_t *bytes;
-  int32_t *alias;      /* reshape outputs share their input's storage: the root value, or -1 */
+  int32_t *alias;      /* storage shared with another value (reshape views, in-place outputs), or -1 */
   int64_t *stamp;      /* run that last wrote the value */
   void **own;          /* session-owned persistent storage (params, state), per value */
   void *arena;
-  int64_t arena_bytes, inter_bytes, n_inter;
+  int64_t arena_bytes, inter_bytes, n_inter, live_peak;
   wh__exec ex;
   char kerr[512];
 };
@@ -82,10 +86,11 @@ static int32_t root_of(const wh_session *s, int32_t v) {
   return v;
 }
 
-/* Plan the arena for the bound batch: sizes, lifetimes in node order, aliases. */
+/* Plan the arena for the bound batch: sizes, lifetimes in schedule order, views, in-place
+ * outputs, then placement of what remains. */
 static wh_status plan(wh_session *s) {
-  wh_graph *g = s->g;
-  int n = s->n, nn = g->n_nodes;
+  const wh__program *pg = &s->prog;
+  int n = s->n, nn = pg->n_nodes;
   int64_t *size = calloc((size_t)n + 1, sizeof(int64_t)), *off = calloc((size_t)n + 1, sizeof(int64_t));
   int *first = calloc((size_t)n + 1, sizeof(int)), *last = calloc((size_t)n + 1, sizeof(int));
   if (!size || !off || !first || !last) {
@@ -93,12 +98,12 @@ static wh_status plan(wh_session *s) {
     return WH_ERR_OUT_OF_MEMORY;
   }
   for (int v = 0; v < n; v++) {
-    s->bytes[v] = wh__numel(&g->values[v].shape, s->batch) * (int64_t)wh__dtype_size(g->values[v].dtype);
+    s->bytes[v] = wh__numel(&pg->values[v].shape, s->batch) * (int64_t)wh__dtype_size(pg->values[v].dtype);
     s->alias[v] = -1;
     first[v] = last[v] = -1;
   }
   for (int i = 0; i < nn; i++) {
-    const wh__node *nd = &g->nodes[i];
+    const wh__node *nd = &pg->nodes[i];
     if (nd->out >= 0) {
       first[nd->out] = last[nd->out] = i;
       if (nd->op == WH_OP_RESHAPE) s->alias[nd->out] = nd->in[0];
@@ -106,22 +111,50 @@ static wh_status plan(wh_session *s) {
     for (int k = 0; k < nd->n_in; k++) last[nd->in[k]] = i;
   }
   for (int v = 0; v < n; v++)
-    if (g->values[v].keep && first[v] >= 0) last[v] = nn;
-  /* an alias keeps its root alive as long as itself (values are in creation order, so an
-   * alias's root always has a smaller id: walk backwards) */
+    if (pg->values[v].keep && first[v] >= 0) last[v] = nn;
+  /* a view keeps its root alive as long as itself; views come after their roots */
   for (int v = n - 1; v >= 0; v--)
     if (s->alias[v] >= 0 && last[v] > last[s->alias[v]]) last[s->alias[v]] = last[v];
+  /* in-place: an output may take over the storage of an input whose root dies at this node */
+  s->n_inplace = 0;
+  for (int i = 0; s->inplace && i < nn; i++) {
+    const wh__node *nd = &pg->nodes[i];
+    unsigned mask = wh__ops[nd->op].inplace;
+    if (nd->out < 0 || !mask || s->alias[nd->out] >= 0) continue;
+    for (int k = 0; k < nd->n_in; k++) {
+      if (!(mask >> k & 1)) continue;
+      int32_t r = root_of(s, nd->in[k]);
+      if (persistent(pg->values[r].role) || last[r] != i || s->bytes[r] != s->bytes[nd->out] ||
+          pg->values[r].dtype != pg->values[nd->out].dtype)
+        continue;
+      s->alias[nd->out] = r;
+      last[r] = last[nd->out];
+      s->n_inplace++;
+      break;
+    }
+  }
   s->inter_bytes = 0;
   s->n_inter = 0;
   for (int v = 0; v < n; v++) {
-    if (persistent(g->values[v].role) || s->alias[v] >= 0 || first[v] < 0) {
-      size[v] = 0;
-      continue;
-    }
-    size[v] = s->bytes[v];
-    s->inter_bytes += size[v];
+    if (first[v] < 0 || persistent(pg->values[v].role)) continue;
+    s->inter_bytes += s->bytes[v];
     s->n_inter++;
+    size[v] = s->alias[v] >= 0 ? 0 : s->bytes[v];
   }
+  /* the lower bound any placement must meet: the most bytes alive at one step */
+  int64_t *delta = calloc((size_t)nn + 2, sizeof(int64_t));
+  if (!delta) {
+    free(size), free(off), free(first), free(last);
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  for (int v = 0; v < n; v++)
+    if (size[v] > 0) delta[first[v]] += size[v], delta[last[v] + 1] -= size[v];
+  s->live_peak = 0;
+  for (int64_t i = 0, live = 0; i <= nn; i++) {
+    live += delta[i];
+    if (live > s->live_peak) s->live_peak = live;
+  }
+  free(delta);
   int64_t total = wh__memplan(n, size, first, last, off);
   if (total < 0) {
     free(size), free(off), free(first), free(last);
@@ -136,12 +169,12 @@ static wh_status plan(wh_session *s) {
   s->arena = arena;
   s->arena_bytes = total;
   for (int v = 0; v < n; v++) {
-    if (g->values[v].role == WH_ROLE_INPUT) s->ptr[v] = NULL; /* feeds are per batch size */
-    else if (!persistent(g->values[v].role) && s->alias[v] < 0) s->ptr[v] = (char *)arena + off[v];
-    s->stamp[v] = persistent(g->values[v].role) ? 0 : -1;
+    wh__role role = pg->values[v].role;
+    if (role == WH_ROLE_INPUT) s->ptr[v] = NULL; /* feeds are per batch size */
+    else if (!persistent(role) && s->alias[v] < 0) s->ptr[v] = (char *)arena + off[v];
+    else if (s->alias[v] >= 0) s->ptr[v] = NULL; /* resolved at run time: the root may be a feed */
+    s->stamp[v] = persistent(role) ? 0 : -1;
   }
-  for (int v = 0; v < n; v++)
-    if (s->alias[v] >= 0) s->ptr[v] = NULL; /* resolved at run time: the root may be a feed */
   free(size), free(off), free(first), free(last);
   return WH_OK;
 }
@@ -159,6 +192,7 @@ static wh_status fail(wh_session *s, wh_status st, const char *fmt, ...) {
 
 void wh_session_destroy(wh_session *s) {
   if (!s) return;
+  wh__program_free(&s->prog);
   if (s->g && s->g->frozen > 0) s->g->frozen--;
   if (s->own)
     for (int v = 0; v < s->n; v++) free(s->own[v]);
@@ -199,8 +233,15 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
   if (!s) return WH_ERR_OUT_OF_MEMORY;
   s->ctx = ctx;
   s->g = g;
-  s->n = g->n_values;
   s->batch = o.batch;
+  s->recompute = o.recompute != 0;
+  s->inplace = o.inplace != 0;
+  if (wh__program_build(g, s->recompute, &s->prog) != WH_OK) {
+    free(s);
+    wh__ctx_set_error(ctx, "wh_session_create: out of memory building the program");
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  s->n = s->prog.n_values;
   size_t n = (size_t)s->n + 1;
   s->ptr = calloc(n, sizeof(void *));
   s->own = calloc(n, sizeof(void *));
@@ -216,7 +257,7 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
     return WH_ERR_OUT_OF_MEMORY;
   }
   for (int v = 0; v < s->n; v++) {
-    const wh__value *val = &g->values[v];
+    const wh__value *val = &s->prog.values[v];
     size_t bytes = (size_t)wh__numel(&val->shape, 1) * wh__dtype_size(val->dtype);
     if (val->role == WH_ROLE_CONST) {
       s->ptr[v] = val->data;
@@ -242,8 +283,10 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
     return st;
   }
   g->frozen++;
-  wh__log(ctx, WH_LOG_INFO, "session: batch %lld, arena %lld bytes for %lld intermediates of %lld bytes",
-          (long long)s->batch, (long long)s->arena_bytes, (long long)s->n_inter, (long long)s->inter_bytes);
+  wh__log(ctx, WH_LOG_INFO,
+          "session: batch %lld, arena %lld bytes for %lld intermediates of %lld bytes (%lld in place, %d recomputed)",
+          (long long)s->batch, (long long)s->arena_bytes, (long long)s->n_inter, (long long)s->inter_bytes,
+          (long long)s->n_inplace, s->prog.n_recomputed);
   *out = s;
   return WH_OK;
 }
@@ -287,7 +330,7 @@ static int runs_in(const wh__node *n, wh_run_mode mode) {
 }
 
 static void tensor_of(const wh_session *s, int32_t v, wh__tensor *t) {
-  const wh__value *val = &s->g->values[v];
+  const wh__value *val = &s->prog.values[v];
   t->data = s->ptr[v];
   t->dtype = val->dtype;
   t->ndim = val->shape.ndim;
@@ -306,13 +349,14 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
     return fail(s, WH_ERR_STATE, "wh_session_run: training needs an optimizer (wh_optimizer_sgd/adamw); use WH_RUN_GRAD for gradients only");
   if (mode != WH_RUN_EVAL && g->loss < 0)
     return fail(s, WH_ERR_STATE, "wh_session_run: the graph has no gradients (wh_backward); use WH_RUN_EVAL");
+  const wh__program *pg = &s->prog;
   /* every input the run reads must be fed */
-  for (int i = 0; i < g->n_nodes; i++) {
-    const wh__node *n = &g->nodes[i];
+  for (int i = 0; i < pg->n_nodes; i++) {
+    const wh__node *n = &pg->nodes[i];
     if (!runs_in(n, mode)) continue;
     for (int k = 0; k < n->n_in; k++) {
       int32_t r = root_of(s, n->in[k]);
-      if (g->values[r].role == WH_ROLE_INPUT && !s->ptr[r])
+      if (pg->values[r].role == WH_ROLE_INPUT && !s->ptr[r])
         return fail(s, WH_ERR_STATE, "wh_session_run: input '%s' is not fed (node %d, %s, input %d)",
                     wh_value_name(g, r), i, wh__ops[n->op].name, k);
     }
@@ -321,8 +365,8 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
   s->ex.train = mode != WH_RUN_EVAL;
   s->ex.step = s->steps + 1;
   s->ex.batch = s->batch;
-  for (int i = 0; i < g->n_nodes; i++) {
-    const wh__node *n = &g->nodes[i];
+  for (int i = 0; i < pg->n_nodes; i++) {
+    const wh__node *n = &pg->nodes[i];
     if (!runs_in(n, mode)) continue;
     wh__tensor in[64], *inp = in, out = {0};
     wh__tensor *heap = NULL;
@@ -342,9 +386,9 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
     if (st != WH_OK) {
       char b[160];
       return fail(s, st, "wh_session_run: node %d (%s%s%s, output %s) failed: %s%s%s", i, wh__ops[n->op].name,
-                  n->out >= 0 && g->values[n->out].name ? " " : "",
-                  n->out >= 0 && g->values[n->out].name ? g->values[n->out].name : "",
-                  n->out >= 0 ? wh__shape_str(&g->values[n->out].shape, b, sizeof b) : "-", wh_status_str(st),
+                  n->out >= 0 && pg->values[n->out].name ? " " : "",
+                  n->out >= 0 && pg->values[n->out].name ? pg->values[n->out].name : "",
+                  n->out >= 0 ? wh__shape_str(&pg->values[n->out].shape, b, sizeof b) : "-", wh_status_str(st),
                   s->kerr[0] ? ": " : "", s->kerr);
     }
     if (n->out >= 0) s->stamp[n->out] = s->runs;
@@ -375,8 +419,8 @@ wh_status wh_session_fetch(wh_session *s, wh_value v, void *out, size_t bytes) {
     if (s->stamp[v] != s->runs || s->runs == 0)
       return fail(s, WH_ERR_STATE, "wh_session_fetch: value %d '%s' was not computed by the last run", (int)v, wh_value_name(s->g, v));
     int kept = val->keep;
-    for (int32_t a = v; !kept && a >= 0; a = s->alias[a]) kept = s->g->values[a].keep;
-    if (!kept && !persistent(s->g->values[r].role))
+    for (int32_t a = v; !kept && a >= 0; a = s->alias[a]) kept = s->prog.values[a].keep;
+    if (!kept && !persistent(s->prog.values[r].role))
       return fail(s, WH_ERR_STATE, "wh_session_fetch: value %d '%s' is not kept, so its buffer may be reused: mark it with wh_graph_keep before creating the session",
                   (int)v, wh_value_name(s->g, v));
   }
@@ -410,13 +454,16 @@ size_t wh_session_bytes(const wh_session *s, wh_value v) {
 
 wh_status wh_session_memory(const wh_session *s, wh_memory_stats *out) {
   if (!s || !out || out->struct_size != sizeof *out) return WH_ERR_INVALID_ARGUMENT;
+  out->live_peak_bytes = (uint64_t)s->live_peak;
+  out->inplace_ops = s->n_inplace;
+  out->recomputed_ops = s->prog.n_recomputed;
   out->arena_bytes = (uint64_t)s->arena_bytes;
   out->intermediate_bytes = (uint64_t)s->inter_bytes;
   out->num_intermediates = s->n_inter;
   out->param_bytes = out->state_bytes = 0;
   for (int v = 0; v < s->n; v++) {
-    if (s->g->values[v].role == WH_ROLE_PARAM) out->param_bytes += (uint64_t)s->bytes[v];
-    if (s->g->values[v].role == WH_ROLE_STATE) out->state_bytes += (uint64_t)s->bytes[v];
+    if (s->prog.values[v].role == WH_ROLE_PARAM) out->param_bytes += (uint64_t)s->bytes[v];
+    if (s->prog.values[v].role == WH_ROLE_STATE) out->state_bytes += (uint64_t)s->bytes[v];
   }
   return WH_OK;
 }

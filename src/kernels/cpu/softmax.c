@@ -27,12 +27,14 @@ WH_HOT static void softmax_rows(void *arg, int64_t r0, int64_t r1) {
     float mx = -INFINITY;
     for (int64_t i = 0; i < c; i++) mx = x[i] > mx ? x[i] : mx;
     double s = 0;
-    for (int64_t i = 0; i < c; i++) y[i] = wh__expf(x[i] - mx);
-    for (int64_t i = 0; i < c; i++) s += y[i];
     if (j->logmode) {
+      /* y may be x (in place): sum without storing the exponentials */
+      for (int64_t i = 0; i < c; i++) s += wh__expf(x[i] - mx);
       float lse = mx + (float)log(s);
       for (int64_t i = 0; i < c; i++) y[i] = x[i] - lse;
     } else {
+      for (int64_t i = 0; i < c; i++) y[i] = wh__expf(x[i] - mx);
+      for (int64_t i = 0; i < c; i++) s += y[i];
       float inv = (float)(1.0 / s);
       for (int64_t i = 0; i < c; i++) y[i] *= inv;
     }
