@@ -1,0 +1,211 @@
+/* cpu_train.c - libwhale's side of the CPU training benchmark: times training steps of an MLP
+ * and a GPT, and libwhale's matmul against raw cblas_sgemm on the GPT's GEMM shapes. Prints one
+ * JSON object; bench/cpu_bench.py runs it next to the PyTorch side and prints the ratios.
+ *
+ *   cpu_train THREADS STEPS */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "whale.h"
+
+#define DIMS(...) (int64_t[]){__VA_ARGS__}
+#define CHECK(call)                                                                            \
+  do {                                                                                         \
+    wh_status st_ = (call);                                                                    \
+    if (st_ != WH_OK) {                                                                        \
+      fprintf(stderr, "%s failed: %s: %s\n", #call, wh_status_str(st_), wh_last_error(ctx)); \
+      exit(1);                                                                                 \
+    }                                                                                          \
+  } while (0)
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_d(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_d);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static wh_value linear(wh_graph *g, wh_value x, const char *name, int in, int out, uint64_t seed) {
+  char wn[64], bn[64];
+  snprintf(wn, sizeof wn, "%s.w", name);
+  snprintf(bn, sizeof bn, "%s.b", name);
+  wh_value w = wh_param(g, wn, WH_F32, 2, DIMS(out, in), WH_INIT(WH_INIT_NORMAL, 0, 0.02f, seed));
+  wh_value b = wh_param(g, bn, WH_F32, 1, DIMS(out), WH_INIT(WH_INIT_ZEROS, 0, 0, 0));
+  return wh_bias_add(g, wh_matmul(g, x, w, 0, 1), b, -1);
+}
+
+static wh_value layernorm(wh_graph *g, wh_value x, const char *name, int c) {
+  char gn[64], bn[64];
+  snprintf(gn, sizeof gn, "%s.g", name);
+  snprintf(bn, sizeof bn, "%s.b", name);
+  return wh_layernorm(g, x, wh_param(g, gn, WH_F32, 1, DIMS(c), WH_INIT(WH_INIT_ONES, 0, 0, 0)),
+                      wh_param(g, bn, WH_F32, 1, DIMS(c), WH_INIT(WH_INIT_ZEROS, 0, 0, 0)), 1e-5f);
+}
+
+typedef struct {
+  double step_s, peak_mb, plan_mb;
+} result;
+
+/* Time `steps` training steps after 3 warm-up steps; median seconds per step. */
+static result time_steps(wh_ctx *ctx, wh_graph *g, wh_value in0, const void *d0, size_t b0, wh_value in1,
+                         const void *d1, size_t b1, int64_t batch, int steps) {
+  wh_adamw_options ao = WH_ADAMW_OPTIONS_INIT;
+  ao.lr.lr = 1e-4f;
+  CHECK(wh_optimizer_adamw(g, &ao));
+  wh_session *s;
+  wh_session_options so = WH_SESSION_OPTIONS_INIT;
+  so.batch = batch;
+  CHECK(wh_session_create(ctx, g, &so, &s));
+  CHECK(wh_session_feed(s, in0, d0, b0));
+  CHECK(wh_session_feed(s, in1, d1, b1));
+  double *t = malloc(sizeof(double) * (size_t)steps);
+  for (int i = 0; i < 3; i++) CHECK(wh_session_step(s));
+  for (int i = 0; i < steps; i++) {
+    double t0 = now();
+    CHECK(wh_session_step(s));
+    t[i] = now() - t0;
+  }
+  wh_memory_stats ms = WH_MEMORY_STATS_INIT;
+  CHECK(wh_session_memory(s, &ms));
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  result r = {median(t, steps), (double)ru.ru_maxrss / 1024.0,
+              (double)(ms.arena_bytes + ms.param_bytes + ms.state_bytes) / 1048576.0};
+  free(t);
+  wh_session_destroy(s);
+  return r;
+}
+
+static result bench_mlp(wh_ctx *ctx, int steps) {
+  const int B = 256, IN = 784, H = 1024, OUT = 10;
+  wh_graph *g;
+  CHECK(wh_graph_create(ctx, &g));
+  wh_value x = wh_input(g, "x", WH_F32, 2, DIMS(WH_BATCH, IN));
+  wh_value y = wh_input(g, "y", WH_I32, 1, DIMS(WH_BATCH));
+  wh_value h = wh_relu(g, linear(g, x, "fc1", IN, H, 1));
+  h = wh_relu(g, linear(g, h, "fc2", H, H, 2));
+  wh_value loss = wh_cross_entropy(g, linear(g, h, "fc3", H, OUT, 3), y);
+  CHECK(wh_backward(g, loss));
+  float *xd = malloc(sizeof(float) * (size_t)(B * IN));
+  int32_t *yd = malloc(sizeof(int32_t) * (size_t)B);
+  for (int i = 0; i < B * IN; i++) xd[i] = (float)((i * 37) % 101) / 101.0f - 0.5f;
+  for (int i = 0; i < B; i++) yd[i] = i % OUT;
+  result r = time_steps(ctx, g, x, xd, sizeof(float) * (size_t)(B * IN), y, yd, sizeof(int32_t) * (size_t)B, B, steps);
+  free(xd), free(yd);
+  wh_graph_destroy(g);
+  return r;
+}
+
+static result bench_gpt(wh_ctx *ctx, int steps) {
+  const int B = 16, T = 128, C = 256, L = 4, H = 4, V = 256;
+  wh_graph *g;
+  CHECK(wh_graph_create(ctx, &g));
+  wh_value tok = wh_input(g, "tokens", WH_I32, 2, DIMS(WH_BATCH, T));
+  wh_value tgt = wh_input(g, "targets", WH_I32, 2, DIMS(WH_BATCH, T));
+  wh_value wte = wh_param(g, "wte", WH_F32, 2, DIMS(V, C), WH_INIT(WH_INIT_NORMAL, 0, 0.02f, 1));
+  wh_value wpe = wh_param(g, "wpe", WH_F32, 2, DIMS(T, C), WH_INIT(WH_INIT_NORMAL, 0, 0.02f, 2));
+  wh_value x = wh_add(g, wh_embedding(g, wte, tok), wpe);
+  for (int l = 0; l < L; l++) {
+    char nm[64];
+    snprintf(nm, sizeof nm, "h%d.ln1", l);
+    wh_value h = layernorm(g, x, nm, C);
+    snprintf(nm, sizeof nm, "h%d.qkv", l);
+    wh_value a = wh_attention(g, linear(g, h, nm, C, 3 * C, 10 + (uint64_t)l), H);
+    snprintf(nm, sizeof nm, "h%d.proj", l);
+    x = wh_add(g, x, linear(g, a, nm, C, C, 20 + (uint64_t)l));
+    snprintf(nm, sizeof nm, "h%d.ln2", l);
+    h = layernorm(g, x, nm, C);
+    snprintf(nm, sizeof nm, "h%d.fc", l);
+    h = wh_gelu(g, linear(g, h, nm, C, 4 * C, 30 + (uint64_t)l));
+    snprintf(nm, sizeof nm, "h%d.fcproj", l);
+    x = wh_add(g, x, linear(g, h, nm, 4 * C, C, 40 + (uint64_t)l));
+  }
+  x = layernorm(g, x, "ln_f", C);
+  wh_value loss = wh_cross_entropy(g, wh_matmul(g, x, wte, 0, 1), tgt);
+  CHECK(wh_backward(g, loss));
+  int32_t *td = malloc(sizeof(int32_t) * (size_t)(B * T)), *gd = malloc(sizeof(int32_t) * (size_t)(B * T));
+  for (int i = 0; i < B * T; i++) td[i] = (i * 7) % V, gd[i] = (i * 7 + 1) % V;
+  result r = time_steps(ctx, g, tok, td, sizeof(int32_t) * (size_t)(B * T), tgt, gd, sizeof(int32_t) * (size_t)(B * T), B,
+                        steps);
+  free(td), free(gd);
+  wh_graph_destroy(g);
+  return r;
+}
+
+/* libwhale's matmul node against cblas_sgemm with OpenBLAS threads, same shapes, same threads. */
+static double gemm_ratio(wh_ctx *ctx, int threads, int reps) {
+  const int shapes[][3] = {{2048, 768, 256}, {2048, 256, 256}, {2048, 1024, 256}, {2048, 256, 1024}};
+  double ratios[4];
+  for (int si = 0; si < 4; si++) {
+    int m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
+    float *a = malloc(sizeof(float) * (size_t)m * k), *b = malloc(sizeof(float) * (size_t)n * k);
+    float *c = malloc(sizeof(float) * (size_t)m * n);
+    for (long i = 0; i < (long)m * k; i++) a[i] = (float)(i % 13) * 0.01f;
+    for (long i = 0; i < (long)n * k; i++) b[i] = (float)(i % 7) * 0.01f;
+    wh_graph *g;
+    CHECK(wh_graph_create(ctx, &g));
+    wh_value A = wh_input(g, "a", WH_F32, 2, DIMS(WH_BATCH, k));
+    wh_value Bv = wh_input(g, "b", WH_F32, 2, DIMS(n, k));
+    wh_value Y = wh_matmul(g, A, Bv, 0, 1);
+    CHECK(wh_graph_keep(g, Y));
+    wh_session *s;
+    wh_session_options so = WH_SESSION_OPTIONS_INIT;
+    so.batch = m;
+    CHECK(wh_session_create(ctx, g, &so, &s));
+    CHECK(wh_session_feed(s, A, a, sizeof(float) * (size_t)m * k));
+    CHECK(wh_session_feed(s, Bv, b, sizeof(float) * (size_t)n * k));
+    double tw[64], tb[64];
+    for (int r = 0; r < reps + 2; r++) {
+      double t0 = now();
+      CHECK(wh_session_run(s, WH_RUN_EVAL));
+      double t1 = now();
+      openblas_set_num_threads(threads);
+      double t2 = now();
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
+      double t3 = now();
+      openblas_set_num_threads(1);
+      if (r >= 2) tw[r - 2] = t1 - t0, tb[r - 2] = t3 - t2;
+    }
+    ratios[si] = median(tb, reps) / median(tw, reps); /* throughput ratio = time ratio inverted */
+    wh_session_destroy(s);
+    wh_graph_destroy(g);
+    free(a), free(b), free(c);
+  }
+  return median(ratios, 4);
+}
+
+int main(int argc, char **argv) {
+  int threads = argc > 1 ? atoi(argv[1]) : 2, steps = argc > 2 ? atoi(argv[2]) : 7;
+  const char *which = argc > 3 ? argv[3] : "all";
+  wh_ctx *ctx;
+  wh_ctx_options o = WH_CTX_OPTIONS_INIT;
+  o.num_threads = threads;
+  if (wh_ctx_create(&ctx, &o) != WH_OK) return 1;
+  printf("{\"threads\": %d", threads);
+  if (!strcmp(which, "all") || !strcmp(which, "mlp")) {
+    result r = bench_mlp(ctx, steps);
+    printf(", \"mlp_step_s\": %.6f, \"mlp_peak_rss_mb\": %.1f, \"mlp_planned_mb\": %.1f", r.step_s, r.peak_mb, r.plan_mb);
+  }
+  if (!strcmp(which, "all") || !strcmp(which, "gpt")) {
+    result r = bench_gpt(ctx, steps);
+    printf(", \"gpt_step_s\": %.6f, \"gpt_peak_rss_mb\": %.1f, \"gpt_planned_mb\": %.1f", r.step_s, r.peak_mb, r.plan_mb);
+  }
+  if (!strcmp(which, "all") || !strcmp(which, "gemm")) printf(", \"gemm_ratio\": %.4f", gemm_ratio(ctx, threads, 9));
+  printf("}\n");
+  wh_ctx_destroy(ctx);
+  return 0;
+}
