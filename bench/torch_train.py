@@ -5,7 +5,6 @@ AdamW, median seconds per training step after warm-up. Prints one JSON object.
 """
 import json
 import math
-import resource
 import sys
 import time
 
@@ -81,9 +80,11 @@ def main():
             times.append(time.perf_counter() - t0)
     times.sort()
     med = times[len(times) // 2] if len(times) % 2 else 0.5 * (times[len(times) // 2 - 1] + times[len(times) // 2])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    # VmHWM: the peak of this process image (ru_maxrss would carry the parent's over exec)
+    with open("/proc/self/status") as f:
+        peak = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024.0
     print(json.dumps({"threads": threads, which + "_step_s": med, which + "_peak_rss_mb": peak,
-                      "torch": torch.__version__, "torch_blas": torch.__config__.show().count("BLAS_INFO=open") and "openblas"}))
+                      "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,39 @@ WH_HOT static void red_range(void *arg, int64_t o0, int64_t o1) {
   }
 }
 
+/* Column sums: x viewed as [rows, cols], y[c] = sum over rows, rows in order, in double. The
+ * common case (bias and broadcast gradients) gets contiguous, vectorisable inner loops. */
+typedef struct {
+  const float *x;
+  float *y;
+  int64_t rows, cols;
+  double div;
+} col_job;
+
+WH_HOT static void col_range(void *arg, int64_t c0, int64_t c1) {
+  col_job *j = arg;
+  double acc[128];
+  for (int64_t cb = c0; cb < c1; cb += 128) {
+    int64_t w = c1 - cb < 128 ? c1 - cb : 128;
+    for (int64_t i = 0; i < w; i++) acc[i] = 0;
+    for (int64_t r = 0; r < j->rows; r++) {
+      const float *row = j->x + r * j->cols + cb;
+      for (int64_t i = 0; i < w; i++) acc[i] += row[i];
+    }
+    for (int64_t i = 0; i < w; i++) j->y[cb + i] = (float)(acc[i] / j->div);
+  }
+}
+
 static void reduce_mask(wh__exec *ex, const wh__tensor *x, uint64_t mask, int mean, float *y, int64_t ny) {
+  int lead = 0;
+  while (lead < x->ndim && (mask >> lead & 1)) lead++;
+  if (lead > 0 && lead < x->ndim && (mask >> lead) == 0) {
+    col_job c = {wh__f32(x), y, 1, ny, 1.0};
+    for (int k = 0; k < lead; k++) c.rows *= x->d[k];
+    if (mean && c.rows) c.div = (double)c.rows;
+    wh__parallel_for(ex->pool, ny, 128, col_range, &c);
+    return;
+  }
   red_job j = {.x = wh__f32(x), .y = y, .nd = x->ndim, .mean = mean, .rcount = 1};
   int64_t s = 1;
   for (int k = x->ndim - 1; k >= 0; k--) {
