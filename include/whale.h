@@ -373,6 +373,101 @@ typedef enum wh_format { WH_FORMAT_TEXT = 0, WH_FORMAT_DOT = 1 } wh_format;
 WH_API wh_status wh_graph_dump(const wh_graph *g, wh_format fmt, char **out);
 WH_API void wh_free(void *p);
 
+
+/* ----------------------------------------------------------- communication */
+/* Ranks talk through real engines: Open MPI (always built) for launch and CPU/host transport,
+ * NCCL (built with CUDA) for GPU buffers. Every wait has a deadline: a dead or stopped peer makes
+ * the call return WH_ERR_TIMEOUT (or WH_ERR_COMM) with a message naming the op, the peer rank(s),
+ * the bytes and the time waited; the communicator is then broken and only destroy is allowed.
+ * A context's communicators are used from one thread at a time. */
+
+typedef struct wh_comm wh_comm;
+typedef struct wh_request wh_request;
+
+typedef enum wh_comm_backend { WH_COMM_MPI = 0, WH_COMM_NCCL = 1 } wh_comm_backend;
+typedef enum wh_reduce_op { WH_REDUCE_SUM = 0, WH_REDUCE_AVG = 1 } wh_reduce_op;
+
+typedef struct wh_comm_options {
+  size_t struct_size;
+  wh_comm_backend backend;
+  /* The host's communicator, as a pointer to its MPI_Comm (borrowed, duplicated at create).
+   * NULL: MPI_COMM_WORLD, initialising MPI if the host did not (and finalising it at
+   * wh_ctx_destroy, only then). */
+  const void *mpi_comm;
+  double timeout_s; /* deadline of every wait; 0: 600 s, or WH_COMM_TIMEOUT_S from the environment */
+  int device;       /* NCCL: the CUDA device; -1: the local rank */
+} wh_comm_options;
+
+#define WH_COMM_OPTIONS_INIT {sizeof(wh_comm_options), WH_COMM_MPI, NULL, 0.0, -1}
+
+/* Collective over the parent communicator's ranks. *out is owned: wh_comm_destroy it. */
+WH_API wh_status wh_comm_create(wh_ctx *ctx, const wh_comm_options *opts, wh_comm **out);
+WH_API void wh_comm_destroy(wh_comm *c); /* NULL is a no-op; local only, never waits on peers */
+WH_API int wh_comm_rank(const wh_comm *c);
+WH_API int wh_comm_size(const wh_comm *c);
+WH_API int wh_comm_local_rank(const wh_comm *c); /* among the ranks on this node */
+WH_API int wh_comm_local_size(const wh_comm *c);
+WH_API wh_comm_backend wh_comm_backend_of(const wh_comm *c);
+/* A sub-communicator of the n listed parent ranks (in that order: new rank i is ranks[i]).
+ * Collective over every parent rank, each passing the same list; non-members get *out = NULL. */
+WH_API wh_status wh_comm_split(wh_comm *parent, int n, const int *ranks, wh_comm **out);
+
+/* What the launcher says about this process, from the environment, first match wins:
+ * Open MPI (OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK/LOCAL_SIZE), MPICH/PMI (PMI_RANK/PMI_SIZE,
+ * MPI_LOCALRANKID/MPI_LOCALNRANKS), Slurm (SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID), torchrun
+ * (RANK/WORLD_SIZE/LOCAL_RANK/LOCAL_WORLD_SIZE); none: a single process. */
+typedef struct wh_launch_info {
+  int rank, size, local_rank, local_size;
+  const char *launcher; /* "openmpi", "mpich", "slurm", "torchrun" or "none"; static */
+} wh_launch_info;
+WH_API wh_launch_info wh_launch_detect(void);
+
+/* Non-blocking operations return a request that wh_request_wait (or a wh_request_test that
+ * reports done) completes and frees. Buffers are borrowed until then. counts are in elements of
+ * dt (WH_F32, WH_F64, WH_I32, WH_BF16). Collectives must be started in the same order on every
+ * rank. send == NULL or send == recv means in place. */
+WH_API wh_status wh_comm_isend(wh_comm *c, const void *buf, size_t count, wh_dtype dt, int peer, int tag,
+                               wh_request **req);
+WH_API wh_status wh_comm_irecv(wh_comm *c, void *buf, size_t count, wh_dtype dt, int peer, int tag,
+                               wh_request **req);
+WH_API wh_status wh_comm_iallreduce(wh_comm *c, const void *send, void *recv, size_t count, wh_dtype dt,
+                                    wh_reduce_op op, wh_request **req);
+/* send holds size*recvcount elements; rank r receives the reduced block r. */
+WH_API wh_status wh_comm_ireduce_scatter(wh_comm *c, const void *send, void *recv, size_t recvcount, wh_dtype dt,
+                                         wh_reduce_op op, wh_request **req);
+/* Rank r contributes counts[r] elements (counts NULL: every rank count); recv holds all blocks in
+ * rank order. send NULL: the caller's block is already in place in recv. */
+WH_API wh_status wh_comm_iallgather(wh_comm *c, const void *send, void *recv, size_t count, const size_t *counts,
+                                    wh_dtype dt, wh_request **req);
+WH_API wh_status wh_comm_ibroadcast(wh_comm *c, void *buf, size_t count, wh_dtype dt, int root, wh_request **req);
+WH_API wh_status wh_comm_ibarrier(wh_comm *c, wh_request **req);
+WH_API wh_status wh_request_test(wh_request *req, int *done); /* done: the request is freed */
+WH_API wh_status wh_request_wait(wh_request *req);           /* frees the request, even on error */
+
+/* Blocking forms: start and wait. */
+WH_API wh_status wh_comm_send(wh_comm *c, const void *buf, size_t count, wh_dtype dt, int peer, int tag);
+WH_API wh_status wh_comm_recv(wh_comm *c, void *buf, size_t count, wh_dtype dt, int peer, int tag);
+WH_API wh_status wh_comm_allreduce(wh_comm *c, const void *send, void *recv, size_t count, wh_dtype dt,
+                                   wh_reduce_op op);
+WH_API wh_status wh_comm_reduce_scatter(wh_comm *c, const void *send, void *recv, size_t recvcount, wh_dtype dt,
+                                        wh_reduce_op op);
+WH_API wh_status wh_comm_allgather(wh_comm *c, const void *send, void *recv, size_t count, const size_t *counts,
+                                   wh_dtype dt);
+WH_API wh_status wh_comm_broadcast(wh_comm *c, void *buf, size_t count, wh_dtype dt, int root);
+WH_API wh_status wh_comm_barrier(wh_comm *c);
+
+/* Gradient fusion: tensors added in order are packed into buckets of bucket_bytes; each bucket's
+ * allreduce starts as soon as it is full, so it overlaps whatever the caller does next (progress
+ * is made inside every wh_fusion_* call). wh_fusion_wait flushes the last bucket, waits for all
+ * and writes the reduced values back into the tensors. Tensors are borrowed until then. */
+typedef struct wh_fusion wh_fusion;
+WH_API wh_status wh_fusion_create(wh_comm *c, size_t bucket_bytes, wh_dtype dt, wh_reduce_op op, wh_fusion **out);
+WH_API void wh_fusion_destroy(wh_fusion *f);
+WH_API wh_status wh_fusion_add(wh_fusion *f, void *tensor, size_t count);
+WH_API wh_status wh_fusion_poll(wh_fusion *f); /* make progress without blocking */
+WH_API wh_status wh_fusion_wait(wh_fusion *f); /* all added tensors reduced; ready for reuse */
+WH_API int wh_fusion_buckets_started(const wh_fusion *f);
+
 #ifdef __cplusplus
 }
 #endif

@@ -13,6 +13,8 @@
 #include "wh_config.h"
 #ifdef WH_HAVE_MPI
 #include <mpi.h>
+
+#include "../comm/comm.h"
 #endif
 
 #define WH_STR2(x) #x
@@ -128,6 +130,9 @@ wh_status wh_ctx_create(wh_ctx **out, const wh_ctx_options *opts) {
 
 void wh_ctx_destroy(wh_ctx *ctx) {
   if (!ctx) return;
+#ifdef WH_HAVE_MPI
+  if (ctx->mpi_owned && !ctx->comm_broken) wh__mpi_finalize_if_owned();
+#endif
   wh__pool_destroy(ctx->pool);
   free(ctx);
 }

@@ -12,6 +12,8 @@ struct wh_ctx {
   wh_log_level log_level;
   int rank, size;
   wh__pool *pool;
+  int mpi_owned;   /* this context initialised MPI: it finalises it */
+  int comm_broken; /* a communicator failed: finalising could wait on dead peers, so don't */
   char err[1024];
 };
 

@@ -1,0 +1,73 @@
+/* comm.h - the communication layer's inside: one request/deadline machinery shared by the
+ * backends (mpi/, nccl/), each a table of operations that start requests. */
+#ifndef WH_COMM_H
+#define WH_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "whale.h"
+
+struct wh_request {
+  wh_comm *comm;
+  const char *op;      /* "allreduce", "recv", ... (static) */
+  size_t bytes;        /* payload of this rank */
+  int peer;            /* the peer of a point-to-point op, -1 for collectives */
+  int waiting_on;      /* the peer the current step waits for, -1 when unknown */
+  double start;
+  /* Advance; set *done when complete. On failure fill msg (backend detail) and return a status. */
+  wh_status (*progress)(wh_request *r, int *done, char *msg, size_t cap);
+  void (*release)(wh_request *r); /* free backend state (also for unfinished requests) */
+  void *state;
+};
+
+typedef struct wh__comm_ops {
+  const char *name;
+  wh_status (*isend)(wh_comm *c, const void *buf, size_t count, wh_dtype dt, int peer, int tag, wh_request *r);
+  wh_status (*irecv)(wh_comm *c, void *buf, size_t count, wh_dtype dt, int peer, int tag, wh_request *r);
+  wh_status (*iallreduce)(wh_comm *c, const void *send, void *recv, size_t count, wh_dtype dt, wh_reduce_op op,
+                          wh_request *r);
+  wh_status (*ireduce_scatter)(wh_comm *c, const void *send, void *recv, size_t recvcount, wh_dtype dt,
+                               wh_reduce_op op, wh_request *r);
+  wh_status (*iallgather)(wh_comm *c, const void *send, void *recv, const size_t *counts, wh_dtype dt,
+                          wh_request *r);
+  wh_status (*ibroadcast)(wh_comm *c, void *buf, size_t count, wh_dtype dt, int root, wh_request *r);
+  wh_status (*ibarrier)(wh_comm *c, wh_request *r);
+  /* Make child a communicator of the listed parent ranks (this rank is a member iff member). */
+  wh_status (*split)(wh_comm *parent, int n, const int *ranks, int member, wh_comm *child, char *msg, size_t cap);
+  /* Answer liveness probes from peers; called while any wait spins. */
+  void (*service)(wh_comm *c);
+  /* Ask the listed peers whether they are alive; alive[i] = 1 if peer i answered within budget. */
+  void (*probe)(wh_comm *c, const int *peers, int n, int *alive, double budget_s);
+  void (*destroy)(wh_comm *c);
+} wh__comm_ops;
+
+struct wh_comm {
+  wh_ctx *ctx;
+  const wh__comm_ops *ops;
+  wh_comm_backend backend;
+  int rank, size, local_rank, local_size;
+  double timeout;
+  int broken;          /* a wait failed: only destroy is allowed */
+  uint32_t coll_seq;   /* collectives started, for tags: every rank starts them in the same order */
+  void *impl;          /* backend state */
+};
+
+double wh__now(void);
+/* Elementwise dst += src for count elements of dt (bf16 rounds to nearest even). */
+void wh__reduce_add(void *dst, const void *src, size_t count, wh_dtype dt);
+void wh__reduce_scale(void *dst, size_t count, wh_dtype dt, double k);
+int wh__comm_dtype_ok(wh_dtype dt);
+size_t wh__comm_dtype_size(wh_dtype dt);
+
+/* Backends */
+extern const wh__comm_ops wh__mpi_ops;
+wh_status wh__mpi_create(wh_comm *c, const wh_comm_options *o, char *msg, size_t cap);
+#ifdef WH_HAVE_NCCL
+extern const wh__comm_ops wh__nccl_ops;
+wh_status wh__nccl_create(wh_comm *c, const wh_comm_options *o, char *msg, size_t cap);
+#endif
+/* libwhale initialised MPI and should finalise it (called from wh_ctx_destroy) */
+void wh__mpi_finalize_if_owned(void);
+
+#endif

@@ -1,0 +1,546 @@
+/* mpi.c - the MPI backend. Point-to-point, broadcast and barrier are MPI's own non-blocking
+ * calls; allreduce, reduce-scatter and all-gather are rings built from Isend/Irecv, so every step
+ * knows the peer it waits for and a deadline can name it. Three duplicates of the host's
+ * communicator keep user messages, collectives and liveness probes apart. */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../runtime/ctx.h"
+#include "../comm.h"
+
+#define TAG_PING 1
+#define TAG_PONG 2
+#define CHUNK_BYTES (512u << 10) /* ring chunks: the reduction of one overlaps the transfer of the next */
+
+typedef struct {
+  MPI_Comm data, coll, ctrl;
+  MPI_Request ping_req;
+  int ping_buf;
+} mpi_impl;
+
+static void mpi_msg(int rc, const char *what, char *msg, size_t cap) {
+  char s[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, s, &len);
+  snprintf(msg, cap, "%s: %s", what, s);
+}
+
+static MPI_Datatype mpi_type(wh_dtype dt) {
+  switch (dt) {
+    case WH_F32: return MPI_FLOAT;
+    case WH_F64: return MPI_DOUBLE;
+    case WH_I32: return MPI_INT32_T;
+    default: return MPI_UINT16_T; /* bf16 travels as its bits */
+  }
+}
+
+static wh_status post_ping(mpi_impl *m) {
+  return MPI_Irecv(&m->ping_buf, 1, MPI_INT, MPI_ANY_SOURCE, TAG_PING, m->ctrl, &m->ping_req) == MPI_SUCCESS
+             ? WH_OK
+             : WH_ERR_COMM;
+}
+
+static wh_status setup(wh_comm *c, MPI_Comm parent, char *msg, size_t cap) {
+  mpi_impl *m = calloc(1, sizeof *m);
+  if (!m) return WH_ERR_OUT_OF_MEMORY;
+  MPI_Comm *dups[3] = {&m->data, &m->coll, &m->ctrl};
+  for (int i = 0; i < 3; i++) {
+    int rc = MPI_Comm_dup(parent, dups[i]);
+    if (rc != MPI_SUCCESS) {
+      mpi_msg(rc, "MPI_Comm_dup", msg, cap);
+      for (int k = 0; k < i; k++) MPI_Comm_free(dups[k]);
+      free(m);
+      return WH_ERR_COMM;
+    }
+    MPI_Comm_set_errhandler(*dups[i], MPI_ERRORS_RETURN);
+  }
+  MPI_Comm_rank(m->data, &c->rank);
+  MPI_Comm_size(m->data, &c->size);
+  MPI_Comm node;
+  if (MPI_Comm_split_type(m->data, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+    MPI_Comm_rank(node, &c->local_rank);
+    MPI_Comm_size(node, &c->local_size);
+    MPI_Comm_free(&node);
+  } else {
+    c->local_rank = 0, c->local_size = 1;
+  }
+  if (post_ping(m) != WH_OK) {
+    snprintf(msg, cap, "could not post the liveness-probe receive");
+    for (int k = 0; k < 3; k++) MPI_Comm_free(dups[k]);
+    free(m);
+    return WH_ERR_COMM;
+  }
+  c->impl = m;
+  return WH_OK;
+}
+
+wh_status wh__mpi_create(wh_comm *c, const wh_comm_options *o, char *msg, size_t cap) {
+  int inited = 0, fin = 0;
+  MPI_Initialized(&inited);
+  MPI_Finalized(&fin);
+  if (fin) {
+    snprintf(msg, cap, "MPI was already finalised");
+    return WH_ERR_STATE;
+  }
+  if (!inited) {
+    if (o->mpi_comm) {
+      snprintf(msg, cap, "a host communicator was given but MPI is not initialised");
+      return WH_ERR_INVALID_ARGUMENT;
+    }
+    int provided = 0;
+    int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
+    if (rc != MPI_SUCCESS) {
+      mpi_msg(rc, "MPI_Init_thread", msg, cap);
+      return WH_ERR_COMM;
+    }
+    c->ctx->mpi_owned = 1;
+  }
+  MPI_Comm parent = o->mpi_comm ? *(const MPI_Comm *)o->mpi_comm : MPI_COMM_WORLD;
+  wh_status st = setup(c, parent, msg, cap);
+  if (st != WH_OK) return st;
+  wh_launch_info li = wh_launch_detect();
+  if (li.size > 1 && !o->mpi_comm && c->size != li.size) {
+    snprintf(msg, cap,
+             "the launcher (%s) started %d processes but MPI sees %d: the MPI backend needs an MPI launcher "
+             "(mpirun, mpiexec or srun)",
+             li.launcher, li.size, c->size);
+    wh__mpi_ops.destroy(c);
+    return WH_ERR_STATE;
+  }
+  return WH_OK;
+}
+
+/* ---- point to point, broadcast, barrier: one MPI request */
+
+typedef struct {
+  MPI_Request req;
+} one_req;
+
+static wh_status one_progress(wh_request *r, int *done, char *msg, size_t cap) {
+  one_req *s = r->state;
+  MPI_Status status;
+  int rc = MPI_Test(&s->req, done, &status);
+  if (rc != MPI_SUCCESS) {
+    mpi_msg(rc, "MPI_Test", msg, cap);
+    return WH_ERR_COMM;
+  }
+  return WH_OK;
+}
+
+static void one_release(wh_request *r) {
+  one_req *s = r->state;
+  if (s && s->req != MPI_REQUEST_NULL) MPI_Request_free(&s->req);
+  free(s);
+}
+
+static wh_status one_start(wh_request *r, int rc) {
+  one_req *s = r->state;
+  if (rc != MPI_SUCCESS) {
+    free(s);
+    r->state = NULL;
+    return WH_ERR_COMM;
+  }
+  r->progress = one_progress;
+  r->release = one_release;
+  return WH_OK;
+}
+
+static one_req *one_new(wh_request *r) {
+  one_req *s = calloc(1, sizeof *s);
+  if (s) s->req = MPI_REQUEST_NULL;
+  r->state = s;
+  return s;
+}
+
+static wh_status m_isend(wh_comm *c, const void *buf, size_t count, wh_dtype dt, int peer, int tag, wh_request *r) {
+  one_req *s = one_new(r);
+  if (!s) return WH_ERR_OUT_OF_MEMORY;
+  mpi_impl *m = c->impl;
+  return one_start(r, MPI_Isend(buf, (int)count, mpi_type(dt), peer, tag, m->data, &s->req));
+}
+
+static wh_status m_irecv(wh_comm *c, void *buf, size_t count, wh_dtype dt, int peer, int tag, wh_request *r) {
+  one_req *s = one_new(r);
+  if (!s) return WH_ERR_OUT_OF_MEMORY;
+  mpi_impl *m = c->impl;
+  return one_start(r, MPI_Irecv(buf, (int)count, mpi_type(dt), peer, tag, m->data, &s->req));
+}
+
+static wh_status m_ibroadcast(wh_comm *c, void *buf, size_t count, wh_dtype dt, int root, wh_request *r) {
+  one_req *s = one_new(r);
+  if (!s) return WH_ERR_OUT_OF_MEMORY;
+  mpi_impl *m = c->impl;
+  return one_start(r, MPI_Ibcast(buf, (int)count, mpi_type(dt), root, m->coll, &s->req));
+}
+
+static wh_status m_ibarrier(wh_comm *c, wh_request *r) {
+  one_req *s = one_new(r);
+  if (!s) return WH_ERR_OUT_OF_MEMORY;
+  mpi_impl *m = c->impl;
+  return one_start(r, MPI_Ibarrier(m->coll, &s->req));
+}
+
+/* ---- rings */
+
+enum { RING_ALLREDUCE, RING_REDUCE_SCATTER, RING_ALLGATHER };
+
+typedef struct {
+  MPI_Comm comm;
+  int tag, rank, n, left, right, mode;
+  wh_dtype dt;
+  size_t es;
+  char *buf;        /* working buffer: segments live here */
+  char *out;        /* reduce-scatter: where this rank's block goes */
+  char *own;        /* reduce-scatter: a private copy of send */
+  size_t *off, *cnt; /* segments, in elements */
+  int phase;        /* 0 reduce-scatter, 1 all-gather, 2 done */
+  int step;
+  double scale;     /* AVG: 1/n, else 0 */
+  /* the current step */
+  int posted, nchunks, next;
+  size_t chunk;     /* elements per chunk */
+  char *tmp;
+  MPI_Request *rreq, *sreq;
+  int cap_req;
+} ring;
+
+static int mod(int a, int n) { return ((a % n) + n) % n; }
+
+static void ring_release(wh_request *r) {
+  ring *g = r->state;
+  if (!g) return;
+  for (int i = 0; g->rreq && i < g->cap_req; i++) {
+    if (g->rreq[i] != MPI_REQUEST_NULL) {
+      MPI_Cancel(&g->rreq[i]);
+      MPI_Request_free(&g->rreq[i]);
+    }
+    if (g->sreq[i] != MPI_REQUEST_NULL) MPI_Request_free(&g->sreq[i]);
+  }
+  free(g->rreq);
+  free(g->sreq);
+  free(g->off);
+  free(g->cnt);
+  free(g->own);
+  free(g->tmp);
+  free(g);
+}
+
+/* which segment this rank sends and receives at the current step of the current phase */
+static void ring_segs(const ring *g, int *send, int *recv) {
+  if (g->phase == 0) {
+    *send = mod(g->rank - 1 - g->step, g->n);
+    *recv = mod(g->rank - 2 - g->step, g->n);
+  } else {
+    *send = mod(g->rank - g->step, g->n);
+    *recv = mod(g->rank - g->step - 1, g->n);
+  }
+}
+
+static wh_status ring_post(wh_comm *c, ring *g, char *msg, size_t cap) {
+  int ss, rs;
+  ring_segs(g, &ss, &rs);
+  size_t scnt = g->cnt[ss], rcnt = g->cnt[rs];
+  size_t maxc = scnt > rcnt ? scnt : rcnt;
+  g->chunk = CHUNK_BYTES / g->es;
+  if (g->chunk == 0) g->chunk = 1;
+  g->nchunks = (int)((maxc + g->chunk - 1) / g->chunk);
+  if (g->nchunks > g->cap_req) {
+    free(g->rreq);
+    free(g->sreq);
+    g->rreq = malloc(sizeof(MPI_Request) * (size_t)g->nchunks);
+    g->sreq = malloc(sizeof(MPI_Request) * (size_t)g->nchunks);
+    if (!g->rreq || !g->sreq) {
+      free(g->rreq), free(g->sreq);
+      g->rreq = g->sreq = NULL;
+      g->cap_req = 0;
+      snprintf(msg, cap, "out of memory");
+      return WH_ERR_OUT_OF_MEMORY;
+    }
+    g->cap_req = g->nchunks;
+  }
+  for (int i = 0; i < g->cap_req; i++) g->rreq[i] = g->sreq[i] = MPI_REQUEST_NULL;
+  /* reduce-scatter receives into the request's own staging (collectives run concurrently) and
+   * adds; all-gather receives in place */
+  if (g->phase == 0 && !g->tmp) {
+    size_t need = 0;
+    for (int i = 0; i < g->n; i++) need = g->cnt[i] > need ? g->cnt[i] : need;
+    g->tmp = malloc(need * g->es + 1);
+    if (!g->tmp) {
+      snprintf(msg, cap, "out of memory for %zu staging bytes", need * g->es);
+      return WH_ERR_OUT_OF_MEMORY;
+    }
+  }
+  (void)c;
+  for (int k = 0; k < g->nchunks; k++) {
+    size_t b = (size_t)k * g->chunk;
+    if (b < rcnt) {
+      size_t len = rcnt - b < g->chunk ? rcnt - b : g->chunk;
+      char *dst = g->phase == 0 ? g->tmp + b * g->es : g->buf + (g->off[rs] + b) * g->es;
+      int rc = MPI_Irecv(dst, (int)(len * g->es), MPI_BYTE, g->left, g->tag, g->comm, &g->rreq[k]);
+      if (rc != MPI_SUCCESS) {
+        mpi_msg(rc, "MPI_Irecv", msg, cap);
+        return WH_ERR_COMM;
+      }
+    }
+    if (b < scnt) {
+      size_t len = scnt - b < g->chunk ? scnt - b : g->chunk;
+      int rc = MPI_Isend(g->buf + (g->off[ss] + b) * g->es, (int)(len * g->es), MPI_BYTE, g->right, g->tag, g->comm,
+                         &g->sreq[k]);
+      if (rc != MPI_SUCCESS) {
+        mpi_msg(rc, "MPI_Isend", msg, cap);
+        return WH_ERR_COMM;
+      }
+    }
+  }
+  g->next = 0;
+  g->posted = 1;
+  return WH_OK;
+}
+
+static void ring_finish_phase0(ring *g) {
+  /* this rank's segment is fully reduced: average, and hand out a reduce-scatter's block */
+  size_t o = g->off[g->rank] * g->es, n = g->cnt[g->rank];
+  if (g->scale != 0) wh__reduce_scale(g->buf + o, n, g->dt, g->scale);
+  if (g->mode == RING_REDUCE_SCATTER && g->out && n) memcpy(g->out, g->buf + o, n * g->es);
+}
+
+static wh_status ring_progress(wh_request *r, int *done, char *msg, size_t cap) {
+  ring *g = r->state;
+  wh_comm *c = r->comm;
+  for (;;) {
+    if (g->phase == 2) {
+      *done = 1;
+      return WH_OK;
+    }
+    int steps = g->phase == 0 ? g->n - 1 : (g->mode == RING_ALLREDUCE || g->mode == RING_ALLGATHER ? g->n - 1 : 0);
+    if (g->step >= steps) {
+      if (g->phase == 0) ring_finish_phase0(g);
+      g->phase = (g->phase == 0 && g->mode == RING_ALLREDUCE) ? 1 : 2;
+      g->step = 0;
+      continue;
+    }
+    if (!g->posted) {
+      wh_status st = ring_post(c, g, msg, cap);
+      if (st != WH_OK) return st;
+    }
+    int ss, rs;
+    ring_segs(g, &ss, &rs);
+    /* chunks arrive in order: reduce each as soon as it is in */
+    while (g->next < g->nchunks) {
+      int flag = 1;
+      if (g->rreq[g->next] != MPI_REQUEST_NULL) {
+        int rc = MPI_Test(&g->rreq[g->next], &flag, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) {
+          mpi_msg(rc, "MPI_Test (ring receive)", msg, cap);
+          return WH_ERR_COMM;
+        }
+      }
+      if (!flag) break;
+      if (g->phase == 0) {
+        size_t b = (size_t)g->next * g->chunk;
+        if (b < g->cnt[rs]) {
+          size_t len = g->cnt[rs] - b < g->chunk ? g->cnt[rs] - b : g->chunk;
+          wh__reduce_add(g->buf + (g->off[rs] + b) * g->es, g->tmp + b * g->es, len, g->dt);
+        }
+      }
+      g->next++;
+    }
+    if (g->next < g->nchunks) {
+      r->waiting_on = g->left;
+      return WH_OK;
+    }
+    int all = 0;
+    int rc = MPI_Testall(g->nchunks, g->sreq, &all, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS) {
+      mpi_msg(rc, "MPI_Testall (ring send)", msg, cap);
+      return WH_ERR_COMM;
+    }
+    if (!all) {
+      r->waiting_on = g->right;
+      return WH_OK;
+    }
+    g->posted = 0;
+    g->step++;
+  }
+}
+
+static wh_status ring_start(wh_comm *c, wh_request *r, int mode, char *buf, const size_t *counts, wh_dtype dt,
+                            double scale) {
+  ring *g = calloc(1, sizeof *g);
+  if (!g) return WH_ERR_OUT_OF_MEMORY;
+  mpi_impl *m = c->impl;
+  g->comm = m->coll;
+  g->tag = (int)(c->coll_seq % 32000u) + 16; /* MPI guarantees tags up to 32767 */
+  g->rank = c->rank;
+  g->n = c->size;
+  g->left = mod(c->rank - 1, c->size);
+  g->right = mod(c->rank + 1, c->size);
+  g->mode = mode;
+  g->dt = dt;
+  g->es = wh__comm_dtype_size(dt);
+  g->buf = buf;
+  g->scale = scale;
+  g->off = malloc(sizeof(size_t) * (size_t)g->n);
+  g->cnt = malloc(sizeof(size_t) * (size_t)g->n);
+  if (!g->off || !g->cnt) {
+    free(g->off), free(g->cnt), free(g);
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  size_t o = 0;
+  for (int i = 0; i < g->n; i++) {
+    g->cnt[i] = counts[i];
+    g->off[i] = o;
+    o += counts[i];
+  }
+  g->phase = mode == RING_ALLGATHER ? 1 : 0;
+  r->state = g;
+  r->progress = ring_progress;
+  r->release = ring_release;
+  r->waiting_on = g->left;
+  return WH_OK;
+}
+
+static wh_status m_iallreduce(wh_comm *c, const void *send, void *recv, size_t count, wh_dtype dt, wh_reduce_op op,
+                              wh_request *r) {
+  size_t es = wh__comm_dtype_size(dt);
+  if (send && count) memcpy(recv, send, count * es);
+  size_t *seg = malloc(sizeof(size_t) * (size_t)c->size);
+  if (!seg) return WH_ERR_OUT_OF_MEMORY;
+  for (int i = 0; i < c->size; i++) seg[i] = count / (size_t)c->size + ((size_t)i < count % (size_t)c->size);
+  wh_status st = ring_start(c, r, RING_ALLREDUCE, recv, seg, dt, op == WH_REDUCE_AVG ? 1.0 / c->size : 0.0);
+  free(seg);
+  return st;
+}
+
+static wh_status m_ireduce_scatter(wh_comm *c, const void *send, void *recv, size_t recvcount, wh_dtype dt,
+                                   wh_reduce_op op, wh_request *r) {
+  size_t es = wh__comm_dtype_size(dt), total = recvcount * (size_t)c->size;
+  char *own = malloc(total * es + 1);
+  size_t *seg = malloc(sizeof(size_t) * (size_t)c->size);
+  if (!own || !seg) {
+    free(own), free(seg);
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  if (total) memcpy(own, send, total * es);
+  for (int i = 0; i < c->size; i++) seg[i] = recvcount;
+  wh_status st = ring_start(c, r, RING_REDUCE_SCATTER, own, seg, dt, op == WH_REDUCE_AVG ? 1.0 / c->size : 0.0);
+  free(seg);
+  if (st != WH_OK) {
+    free(own);
+    return st;
+  }
+  ring *g = r->state;
+  g->own = own;
+  g->out = recv;
+  return WH_OK;
+}
+
+static wh_status m_iallgather(wh_comm *c, const void *send, void *recv, const size_t *counts, wh_dtype dt,
+                              wh_request *r) {
+  size_t es = wh__comm_dtype_size(dt), off = 0;
+  for (int i = 0; i < c->rank; i++) off += counts[i];
+  if (send && counts[c->rank]) memmove((char *)recv + off * es, send, counts[c->rank] * es);
+  return ring_start(c, r, RING_ALLGATHER, recv, counts, dt, 0.0);
+}
+
+/* ---- liveness */
+
+static void m_service(wh_comm *c) {
+  mpi_impl *m = c->impl;
+  for (int guard = 0; guard < 64; guard++) {
+    int flag = 0;
+    MPI_Status st;
+    if (m->ping_req == MPI_REQUEST_NULL || MPI_Test(&m->ping_req, &flag, &st) != MPI_SUCCESS || !flag) return;
+    MPI_Request pong;
+    if (MPI_Isend(&c->rank, 1, MPI_INT, st.MPI_SOURCE, TAG_PONG, m->ctrl, &pong) == MPI_SUCCESS)
+      MPI_Request_free(&pong);
+    if (post_ping(m) != WH_OK) m->ping_req = MPI_REQUEST_NULL;
+  }
+}
+
+static void m_probe(wh_comm *c, const int *peers, int n, int *alive, double budget) {
+  mpi_impl *m = c->impl;
+  MPI_Request *rq = malloc(sizeof(MPI_Request) * (size_t)(n + 1));
+  int *pong = malloc(sizeof(int) * (size_t)(n + 1));
+  if (!rq || !pong) {
+    free(rq), free(pong);
+    return;
+  }
+  for (int i = 0; i < n; i++) {
+    alive[i] = 0;
+    rq[i] = MPI_REQUEST_NULL;
+    MPI_Request ping;
+    if (MPI_Isend(&c->rank, 1, MPI_INT, peers[i], TAG_PING, m->ctrl, &ping) == MPI_SUCCESS) MPI_Request_free(&ping);
+    MPI_Irecv(&pong[i], 1, MPI_INT, peers[i], TAG_PONG, m->ctrl, &rq[i]);
+  }
+  double t0 = wh__now();
+  int left = n;
+  while (left > 0 && wh__now() - t0 < budget) {
+    m_service(c); /* peers probing at the same time need our answer too */
+    for (int i = 0; i < n; i++) {
+      int flag = 0;
+      if (rq[i] != MPI_REQUEST_NULL && MPI_Test(&rq[i], &flag, MPI_STATUS_IGNORE) == MPI_SUCCESS && flag) {
+        alive[i] = 1;
+        left--;
+      }
+    }
+  }
+  for (int i = 0; i < n; i++)
+    if (rq[i] != MPI_REQUEST_NULL) {
+      MPI_Cancel(&rq[i]);
+      MPI_Request_free(&rq[i]);
+    }
+  free(rq);
+  free(pong);
+}
+
+static wh_status m_split(wh_comm *parent, int n, const int *ranks, int member, wh_comm *child, char *msg,
+                         size_t cap) {
+  mpi_impl *pm = parent->impl;
+  /* MPI_Comm_split over the parent: members get color 0 and their list position as key */
+  int key = 0;
+  for (int i = 0; i < n; i++)
+    if (ranks[i] == parent->rank) key = i;
+  MPI_Comm sub;
+  int rc = MPI_Comm_split(pm->data, member ? 0 : MPI_UNDEFINED, key, &sub);
+  if (rc != MPI_SUCCESS) {
+    mpi_msg(rc, "MPI_Comm_split", msg, cap);
+    return WH_ERR_COMM;
+  }
+  if (!member) return WH_OK;
+  wh_status st = setup(child, sub, msg, cap);
+  MPI_Comm_free(&sub);
+  return st;
+}
+
+static void m_destroy(wh_comm *c) {
+  mpi_impl *m = c->impl;
+  if (!m) return;
+  if (m->ping_req != MPI_REQUEST_NULL) {
+    MPI_Cancel(&m->ping_req);
+    MPI_Request_free(&m->ping_req);
+  }
+  int fin = 0;
+  MPI_Finalized(&fin);
+  if (!fin) {
+    MPI_Comm_free(&m->data);
+    MPI_Comm_free(&m->coll);
+    MPI_Comm_free(&m->ctrl);
+  }
+  free(m);
+  c->impl = NULL;
+}
+
+const wh__comm_ops wh__mpi_ops = {
+    "mpi", m_isend, m_irecv, m_iallreduce, m_ireduce_scatter, m_iallgather, m_ibroadcast, m_ibarrier,
+    m_split, m_service, m_probe, m_destroy,
+};
+
+void wh__mpi_finalize_if_owned(void) {
+  int inited = 0, fin = 0;
+  MPI_Initialized(&inited);
+  MPI_Finalized(&fin);
+  if (inited && !fin) MPI_Finalize();
+}
