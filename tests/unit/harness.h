@@ -348,4 +348,64 @@ static inline rt rt_pool2d(const rt *x, int k, int s, int p, int is_max) {
   return y;
 }
 
+/* ---- transformer */
+
+/* over the last axis: (x - mean) / sqrt(var + eps) * gamma + beta, var the biased variance */
+static inline rt rt_layernorm(const rt *x, const rt *gamma, const rt *beta, double eps) {
+  rt y = rt_new(x->nd, x->d);
+  int64_t c = x->d[x->nd - 1], rows = c ? x->n / c : 0;
+  for (int64_t r = 0; r < rows; r++) {
+    const double *p = x->v + r * c;
+    double m = 0, v = 0;
+    for (int64_t i = 0; i < c; i++) m += p[i];
+    m /= (double)c;
+    for (int64_t i = 0; i < c; i++) v += (p[i] - m) * (p[i] - m);
+    v /= (double)c;
+    for (int64_t i = 0; i < c; i++) y.v[r * c + i] = (p[i] - m) / sqrt(v + eps) * gamma->v[i] + beta->v[i];
+  }
+  return y;
+}
+
+/* causal multi-head self-attention: qkv [.., T, 3C] = q | k | v; per (sequence, head h) with
+ * hd = C/heads: out[t, h*hd + e] = sum_{s <= t} softmax_s(q_t . k_s / sqrt(hd)) v[s, h*hd + e] */
+static inline rt rt_attention(const rt *qkv, int heads) {
+  int nd = qkv->nd;
+  int64_t T = qkv->d[nd - 2], C = qkv->d[nd - 1] / 3, hd = C / heads;
+  int64_t d[WH_MAX_DIMS];
+  memcpy(d, qkv->d, sizeof d);
+  d[nd - 1] = C;
+  rt y = rt_new(nd, d);
+  int64_t nseq = T ? qkv->n / (T * 3 * C) : 0;
+  double *w = calloc((size_t)(T ? T : 1), sizeof(double));
+  if (!w) {
+    fprintf(stderr, "rt_attention: out of memory\n");
+    exit(2);
+  }
+  for (int64_t b = 0; b < nseq; b++) {
+    const double *X = qkv->v + b * T * 3 * C;
+    double *Y = y.v + b * T * C;
+    for (int h = 0; h < heads; h++)
+      for (int64_t t = 0; t < T; t++) {
+        double mx = -INFINITY, s = 0;
+        for (int64_t u = 0; u <= t; u++) {
+          double dot = 0;
+          for (int64_t e = 0; e < hd; e++) dot += X[t * 3 * C + h * hd + e] * X[u * 3 * C + C + h * hd + e];
+          w[u] = dot / sqrt((double)hd);
+          if (w[u] > mx) mx = w[u];
+        }
+        for (int64_t u = 0; u <= t; u++) {
+          w[u] = exp(w[u] - mx);
+          s += w[u];
+        }
+        for (int64_t e = 0; e < hd; e++) {
+          double acc = 0;
+          for (int64_t u = 0; u <= t; u++) acc += w[u] / s * X[u * 3 * C + 2 * C + h * hd + e];
+          Y[t * C + h * hd + e] = acc;
+        }
+      }
+  }
+  free(w);
+  return y;
+}
+
 #endif /* WH_TEST_HARNESS_H */

@@ -12,6 +12,8 @@
  * Dropout has its own checks (kept values, rate within 3 sigma, p = 0, eval = identity, the mask
  * reproducible within a step and new after a TRAIN step, gradient = mask).
  * A case whose backward fails still has its forward checked, from a graph without gradients.
+ * Shape errors (layernorm, attention): the builder returns WH_NONE, the graph holds WH_ERR_SHAPE
+ * and its message names the op.
  * One line per check ("ok  <case> ..." or "FAIL <case> ..."); the closing line is
  * "ops: N passed, N failed"; exit 0 iff nothing failed.
  * Environment: TEST_OPS_THREADS (default 1) sets the main context's thread count; TEST_OPS_FILTER
@@ -62,7 +64,7 @@ static const char *const ALL_OPS[] = {
     "matmul", "add", "sub", "mul", "div", "scale", "bias_add", "relu", "gelu", "tanh",
     "sigmoid", "exp", "log", "softmax", "log_softmax", "sum", "mean", "reshape", "permute",
     "transpose", "slice", "concat", "embedding", "cross_entropy", "mse", "dropout", "conv2d",
-    "max_pool2d", "avg_pool2d"};
+    "max_pool2d", "avg_pool2d", "layernorm", "attention"};
 #define N_OPS ((int)(sizeof ALL_OPS / sizeof ALL_OPS[0]))
 static int covered[N_OPS];
 
@@ -108,6 +110,8 @@ typedef enum {
   D_BIG,      /* 50 + [-2, 2): softmax stability */
   D_NEG,      /* D_DISTINCT - 5: all negative, so zero padding would win a max */
   D_ONES,
+  D_ALT,      /* alternating sign, +-[0.3, 1): every run of >= 2 elements has a spread >= 0.6 */
+  D_SMALL,    /* [-0.1, 0.1): a small shift that keeps D_ALT's spread */
   D_INT       /* [0, imax); the last equals the first so scatter-adds see a repeat */
 } dkind;
 
@@ -122,6 +126,8 @@ static void gen_f32(float *p, int64_t n, dkind k, uint64_t *s) {
       case D_DEN: p[i] = (float)(sg * (0.5 + u)); break;
       case D_BIG: p[i] = (float)(50 + 4 * u - 2); break;
       case D_ONES: p[i] = 1.0f; break;
+      case D_ALT: p[i] = (float)((i % 2 ? 1 : -1) * (0.3 + 0.7 * u)); break;
+      case D_SMALL: p[i] = (float)(0.2 * u - 0.1); break;
       default: p[i] = (float)i; break; /* D_DISTINCT: shuffled below */
     }
   }
@@ -788,6 +794,70 @@ static rt r_model(const T *t, const int *a, const rt *in) {
   return y;
 }
 
+/* ---- layernorm: a = {mode, C, eps index, R}; x is D_ALT so every row (C >= 2) has a standard
+ * deviation >= 0.3, far above the finite-difference step; C = 1 is the degenerate y = beta
+ * (x's and gamma's gradients exactly 0 on both sides).
+ * With C = 2, y = +-gamma + beta up to O(eps / var): x's gradient is O(eps / std^3), ~1e-5 at
+ * eps = 1e-5, below what central differences of an f32 loss resolve (~6e-6), so C = 2 checks x's
+ * gradient at eps = 1e-2 and, at eps = 1e-5, feeds x (mode 4: forward, gamma and beta only).
+ * mode 0: x [3, C]; 1: x [2, 3, C]; 2: x [B, 3, C] input + p[3, C]; 3: x [R, 64, C] (large: R * 64
+ * rows at least 3 of the kernels' row grains, 1 + 4096 / (C + 1), so 3 threads all get rows);
+ * 4: x [B, 3, C] fed directly */
+static const double LN_EPS[] = {1e-5, 1e-2};
+static wh_value b_layernorm(T *t, const int *a) {
+  int64_t C = a[1];
+  wh_value x = WH_NONE;
+  switch (a[0]) {
+    case 0: x = F(t, "x", D_ALT, 3, C); break;
+    case 1: x = F(t, "x", D_ALT, 2, 3, C); break;
+    case 2: x = F(t, "x", D_ALT, B, 3, C), x = wh_add(t->g, x, F(t, "p", D_SMALL, 3, C)); break;
+    case 3: x = F(t, "x", D_ALT, a[3], 64, C); break;
+    default: x = F(t, "x", D_ALT, B, 3, C); break;
+  }
+  wh_value gamma = F(t, "gamma", D_DEN, C);
+  wh_value beta = F(t, "beta", D_UNIF, C);
+  return wh_layernorm(t->g, x, gamma, beta, (float)LN_EPS[a[2]]);
+}
+static rt r_layernorm(const T *t, const int *a, const rt *in) {
+  (void)t;
+  /* eps as the library sees it: a float */
+  double eps = (double)(float)LN_EPS[a[2]];
+  if (a[0] == 2) {
+    rt x = rt_binary(RB_ADD, &in[0], &in[1]), y = rt_layernorm(&x, &in[2], &in[3], eps);
+    rt_free(&x);
+    return y;
+  }
+  return rt_layernorm(&in[0], &in[1], &in[2], eps);
+}
+
+/* ---- attention: a = {mode, T, C, heads}; qkv uniform(-1, 1): scores stay O(1), softmax is not
+ * saturated. mode 0: qkv [2, T, 3C]; 1: [T, 3C]; 2: [2, 2, T, 3C]; 3: [B, T, 3C] input + p[3C];
+ * 4: [B, 2, T, 3C] input + p[3C]; 5: [4, T, 3C] (large: 4 * heads (sequence, head) pairs).
+ * p[3C] is a bias shared by every position: its key third shifts every score of a query by the
+ * same amount, so that part of its gradient is 0 in exact arithmetic (both sides are ~0). */
+static wh_value b_attention(T *t, const int *a) {
+  int64_t Tn = a[1], C3 = 3 * (int64_t)a[2];
+  wh_value x = WH_NONE;
+  switch (a[0]) {
+    case 0: x = F(t, "qkv", D_UNIF, 2, Tn, C3); break;
+    case 1: x = F(t, "qkv", D_UNIF, Tn, C3); break;
+    case 2: x = F(t, "qkv", D_UNIF, 2, 2, Tn, C3); break;
+    case 3: x = F(t, "qkv", D_UNIF, B, Tn, C3), x = wh_add(t->g, x, F(t, "p", D_UNIF, C3)); break;
+    case 4: x = F(t, "qkv", D_UNIF, B, 2, Tn, C3), x = wh_add(t->g, x, F(t, "p", D_UNIF, C3)); break;
+    default: x = F(t, "qkv", D_UNIF, 4, Tn, C3); break;
+  }
+  return wh_attention(t->g, x, a[3]);
+}
+static rt r_attention(const T *t, const int *a, const rt *in) {
+  (void)t;
+  if (a[0] == 3 || a[0] == 4) {
+    rt x = rt_binary(RB_ADD, &in[0], &in[1]), y = rt_attention(&x, a[3]);
+    rt_free(&x);
+    return y;
+  }
+  return rt_attention(&in[0], a[3]);
+}
+
 /* ---------------------------------------------------------------- the table */
 
 #define MM(tag, mode, ta, tb) {"matmul_" tag, "matmul", b_matmul, r_matmul, {mode, ta, tb}, 0}
@@ -804,6 +874,13 @@ static rt r_model(const T *t, const int *a, const rt *in) {
 #define POOLF(tag, fl, ...) {"max_pool2d_" tag, "max_pool2d", b_pool, r_pool, {1, __VA_ARGS__}, F_SMALL_EPS | (fl)}, \
                        {"avg_pool2d_" tag, "avg_pool2d", b_pool, r_pool, {0, __VA_ARGS__}, (fl)}
 #define POOL(tag, ...) POOLF(tag, 0, __VA_ARGS__)
+/* layernorm: {mode, C, eps index, R} */
+#define LN(tag, mode, c, e, fl) LNR(tag, mode, c, e, 0, fl)
+#define LNR(tag, mode, c, e, r, fl) \
+  {"layernorm_" tag, (mode) == 2 ? "layernorm add" : "layernorm", b_layernorm, r_layernorm, {mode, c, e, r}, fl}
+/* attention: {mode, T, C, heads} */
+#define ATT(tag, mode, tt, c, h, fl) \
+  {"attention_" tag, (mode) == 3 || (mode) == 4 ? "attention add" : "attention", b_attention, r_attention, {mode, tt, c, h}, fl}
 
 static const tcase CASES[] = {
     /* matmul: 2-D, batched a with shared b, batched both, symbolic batch, 4-D; every transpose */
@@ -961,6 +1038,30 @@ static const tcase CASES[] = {
     /* small models over the symbolic batch */
     {"model_mlp_sym", "matmul bias_add gelu cross_entropy", b_model, r_model, {0}, F_SCALAR_LOSS | F_THREADS},
     {"model_cnn_sym", "conv2d bias_add avg_pool2d reshape matmul mse", b_model, r_model, {1}, F_SCALAR_LOSS | F_THREADS},
+    /* layernorm: {mode, C, eps index}; gradients for x (or p), gamma, beta */
+    LN("2d_c1_eps1e-5", 0, 1, 0, 0), LN("2d_c1_eps1e-2", 0, 1, 1, 0),
+    LN("2d_c2_eps1e-2", 0, 2, 1, 0),
+    LN("2d_c5_eps1e-5", 0, 5, 0, 0), LN("2d_c5_eps1e-2", 0, 5, 1, 0),
+    LN("2d_c32_eps1e-5", 0, 32, 0, 0), LN("2d_c32_eps1e-2", 0, 32, 1, 0),
+    LN("2d_c129_eps1e-5", 0, 129, 0, 0), LN("2d_c129_eps1e-2", 0, 129, 1, 0),
+    LN("3d_c2_eps1e-2", 1, 2, 1, 0), LN("3d_c5_eps1e-5", 1, 5, 0, 0), LN("3d_c5_eps1e-2", 1, 5, 1, 0),
+    LN("3d_c32_eps1e-5", 1, 32, 0, 0), LN("3d_c129_eps1e-2", 1, 129, 1, 0),
+    LN("sym_c1_eps1e-5", 2, 1, 0, 0), LN("sym_c2_eps1e-2", 2, 2, 1, 0), LN("sym_c5_eps1e-5", 2, 5, 0, 0),
+    LN("sym_c5_eps1e-2", 2, 5, 1, 0), LN("sym_c32_eps1e-5", 2, 32, 0, 0), LN("sym_c129_eps1e-2", 2, 129, 1, 0),
+    LN("sym_fed_c2_eps1e-5", 4, 2, 0, 0), LN("sym_fed_c32_eps1e-2", 4, 32, 1, 0),
+    LNR("big_c129_eps1e-5", 3, 129, 0, 2, F_FD_SUBSET), LNR("big_c32_eps1e-2", 3, 32, 1, 6, F_FD_SUBSET),
+    /* attention: {mode, T, C, heads} */
+    ATT("t1_c4_h1", 0, 1, 4, 1, 0), ATT("t1_c12_h4", 0, 1, 12, 4, 0),
+    ATT("t2_c4_h2", 0, 2, 4, 2, 0), ATT("t2_c12_h1", 0, 2, 12, 1, 0), ATT("t2_c32_h4", 0, 2, 32, 4, 0),
+    ATT("t7_c4_h1", 0, 7, 4, 1, 0), ATT("t7_c12_h2", 0, 7, 12, 2, 0), ATT("t7_c12_h4", 0, 7, 12, 4, 0),
+    ATT("t7_c32_h2", 0, 7, 32, 2, F_FD_SUBSET),
+    ATT("t16_c4_h4", 0, 16, 4, 4, 0), ATT("t16_c12_h2", 0, 16, 12, 2, F_FD_SUBSET), ATT("t16_c32_h1", 0, 16, 32, 1, F_FD_SUBSET),
+    ATT("t16_c32_h4", 0, 16, 32, 4, F_FD_SUBSET),
+    ATT("rank2_t1_c4_h1", 1, 1, 4, 1, 0), ATT("rank2_t7_c12_h2", 1, 7, 12, 2, 0), ATT("rank2_t16_c32_h4", 1, 16, 32, 4, F_FD_SUBSET),
+    ATT("rank4_t2_c4_h1", 2, 2, 4, 1, 0), ATT("rank4_t7_c12_h4", 2, 7, 12, 4, F_FD_SUBSET),
+    ATT("sym_t1_c4_h2", 3, 1, 4, 2, 0), ATT("sym_t7_c32_h4", 3, 7, 32, 4, 0), ATT("sym_t16_c12_h2", 3, 16, 12, 2, 0),
+    ATT("sym_rank4_t7_c4_h2", 4, 7, 4, 2, 0), ATT("sym_rank4_t2_c12_h1", 4, 2, 12, 1, 0),
+    ATT("big_t32_c32_h4", 5, 32, 32, 4, F_FD_SUBSET),
 };
 #define N_CASES ((int)(sizeof CASES / sizeof CASES[0]))
 
@@ -1556,6 +1657,68 @@ out:
   free(x), free(r), free(y), free(y0), free(y2), free(yb), free(ga);
 }
 
+/* ---------------------------------------------------------------- shape errors */
+
+/* The builder returns WH_NONE, poisons the graph with WH_ERR_SHAPE, and the message names the op.
+ * a: {op (0 layernorm, 1 attention), x dims (rank, d0, d1, d2), gamma len, beta len, gamma rank
+ * (layernorm) or heads (attention)} */
+typedef struct ecase {
+  const char *name;
+  int op;
+  int xnd;
+  int64_t xd[3];
+  int64_t glen, blen;
+  int grank_or_heads;
+} ecase;
+
+static const ecase ECASES[] = {
+    {"layernorm_err_gamma_len", 0, 3, {2, 3, 5}, 4, 5, 1},
+    {"layernorm_err_gamma_len_long", 0, 2, {3, 5}, 6, 5, 1},
+    {"layernorm_err_beta_len", 0, 2, {3, 5}, 5, 4, 1},
+    {"layernorm_err_gamma_2d", 0, 2, {3, 5}, 5, 5, 2},
+    {"attention_err_not_3c", 1, 3, {2, 4, 10}, 0, 0, 1},
+    {"attention_err_not_3c_rank2", 1, 2, {4, 13}, 0, 0, 1},
+    {"attention_err_heads_c6_h4", 1, 3, {2, 4, 18}, 0, 0, 4},
+    {"attention_err_heads_c12_h5", 1, 2, {4, 36}, 0, 0, 5},
+};
+#define N_ECASES ((int)(sizeof ECASES / sizeof ECASES[0]))
+
+static void error_case(const ecase *e) {
+  const char *cn = e->name, *opname = e->op ? "attention" : "layernorm";
+  wh_graph *g = NULL;
+  wh_status st = wh_graph_create(CTX, &g);
+  if (st != WH_OK) {
+    fail_status(cn, "graph_create", st);
+    return;
+  }
+  wh_value x = wh_input(g, "x", WH_F32, e->xnd, e->xd), y;
+  if (e->op == 0) {
+    int64_t gd[2] = {1, e->glen}, bd[1] = {e->blen};
+    int gr = e->grank_or_heads;
+    wh_value gm = wh_param(g, "gamma", WH_F32, gr, gr == 2 ? gd : gd + 1, WH_INIT(WH_INIT_ONES, 0, 0, 0));
+    wh_value bt = wh_param(g, "beta", WH_F32, 1, bd, WH_INIT(WH_INIT_ZEROS, 0, 0, 0));
+    if (wh_graph_status(g) != WH_OK) {
+      check(0, cn, "leaves: %s", wh_graph_error(g));
+      wh_graph_destroy(g);
+      return;
+    }
+    y = wh_layernorm(g, x, gm, bt, 1e-5f);
+  } else {
+    if (wh_graph_status(g) != WH_OK) {
+      check(0, cn, "leaves: %s", wh_graph_error(g));
+      wh_graph_destroy(g);
+      return;
+    }
+    y = wh_attention(g, x, e->grank_or_heads);
+  }
+  const char *msg = wh_graph_error(g);
+  int named = msg && strstr(msg, opname) != NULL;
+  check(y == WH_NONE && wh_graph_status(g) == WH_ERR_SHAPE && named, cn,
+        "returns WH_NONE (%s), status %s (expected WH_ERR_SHAPE), message names '%s' (%s): \"%s\"",
+        y == WH_NONE ? "yes" : "no", wh_status_str(wh_graph_status(g)), opname, named ? "yes" : "no", msg ? msg : "(null)");
+  wh_graph_destroy(g);
+}
+
 /* ---------------------------------------------------------------- main */
 
 int main(void) {
@@ -1582,6 +1745,8 @@ int main(void) {
   }
   wh_ctx_destroy(ctx_par);
   if (!filter || strstr("dropout", filter)) dropout_checks(), ran++;
+  for (int i = 0; i < N_ECASES; i++)
+    if (!filter || strstr(ECASES[i].name, filter)) error_case(&ECASES[i]), ran++;
   if (!filter) {
     char buf[512];
     size_t k = 0;
