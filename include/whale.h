@@ -468,6 +468,107 @@ WH_API wh_status wh_fusion_poll(wh_fusion *f); /* make progress without blocking
 WH_API wh_status wh_fusion_wait(wh_fusion *f); /* all added tensors reduced; ready for reuse */
 WH_API int wh_fusion_buckets_started(const wh_fusion *f);
 
+
+/* ----------------------------------------------------------------- planner */
+/* A cluster describes the devices a plan may use, by measured or datasheet numbers; the planner
+ * chooses data parallelism with batch shares by device speed, pipeline stages balanced by compute
+ * and memory, operator sharding, or a hybrid, and explains its choice. */
+
+typedef struct wh_cluster wh_cluster;
+
+typedef struct wh_device_desc {
+  size_t struct_size;
+  const char *kind;  /* a name for printing (copied, at most 31 characters) */
+  double flops_f32;  /* peak FLOP/s */
+  double flops_bf16; /* peak FLOP/s with 16-bit inputs (0: as f32) */
+  double mem_bw;     /* bytes/s */
+  double mem_bytes;  /* capacity */
+  double link_bw;    /* intra-node link per device, bytes/s */
+  double eff_flops, eff_bw; /* sustained fraction of the peaks (0: library default) */
+} wh_device_desc;
+
+#define WH_DEVICE_DESC_INIT {sizeof(wh_device_desc), "custom", 0, 0, 0, 0, 0, 0, 0}
+
+WH_API wh_status wh_cluster_create(wh_ctx *ctx, wh_cluster **out);
+WH_API void wh_cluster_destroy(wh_cluster *c); /* NULL is a no-op */
+/* count devices of a catalogue kind on node: P100-16GB, V100-16GB, V100-32GB, T4, A10, A100-40GB,
+ * A100-80GB, H100, H200, CPU (figures from public datasheets, cited in src/planner/catalogue.c). */
+WH_API wh_status wh_cluster_add(wh_cluster *c, const char *kind, int node, int count);
+WH_API wh_status wh_cluster_add_custom(wh_cluster *c, const wh_device_desc *d, int node, int count);
+/* Links: within a node (0 bandwidth: each device's own link) and across nodes; bytes/s, seconds. */
+WH_API wh_status wh_cluster_set_links(wh_cluster *c, double intra_bw, double intra_lat, double inter_bw,
+                                      double inter_lat);
+WH_API int wh_cluster_size(const wh_cluster *c);
+/* A readable listing of the cluster; *out freed with wh_free. */
+WH_API wh_status wh_cluster_describe(const wh_cluster *c, char **out);
+
+typedef struct wh_plan wh_plan;
+
+typedef enum wh_schedule { WH_SCHEDULE_AUTO = -1, WH_SCHEDULE_GPIPE = 0, WH_SCHEDULE_1F1B = 1 } wh_schedule;
+
+typedef struct wh_plan_options {
+  size_t struct_size;
+  int64_t global_batch;   /* samples per training step, over all replicas (required) */
+  int stages;             /* pipeline stages; 0: search (hints may fix it) */
+  int micro_batches;      /* 0: search */
+  wh_schedule schedule;   /* AUTO: search */
+  int allow_tp;           /* let the search shard operators inside a stage */
+  int allow_recompute;    /* let the search recompute activations when memory is short */
+  int zero1;              /* shard optimizer state across data-parallel replicas */
+  int even_shares;        /* baseline: every replica gets the same batch share */
+  int even_layers;        /* baseline: every stage gets the same number of segments */
+} wh_plan_options;
+
+#define WH_PLAN_OPTIONS_INIT {sizeof(wh_plan_options), 0, 0, 0, WH_SCHEDULE_AUTO, 1, 1, 0, 0, 0}
+
+/* Plan the training step of g (after wh_backward and an optimizer) on cluster c. */
+WH_API wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, const wh_plan_options *opts,
+                                wh_plan **out);
+WH_API void wh_plan_destroy(wh_plan *p); /* NULL is a no-op */
+WH_API double wh_plan_step_time(const wh_plan *p); /* the search's estimate, seconds */
+WH_API int wh_plan_num_stages(const wh_plan *p);
+WH_API int wh_plan_micro_batches(const wh_plan *p);
+WH_API wh_schedule wh_plan_schedule(const wh_plan *p);
+/* Samples per micro-batch of each device (indexed like the cluster; 0 for unused devices). */
+WH_API wh_status wh_plan_shares(const wh_plan *p, int64_t *shares, int n);
+/* Per stage and replica: devices, segments, batch share, predicted compute / communication /
+ * bubble, memory against capacity, and why it beat the runner-up. *out freed with wh_free. */
+WH_API wh_status wh_plan_explain(const wh_plan *p, char **out);
+WH_API wh_status wh_plan_dump(const wh_plan *p, wh_format fmt, char **out);
+
+typedef struct wh_sim_result {
+  size_t struct_size;
+  double step_time;       /* seconds for one training step */
+  double bubble_fraction; /* idle share of the busiest device's step */
+  int num_devices;
+  double util[64];        /* busy fraction of the first 64 devices */
+} wh_sim_result;
+
+#define WH_SIM_RESULT_INIT {sizeof(wh_sim_result), 0, 0, 0, {0}}
+
+/* A whole plan fixed by the caller (the planner only costs and checks it). */
+typedef struct wh_plan_layout {
+  size_t struct_size;
+  int stages;
+  const int *last_segment; /* per stage, the last segment it runs (NULL: an even split) */
+  const int *devices;      /* every cluster device once, stage-major groups (NULL: the planner's order) */
+  const int64_t *shares;   /* per stage, per replica: samples per micro-batch (NULL: the planner's) */
+  int micro_batches;
+  wh_schedule schedule;    /* GPIPE or 1F1B */
+  int tp;                  /* devices per replica (operator sharding) */
+  int recompute, zero1;
+} wh_plan_layout;
+
+#define WH_PLAN_LAYOUT_INIT {sizeof(wh_plan_layout), 1, NULL, NULL, NULL, 1, WH_SCHEDULE_1F1B, 1, 0, 0}
+
+WH_API wh_status wh_plan_create_pinned(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t global_batch,
+                                       const wh_plan_layout *layout, wh_plan **out);
+/* Segments of the graph's forward chain (what last_segment indexes). */
+WH_API int wh_plan_num_segments(const wh_plan *p);
+
+/* Discrete-event simulation of one step of plan p on c (the cluster it was planned for). */
+WH_API wh_status wh_plan_simulate(const wh_plan *p, const wh_cluster *c, wh_sim_result *out);
+
 #ifdef __cplusplus
 }
 #endif

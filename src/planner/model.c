@@ -1,0 +1,188 @@
+/* model.c - the planner's view of a graph: the forward pass cut into a chain of segments where a
+ * single activation crosses (block boundaries fall out naturally), each with its compute, memory
+ * traffic, parameters and saved activations, linear in the batch size. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "planner.h"
+
+/* per node: the cost at batch 1 and 2 gives the fixed and per-sample parts */
+static void node_cost(const wh_graph *g, const wh__node *n, double *f, double *y) {
+  wh__cost c1, c2;
+  wh__ops[n->op].cost(g, n, 1, &c1);
+  wh__ops[n->op].cost(g, n, 2, &c2);
+  double b1 = c1.bytes_read + c1.bytes_written, b2 = c2.bytes_read + c2.bytes_written;
+  f[1] = c2.flops - c1.flops;
+  f[0] = c1.flops - f[1];
+  y[1] = b2 - b1;
+  y[0] = b1 - y[1];
+  if (f[0] < 0) f[0] = 0;
+  if (y[0] < 0) y[0] = 0;
+}
+
+static double vbytes(const wh_graph *g, int32_t v, int64_t b) {
+  return (double)wh__numel(&g->values[v].shape, b) * (double)wh__dtype_size(g->values[v].dtype);
+}
+
+static int is_leaf(const wh_graph *g, int32_t v) { return g->values[v].producer < 0; }
+
+wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_t cap) {
+  memset(m, 0, sizeof *m);
+  int nn = g->n_nodes, nv = g->n_values;
+  int *last_fwd_use = malloc(sizeof(int) * (size_t)(nv + 1)), *seg_of = malloc(sizeof(int) * (size_t)(nn + 1));
+  int *used_by_bwd = calloc((size_t)nv + 1, sizeof(int)), *param_seg = malloc(sizeof(int) * (size_t)(nv + 1));
+  if (!last_fwd_use || !seg_of || !used_by_bwd || !param_seg) {
+    free(last_fwd_use), free(seg_of), free(used_by_bwd), free(param_seg);
+    snprintf(msg, cap, "out of memory");
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  int nfwd = 0;
+  for (int v = 0; v < nv; v++) last_fwd_use[v] = -1, param_seg[v] = -1;
+  for (int i = 0; i < nn; i++) {
+    const wh__node *n = &g->nodes[i];
+    if (n->phase == WH_PHASE_FORWARD) {
+      nfwd = i + 1;
+      for (int k = 0; k < n->n_in; k++) last_fwd_use[n->in[k]] = i;
+    } else {
+      for (int k = 0; k < n->n_in; k++) used_by_bwd[n->in[k]] = 1;
+    }
+  }
+  if (nfwd == 0) {
+    free(last_fwd_use), free(seg_of), free(used_by_bwd), free(param_seg);
+    snprintf(msg, cap, "the graph has no forward nodes");
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  /* cut after node i when at most one produced activation is still needed by later forward nodes,
+   * and where a stage hint changes */
+  int cap_seg = 64, ns = 0, open = 0;
+  m->seg = calloc((size_t)cap_seg, sizeof(wh__segment));
+  /* a value read by three or more forward nodes (an encoder's output read by every decoder layer,
+   * an attention context) travels with the boundary: it does not prevent a cut, and its bytes
+   * count as crossing while it is live */
+  int *uses = calloc((size_t)nv + 1, sizeof(int));
+  for (int i = 0; uses && i < nfwd; i++)
+    for (int k = 0; k < g->nodes[i].n_in; k++) uses[g->nodes[i].in[k]]++;
+  int live = 0;
+  int32_t prev_stage = -2;
+  for (int i = 0; i < nfwd && m->seg; i++) {
+    const wh__node *n = &g->nodes[i];
+    if (n->phase != WH_PHASE_FORWARD) continue;
+    int32_t stage = -1;
+    for (int32_t s = n->scope; s >= 0; s = g->scopes[s].parent)
+      if (g->scopes[s].kind == WH_HINT_STAGE) stage = g->scopes[s].n;
+    if (open && stage != prev_stage && prev_stage != -2 && live <= 1) {
+      /* a stage boundary that is also a clean cut: start a new segment */
+      m->seg[ns - 1].last_node = i - 1;
+      open = 0;
+    }
+    if (!open) {
+      if (ns == cap_seg) {
+        wh__segment *q = realloc(m->seg, sizeof(wh__segment) * (size_t)(cap_seg *= 2));
+        if (!q) break;
+        m->seg = q;
+      }
+      memset(&m->seg[ns], 0, sizeof(wh__segment));
+      m->seg[ns].first_node = i;
+      m->seg[ns].stage_hint = stage;
+      ns++;
+      open = 1;
+    }
+    prev_stage = stage;
+    seg_of[i] = ns - 1;
+    /* live activations after node i: produced so far, used by a later forward node */
+    int bcast_out = n->out >= 0 && uses && uses[n->out] >= 3;
+    if (n->out >= 0 && last_fwd_use[n->out] > i && !bcast_out) live++;
+    for (int k = 0; k < n->n_in; k++) {
+      int32_t v = n->in[k];
+      if (!is_leaf(g, v) && last_fwd_use[v] == i && !(uses && uses[v] >= 3)) {
+        /* count each value once even if read twice by this node */
+        int dup = 0;
+        for (int q = 0; q < k; q++) dup |= n->in[q] == v;
+        if (!dup) live--;
+      }
+    }
+    if (live <= 1 && i < nfwd - 1) {
+      m->seg[ns - 1].last_node = i;
+      double cross = n->out >= 0 && !bcast_out ? vbytes(g, n->out, 2) - vbytes(g, n->out, 1) : 0;
+      for (int v = 0; uses && v < nv; v++)
+        if (uses[v] >= 3 && g->values[v].producer >= 0 && g->values[v].producer <= i && last_fwd_use[v] > i)
+          cross += vbytes(g, v, 2) - vbytes(g, v, 1);
+      m->seg[ns - 1].out_bytes = cross;
+      open = 0;
+    }
+  }
+  free(uses);
+  if (!m->seg) {
+    free(last_fwd_use), free(seg_of), free(used_by_bwd), free(param_seg);
+    snprintf(msg, cap, "out of memory");
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  if (open) m->seg[ns - 1].last_node = nfwd - 1;
+  m->n = ns;
+  for (int i = nfwd; i < nn; i++) seg_of[i] = -1;
+  /* costs, parameters, saved activations */
+  m->item = malloc(sizeof(wh__item) * (size_t)(nn + 1));
+  if (!m->item) {
+    free(last_fwd_use), free(seg_of), free(used_by_bwd), free(param_seg);
+    wh__model_free(m);
+    snprintf(msg, cap, "out of memory");
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  for (int i = 0; i < nn; i++) {
+    const wh__node *n = &g->nodes[i];
+    int s = -1;
+    if (n->phase == WH_PHASE_FORWARD) s = seg_of[i];
+    else if (n->fwd >= 0 && n->fwd < nfwd) s = seg_of[n->fwd];
+    else if (n->phase == WH_PHASE_UPDATE && n->n_in > 0) s = param_seg[n->in[0]];
+    if (s < 0) s = ns - 1;
+    double f[2], y[2];
+    node_cost(g, n, f, y);
+    m->item[m->n_items++] = (wh__item){s, n->phase != WH_PHASE_FORWARD, {f[0], f[1]}, {y[0], y[1]}};
+    wh__segment *sg = &m->seg[s];
+    if (n->phase == WH_PHASE_FORWARD) {
+      sg->flops_fwd[0] += f[0], sg->flops_fwd[1] += f[1];
+      sg->bytes_fwd[0] += y[0], sg->bytes_fwd[1] += y[1];
+      if (n->op == WH_OP_MATMUL || n->op == WH_OP_ATTENTION || n->op == WH_OP_EMBEDDING || n->op == WH_OP_CONV2D)
+        sg->tp_fraction += f[1];
+      for (int k = 0; k < n->n_in; k++) {
+        int32_t v = n->in[k];
+        if (g->values[v].role == WH_ROLE_PARAM && param_seg[v] < 0) {
+          param_seg[v] = s;
+          sg->param_bytes += vbytes(g, v, 1);
+        }
+      }
+      if (n->out >= 0 && used_by_bwd[n->out]) sg->act_bytes += vbytes(g, n->out, 2) - vbytes(g, n->out, 1);
+      if (n->out >= 0) {
+        double ob = vbytes(g, n->out, 2) - vbytes(g, n->out, 1);
+        if (ob > sg->peak_bytes) sg->peak_bytes = ob;
+      }
+    } else {
+      sg->flops_bwd[0] += f[0], sg->flops_bwd[1] += f[1];
+      sg->bytes_bwd[0] += y[0], sg->bytes_bwd[1] += y[1];
+    }
+  }
+  m->opt_bytes_per_param = 0;
+  for (int i = 0; i < nn; i++)
+    if (g->nodes[i].op == WH_OP_ADAMW_UPDATE) m->opt_bytes_per_param = 2;
+    else if (g->nodes[i].op == WH_OP_SGD_UPDATE && g->nodes[i].ia[0] && m->opt_bytes_per_param < 1)
+      m->opt_bytes_per_param = 1;
+  for (int s = 0; s < ns; s++) {
+    wh__segment *sg = &m->seg[s];
+    sg->tp_fraction = sg->flops_fwd[1] > 0 ? sg->tp_fraction / sg->flops_fwd[1] : 0;
+    /* sharded matmul pairs all-reduce the segment's output once forward and once backward */
+    sg->tp_comm_bytes = sg->tp_fraction > 0.5 ? 2 * sg->out_bytes : 0;
+    m->param_bytes += sg->param_bytes;
+    if (sg->stage_hint >= 0) snprintf(sg->name, sizeof sg->name, "stage%d:%s", sg->stage_hint, wh__ops[g->nodes[sg->first_node].op].name);
+    else snprintf(sg->name, sizeof sg->name, "%s..%s", wh__ops[g->nodes[sg->first_node].op].name,
+                  wh__ops[g->nodes[sg->last_node].op].name);
+  }
+  free(last_fwd_use), free(seg_of), free(used_by_bwd), free(param_seg);
+  return WH_OK;
+}
+
+void wh__model_free(wh__model *m) {
+  free(m->seg);
+  free(m->item);
+  memset(m, 0, sizeof *m);
+}

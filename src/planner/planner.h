@@ -1,0 +1,128 @@
+/* planner.h - inside the planner: the device catalogue, clusters, the segment model of a graph,
+ * the cost model, plans and the simulator. The public face is wh_cluster_* / wh_plan_*. */
+#ifndef WH_PLANNER_H
+#define WH_PLANNER_H
+
+#include <stdint.h>
+
+#include "../ir/ir.h"
+
+/* ---- devices */
+
+typedef struct wh__device_kind {
+  const char *name;        /* "V100-32GB" */
+  double flops_f32;        /* peak FLOP/s, FP32 (no tensor cores) */
+  double flops_bf16;       /* peak dense FLOP/s with 16-bit inputs (tensor cores where present) */
+  double mem_bw;           /* bytes/s */
+  double mem_bytes;        /* capacity */
+  double link_bw;          /* per-device intra-node link (NVLink/PCIe), bytes/s one direction */
+  const char *source;      /* where the figures come from */
+} wh__device_kind;
+
+extern const wh__device_kind wh__catalogue[];
+extern const int wh__catalogue_n;
+const wh__device_kind *wh__catalogue_find(const char *name);
+
+typedef struct wh__device {
+  char kind[32];
+  int node;
+  double flops_f32, flops_bf16, mem_bw, mem_bytes, link_bw;
+  double eff_flops, eff_bw; /* achievable fractions of peak (calibrated or default) */
+} wh__device;
+
+/* Default achievable fractions of datasheet peaks: the same for every device, never tuned per kind
+ * to reach a number; calibration (wh_cluster_probe) replaces them with measured ones. */
+#define WH_EFF_FLOPS_DEFAULT 0.6
+#define WH_EFF_BW_DEFAULT 0.75
+
+struct wh_cluster {
+  wh_ctx *ctx;
+  wh__device *dev;
+  int n, cap;
+  double intra_bw, intra_lat; /* same node: bytes/s, seconds (0 bw: use the devices' link_bw) */
+  double inter_bw, inter_lat; /* across nodes */
+};
+
+/* ---- the segment model of a graph: forward cut into a chain of segments */
+
+typedef struct wh__segment {
+  int first_node, last_node;  /* forward nodes [first, last] in graph order */
+  char name[48];
+  /* per sample (the batch-proportional part) and fixed, for forward and backward together */
+  double flops_fwd[2], flops_bwd[2]; /* [fixed, per sample] */
+  double bytes_fwd[2], bytes_bwd[2];
+  double param_bytes;         /* weights (f32) */
+  double act_bytes;           /* activations kept for backward, per sample */
+  double peak_bytes;          /* transient working set of the segment, per sample */
+  double out_bytes;           /* the tensor(s) crossing to the next segment, per sample */
+  double tp_fraction;         /* share of compute that operator sharding can split */
+  double tp_comm_bytes;       /* activation bytes all-reduced per sample per sharded layer pass */
+  int stage_hint;             /* stage scope index, -1 none */
+} wh__segment;
+
+typedef struct wh__item {
+  int seg;
+  int bwd;             /* backward or update work (forward otherwise) */
+  double f[2], y[2];   /* FLOPs and bytes: fixed, per sample */
+} wh__item;
+
+typedef struct wh__model {
+  wh__segment *seg;
+  int n;
+  wh__item *item;      /* every node's cost, for rooflines per device kind */
+  int n_items;
+  double param_bytes, opt_bytes_per_param; /* optimizer state per parameter byte (AdamW: 2) */
+} wh__model;
+
+wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_t cap);
+void wh__model_free(wh__model *m);
+
+/* ---- cost model */
+
+/* Seconds for segments [a, b] on device d for `samples` samples, forward + backward (+ the
+ * forward again when recompute). */
+double wh__seg_time(const wh__model *m, int a, int b, const wh__device *d, double samples, int recompute);
+/* Bytes resident on a device holding segments [a, b] with micro-batch mb, `inflight` micro-batches
+ * of activations kept, data-parallel degree dp (for ZeRO-1 sharding of optimizer state). */
+double wh__seg_memory(const wh__model *m, int a, int b, double mb, int inflight, int recompute, int zero1, int dp);
+/* Ring all-reduce of `bytes` over n devices spanning `nodes` nodes. */
+double wh__allreduce_time(const wh_cluster *c, double bytes, int n, int nodes, double link_bw);
+double wh__p2p_time(const wh_cluster *c, double bytes, int same_node, double link_bw);
+
+/* ---- plans */
+
+typedef enum { WH_SCHED_GPIPE = 0, WH_SCHED_1F1B = 1 } wh__schedule;
+
+typedef struct wh__stage {
+  int seg_first, seg_last;
+  int ndev;
+  int *dev;          /* cluster device indices (data-parallel replicas of this stage) */
+  int64_t *share;    /* samples per micro-batch for each replica */
+  int tp;            /* operator-sharding degree inside each replica (1: none) */
+  int recompute;
+  /* predictions */
+  double t_compute;  /* per micro-batch, slowest replica */
+  double t_allreduce, t_p2p;
+  double mem_peak;   /* worst replica, bytes */
+  double mem_cap;    /* that replica's capacity */
+  double *t_fwd, *t_bwd; /* per replica, per micro-batch (backward includes recompute and updates) */
+} wh__stage;
+
+struct wh_plan {
+  wh_ctx *ctx;
+  int64_t global_batch;
+  int micro_batches;
+  wh__schedule schedule;
+  int zero1;
+  wh__stage *st;
+  int n_stages;
+  double step_time;        /* the search's estimate */
+  double bubble_time;
+  char *why;               /* explanation of the choice against the runner-up (owned) */
+  int n_devices, n_segments;
+  char (*dev_kind)[32];    /* copy of the cluster's kinds, for printing */
+  int *dev_node;
+  double *dev_mem;
+};
+
+#endif

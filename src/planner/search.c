@@ -1,0 +1,775 @@
+/* search.c - the cost model and the strategy search. Devices are ordered by memory then speed and
+ * cut into equal groups, one per pipeline stage (memory-hungry early stages land on large-memory
+ * devices); inside a stage, replicas get batch shares by water-filling their speeds under their
+ * memory caps (exactly minimising the slowest replica); stage boundaries come from dynamic
+ * programming over the segment chain; micro-batch count, schedule, operator sharding and
+ * recomputation are enumerated. */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../runtime/ctx.h"
+#include "planner.h"
+
+#define INF 1e300
+#define OP_OVERHEAD_GPU 4e-6 /* kernel launch and small-op floor per node */
+#define OP_OVERHEAD_CPU 0.5e-6
+
+typedef struct {
+  double t0, t1; /* seconds: fixed + per sample */
+} lin;
+
+/* ---- per device class: the segments' roofline times as prefix sums */
+
+typedef struct {
+  int nclass;
+  int *class_of;    /* device -> class */
+  int *rep;         /* class -> a device of it */
+  lin *fwd, *bwd;   /* [class][n+1] prefix sums */
+  double *param, *act, *peak_max, *tpf;   /* per segment */
+  double *param_pre, *act_pre;  /* [n+1] */
+  int n;
+} costtab;
+
+static int same_class(const wh__device *a, const wh__device *b) {
+  return a->flops_f32 == b->flops_f32 && a->mem_bw == b->mem_bw && a->mem_bytes == b->mem_bytes &&
+         a->eff_flops == b->eff_flops && a->eff_bw == b->eff_bw && a->link_bw == b->link_bw;
+}
+
+static void costtab_free(costtab *t) {
+  free(t->class_of), free(t->rep), free(t->fwd), free(t->bwd), free(t->param), free(t->act), free(t->peak_max),
+      free(t->tpf), free(t->param_pre), free(t->act_pre);
+  memset(t, 0, sizeof *t);
+}
+
+static wh_status costtab_build(const wh__model *m, const wh_cluster *c, costtab *t) {
+  memset(t, 0, sizeof *t);
+  int n = m->n;
+  t->n = n;
+  t->class_of = malloc(sizeof(int) * (size_t)c->n);
+  t->rep = malloc(sizeof(int) * (size_t)c->n);
+  if (!t->class_of || !t->rep) return WH_ERR_OUT_OF_MEMORY;
+  for (int d = 0; d < c->n; d++) {
+    int k = 0;
+    while (k < t->nclass && !same_class(&c->dev[t->rep[k]], &c->dev[d])) k++;
+    if (k == t->nclass) t->rep[t->nclass++] = d;
+    t->class_of[d] = k;
+  }
+  size_t rows = (size_t)t->nclass * (size_t)(n + 1);
+  t->fwd = calloc(rows, sizeof(lin));
+  t->bwd = calloc(rows, sizeof(lin));
+  t->param = calloc((size_t)n + 1, sizeof(double));
+  t->act = calloc((size_t)n + 1, sizeof(double));
+  t->peak_max = calloc((size_t)n + 1, sizeof(double));
+  t->tpf = calloc((size_t)n + 1, sizeof(double));
+  t->param_pre = calloc((size_t)n + 2, sizeof(double));
+  t->act_pre = calloc((size_t)n + 2, sizeof(double));
+  if (!t->fwd || !t->bwd || !t->param || !t->act || !t->peak_max || !t->tpf || !t->param_pre || !t->act_pre)
+    return WH_ERR_OUT_OF_MEMORY;
+  for (int k = 0; k < t->nclass; k++) {
+    const wh__device *d = &c->dev[t->rep[k]];
+    double F = d->flops_f32 * d->eff_flops, B = d->mem_bw * d->eff_bw;
+    double ovh = strcmp(d->kind, "CPU") == 0 ? OP_OVERHEAD_CPU : OP_OVERHEAD_GPU;
+    lin *fw = t->fwd + (size_t)k * (size_t)(n + 1), *bw = t->bwd + (size_t)k * (size_t)(n + 1);
+    for (int i = 0; i < m->n_items; i++) {
+      const wh__item *it = &m->item[i];
+      double t0 = fmax(it->f[0] / F, it->y[0] / B) + ovh, t1 = fmax(it->f[1] / F, it->y[1] / B);
+      lin *dst = it->bwd ? &bw[it->seg + 1] : &fw[it->seg + 1];
+      dst->t0 += t0;
+      dst->t1 += t1;
+    }
+    for (int s = 1; s <= n; s++) {
+      fw[s].t0 += fw[s - 1].t0, fw[s].t1 += fw[s - 1].t1;
+      bw[s].t0 += bw[s - 1].t0, bw[s].t1 += bw[s - 1].t1;
+    }
+  }
+  for (int s = 0; s < n; s++) {
+    t->param_pre[s + 1] = t->param_pre[s] + m->seg[s].param_bytes;
+    t->act_pre[s + 1] = t->act_pre[s] + m->seg[s].act_bytes;
+  }
+  return WH_OK;
+}
+
+/* time of segments [a, b] on a device of class k for `samples`, fwd+bwd (+fwd when recompute) */
+static lin range_time(const costtab *t, int k, int a, int b, int recompute) {
+  const lin *fw = t->fwd + (size_t)k * (size_t)(t->n + 1), *bw = t->bwd + (size_t)k * (size_t)(t->n + 1);
+  lin r = {fw[b + 1].t0 - fw[a].t0 + bw[b + 1].t0 - bw[a].t0, fw[b + 1].t1 - fw[a].t1 + bw[b + 1].t1 - bw[a].t1};
+  if (recompute) {
+    r.t0 += fw[b + 1].t0 - fw[a].t0;
+    r.t1 += fw[b + 1].t1 - fw[a].t1;
+  }
+  return r;
+}
+
+/* ---- exported cost helpers (also used by the simulator and tests) */
+
+double wh__allreduce_time(const wh_cluster *c, double bytes, int n, int nodes, double link_bw) {
+  if (n <= 1 || bytes <= 0) return 0;
+  double bw = nodes > 1 ? c->inter_bw : (c->intra_bw > 0 ? c->intra_bw : link_bw);
+  double lat = nodes > 1 ? c->inter_lat : c->intra_lat;
+  return 2.0 * (n - 1) / n * bytes / bw + 2.0 * (n - 1) * lat;
+}
+
+double wh__p2p_time(const wh_cluster *c, double bytes, int same_node, double link_bw) {
+  if (bytes <= 0) return 0;
+  double bw = same_node ? (c->intra_bw > 0 ? c->intra_bw : link_bw) : c->inter_bw;
+  return bytes / bw + (same_node ? c->intra_lat : c->inter_lat);
+}
+
+/* ---- memory: what a device holding segments [a, b] needs */
+
+typedef struct {
+  double fixed;      /* parameters, gradients, optimizer state */
+  double per_sample; /* activations per sample of a micro-batch, times the micro-batches in flight */
+} memlin;
+
+static memlin stage_memory(const wh__model *m, const costtab *t, int a, int b, int inflight, int recompute, int zero1,
+                           int dp, int tp) {
+  double p = t->param_pre[b + 1] - t->param_pre[a];
+  double tpf = 0, pk = 0;
+  for (int s = a; s <= b; s++) {
+    tpf += m->seg[s].tp_fraction * m->seg[s].param_bytes;
+    pk = fmax(pk, m->seg[s].peak_bytes);
+  }
+  double psh = tp > 1 ? (p - tpf) + tpf / tp : p; /* sharded weights split tp ways */
+  memlin r;
+  r.fixed = psh * (2.0 + m->opt_bytes_per_param / (zero1 ? dp : 1));
+  double act = t->act_pre[b + 1] - t->act_pre[a];
+  if (tp > 1) act = act * 0.5 + act * 0.5 / tp; /* roughly half the activations are sharded */
+  if (recompute) {
+    /* keep each segment's input per micro-batch in flight, and one segment's activations */
+    double kept = 0, one = 0;
+    for (int s = a; s <= b; s++) {
+      kept += s == a ? 0 : m->seg[s - 1].out_bytes;
+      one = fmax(one, m->seg[s].act_bytes);
+    }
+    kept += a > 0 ? m->seg[a - 1].out_bytes : 0;
+    r.per_sample = kept * inflight + one;
+  } else {
+    r.per_sample = act * inflight;
+  }
+  r.per_sample += 2 * pk; /* workspace: the largest transient tensor, twice */
+  r.fixed *= 1.05;        /* allocator slack */
+  r.fixed += 256e6;       /* runtime, kernels' workspace, communication buffers */
+  return r;
+}
+
+/* ---- intra-stage data parallelism: shares by water-filling */
+
+typedef struct {
+  int ndev;
+  const int *dev;       /* devices of the stage, in order */
+  int64_t samples;      /* per micro-batch for the whole stage */
+  int even;             /* baseline: equal shares */
+  int tp;               /* each replica is tp devices (consecutive in dev) */
+  const int64_t *fixed; /* pinned shares, or NULL */
+} share_req;
+
+/* Fill share[] (per replica) and return the slowest replica's time, or INF if memory cannot hold it. */
+static double water_fill(const costtab *t, const wh_cluster *c, const wh__model *m, const share_req *q, int a, int b,
+                         int inflight, int recompute, int zero1, int64_t *share, double *slowest_mem,
+                         double *slowest_cap) {
+  int nrep = q->ndev / q->tp;
+  double *t0 = malloc(sizeof(double) * (size_t)nrep * 3);
+  int64_t *cap = malloc(sizeof(int64_t) * (size_t)nrep);
+  if (!t0 || !cap) {
+    free(t0), free(cap);
+    return INF;
+  }
+  double *t1 = t0 + nrep, *memfix = t1 + nrep;
+  memlin ml = stage_memory(m, t, a, b, inflight, recompute, zero1, nrep, q->tp);
+  double tpf = 0, flops = 0;
+  for (int s = a; s <= b; s++) {
+    tpf += m->seg[s].tp_fraction * (m->seg[s].flops_fwd[1] + m->seg[s].flops_bwd[1]);
+    flops += m->seg[s].flops_fwd[1] + m->seg[s].flops_bwd[1];
+  }
+  double frac = flops > 0 ? tpf / flops : 0;
+  double tp_bytes = 0;
+  for (int s = a; s <= b; s++) tp_bytes += m->seg[s].tp_comm_bytes;
+  for (int r = 0; r < nrep; r++) {
+    /* a replica runs at the pace of its slowest member */
+    double worst = -1, capb = INF;
+    for (int k = 0; k < q->tp; k++) {
+      int d = q->dev[r * q->tp + k];
+      lin l = range_time(t, t->class_of[d], a, b, recompute);
+      if (l.t1 > worst) worst = l.t1, t0[r] = l.t0, t1[r] = l.t1;
+      capb = fmin(capb, c->dev[d].mem_bytes);
+    }
+    if (q->tp > 1) {
+      int d = q->dev[r * q->tp];
+      t0[r] = t0[r] * (frac / q->tp + 1 - frac);
+      t1[r] = t1[r] * (frac / q->tp + 1 - frac) +
+              wh__allreduce_time(c, tp_bytes, q->tp, 1, c->dev[d].link_bw) / 1.0; /* per sample, fwd+bwd */
+    }
+    memfix[r] = capb;
+    double room = capb - ml.fixed;
+    cap[r] = room <= 0 ? -1 : (ml.per_sample > 0 ? (int64_t)floor(room / ml.per_sample) : INT64_MAX / 4);
+  }
+  double worst_t = 0;
+  int64_t total = q->samples;
+  if (q->fixed) {
+    int64_t sum = 0;
+    for (int r = 0; r < nrep; r++) sum += share[r] = q->fixed[r];
+    if (sum != total) {
+      free(t0), free(cap);
+      return INF;
+    }
+  } else if (q->even) {
+    for (int r = 0; r < nrep; r++) share[r] = total / nrep + (r < total % nrep);
+  } else {
+    /* minimal T with sum_r min(cap_r, floor((T - t0_r) / t1_r)) >= total */
+    double lo = 0, hi = 0;
+    for (int r = 0; r < nrep; r++) hi = fmax(hi, t0[r] + t1[r] * (double)total);
+    for (int it = 0; it < 100; it++) {
+      double mid = 0.5 * (lo + hi);
+      int64_t sum = 0;
+      for (int r = 0; r < nrep && sum < total; r++) {
+        if (cap[r] < 0 || mid < t0[r]) continue;
+        double f = t1[r] > 0 ? floor((mid - t0[r]) / t1[r]) : (double)total;
+        int64_t k = f > (double)total ? total : (int64_t)f;
+        sum += k < cap[r] ? k : cap[r];
+      }
+      if (sum >= total) hi = mid;
+      else lo = mid;
+    }
+    int64_t sum = 0;
+    for (int r = 0; r < nrep; r++) {
+      int64_t k = 0;
+      if (cap[r] >= 0 && hi >= t0[r]) {
+        double f = t1[r] > 0 ? floor((hi - t0[r]) / t1[r]) : (double)total;
+        k = f > (double)total ? total : (int64_t)f;
+        if (k > cap[r]) k = cap[r];
+      }
+      share[r] = k;
+      sum += k;
+    }
+    /* trim the overshoot from the replicas that would finish last */
+    while (sum > total) {
+      int w = -1;
+      double wt = -1;
+      for (int r = 0; r < nrep; r++)
+        if (share[r] > 0 && t0[r] + t1[r] * (double)share[r] > wt) wt = t0[r] + t1[r] * (double)share[r], w = r;
+      if (w < 0) break;
+      share[w]--;
+      sum--;
+    }
+    if (sum < total) {
+      free(t0), free(cap);
+      return INF;
+    }
+  }
+  *slowest_mem = 0;
+  *slowest_cap = 1;
+  for (int r = 0; r < nrep; r++) {
+    if (share[r] > cap[r] && share[r] > 0) {
+      free(t0), free(cap);
+      return INF; /* even shares that do not fit */
+    }
+    if (cap[r] < 0) {
+      free(t0), free(cap);
+      return INF;
+    }
+    double tr = share[r] > 0 ? t0[r] + t1[r] * (double)share[r] : 0;
+    worst_t = fmax(worst_t, tr);
+    double mem = ml.fixed + ml.per_sample * (double)share[r];
+    if (mem / memfix[r] > *slowest_mem / *slowest_cap) *slowest_mem = mem, *slowest_cap = memfix[r];
+  }
+  free(t0), free(cap);
+  return worst_t;
+}
+
+/* ---- one configuration: stages over device groups, DP over the segment chain */
+
+typedef struct {
+  int S, m, tp, recompute, zero1;
+  wh__schedule sched;
+  int even_shares, even_layers;
+  const int *pinned_cuts; /* last segment of each stage, or NULL */
+} config;
+
+typedef struct {
+  const wh__model *m;
+  const wh_cluster *c;
+  const costtab *t;
+  const int *order;   /* devices in stage-major groups: memory desc, speed desc, unless pinned */
+  int64_t batch;
+  const int64_t *fixed_shares; /* pinned: per stage, per replica (stage-major), or NULL */
+  const char *legal_end;       /* segment j may end a stage (stage hints), or NULL: any */
+} ctxs;
+
+static int nodes_spanned(const wh_cluster *c, const int *dev, int n) {
+  int k = 0;
+  int seen[64];
+  for (int i = 0; i < n; i++) {
+    int nd = c->dev[dev[i]].node, j = 0;
+    while (j < k && seen[j] != nd) j++;
+    if (j == k && k < 64) seen[k++] = nd;
+  }
+  return k;
+}
+
+/* cost of stage s (group of devices) holding segments [a, b] under config cf */
+static double stage_cost(const ctxs *x, const config *cf, int s, int a, int b, int64_t *share, double *mem,
+                         double *cap, double *t_comp, double *t_ar, double *t_p2p) {
+  int gsize = x->c->n / cf->S;
+  const int *dev = x->order + s * gsize;
+  int inflight = cf->S == 1 ? 1 : (cf->sched == WH_SCHED_GPIPE ? cf->m : (cf->m < cf->S - s ? cf->m : cf->S - s));
+  share_req q = {gsize, dev, x->batch / cf->m, cf->even_shares, cf->tp,
+                 x->fixed_shares ? x->fixed_shares + (size_t)s * (size_t)(gsize / cf->tp) : NULL};
+  double tc = water_fill(x->t, x->c, x->m, &q, a, b, inflight, cf->recompute, cf->zero1, share, mem, cap);
+  if (tc >= INF) return INF;
+  int nrep = gsize / cf->tp;
+  double link = x->c->dev[dev[0]].link_bw;
+  for (int i = 1; i < gsize; i++) link = fmin(link, x->c->dev[dev[i]].link_bw);
+  double grad = 0;
+  for (int k = a; k <= b; k++) grad += x->m->seg[k].param_bytes;
+  if (cf->tp > 1) grad /= cf->tp;
+  *t_ar = wh__allreduce_time(x->c, grad, nrep, nodes_spanned(x->c, dev, gsize), link);
+  *t_p2p = 0;
+  if (b < x->m->n - 1 && s + 1 < cf->S) {
+    /* the boundary activation forward and its gradient backward, for this micro-batch */
+    const int *nxt = x->order + (s + 1) * gsize;
+    int same = x->c->dev[dev[0]].node == x->c->dev[nxt[0]].node;
+    *t_p2p = 2 * wh__p2p_time(x->c, x->m->seg[b].out_bytes * (double)(x->batch / cf->m) / nrep, same, link);
+  }
+  *t_comp = tc;
+  return tc + *t_p2p;
+}
+
+/* Pipeline step from per-stage times: (m + S - 1) slots of the slowest stage, then the gradient
+ * all-reduce of each stage after its last backward (later stages finish earlier). */
+static double pipeline_time(const config *cf, const double *st, const double *ar, double *bubble) {
+  double slot = 0;
+  for (int s = 0; s < cf->S; s++) slot = fmax(slot, st[s]);
+  double body = (cf->m + cf->S - 1) * slot;
+  double end = 0;
+  for (int s = 0; s < cf->S; s++) end = fmax(end, body - s * slot + ar[s]);
+  if (bubble) *bubble = (cf->S - 1) * slot;
+  return end;
+}
+
+typedef struct {
+  double time;
+  int *cut;       /* last segment of each stage */
+} partition;
+
+/* Minimise the slowest stage by DP over the chain: best[s][j] over stages 0..s covering 0..j. */
+static double partition_chain(const ctxs *x, const config *cf, int *cut) {
+  int S = cf->S, n = x->m->n;
+  if (S > n) return INF;
+  int gsize = x->c->n / S, nrep = gsize / cf->tp;
+  int64_t *share = malloc(sizeof(int64_t) * (size_t)(nrep + 1));
+  double *best = malloc(sizeof(double) * (size_t)S * (size_t)n);
+  int *arg = malloc(sizeof(int) * (size_t)S * (size_t)n);
+  if (!share || !best || !arg) {
+    free(share), free(best), free(arg);
+    return INF;
+  }
+  double mem, cap, tc, ta, tp;
+  for (int i = 0; i < S * n; i++) best[i] = INF, arg[i] = -1;
+  if (cf->pinned_cuts) {
+    memcpy(cut, cf->pinned_cuts, sizeof(int) * (size_t)S);
+  } else if (cf->even_layers) {
+    for (int s = 0; s < S; s++) cut[s] = (int)((int64_t)(s + 1) * n / S) - 1;
+  } else {
+    for (int s = 0; s < S; s++)
+      for (int j = 0; j < n; j++) {
+        best[s * n + j] = INF;
+        arg[s * n + j] = -1;
+        if (j < s || n - 1 - j < S - 1 - s) continue;
+        if (x->legal_end && j < n - 1 && !x->legal_end[j]) continue;
+        if (s == S - 1 && j != n - 1) continue; /* the last stage ends the chain */
+        if (s == 0) {
+          best[j] = stage_cost(x, cf, 0, 0, j, share, &mem, &cap, &tc, &ta, &tp);
+          continue;
+        }
+        for (int i = s; i <= j; i++) {
+          double prev = best[(s - 1) * n + i - 1];
+          if (prev >= best[s * n + j]) continue;
+          double c = stage_cost(x, cf, s, i, j, share, &mem, &cap, &tc, &ta, &tp);
+          double v = fmax(prev, c);
+          if (v < best[s * n + j]) best[s * n + j] = v, arg[s * n + j] = i;
+        }
+      }
+    if (best[(S - 1) * n + n - 1] >= INF) {
+      free(share), free(best), free(arg);
+      return INF;
+    }
+    int j = n - 1;
+    for (int s = S - 1; s >= 0; s--) {
+      cut[s] = j;
+      j = s > 0 ? arg[s * n + j] - 1 : -1;
+    }
+  }
+  /* the step time of this partition */
+  double st[1024], ar[1024];
+  int a = 0;
+  for (int s = 0; s < S && s < 1024; s++) {
+    double c = stage_cost(x, cf, s, a, cut[s], share, &mem, &cap, &tc, &ta, &tp);
+    if (c >= INF) {
+      free(share), free(best), free(arg);
+      return INF;
+    }
+    st[s] = c;
+    ar[s] = ta;
+    a = cut[s] + 1;
+  }
+  free(share), free(best), free(arg);
+  return pipeline_time(cf, st, ar, NULL);
+}
+
+/* ---- the search */
+
+static int cmp_dev(const void *pa, const void *pb, void *arg) {
+  const wh_cluster *c = arg;
+  const wh__device *a = &c->dev[*(const int *)pa], *b = &c->dev[*(const int *)pb];
+  if (a->mem_bytes != b->mem_bytes) return a->mem_bytes > b->mem_bytes ? -1 : 1;
+  double sa = a->flops_f32 * a->eff_flops, sb = b->flops_f32 * b->eff_flops;
+  if (sa != sb) return sa > sb ? -1 : 1;
+  if (a->node != b->node) return a->node < b->node ? -1 : 1;
+  return *(const int *)pa - *(const int *)pb;
+}
+
+static void describe_config(const config *cf, char *buf, size_t cap) {
+  snprintf(buf, cap, "%d stage%s, %d micro-batch%s, %s, tp %d%s%s", cf->S, cf->S > 1 ? "s" : "", cf->m,
+           cf->m > 1 ? "es" : "", cf->S > 1 ? (cf->sched == WH_SCHED_1F1B ? "1F1B" : "GPipe") : "no pipeline", cf->tp,
+           cf->recompute ? ", recompute" : "", cf->zero1 ? ", ZeRO-1" : "");
+}
+
+static void plan_free_stages(wh_plan *p) {
+  for (int s = 0; s < p->n_stages; s++) {
+    free(p->st[s].dev);
+    free(p->st[s].share);
+    free(p->st[s].t_fwd);
+    free(p->st[s].t_bwd);
+  }
+  free(p->st);
+  p->st = NULL;
+  p->n_stages = 0;
+}
+
+void wh_plan_destroy(wh_plan *p) {
+  if (!p) return;
+  plan_free_stages(p);
+  free(p->why);
+  free(p->dev_kind);
+  free(p->dev_node);
+  free(p->dev_mem);
+  free(p);
+}
+
+static wh_status materialise(const ctxs *x, const config *cf, const int *cut, wh_plan *p) {
+  int S = cf->S, gsize = x->c->n / S, nrep = gsize / cf->tp;
+  p->st = calloc((size_t)S, sizeof(wh__stage));
+  if (!p->st) return WH_ERR_OUT_OF_MEMORY;
+  p->n_stages = S;
+  p->micro_batches = cf->m;
+  p->schedule = cf->sched;
+  p->zero1 = cf->zero1;
+  double st[1024], ar[1024];
+  int a = 0;
+  for (int s = 0; s < S; s++) {
+    wh__stage *g = &p->st[s];
+    g->seg_first = a;
+    g->seg_last = cut[s];
+    g->ndev = gsize;
+    g->tp = cf->tp;
+    g->recompute = cf->recompute;
+    g->dev = malloc(sizeof(int) * (size_t)gsize);
+    g->share = malloc(sizeof(int64_t) * (size_t)(nrep + 1));
+    if (!g->dev || !g->share) return WH_ERR_OUT_OF_MEMORY;
+    memcpy(g->dev, x->order + s * gsize, sizeof(int) * (size_t)gsize);
+    st[s] = stage_cost(x, cf, s, a, cut[s], g->share, &g->mem_peak, &g->mem_cap, &g->t_compute, &g->t_allreduce,
+                       &g->t_p2p);
+    ar[s] = g->t_allreduce;
+    /* the simulator's inputs: each replica's forward and backward time for its share */
+    g->t_fwd = malloc(sizeof(double) * (size_t)nrep);
+    g->t_bwd = malloc(sizeof(double) * (size_t)nrep);
+    if (!g->t_fwd || !g->t_bwd) return WH_ERR_OUT_OF_MEMORY;
+    for (int r = 0; r < nrep; r++) {
+      double f = 0, bw = 0;
+      for (int k = 0; k < cf->tp; k++) {
+        int d = g->dev[r * cf->tp + k], cl = x->t->class_of[d];
+        lin lf = range_time(x->t, cl, a, cut[s], 0), lt = range_time(x->t, cl, a, cut[s], cf->recompute);
+        double sh = (double)g->share[r];
+        double tf = g->share[r] ? lf.t0 + lf.t1 * sh : 0, tt = g->share[r] ? lt.t0 + lt.t1 * sh : 0;
+        f = fmax(f, tf), bw = fmax(bw, tt - tf);
+      }
+      if (cf->tp > 1 && g->t_compute > 0) {
+        /* sharding scales both parts like the stage total (see water_fill) */
+        double tot = f + bw, k = tot > 0 ? g->t_compute / tot : 1;
+        f *= k, bw *= k;
+      }
+      g->t_fwd[r] = f;
+      g->t_bwd[r] = bw;
+    }
+    a = cut[s] + 1;
+  }
+  p->step_time = pipeline_time(cf, st, ar, &p->bubble_time);
+  return WH_OK;
+}
+
+/* What wh_plan_create and wh_plan_create_pinned share: the model, the cost table, the order. */
+typedef struct {
+  wh__model m;
+  costtab t;
+  int *order;
+  char *legal;
+  int hint_rep, hint_tp;
+} prepared;
+
+static void prepared_free(prepared *pr) {
+  free(pr->order);
+  free(pr->legal);
+  wh__model_free(&pr->m);
+  costtab_free(&pr->t);
+}
+
+static wh_status prepare(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t batch, prepared *pr) {
+  memset(pr, 0, sizeof *pr);
+  if (g->status != WH_OK) {
+    wh__ctx_set_error(ctx, "wh_plan_create: graph poisoned by an earlier error: %s", g->err);
+    return WH_ERR_POISONED;
+  }
+  if (c->n < 1 || batch < 1) {
+    wh__ctx_set_error(ctx, "wh_plan_create: need devices (%d) and a global batch >= 1 (%lld)", c->n, (long long)batch);
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  if (g->loss < 0) {
+    wh__ctx_set_error(ctx, "wh_plan_create: the graph has no backward pass (call wh_backward and an optimizer)");
+    return WH_ERR_STATE;
+  }
+  char msg[256];
+  wh_status st = wh__model_from_graph(g, &pr->m, msg, sizeof msg);
+  if (st != WH_OK) {
+    wh__ctx_set_error(ctx, "wh_plan_create: %s", msg);
+    return st;
+  }
+  pr->order = malloc(sizeof(int) * (size_t)c->n);
+  if (!pr->order || costtab_build(&pr->m, c, &pr->t) != WH_OK) {
+    prepared_free(pr);
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  for (int i = 0; i < c->n; i++) pr->order[i] = i;
+  qsort_r(pr->order, (size_t)c->n, sizeof(int), cmp_dev, (void *)c);
+  /* hints constrain the search: stage scopes are the only places a pipeline stage may end;
+   * replicate(n) fixes the replicas per stage, split(n) the operator-sharding degree */
+  int any_stage = 0;
+  for (int s = 0; s < pr->m.n; s++) any_stage |= pr->m.seg[s].stage_hint >= 0;
+  if (any_stage && (pr->legal = malloc((size_t)pr->m.n + 1)))
+    for (int s = 0; s < pr->m.n; s++)
+      pr->legal[s] = s == pr->m.n - 1 || pr->m.seg[s].stage_hint != pr->m.seg[s + 1].stage_hint;
+  for (int i = 0; i < g->n_scopes; i++) {
+    if (g->scopes[i].kind == WH_HINT_REPLICATE) pr->hint_rep = g->scopes[i].n;
+    if (g->scopes[i].kind == WH_HINT_SPLIT) pr->hint_tp = g->scopes[i].n;
+  }
+  return WH_OK;
+}
+
+static wh_status finish(wh_ctx *ctx, const ctxs *x, const config *best, const int *cut, double best_t,
+                        const config *second, double second_t, int feasible, int tried, wh_plan **out) {
+  const wh_cluster *c = x->c;
+  wh_plan *p = calloc(1, sizeof *p);
+  if (!p) return WH_ERR_OUT_OF_MEMORY;
+  p->ctx = ctx;
+  p->global_batch = x->batch;
+  p->n_segments = x->m->n;
+  wh_status st = materialise(x, best, cut, p);
+  p->n_devices = c->n;
+  p->dev_kind = malloc(sizeof(*p->dev_kind) * (size_t)c->n);
+  p->dev_node = malloc(sizeof(int) * (size_t)c->n);
+  p->dev_mem = malloc(sizeof(double) * (size_t)c->n);
+  if (st == WH_OK && p->dev_kind && p->dev_node && p->dev_mem) {
+    for (int i = 0; i < c->n; i++) {
+      memcpy(p->dev_kind[i], c->dev[i].kind, 32);
+      p->dev_node[i] = c->dev[i].node;
+      p->dev_mem[i] = c->dev[i].mem_bytes;
+    }
+    char a[160], b[160], why[512];
+    describe_config(best, a, sizeof a);
+    if (tried == 0) {
+      snprintf(why, sizeof why, "pinned by the caller: %s, predicted %.4f s per step", a, best_t);
+    } else if (second_t < INF) {
+      describe_config(second, b, sizeof b);
+      snprintf(why, sizeof why,
+               "chose %s: predicted %.4f s per step; the runner-up, %s, predicts %.4f s (%.1f%% slower); %d of %d "
+               "configurations fit in memory",
+               a, best_t, b, second_t, 100.0 * (second_t / best_t - 1), feasible, tried);
+    } else {
+      snprintf(why, sizeof why, "chose %s: predicted %.4f s per step; the only configuration of %d that fits in memory",
+               a, best_t, tried);
+    }
+    p->why = strdup(why);
+  } else if (st == WH_OK) {
+    st = WH_ERR_OUT_OF_MEMORY;
+  }
+  if (st != WH_OK) {
+    wh_plan_destroy(p);
+    return st;
+  }
+  *out = p;
+  return WH_OK;
+}
+
+wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, const wh_plan_options *opts,
+                         wh_plan **out) {
+  if (!ctx || !g || !c || !out) return WH_ERR_INVALID_ARGUMENT;
+  *out = NULL;
+  wh_plan_options o = WH_PLAN_OPTIONS_INIT;
+  if (opts) {
+    if (opts->struct_size != sizeof o) {
+      wh__ctx_set_error(ctx, "wh_plan_create: options struct_size %zu, expected %zu", opts->struct_size, sizeof o);
+      return WH_ERR_INVALID_ARGUMENT;
+    }
+    o = *opts;
+  }
+  if (o.stages < 0 || o.micro_batches < 0 ||
+      (o.schedule != WH_SCHEDULE_AUTO && o.schedule != WH_SCHEDULE_GPIPE && o.schedule != WH_SCHEDULE_1F1B)) {
+    wh__ctx_set_error(ctx, "wh_plan_create: stages and micro-batches must be >= 0 and the schedule known");
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  prepared pr;
+  wh_status st = prepare(ctx, g, c, o.global_batch, &pr);
+  if (st != WH_OK) return st;
+  wh__model *m = &pr.m;
+  ctxs x = {m, c, &pr.t, pr.order, o.global_batch, NULL, pr.legal};
+  config best = {0}, second = {0};
+  double best_t = INF, second_t = INF;
+  int *cut = malloc(sizeof(int) * (size_t)(m->n + 1)), *best_cut = malloc(sizeof(int) * (size_t)(m->n + 1));
+  int tried = 0, feasible = 0;
+  for (int S = 1; S <= c->n && S <= m->n && S <= 1024 && cut && best_cut; S++) {
+    if (c->n % S) continue;
+    if (o.stages && S != o.stages) continue;
+    int gsize = c->n / S;
+    for (int m_ = 1; m_ <= 256 && m_ <= o.global_batch; m_ *= 2) {
+      if (o.global_batch % m_) continue;
+      if (o.micro_batches && m_ != o.micro_batches) continue;
+      if (!o.micro_batches && g->micro_batches && S > 1 && m_ != g->micro_batches) continue;
+      if (S == 1 && m_ > 1 && !o.micro_batches) continue; /* accumulation only when asked */
+      if (o.global_batch / m_ < gsize && !o.even_shares && S > 1 && m_ > 1) continue;
+      for (int sched = 0; sched < 2; sched++) {
+        if (S == 1 && sched == 0) continue;
+        if (o.schedule != WH_SCHEDULE_AUTO && sched != (int)o.schedule && S > 1) continue;
+        for (int tp = 1; tp <= 8 && tp <= gsize; tp *= 2) {
+          if (gsize % tp || (tp > 1 && !o.allow_tp)) continue;
+          for (int rc = 0; rc < 2; rc++) {
+            if (rc && !o.allow_recompute) continue;
+            if ((pr.hint_rep && gsize / tp != pr.hint_rep) || (pr.hint_tp && tp != pr.hint_tp)) continue;
+            config cf = {S, m_, tp, rc, o.zero1, (wh__schedule)sched, o.even_shares, o.even_layers, NULL};
+            tried++;
+            double tt = partition_chain(&x, &cf, cut);
+            if (tt >= INF) continue;
+            feasible++;
+            if (tt < best_t) {
+              second = best, second_t = best_t;
+              best = cf, best_t = tt;
+              memcpy(best_cut, cut, sizeof(int) * (size_t)S);
+            } else if (tt < second_t) {
+              second = cf, second_t = tt;
+            }
+          }
+        }
+      }
+    }
+  }
+  if (!cut || !best_cut) st = WH_ERR_OUT_OF_MEMORY;
+  else if (best_t >= INF) {
+    wh__ctx_set_error(ctx, "wh_plan_create: no plan fits: %d configurations tried, none within every device's memory "
+                           "(model: %.2f GB of parameters; largest device %.1f GiB)",
+                      tried, m->param_bytes / 1e9, c->dev[pr.order[0]].mem_bytes / 1073741824.0);
+    st = WH_ERR_OUT_OF_MEMORY;
+  } else {
+    st = finish(ctx, &x, &best, best_cut, best_t, &second, second_t, feasible, tried, out);
+  }
+  free(cut), free(best_cut);
+  prepared_free(&pr);
+  return st;
+}
+
+wh_status wh_plan_create_pinned(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t global_batch,
+                                const wh_plan_layout *l, wh_plan **out) {
+  if (!ctx || !g || !c || !l || !out) return WH_ERR_INVALID_ARGUMENT;
+  *out = NULL;
+  if (l->struct_size != sizeof *l || l->stages < 1 || l->stages > 1024 || c->n % l->stages || l->micro_batches < 1 ||
+      global_batch % l->micro_batches || l->tp < 1 || (c->n / l->stages) % l->tp ||
+      (l->schedule != WH_SCHEDULE_GPIPE && l->schedule != WH_SCHEDULE_1F1B)) {
+    wh__ctx_set_error(ctx, "wh_plan_create_pinned: the layout does not fit: %d stages over %d devices, %d micro-batches "
+                           "of a batch of %lld, tp %d",
+                      l->stages, c->n, l->micro_batches, (long long)global_batch, l->tp);
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  prepared pr;
+  wh_status st = prepare(ctx, g, c, global_batch, &pr);
+  if (st != WH_OK) return st;
+  int S = l->stages, n = pr.m.n;
+  int *cut = malloc(sizeof(int) * (size_t)(S + 1));
+  if (!cut) {
+    prepared_free(&pr);
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  for (int s = 0; s < S; s++) {
+    cut[s] = l->last_segment ? l->last_segment[s] : (int)((int64_t)(s + 1) * n / S) - 1;
+    if (cut[s] < (s ? cut[s - 1] + 1 : 0) || cut[s] >= n || (s == S - 1 && cut[s] != n - 1)) {
+      wh__ctx_set_error(ctx, "wh_plan_create_pinned: stage %d ends at segment %d; stages must end in increasing order "
+                             "and the last at segment %d",
+                        s, cut[s], n - 1);
+      st = WH_ERR_INVALID_ARGUMENT;
+    }
+  }
+  if (st == WH_OK && l->devices) {
+    char *seen = calloc((size_t)c->n, 1);
+    for (int i = 0; seen && i < c->n; i++) {
+      int d = l->devices[i];
+      if (d < 0 || d >= c->n || seen[d]) {
+        wh__ctx_set_error(ctx, "wh_plan_create_pinned: devices must list each of the %d cluster devices once (entry %d "
+                               "is %d)",
+                          c->n, i, d);
+        st = WH_ERR_INVALID_ARGUMENT;
+        break;
+      }
+      seen[d] = 1;
+    }
+    if (!seen) st = WH_ERR_OUT_OF_MEMORY;
+    free(seen);
+    if (st == WH_OK) memcpy(pr.order, l->devices, sizeof(int) * (size_t)c->n);
+  }
+  if (st == WH_OK) {
+    ctxs x = {&pr.m, c, &pr.t, pr.order, global_batch, l->shares, NULL};
+    config cf = {S, l->micro_batches, l->tp, l->recompute != 0, l->zero1 != 0, (wh__schedule)l->schedule, 0, 0, cut};
+    int *tmp = malloc(sizeof(int) * (size_t)(S + 1));
+    double tt = tmp ? partition_chain(&x, &cf, tmp) : INF;
+    free(tmp);
+    if (tt >= INF) {
+      wh__ctx_set_error(ctx, "wh_plan_create_pinned: the pinned layout does not fit in memory, or its shares do not "
+                             "sum to the micro-batch (%lld samples per stage)",
+                        (long long)(global_batch / l->micro_batches));
+      st = WH_ERR_OUT_OF_MEMORY;
+    } else {
+      st = finish(ctx, &x, &cf, cut, tt, &cf, INF, 1, 0, out);
+    }
+  }
+  free(cut);
+  prepared_free(&pr);
+  return st;
+}
+
+int wh_plan_num_segments(const wh_plan *p) { return p ? p->n_segments : 0; }
+
+double wh_plan_step_time(const wh_plan *p) { return p ? p->step_time : 0; }
+int wh_plan_num_stages(const wh_plan *p) { return p ? p->n_stages : 0; }
+int wh_plan_micro_batches(const wh_plan *p) { return p ? p->micro_batches : 0; }
+wh_schedule wh_plan_schedule(const wh_plan *p) {
+  return p ? (p->schedule == WH_SCHED_1F1B ? WH_SCHEDULE_1F1B : WH_SCHEDULE_GPIPE) : WH_SCHEDULE_AUTO;
+}
+
+wh_status wh_plan_shares(const wh_plan *p, int64_t *shares, int n) {
+  if (!p || !shares || n < p->n_devices) return WH_ERR_INVALID_ARGUMENT;
+  for (int i = 0; i < n; i++) shares[i] = 0;
+  for (int s = 0; s < p->n_stages; s++) {
+    const wh__stage *g = &p->st[s];
+    for (int i = 0; i < g->ndev; i++) shares[g->dev[i]] = g->share[i / g->tp];
+  }
+  return WH_OK;
+}
