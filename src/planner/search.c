@@ -118,6 +118,62 @@ double wh__p2p_time(const wh_cluster *c, double bytes, int same_node, double lin
   return bytes / bw + (same_node ? c->intra_lat : c->inter_lat);
 }
 
+/* ---- range queries over the segment chain: prefix sums and sparse tables, O(1) each */
+
+typedef struct {
+  int n, lg;
+  double *param, *act, *tpp, *tpc, *outb, *flops, *tpflops; /* prefix sums, [n+1] */
+  double *peak, *actmax;                                   /* sparse tables, [lg][n] */
+} ranges;
+
+static void ranges_free(ranges *r) {
+  free(r->param), free(r->act), free(r->tpp), free(r->tpc), free(r->outb), free(r->flops), free(r->tpflops);
+  free(r->peak), free(r->actmax);
+  memset(r, 0, sizeof *r);
+}
+
+static wh_status ranges_build(const wh__model *m, ranges *r) {
+  memset(r, 0, sizeof *r);
+  int n = m->n;
+  r->n = n;
+  while ((1 << (r->lg + 1)) <= n) r->lg++;
+  r->lg++;
+  double **pre[7] = {&r->param, &r->act, &r->tpp, &r->tpc, &r->outb, &r->flops, &r->tpflops};
+  for (int k = 0; k < 7; k++)
+    if (!(*pre[k] = calloc((size_t)n + 1, sizeof(double)))) return WH_ERR_OUT_OF_MEMORY;
+  r->peak = malloc(sizeof(double) * (size_t)r->lg * (size_t)n);
+  r->actmax = malloc(sizeof(double) * (size_t)r->lg * (size_t)n);
+  if (!r->peak || !r->actmax) return WH_ERR_OUT_OF_MEMORY;
+  for (int i = 0; i < n; i++) {
+    const wh__segment *g = &m->seg[i];
+    double fl = g->flops_fwd[1] + g->flops_bwd[1];
+    r->param[i + 1] = r->param[i] + g->param_bytes;
+    r->act[i + 1] = r->act[i] + g->act_bytes;
+    r->tpp[i + 1] = r->tpp[i] + g->tp_fraction * g->param_bytes;
+    r->tpc[i + 1] = r->tpc[i] + g->tp_comm_bytes;
+    r->outb[i + 1] = r->outb[i] + g->out_bytes;
+    r->flops[i + 1] = r->flops[i] + fl;
+    r->tpflops[i + 1] = r->tpflops[i] + g->tp_fraction * fl;
+    r->peak[i] = g->peak_bytes;
+    r->actmax[i] = g->act_bytes;
+  }
+  for (int k = 1; k < r->lg; k++)
+    for (int i = 0; i + (1 << k) <= n; i++) {
+      size_t a = (size_t)k * (size_t)n + (size_t)i, b = (size_t)(k - 1) * (size_t)n;
+      r->peak[a] = fmax(r->peak[b + (size_t)i], r->peak[b + (size_t)i + (1u << (k - 1))]);
+      r->actmax[a] = fmax(r->actmax[b + (size_t)i], r->actmax[b + (size_t)i + (1u << (k - 1))]);
+    }
+  return WH_OK;
+}
+
+static double range_max(const ranges *r, const double *tab, int a, int b) {
+  int len = b - a + 1, k = 0;
+  while ((2 << k) <= len) k++;
+  return fmax(tab[(size_t)k * (size_t)r->n + (size_t)a], tab[(size_t)k * (size_t)r->n + (size_t)(b - (1 << k) + 1)]);
+}
+
+#define RSUM(r, f, a, b) ((r)->f[(b) + 1] - (r)->f[(a)])
+
 /* ---- memory: what a device holding segments [a, b] needs */
 
 typedef struct {
@@ -125,28 +181,18 @@ typedef struct {
   double per_sample; /* activations per sample of a micro-batch, times the micro-batches in flight */
 } memlin;
 
-static memlin stage_memory(const wh__model *m, const costtab *t, int a, int b, int inflight, int recompute, int zero1,
+static memlin stage_memory(const wh__model *m, const ranges *rg, int a, int b, int inflight, int recompute, int zero1,
                            int dp, int tp) {
-  double p = t->param_pre[b + 1] - t->param_pre[a];
-  double tpf = 0, pk = 0;
-  for (int s = a; s <= b; s++) {
-    tpf += m->seg[s].tp_fraction * m->seg[s].param_bytes;
-    pk = fmax(pk, m->seg[s].peak_bytes);
-  }
+  double p = RSUM(rg, param, a, b), tpf = RSUM(rg, tpp, a, b), pk = range_max(rg, rg->peak, a, b);
   double psh = tp > 1 ? (p - tpf) + tpf / tp : p; /* sharded weights split tp ways */
   memlin r;
   r.fixed = psh * (2.0 + m->opt_bytes_per_param / (zero1 ? dp : 1));
-  double act = t->act_pre[b + 1] - t->act_pre[a];
+  double act = RSUM(rg, act, a, b);
   if (tp > 1) act = act * 0.5 + act * 0.5 / tp; /* roughly half the activations are sharded */
   if (recompute) {
     /* keep each segment's input per micro-batch in flight, and one segment's activations */
-    double kept = 0, one = 0;
-    for (int s = a; s <= b; s++) {
-      kept += s == a ? 0 : m->seg[s - 1].out_bytes;
-      one = fmax(one, m->seg[s].act_bytes);
-    }
-    kept += a > 0 ? m->seg[a - 1].out_bytes : 0;
-    r.per_sample = kept * inflight + one;
+    double kept = a > 0 ? RSUM(rg, outb, a - 1, b - 1) : (b > 0 ? RSUM(rg, outb, 0, b - 1) : 0);
+    r.per_sample = kept * inflight + range_max(rg, rg->actmax, a, b);
   } else {
     r.per_sample = act * inflight;
   }
@@ -156,131 +202,7 @@ static memlin stage_memory(const wh__model *m, const costtab *t, int a, int b, i
   return r;
 }
 
-/* ---- intra-stage data parallelism: shares by water-filling */
-
-typedef struct {
-  int ndev;
-  const int *dev;       /* devices of the stage, in order */
-  int64_t samples;      /* per micro-batch for the whole stage */
-  int even;             /* baseline: equal shares */
-  int tp;               /* each replica is tp devices (consecutive in dev) */
-  const int64_t *fixed; /* pinned shares, or NULL */
-} share_req;
-
-/* Fill share[] (per replica) and return the slowest replica's time, or INF if memory cannot hold it. */
-static double water_fill(const costtab *t, const wh_cluster *c, const wh__model *m, const share_req *q, int a, int b,
-                         int inflight, int recompute, int zero1, int64_t *share, double *slowest_mem,
-                         double *slowest_cap) {
-  int nrep = q->ndev / q->tp;
-  double *t0 = malloc(sizeof(double) * (size_t)nrep * 3);
-  int64_t *cap = malloc(sizeof(int64_t) * (size_t)nrep);
-  if (!t0 || !cap) {
-    free(t0), free(cap);
-    return INF;
-  }
-  double *t1 = t0 + nrep, *memfix = t1 + nrep;
-  memlin ml = stage_memory(m, t, a, b, inflight, recompute, zero1, nrep, q->tp);
-  double tpf = 0, flops = 0;
-  for (int s = a; s <= b; s++) {
-    tpf += m->seg[s].tp_fraction * (m->seg[s].flops_fwd[1] + m->seg[s].flops_bwd[1]);
-    flops += m->seg[s].flops_fwd[1] + m->seg[s].flops_bwd[1];
-  }
-  double frac = flops > 0 ? tpf / flops : 0;
-  double tp_bytes = 0;
-  for (int s = a; s <= b; s++) tp_bytes += m->seg[s].tp_comm_bytes;
-  for (int r = 0; r < nrep; r++) {
-    /* a replica runs at the pace of its slowest member */
-    double worst = -1, capb = INF;
-    for (int k = 0; k < q->tp; k++) {
-      int d = q->dev[r * q->tp + k];
-      lin l = range_time(t, t->class_of[d], a, b, recompute);
-      if (l.t1 > worst) worst = l.t1, t0[r] = l.t0, t1[r] = l.t1;
-      capb = fmin(capb, c->dev[d].mem_bytes);
-    }
-    if (q->tp > 1) {
-      int d = q->dev[r * q->tp];
-      t0[r] = t0[r] * (frac / q->tp + 1 - frac);
-      t1[r] = t1[r] * (frac / q->tp + 1 - frac) +
-              wh__allreduce_time(c, tp_bytes, q->tp, 1, c->dev[d].link_bw) / 1.0; /* per sample, fwd+bwd */
-    }
-    memfix[r] = capb;
-    double room = capb - ml.fixed;
-    cap[r] = room <= 0 ? -1 : (ml.per_sample > 0 ? (int64_t)floor(room / ml.per_sample) : INT64_MAX / 4);
-  }
-  double worst_t = 0;
-  int64_t total = q->samples;
-  if (q->fixed) {
-    int64_t sum = 0;
-    for (int r = 0; r < nrep; r++) sum += share[r] = q->fixed[r];
-    if (sum != total) {
-      free(t0), free(cap);
-      return INF;
-    }
-  } else if (q->even) {
-    for (int r = 0; r < nrep; r++) share[r] = total / nrep + (r < total % nrep);
-  } else {
-    /* minimal T with sum_r min(cap_r, floor((T - t0_r) / t1_r)) >= total */
-    double lo = 0, hi = 0;
-    for (int r = 0; r < nrep; r++) hi = fmax(hi, t0[r] + t1[r] * (double)total);
-    for (int it = 0; it < 100; it++) {
-      double mid = 0.5 * (lo + hi);
-      int64_t sum = 0;
-      for (int r = 0; r < nrep && sum < total; r++) {
-        if (cap[r] < 0 || mid < t0[r]) continue;
-        double f = t1[r] > 0 ? floor((mid - t0[r]) / t1[r]) : (double)total;
-        int64_t k = f > (double)total ? total : (int64_t)f;
-        sum += k < cap[r] ? k : cap[r];
-      }
-      if (sum >= total) hi = mid;
-      else lo = mid;
-    }
-    int64_t sum = 0;
-    for (int r = 0; r < nrep; r++) {
-      int64_t k = 0;
-      if (cap[r] >= 0 && hi >= t0[r]) {
-        double f = t1[r] > 0 ? floor((hi - t0[r]) / t1[r]) : (double)total;
-        k = f > (double)total ? total : (int64_t)f;
-        if (k > cap[r]) k = cap[r];
-      }
-      share[r] = k;
-      sum += k;
-    }
-    /* trim the overshoot from the replicas that would finish last */
-    while (sum > total) {
-      int w = -1;
-      double wt = -1;
-      for (int r = 0; r < nrep; r++)
-        if (share[r] > 0 && t0[r] + t1[r] * (double)share[r] > wt) wt = t0[r] + t1[r] * (double)share[r], w = r;
-      if (w < 0) break;
-      share[w]--;
-      sum--;
-    }
-    if (sum < total) {
-      free(t0), free(cap);
-      return INF;
-    }
-  }
-  *slowest_mem = 0;
-  *slowest_cap = 1;
-  for (int r = 0; r < nrep; r++) {
-    if (share[r] > cap[r] && share[r] > 0) {
-      free(t0), free(cap);
-      return INF; /* even shares that do not fit */
-    }
-    if (cap[r] < 0) {
-      free(t0), free(cap);
-      return INF;
-    }
-    double tr = share[r] > 0 ? t0[r] + t1[r] * (double)share[r] : 0;
-    worst_t = fmax(worst_t, tr);
-    double mem = ml.fixed + ml.per_sample * (double)share[r];
-    if (mem / memfix[r] > *slowest_mem / *slowest_cap) *slowest_mem = mem, *slowest_cap = memfix[r];
-  }
-  free(t0), free(cap);
-  return worst_t;
-}
-
-/* ---- one configuration: stages over device groups, DP over the segment chain */
+/* ---- one configuration */
 
 typedef struct {
   int S, m, tp, recompute, zero1;
@@ -293,11 +215,26 @@ typedef struct {
   const wh__model *m;
   const wh_cluster *c;
   const costtab *t;
+  const ranges *rg;
   const int *order;   /* devices in stage-major groups: memory desc, speed desc, unless pinned */
   int64_t batch;
   const int64_t *fixed_shares; /* pinned: per stage, per replica (stage-major), or NULL */
   const char *legal_end;       /* segment j may end a stage (stage hints), or NULL: any */
 } ctxs;
+
+/* A stage's replicas grouped into kinds: replicas of one kind run at the same speed and hold the
+ * same memory, so water-filling works on a handful of kinds, not on every replica. */
+#define MAX_KINDS 16
+typedef struct {
+  int nkind;
+  int cls[MAX_KINDS];      /* the time class of the kind (its slowest member) */
+  double cap[MAX_KINDS];   /* bytes of its smallest member */
+  int count[MAX_KINDS];
+  int *kind_of;            /* replica -> kind (owned) */
+  int nrep, nodes;
+  double link;             /* slowest intra-node link of the group */
+  int next_same_node;      /* the next stage's first device is on this group's first node */
+} group;
 
 static int nodes_spanned(const wh_cluster *c, const int *dev, int n) {
   int k = 0;
@@ -310,30 +247,171 @@ static int nodes_spanned(const wh_cluster *c, const int *dev, int n) {
   return k;
 }
 
-/* cost of stage s (group of devices) holding segments [a, b] under config cf */
-static double stage_cost(const ctxs *x, const config *cf, int s, int a, int b, int64_t *share, double *mem,
-                         double *cap, double *t_comp, double *t_ar, double *t_p2p) {
+static wh_status group_build(const ctxs *x, const config *cf, int s, group *gr) {
   int gsize = x->c->n / cf->S;
-  const int *dev = x->order + s * gsize;
-  int inflight = cf->S == 1 ? 1 : (cf->sched == WH_SCHED_GPIPE ? cf->m : (cf->m < cf->S - s ? cf->m : cf->S - s));
-  share_req q = {gsize, dev, x->batch / cf->m, cf->even_shares, cf->tp,
-                 x->fixed_shares ? x->fixed_shares + (size_t)s * (size_t)(gsize / cf->tp) : NULL};
-  double tc = water_fill(x->t, x->c, x->m, &q, a, b, inflight, cf->recompute, cf->zero1, share, mem, cap);
-  if (tc >= INF) return INF;
-  int nrep = gsize / cf->tp;
-  double link = x->c->dev[dev[0]].link_bw;
-  for (int i = 1; i < gsize; i++) link = fmin(link, x->c->dev[dev[i]].link_bw);
-  double grad = 0;
-  for (int k = a; k <= b; k++) grad += x->m->seg[k].param_bytes;
-  if (cf->tp > 1) grad /= cf->tp;
-  *t_ar = wh__allreduce_time(x->c, grad, nrep, nodes_spanned(x->c, dev, gsize), link);
-  *t_p2p = 0;
-  if (b < x->m->n - 1 && s + 1 < cf->S) {
-    /* the boundary activation forward and its gradient backward, for this micro-batch */
-    const int *nxt = x->order + (s + 1) * gsize;
-    int same = x->c->dev[dev[0]].node == x->c->dev[nxt[0]].node;
-    *t_p2p = 2 * wh__p2p_time(x->c, x->m->seg[b].out_bytes * (double)(x->batch / cf->m) / nrep, same, link);
+  const int *dev = x->order + (size_t)s * (size_t)gsize;
+  memset(gr, 0, sizeof *gr);
+  gr->nrep = gsize / cf->tp;
+  gr->kind_of = malloc(sizeof(int) * (size_t)gr->nrep);
+  if (!gr->kind_of) return WH_ERR_OUT_OF_MEMORY;
+  gr->link = x->c->dev[dev[0]].link_bw;
+  for (int i = 1; i < gsize; i++) gr->link = fmin(gr->link, x->c->dev[dev[i]].link_bw);
+  gr->nodes = nodes_spanned(x->c, dev, gsize);
+  gr->next_same_node = s + 1 < cf->S && x->c->dev[dev[0]].node == x->c->dev[x->order[(size_t)(s + 1) * (size_t)gsize]].node;
+  for (int r = 0; r < gr->nrep; r++) {
+    int slow = dev[r * cf->tp];
+    double capb = x->c->dev[slow].mem_bytes;
+    for (int k = 1; k < cf->tp; k++) {
+      const wh__device *d = &x->c->dev[dev[r * cf->tp + k]], *w = &x->c->dev[slow];
+      if (d->flops_f32 * d->eff_flops < w->flops_f32 * w->eff_flops) slow = dev[r * cf->tp + k];
+      capb = fmin(capb, d->mem_bytes);
+    }
+    int cl = x->t->class_of[slow], k = 0;
+    while (k < gr->nkind && (gr->cls[k] != cl || gr->cap[k] != capb)) k++;
+    if (k == gr->nkind) {
+      if (k == MAX_KINDS) k = MAX_KINDS - 1; /* more kinds in one stage than this: merge into the last */
+      else gr->nkind++, gr->cls[k] = cl, gr->cap[k] = capb;
+    }
+    gr->count[k]++;
+    gr->kind_of[r] = k;
   }
+  return WH_OK;
+}
+
+/* Water-fill the stage's micro-batch over its replica kinds; returns the slowest replica's time
+ * (INF if it cannot fit), and fills per-replica shares when share != NULL. */
+static double water_fill(const ctxs *x, const config *cf, const group *gr, int s, int a, int b, int64_t *share,
+                         double *worst_mem, double *worst_cap) {
+  int inflight = cf->S == 1 ? 1 : (cf->sched == WH_SCHED_GPIPE ? cf->m : (cf->m < cf->S - s ? cf->m : cf->S - s));
+  memlin ml = stage_memory(x->m, x->rg, a, b, inflight, cf->recompute, cf->zero1, gr->nrep, cf->tp);
+  int64_t total = x->batch / cf->m;
+  double t0[MAX_KINDS], t1[MAX_KINDS];
+  int64_t cap[MAX_KINDS], k_of[MAX_KINDS];
+  int dec[MAX_KINDS] = {0};
+  double fl = RSUM(x->rg, flops, a, b), frac = fl > 0 ? RSUM(x->rg, tpflops, a, b) / fl : 0;
+  double tpc = RSUM(x->rg, tpc, a, b);
+  for (int k = 0; k < gr->nkind; k++) {
+    lin l = range_time(x->t, gr->cls[k], a, b, cf->recompute);
+    t0[k] = l.t0, t1[k] = l.t1;
+    if (cf->tp > 1) {
+      double scale = frac / cf->tp + 1 - frac;
+      t0[k] *= scale;
+      t1[k] = t1[k] * scale + wh__allreduce_time(x->c, tpc, cf->tp, 1, gr->link);
+    }
+    double room = gr->cap[k] - ml.fixed;
+    cap[k] = room <= 0 ? -1 : (ml.per_sample > 0 ? (int64_t)floor(room / ml.per_sample) : total);
+    if (cap[k] > total) cap[k] = total;
+  }
+  const int64_t *fixed = x->fixed_shares ? x->fixed_shares + (size_t)s * (size_t)gr->nrep : NULL;
+  double worst = 0;
+  if (fixed || cf->even_shares) {
+    int64_t sum = 0;
+    for (int r = 0; r < gr->nrep; r++) {
+      int64_t sh = fixed ? fixed[r] : total / gr->nrep + (r < total % gr->nrep);
+      int k = gr->kind_of[r];
+      if (sh < 0 || (sh > 0 && sh > cap[k])) return INF;
+      if (share) share[r] = sh;
+      sum += sh;
+      if (sh > 0) worst = fmax(worst, t0[k] + t1[k] * (double)sh);
+    }
+    if (sum != total) return INF;
+    for (int k = 0; k < gr->nkind; k++) k_of[k] = cap[k]; /* for the memory report below */
+  } else if (gr->nkind == 1) {
+    /* one kind: the even split is the water level */
+    int64_t hi_share = (total + gr->count[0] - 1) / gr->count[0];
+    if (total > 0 && (cap[0] < 0 || hi_share > cap[0])) return INF;
+    int64_t rem = total - (hi_share - 1) * gr->count[0]; /* replicas at hi_share; the rest one lower */
+    k_of[0] = hi_share;
+    dec[0] = (int)(gr->count[0] - rem);
+    if (dec[0] == gr->count[0]) k_of[0]--, dec[0] = 0;
+    worst = k_of[0] > 0 ? t0[0] + t1[0] * (double)k_of[0] : 0;
+    if (share)
+      for (int r = 0; r < gr->nrep; r++) share[r] = k_of[0] - (r < dec[0] ? 1 : 0);
+  } else {
+    /* minimal T with sum over kinds of count * min(cap, floor((T - t0) / t1)) >= total */
+    double lo = 0, hi = 0;
+    int any = 0;
+    for (int k = 0; k < gr->nkind; k++)
+      if (cap[k] > 0) hi = fmax(hi, t0[k] + t1[k] * (double)total), any = 1;
+    if (!any) return total > 0 ? INF : 0;
+    for (int it = 0; it < 64; it++) {
+      double mid = 0.5 * (lo + hi);
+      int64_t sum = 0;
+      for (int k = 0; k < gr->nkind; k++) {
+        if (cap[k] <= 0 || mid < t0[k]) continue;
+        double f = t1[k] > 0 ? floor((mid - t0[k]) / t1[k]) : (double)total;
+        int64_t q = f > (double)cap[k] ? cap[k] : (int64_t)f;
+        sum += q * gr->count[k];
+      }
+      if (sum >= total) hi = mid;
+      else lo = mid;
+    }
+    int64_t sum = 0;
+    for (int k = 0; k < gr->nkind; k++) {
+      int64_t q = 0;
+      if (cap[k] > 0 && hi >= t0[k]) {
+        double f = t1[k] > 0 ? floor((hi - t0[k]) / t1[k]) : (double)total;
+        q = f > (double)cap[k] ? cap[k] : (int64_t)f;
+      }
+      k_of[k] = q;
+      sum += q * gr->count[k];
+    }
+    if (sum < total) return INF;
+    /* trim the overshoot, one replica at a time, from the kind that would finish last */
+    while (sum > total) {
+      int w = -1;
+      double wt = -1;
+      for (int k = 0; k < gr->nkind; k++) {
+        int64_t q = k_of[k] - (dec[k] == gr->count[k] ? 1 : 0);
+        if (q > 0 && t0[k] + t1[k] * (double)q > wt) wt = t0[k] + t1[k] * (double)q, w = k;
+      }
+      if (w < 0) break;
+      int64_t take = sum - total, room = gr->count[w] - dec[w];
+      if (dec[w] == gr->count[w]) { /* every replica of the kind already trimmed once: go one lower */
+        k_of[w]--;
+        dec[w] = 0;
+        room = gr->count[w];
+      }
+      int64_t n = take < room ? take : room;
+      dec[w] += (int)n;
+      sum -= n;
+    }
+    for (int k = 0; k < gr->nkind; k++) {
+      int64_t q = dec[k] == gr->count[k] ? k_of[k] - 1 : k_of[k];
+      if (q > 0) worst = fmax(worst, t0[k] + t1[k] * (double)q);
+    }
+    if (share) {
+      int seen[MAX_KINDS] = {0};
+      for (int r = 0; r < gr->nrep; r++) {
+        int k = gr->kind_of[r];
+        share[r] = k_of[k] - (seen[k]++ < dec[k] ? 1 : 0);
+      }
+    }
+  }
+  if (worst_mem) {
+    *worst_mem = 0, *worst_cap = 1;
+    for (int k = 0; k < gr->nkind; k++) {
+      double mem = ml.fixed + ml.per_sample * (double)(k_of[k] > 0 ? k_of[k] : 0);
+      if (mem / gr->cap[k] > *worst_mem / *worst_cap) *worst_mem = mem, *worst_cap = gr->cap[k];
+    }
+  }
+  return worst;
+}
+
+/* cost of stage s holding segments [a, b]: compute of its slowest replica plus the transfers to
+ * the next stage; the gradient all-reduce among its replicas goes to t_ar */
+static double stage_cost(const ctxs *x, const config *cf, const group *gr, int s, int a, int b, int64_t *share,
+                         double *mem, double *cap, double *t_comp, double *t_ar, double *t_p2p) {
+  double tc = water_fill(x, cf, gr, s, a, b, share, mem, cap);
+  if (tc >= INF) return INF;
+  double grad = RSUM(x->rg, param, a, b);
+  if (cf->tp > 1) grad /= cf->tp;
+  *t_ar = wh__allreduce_time(x->c, grad, gr->nrep, gr->nodes, gr->link);
+  *t_p2p = 0;
+  if (b < x->m->n - 1 && s + 1 < cf->S)
+    /* the boundary activation forward and its gradient backward, for this micro-batch */
+    *t_p2p = 2 * wh__p2p_time(x->c, x->m->seg[b].out_bytes * (double)(x->batch / cf->m) / gr->nrep,
+                              gr->next_same_node, gr->link);
   *t_comp = tc;
   return tc + *t_p2p;
 }
@@ -350,24 +428,49 @@ static double pipeline_time(const config *cf, const double *st, const double *ar
   return end;
 }
 
-typedef struct {
-  double time;
-  int *cut;       /* last segment of each stage */
-} partition;
+static void groups_free(group *g, int S) {
+  for (int s = 0; g && s < S; s++) free(g[s].kind_of);
+  free(g);
+}
 
-/* Minimise the slowest stage by DP over the chain: best[s][j] over stages 0..s covering 0..j. */
+static group *groups_build(const ctxs *x, const config *cf) {
+  group *g = calloc((size_t)cf->S, sizeof(group));
+  for (int s = 0; g && s < cf->S; s++)
+    if (group_build(x, cf, s, &g[s]) != WH_OK) {
+      groups_free(g, cf->S);
+      return NULL;
+    }
+  return g;
+}
+
+/* The step time of a configuration with the stage boundaries in cut. */
+static double step_of(const ctxs *x, const config *cf, const group *gr, const int *cut) {
+  double st[1024], ar[1024], mem, cap, tc, ta, tp;
+  int a = 0;
+  for (int s = 0; s < cf->S; s++) {
+    double c = stage_cost(x, cf, &gr[s], s, a, cut[s], NULL, &mem, &cap, &tc, &ta, &tp);
+    if (c >= INF) return INF;
+    st[s] = c;
+    ar[s] = ta;
+    a = cut[s] + 1;
+  }
+  return pipeline_time(cf, st, ar, NULL);
+}
+
+/* Minimise the slowest stage by DP over the chain: best[s][j] over stages 0..s covering 0..j.
+ * A stage's cost only grows as it takes more segments, so the scan over its first segment stops
+ * as soon as that cost alone passes the best found. */
 static double partition_chain(const ctxs *x, const config *cf, int *cut) {
   int S = cf->S, n = x->m->n;
-  if (S > n) return INF;
-  int gsize = x->c->n / S, nrep = gsize / cf->tp;
-  int64_t *share = malloc(sizeof(int64_t) * (size_t)(nrep + 1));
+  if (S > n || S > 1024) return INF;
+  group *gr = groups_build(x, cf);
   double *best = malloc(sizeof(double) * (size_t)S * (size_t)n);
   int *arg = malloc(sizeof(int) * (size_t)S * (size_t)n);
-  if (!share || !best || !arg) {
-    free(share), free(best), free(arg);
+  if (!gr || !best || !arg) {
+    groups_free(gr, S), free(best), free(arg);
     return INF;
   }
-  double mem, cap, tc, ta, tp;
+  double mem, cap, tc, ta, tp, result = INF;
   for (int i = 0; i < S * n; i++) best[i] = INF, arg[i] = -1;
   if (cf->pinned_cuts) {
     memcpy(cut, cf->pinned_cuts, sizeof(int) * (size_t)S);
@@ -375,49 +478,33 @@ static double partition_chain(const ctxs *x, const config *cf, int *cut) {
     for (int s = 0; s < S; s++) cut[s] = (int)((int64_t)(s + 1) * n / S) - 1;
   } else {
     for (int s = 0; s < S; s++)
-      for (int j = 0; j < n; j++) {
-        best[s * n + j] = INF;
-        arg[s * n + j] = -1;
-        if (j < s || n - 1 - j < S - 1 - s) continue;
+      for (int j = s; j <= n - S + s; j++) {
         if (x->legal_end && j < n - 1 && !x->legal_end[j]) continue;
         if (s == S - 1 && j != n - 1) continue; /* the last stage ends the chain */
+        double *bj = &best[s * n + j];
         if (s == 0) {
-          best[j] = stage_cost(x, cf, 0, 0, j, share, &mem, &cap, &tc, &ta, &tp);
+          *bj = stage_cost(x, cf, &gr[0], 0, 0, j, NULL, &mem, &cap, &tc, &ta, &tp);
+          arg[j] = 0;
           continue;
         }
-        for (int i = s; i <= j; i++) {
-          double prev = best[(s - 1) * n + i - 1];
-          if (prev >= best[s * n + j]) continue;
-          double c = stage_cost(x, cf, s, i, j, share, &mem, &cap, &tc, &ta, &tp);
-          double v = fmax(prev, c);
-          if (v < best[s * n + j]) best[s * n + j] = v, arg[s * n + j] = i;
+        for (int i = j; i >= s; i--) {
+          double c = stage_cost(x, cf, &gr[s], s, i, j, NULL, &mem, &cap, &tc, &ta, &tp);
+          if (c >= *bj) break;
+          double v = fmax(best[(s - 1) * n + i - 1], c);
+          if (v < *bj) *bj = v, arg[s * n + j] = i;
         }
       }
-    if (best[(S - 1) * n + n - 1] >= INF) {
-      free(share), free(best), free(arg);
-      return INF;
-    }
+    if (best[(S - 1) * n + n - 1] >= INF) goto done;
     int j = n - 1;
     for (int s = S - 1; s >= 0; s--) {
       cut[s] = j;
-      j = s > 0 ? arg[s * n + j] - 1 : -1;
+      j = arg[s * n + j] - 1;
     }
   }
-  /* the step time of this partition */
-  double st[1024], ar[1024];
-  int a = 0;
-  for (int s = 0; s < S && s < 1024; s++) {
-    double c = stage_cost(x, cf, s, a, cut[s], share, &mem, &cap, &tc, &ta, &tp);
-    if (c >= INF) {
-      free(share), free(best), free(arg);
-      return INF;
-    }
-    st[s] = c;
-    ar[s] = ta;
-    a = cut[s] + 1;
-  }
-  free(share), free(best), free(arg);
-  return pipeline_time(cf, st, ar, NULL);
+  result = step_of(x, cf, gr, cut);
+done:
+  groups_free(gr, S), free(best), free(arg);
+  return result;
 }
 
 /* ---- the search */
@@ -463,14 +550,19 @@ void wh_plan_destroy(wh_plan *p) {
 static wh_status materialise(const ctxs *x, const config *cf, const int *cut, wh_plan *p) {
   int S = cf->S, gsize = x->c->n / S, nrep = gsize / cf->tp;
   p->st = calloc((size_t)S, sizeof(wh__stage));
-  if (!p->st) return WH_ERR_OUT_OF_MEMORY;
+  group *gr = groups_build(x, cf);
+  if (!p->st || !gr) {
+    groups_free(gr, S);
+    return WH_ERR_OUT_OF_MEMORY;
+  }
   p->n_stages = S;
   p->micro_batches = cf->m;
   p->schedule = cf->sched;
   p->zero1 = cf->zero1;
   double st[1024], ar[1024];
   int a = 0;
-  for (int s = 0; s < S; s++) {
+  wh_status rs = WH_OK;
+  for (int s = 0; s < S && rs == WH_OK; s++) {
     wh__stage *g = &p->st[s];
     g->seg_first = a;
     g->seg_last = cut[s];
@@ -479,34 +571,38 @@ static wh_status materialise(const ctxs *x, const config *cf, const int *cut, wh
     g->recompute = cf->recompute;
     g->dev = malloc(sizeof(int) * (size_t)gsize);
     g->share = malloc(sizeof(int64_t) * (size_t)(nrep + 1));
-    if (!g->dev || !g->share) return WH_ERR_OUT_OF_MEMORY;
-    memcpy(g->dev, x->order + s * gsize, sizeof(int) * (size_t)gsize);
-    st[s] = stage_cost(x, cf, s, a, cut[s], g->share, &g->mem_peak, &g->mem_cap, &g->t_compute, &g->t_allreduce,
-                       &g->t_p2p);
-    ar[s] = g->t_allreduce;
-    /* the simulator's inputs: each replica's forward and backward time for its share */
     g->t_fwd = malloc(sizeof(double) * (size_t)nrep);
     g->t_bwd = malloc(sizeof(double) * (size_t)nrep);
-    if (!g->t_fwd || !g->t_bwd) return WH_ERR_OUT_OF_MEMORY;
+    if (!g->dev || !g->share || !g->t_fwd || !g->t_bwd) {
+      rs = WH_ERR_OUT_OF_MEMORY;
+      break;
+    }
+    memcpy(g->dev, x->order + (size_t)s * (size_t)gsize, sizeof(int) * (size_t)gsize);
+    st[s] = stage_cost(x, cf, &gr[s], s, a, cut[s], g->share, &g->mem_peak, &g->mem_cap, &g->t_compute,
+                       &g->t_allreduce, &g->t_p2p);
+    ar[s] = g->t_allreduce;
+    /* the simulator's inputs: each replica's forward and backward time for its share */
     for (int r = 0; r < nrep; r++) {
-      double f = 0, bw = 0;
-      for (int k = 0; k < cf->tp; k++) {
-        int d = g->dev[r * cf->tp + k], cl = x->t->class_of[d];
-        lin lf = range_time(x->t, cl, a, cut[s], 0), lt = range_time(x->t, cl, a, cut[s], cf->recompute);
-        double sh = (double)g->share[r];
-        double tf = g->share[r] ? lf.t0 + lf.t1 * sh : 0, tt = g->share[r] ? lt.t0 + lt.t1 * sh : 0;
-        f = fmax(f, tf), bw = fmax(bw, tt - tf);
-      }
-      if (cf->tp > 1 && g->t_compute > 0) {
-        /* sharding scales both parts like the stage total (see water_fill) */
-        double tot = f + bw, k = tot > 0 ? g->t_compute / tot : 1;
-        f *= k, bw *= k;
+      int k = gr[s].kind_of[r], cl = gr[s].cls[k];
+      lin lf = range_time(x->t, cl, a, cut[s], 0), lt = range_time(x->t, cl, a, cut[s], cf->recompute);
+      double sh = (double)g->share[r];
+      double tf = g->share[r] ? lf.t0 + lf.t1 * sh : 0, tt = g->share[r] ? lt.t0 + lt.t1 * sh : 0;
+      double f = tf, bw = tt - tf;
+      if (cf->tp > 1 && tt > 0) {
+        /* sharding and its all-reduces scale both parts like the replica's total */
+        double fl = RSUM(x->rg, flops, a, cut[s]), frac = fl > 0 ? RSUM(x->rg, tpflops, a, cut[s]) / fl : 0;
+        double tot = lt.t0 * (frac / cf->tp + 1 - frac) +
+                     sh * (lt.t1 * (frac / cf->tp + 1 - frac) +
+                           wh__allreduce_time(x->c, RSUM(x->rg, tpc, a, cut[s]), cf->tp, 1, gr[s].link));
+        f *= tot / tt, bw *= tot / tt;
       }
       g->t_fwd[r] = f;
       g->t_bwd[r] = bw;
     }
     a = cut[s] + 1;
   }
+  groups_free(gr, S);
+  if (rs != WH_OK) return rs;
   p->step_time = pipeline_time(cf, st, ar, &p->bubble_time);
   return WH_OK;
 }
@@ -515,6 +611,7 @@ static wh_status materialise(const ctxs *x, const config *cf, const int *cut, wh
 typedef struct {
   wh__model m;
   costtab t;
+  ranges rg;
   int *order;
   char *legal;
   int hint_rep, hint_tp;
@@ -525,6 +622,7 @@ static void prepared_free(prepared *pr) {
   free(pr->legal);
   wh__model_free(&pr->m);
   costtab_free(&pr->t);
+  ranges_free(&pr->rg);
 }
 
 static wh_status prepare(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t batch, prepared *pr) {
@@ -548,7 +646,7 @@ static wh_status prepare(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, in
     return st;
   }
   pr->order = malloc(sizeof(int) * (size_t)c->n);
-  if (!pr->order || costtab_build(&pr->m, c, &pr->t) != WH_OK) {
+  if (!pr->order || costtab_build(&pr->m, c, &pr->t) != WH_OK || ranges_build(&pr->m, &pr->rg) != WH_OK) {
     prepared_free(pr);
     return WH_ERR_OUT_OF_MEMORY;
   }
@@ -634,7 +732,7 @@ wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, co
   wh_status st = prepare(ctx, g, c, o.global_batch, &pr);
   if (st != WH_OK) return st;
   wh__model *m = &pr.m;
-  ctxs x = {m, c, &pr.t, pr.order, o.global_batch, NULL, pr.legal};
+  ctxs x = {m, c, &pr.t, &pr.rg, pr.order, o.global_batch, NULL, pr.legal};
   config best = {0}, second = {0};
   double best_t = INF, second_t = INF;
   int *cut = malloc(sizeof(int) * (size_t)(m->n + 1)), *best_cut = malloc(sizeof(int) * (size_t)(m->n + 1));
@@ -648,12 +746,12 @@ wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, co
       if (o.micro_batches && m_ != o.micro_batches) continue;
       if (!o.micro_batches && g->micro_batches && S > 1 && m_ != g->micro_batches) continue;
       if (S == 1 && m_ > 1 && !o.micro_batches) continue; /* accumulation only when asked */
-      if (o.global_batch / m_ < gsize && !o.even_shares && S > 1 && m_ > 1) continue;
       for (int sched = 0; sched < 2; sched++) {
         if (S == 1 && sched == 0) continue;
         if (o.schedule != WH_SCHEDULE_AUTO && sched != (int)o.schedule && S > 1) continue;
         for (int tp = 1; tp <= 8 && tp <= gsize; tp *= 2) {
           if (gsize % tp || (tp > 1 && !o.allow_tp)) continue;
+          if (o.global_batch / m_ < gsize / tp) continue; /* a replica without samples is wasted */
           for (int rc = 0; rc < 2; rc++) {
             if (rc && !o.allow_recompute) continue;
             if ((pr.hint_rep && gsize / tp != pr.hint_rep) || (pr.hint_tp && tp != pr.hint_tp)) continue;
@@ -736,7 +834,7 @@ wh_status wh_plan_create_pinned(wh_ctx *ctx, const wh_graph *g, const wh_cluster
     if (st == WH_OK) memcpy(pr.order, l->devices, sizeof(int) * (size_t)c->n);
   }
   if (st == WH_OK) {
-    ctxs x = {&pr.m, c, &pr.t, pr.order, global_batch, l->shares, NULL};
+    ctxs x = {&pr.m, c, &pr.t, &pr.rg, pr.order, global_batch, l->shares, NULL};
     config cf = {S, l->micro_batches, l->tp, l->recompute != 0, l->zero1 != 0, (wh__schedule)l->schedule, 0, 0, cut};
     int *tmp = malloc(sizeof(int) * (size_t)(S + 1));
     double tt = tmp ? partition_chain(&x, &cf, tmp) : INF;
