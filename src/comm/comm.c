@@ -10,6 +10,9 @@
 
 #include "../runtime/ctx.h"
 #include "wh_config.h"
+#ifdef WH_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 double wh__now(void) {
   struct timespec ts;
@@ -101,6 +104,8 @@ void wh__reduce_scale(void *dst, size_t n, wh_dtype dt, double k) {
   }
 }
 
+static void req_free(wh_request *r);
+
 /* ---- creation */
 
 wh_status wh_comm_create(wh_ctx *ctx, const wh_comm_options *opts, wh_comm **out) {
@@ -154,6 +159,7 @@ wh_status wh_comm_create(wh_ctx *ctx, const wh_comm_options *opts, wh_comm **out
 
 void wh_comm_destroy(wh_comm *c) {
   if (!c) return;
+  while (c->active) req_free(c->active); /* requests the caller never waited for */
   if (c->ops && c->ops->destroy) c->ops->destroy(c);
   free(c);
 }
@@ -197,7 +203,8 @@ wh_status wh_comm_split(wh_comm *parent, int n, const int *ranks, wh_comm **out)
   }
   wh_comm *c = calloc(1, sizeof *c);
   if (!c) return WH_ERR_OUT_OF_MEMORY;
-  *c = (wh_comm){parent->ctx, parent->ops, parent->backend, new_rank, n, 0, 1, parent->timeout, 0, 0, NULL};
+  *c = (wh_comm){.ctx = parent->ctx, .ops = parent->ops, .backend = parent->backend, .rank = new_rank, .size = n,
+                 .local_rank = 0, .local_size = 1, .timeout = parent->timeout, .dev_bufs = parent->dev_bufs};
   char msg[512] = "";
   st = parent->ops->split(parent, n, ranks, member, c, msg, sizeof msg);
   if (st != WH_OK) {
@@ -224,11 +231,18 @@ static wh_request *req_new(wh_comm *c, const char *op, size_t bytes, int peer) {
   r->peer = peer;
   r->waiting_on = peer;
   r->start = wh__now();
+  r->next = c->active;
+  c->active = r;
   return r;
 }
 
 static void req_free(wh_request *r) {
   if (!r) return;
+  for (wh_request **p = &r->comm->active; *p; p = &(*p)->next)
+    if (*p == r) {
+      *p = r->next;
+      break;
+    }
   if (r->release) r->release(r);
   free(r);
 }
@@ -278,35 +292,62 @@ static wh_status step(wh_request *r, int *done) {
   return st;
 }
 
+/* Advance every unfinished request of the comm; a failure is kept on its request. */
+static void progress_all(wh_comm *c) {
+  for (wh_request *q = c->active; q; q = q->next) {
+    if (q->done || !q->progress) continue;
+    int d = 0;
+    wh_status st = step(q, &d);
+    if (st != WH_OK) {
+      q->done = 1;
+      q->status = st;
+      memcpy(q->err, c->ctx->err, sizeof q->err - 1);
+      q->err[sizeof q->err - 1] = 0;
+    } else if (d) {
+      q->done = 1;
+      q->status = WH_OK;
+    }
+  }
+}
+
+/* One round for r: advance everything, then judge r. Returns 1 when r has an outcome in *st. */
+static int round_for(wh_request *r, wh_status *st) {
+  wh_comm *c = r->comm;
+  progress_all(c);
+  if (r->done) {
+    *st = r->status;
+    if (*st != WH_OK) wh__ctx_set_error(c->ctx, "%s", r->err);
+    return 1;
+  }
+  if (c->broken) {
+    wh__ctx_set_error(c->ctx, "%s of %zu bytes on rank %d of %d (%s): the communicator broke while it waited (%s)",
+                      r->op, r->bytes, c->rank, c->size, c->ops->name, c->ctx->err);
+    *st = WH_ERR_COMM;
+    return 1;
+  }
+  c->ops->service(c);
+  double waited = wh__now() - r->start;
+  if (waited > c->timeout) {
+    *st = fail_timeout(r, waited);
+    return 1;
+  }
+  return 0;
+}
+
 wh_status wh_request_test(wh_request *r, int *done) {
   if (!r || !done) return WH_ERR_INVALID_ARGUMENT;
-  *done = 0;
-  wh_status st = step(r, done);
-  if (st == WH_OK && !*done) {
-    r->comm->ops->service(r->comm);
-    double waited = wh__now() - r->start;
-    if (waited > r->comm->timeout) st = fail_timeout(r, waited);
-  }
-  if (st != WH_OK || *done) {
-    req_free(r);
-    *done = 1;
-  }
+  wh_status st = WH_OK;
+  *done = round_for(r, &st);
+  if (*done) req_free(r);
   return st;
 }
 
 wh_status wh_request_wait(wh_request *r) {
   if (!r) return WH_ERR_INVALID_ARGUMENT;
-  int done = 0;
   wh_status st = WH_OK;
   for (unsigned spins = 0;; spins++) {
-    st = step(r, &done);
-    if (st != WH_OK || done) break;
-    r->comm->ops->service(r->comm);
+    if (round_for(r, &st)) break;
     double waited = wh__now() - r->start;
-    if (waited > r->comm->timeout) {
-      st = fail_timeout(r, waited);
-      break;
-    }
     /* ranks can outnumber cores: let a peer on this core run, and back off in long waits */
     if (spins > 64) sched_yield();
     if (waited > 0.01) {
@@ -365,6 +406,192 @@ static wh_status check_peer(wh_comm *c, const char *op, int peer) {
   return WH_OK;
 }
 
+#ifdef WH_HAVE_CUDA
+/* ---- device buffers on the MPI backend, staged through host memory
+ * The MPI transport is not assumed CUDA-aware: a device buffer is copied to a host buffer before
+ * the MPI request starts, and the result is copied back when it completes. A comm that finds no
+ * CUDA device (no GPU, no driver) never asks again, so the CPU path stays one branch per call. */
+
+static int dev_ptr(wh_comm *c, const void *p) {
+  if (!p || c->backend != WH_COMM_MPI || c->dev_bufs < 0) return 0;
+  if (c->dev_bufs == 0) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n < 1) {
+      cudaGetLastError(); /* clear it: the caller's next CUDA call must not see our failure */
+      c->dev_bufs = -1;
+      return 0;
+    }
+    c->dev_bufs = 1;
+  }
+  struct cudaPointerAttributes a;
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    cudaGetLastError();
+    return 0; /* not a pointer CUDA knows: host memory */
+  }
+  return a.type == cudaMemoryTypeDevice; /* managed and registered host memory: MPI reads them */
+}
+
+enum { ST_SEND, ST_RECV, ST_ALLREDUCE, ST_REDUCE_SCATTER, ST_ALLGATHER, ST_BROADCAST };
+
+typedef struct {
+  int kind;
+  const void *send;
+  void *recv; /* also the buffer of broadcast */
+  size_t count;
+  const size_t *counts; /* all-gather: every rank's count */
+  wh_dtype dt;
+  wh_reduce_op op;
+  int peer, tag, root;
+} stage_args;
+
+typedef struct {
+  char *host;        /* the MPI request's buffer */
+  char *host_in;     /* a separate input: reduce-scatter's or all-gather's send */
+  void *back;        /* where host is copied when the request completes (NULL: nowhere) */
+  size_t back_bytes;
+  int done;          /* the MPI request completed: MPI no longer touches host / host_in */
+  int copy_failed;   /* staging in failed (and said why) */
+  /* the backend's request, wrapped */
+  wh_status (*progress)(wh_request *r, int *done, char *msg, size_t cap);
+  void (*release)(wh_request *r);
+  void *state;
+} staging;
+
+static wh_status staged_progress(wh_request *r, int *done, char *msg, size_t cap) {
+  staging *s = r->state;
+  r->state = s->state;
+  wh_status st = s->progress(r, done, msg, cap);
+  s->state = r->state;
+  r->state = s;
+  if (st != WH_OK || !*done) return st;
+  s->done = 1;
+  if (s->back && s->back_bytes) {
+    cudaError_t e = cudaMemcpy(s->back, s->host, s->back_bytes, cudaMemcpyDefault);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      snprintf(msg, cap, "copying %zu staged bytes back to device memory: cudaMemcpy: %s", s->back_bytes,
+               cudaGetErrorString(e));
+      return WH_ERR_COMM;
+    }
+  }
+  return WH_OK;
+}
+
+static void staged_release(wh_request *r) {
+  staging *s = r->state;
+  if (!s) return;
+  r->state = s->state;
+  if (s->release) s->release(r);
+  r->state = NULL;
+  /* after a failed or timed-out wait MPI may still read or write the staging buffers (a receive
+   * freed without completing): they are left allocated rather than freed under it */
+  if (s->done) {
+    free(s->host);
+    free(s->host_in);
+  }
+  free(s);
+}
+
+static wh_status stage_in(wh_comm *c, staging *s, const char *op, void *dst, const void *src, size_t bytes) {
+  if (!bytes) return WH_OK;
+  cudaError_t e = cudaMemcpy(dst, src, bytes, cudaMemcpyDefault);
+  if (e == cudaSuccess) return WH_OK;
+  cudaGetLastError();
+  s->copy_failed = 1;
+  wh__ctx_set_error(c->ctx, "%s: staging %zu bytes of device memory through the host: cudaMemcpy: %s", op, bytes,
+                    cudaGetErrorString(e));
+  return WH_ERR_COMM;
+}
+
+/* Start the MPI request on host copies of the device buffers in a. */
+static wh_status staged_start(wh_comm *c, const char *op, size_t bytes, int peer, const stage_args *a,
+                              wh_request **req) {
+  size_t es = wh__comm_dtype_size(a->dt), host_bytes = a->count * es, in_bytes = 0, off = 0, total = 0;
+  if (a->kind == ST_REDUCE_SCATTER) in_bytes = host_bytes * (size_t)c->size;
+  if (a->kind == ST_ALLGATHER) {
+    for (int i = 0; i < c->size; i++) {
+      if (i < c->rank) off += a->counts[i];
+      total += a->counts[i];
+    }
+    host_bytes = total * es;
+    if (a->send) in_bytes = a->counts[c->rank] * es;
+  }
+  staging *s = calloc(1, sizeof *s);
+  wh_request *r = req_new(c, op, bytes, peer);
+  if (s) s->host = malloc(host_bytes + 1);
+  if (s && in_bytes) s->host_in = malloc(in_bytes);
+  if (!s || !r || !s->host || (in_bytes && !s->host_in)) {
+    if (s) free(s->host), free(s->host_in);
+    free(s);
+    req_free(r); /* unlinks it from the comm */
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  wh_status st = WH_OK;
+  switch (a->kind) {
+    case ST_SEND:
+      st = stage_in(c, s, op, s->host, a->send, host_bytes);
+      if (st == WH_OK) st = c->ops->isend(c, s->host, a->count, a->dt, a->peer, a->tag, r);
+      break;
+    case ST_RECV:
+      s->back = a->recv, s->back_bytes = host_bytes;
+      st = c->ops->irecv(c, s->host, a->count, a->dt, a->peer, a->tag, r);
+      break;
+    case ST_ALLREDUCE:
+      s->back = a->recv, s->back_bytes = host_bytes;
+      st = stage_in(c, s, op, s->host, a->send ? a->send : a->recv, host_bytes);
+      if (st == WH_OK) st = c->ops->iallreduce(c, NULL, s->host, a->count, a->dt, a->op, r);
+      break;
+    case ST_REDUCE_SCATTER:
+      s->back = a->recv, s->back_bytes = host_bytes;
+      st = stage_in(c, s, op, s->host_in, a->send, in_bytes);
+      if (st == WH_OK) st = c->ops->ireduce_scatter(c, s->host_in, s->host, a->count, a->dt, a->op, r);
+      break;
+    case ST_ALLGATHER:
+      s->back = a->recv, s->back_bytes = host_bytes;
+      if (a->send)
+        st = stage_in(c, s, op, s->host_in, a->send, in_bytes);
+      else
+        st = stage_in(c, s, op, s->host + off * es, (const char *)a->recv + off * es, a->counts[c->rank] * es);
+      if (st == WH_OK) st = c->ops->iallgather(c, a->send ? s->host_in : NULL, s->host, a->counts, a->dt, r);
+      break;
+    default: /* ST_BROADCAST: the root sends its buffer, the others receive into theirs */
+      if (c->rank == a->root)
+        st = stage_in(c, s, op, s->host, a->recv, host_bytes);
+      else
+        s->back = a->recv, s->back_bytes = host_bytes;
+      if (st == WH_OK) st = c->ops->ibroadcast(c, s->host, a->count, a->dt, a->root, r);
+      break;
+  }
+  if (st != WH_OK) {
+    if (!s->copy_failed) /* the backend refused */
+      wh__ctx_set_error(c->ctx, "%s: could not start on rank %d (%s, device buffers staged through the host): %s",
+                        op, c->rank, c->ops->name, wh_status_str(st));
+    req_free(r); /* nothing was started: the staging goes too */
+    free(s->host);
+    free(s->host_in);
+    free(s);
+    return st;
+  }
+  s->progress = r->progress, s->release = r->release, s->state = r->state;
+  r->progress = staged_progress, r->release = staged_release, r->state = s;
+  *req = r;
+  return WH_OK;
+}
+
+/* A call with a device buffer on the MPI backend goes through the host. */
+#define STAGE_DEVICE(cond, op, bytes_, peer_, ...)                \
+  do {                                                           \
+    if (cond) {                                                  \
+      stage_args a_ = {__VA_ARGS__};                             \
+      return staged_start(c, (op), (bytes_), (peer_), &a_, req); \
+    }                                                            \
+  } while (0)
+#else
+#define STAGE_DEVICE(...) \
+  do {                    \
+  } while (0)
+#endif
+
 wh_status wh_comm_isend(wh_comm *c, const void *buf, size_t count, wh_dtype dt, int peer, int tag, wh_request **req) {
   wh_status st = check_buf(c, "send", buf, count, dt, req);
   if (st == WH_OK) st = check_peer(c, "send", peer);
@@ -373,6 +600,8 @@ wh_status wh_comm_isend(wh_comm *c, const void *buf, size_t count, wh_dtype dt, 
     st = WH_ERR_INVALID_ARGUMENT;
   }
   if (st != WH_OK) return st;
+  STAGE_DEVICE(dev_ptr(c, buf), "send", count * wh__comm_dtype_size(dt), peer, ST_SEND, buf, NULL, count, NULL, dt,
+               WH_REDUCE_SUM, peer, tag, 0);
   START("send", count * wh__comm_dtype_size(dt), peer, c->ops->isend(c, buf, count, dt, peer, tag, r_));
 }
 
@@ -384,6 +613,8 @@ wh_status wh_comm_irecv(wh_comm *c, void *buf, size_t count, wh_dtype dt, int pe
     st = WH_ERR_INVALID_ARGUMENT;
   }
   if (st != WH_OK) return st;
+  STAGE_DEVICE(dev_ptr(c, buf), "recv", count * wh__comm_dtype_size(dt), peer, ST_RECV, NULL, buf, count, NULL, dt,
+               WH_REDUCE_SUM, peer, tag, 0);
   START("recv", count * wh__comm_dtype_size(dt), peer, c->ops->irecv(c, buf, count, dt, peer, tag, r_));
 }
 
@@ -402,6 +633,8 @@ wh_status wh_comm_iallreduce(wh_comm *c, const void *send, void *recv, size_t co
   if (st != WH_OK) return st;
   if (send == recv) send = NULL;
   c->coll_seq++;
+  STAGE_DEVICE(dev_ptr(c, recv) || dev_ptr(c, send), "allreduce", count * wh__comm_dtype_size(dt), -1, ST_ALLREDUCE,
+               send, recv, count, NULL, dt, op, -1, 0, 0);
   START("allreduce", count * wh__comm_dtype_size(dt), -1, c->ops->iallreduce(c, send, recv, count, dt, op, r_));
 }
 
@@ -415,6 +648,9 @@ wh_status wh_comm_ireduce_scatter(wh_comm *c, const void *send, void *recv, size
   }
   if (st != WH_OK) return st;
   c->coll_seq++;
+  STAGE_DEVICE(dev_ptr(c, recv) || dev_ptr(c, send), "reduce_scatter",
+               recvcount * (size_t)c->size * wh__comm_dtype_size(dt), -1, ST_REDUCE_SCATTER, send, recv, recvcount,
+               NULL, dt, op, -1, 0, 0);
   START("reduce_scatter", recvcount * (size_t)c->size * wh__comm_dtype_size(dt), -1,
         c->ops->ireduce_scatter(c, send, recv, recvcount, dt, op, r_));
 }
@@ -435,6 +671,14 @@ wh_status wh_comm_iallgather(wh_comm *c, const void *send, void *recv, size_t co
     return WH_ERR_UNSUPPORTED;
   }
   c->coll_seq++;
+#ifdef WH_HAVE_CUDA
+  if (dev_ptr(c, recv) || dev_ptr(c, send)) {
+    stage_args a = {ST_ALLGATHER, send, recv, 0, cnt, dt, WH_REDUCE_SUM, -1, 0, 0};
+    st = staged_start(c, "allgather", total * wh__comm_dtype_size(dt), -1, &a, req);
+    free(cnt);
+    return st;
+  }
+#endif
   wh_request *r = req_new(c, "allgather", total * wh__comm_dtype_size(dt), -1);
   if (!r) {
     free(cnt);
@@ -458,6 +702,8 @@ wh_status wh_comm_ibroadcast(wh_comm *c, void *buf, size_t count, wh_dtype dt, i
   }
   if (st != WH_OK) return st;
   c->coll_seq++;
+  STAGE_DEVICE(dev_ptr(c, buf), "broadcast", count * wh__comm_dtype_size(dt), c->rank == root ? -1 : root,
+               ST_BROADCAST, NULL, buf, count, NULL, dt, WH_REDUCE_SUM, -1, 0, root);
   START("broadcast", count * wh__comm_dtype_size(dt), c->rank == root ? -1 : root,
         c->ops->ibroadcast(c, buf, count, dt, root, r_));
 }

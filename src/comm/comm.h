@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "whale.h"
+#include "wh_config.h" /* WH_HAVE_NCCL, WH_HAVE_CUDA */
 
 struct wh_request {
   wh_comm *comm;
@@ -19,6 +20,13 @@ struct wh_request {
   wh_status (*progress)(wh_request *r, int *done, char *msg, size_t cap);
   void (*release)(wh_request *r); /* free backend state (also for unfinished requests) */
   void *state;
+  /* every wait advances all of its comm's requests (like MPI's progress engine): rings post
+   * their next step only when advanced, so waiting on one alone could stall a peer waiting on
+   * another */
+  wh_request *next;
+  int done;
+  wh_status status;    /* the outcome, once done */
+  char err[768];       /* its message, replayed when the owner waits */
 };
 
 typedef struct wh__comm_ops {
@@ -51,6 +59,10 @@ struct wh_comm {
   int broken;          /* a wait failed: only destroy is allowed */
   uint32_t coll_seq;   /* collectives started, for tags: every rank starts them in the same order */
   void *impl;          /* backend state */
+  wh_request *active;  /* requests started and not yet freed */
+  /* MPI backend in a CUDA build: 0 not yet asked, 1 a CUDA device is visible (buffers may be device
+   * memory, staged through the host), -1 none (every buffer is host memory; no more queries) */
+  int dev_bufs;
 };
 
 double wh__now(void);

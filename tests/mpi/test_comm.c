@@ -267,6 +267,30 @@ static void test_fusion(wh_comm *c) {
   wh_fusion_destroy(f);
 }
 
+/* Waiting on requests in different orders on different ranks must not deadlock: every wait
+ * advances all of the comm's requests, as MPI's own progress does. */
+static void test_wait_order(wh_comm *c) {
+  int n = wh_comm_size(c), r = wh_comm_rank(c);
+  enum { K = 4, N = 300001 };
+  float *buf[K];
+  wh_request *rq[K];
+  for (int k = 0; k < K; k++) {
+    buf[k] = malloc(sizeof(float) * N);
+    for (size_t i = 0; i < N; i++) buf[k][i] = (float)value(r, i + (size_t)k);
+    OK(wh_comm_iallreduce(c, NULL, buf[k], N, WH_F32, WH_REDUCE_SUM, &rq[k]));
+  }
+  for (int i = 0; i < K; i++) {
+    int k = r % 2 ? K - 1 - i : i; /* odd ranks wait in reverse */
+    OK(wh_request_wait(rq[k]));
+  }
+  for (int k = 0; k < K; k++) {
+    size_t bad = 0;
+    for (size_t i = 0; i < N; i++) bad += buf[k][i] != (float)reduced(n, i + (size_t)k, WH_F32, WH_REDUCE_SUM);
+    EXPECT(bad == 0, "allreduce %d waited out of order: %zu wrong", k, bad);
+    free(buf[k]);
+  }
+}
+
 static void test_errors(wh_comm *c) {
   int n = wh_comm_size(c);
   float x = 0;
@@ -341,6 +365,7 @@ int main(int argc, char **argv) {
     free(s), free(o2);
   }
   test_split(c);
+  test_wait_order(c);
   test_fusion(c);
   test_errors(c);
   OK(wh_comm_barrier(c));

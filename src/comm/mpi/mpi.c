@@ -116,6 +116,7 @@ wh_status wh__mpi_create(wh_comm *c, const wh_comm_options *o, char *msg, size_t
 
 typedef struct {
   MPI_Request req;
+  int p2p; /* a send or receive (collectives may not be freed unfinished) */
 } one_req;
 
 static wh_status one_progress(wh_request *r, int *done, char *msg, size_t cap) {
@@ -131,7 +132,10 @@ static wh_status one_progress(wh_request *r, int *done, char *msg, size_t cap) {
 
 static void one_release(wh_request *r) {
   one_req *s = r->state;
-  if (s && s->req != MPI_REQUEST_NULL) MPI_Request_free(&s->req);
+  /* an unfinished point-to-point request may be freed; an unfinished non-blocking collective may
+   * not (MPI makes that an error, fatal under the default handler): after a timeout the comm is
+   * broken anyway, so such a request is left to MPI rather than freed */
+  if (s && s->req != MPI_REQUEST_NULL && s->p2p) MPI_Request_free(&s->req);
   free(s);
 }
 
@@ -158,6 +162,7 @@ static wh_status m_isend(wh_comm *c, const void *buf, size_t count, wh_dtype dt,
   one_req *s = one_new(r);
   if (!s) return WH_ERR_OUT_OF_MEMORY;
   mpi_impl *m = c->impl;
+  s->p2p = 1;
   return one_start(r, MPI_Isend(buf, (int)count, mpi_type(dt), peer, tag, m->data, &s->req));
 }
 
@@ -165,6 +170,7 @@ static wh_status m_irecv(wh_comm *c, void *buf, size_t count, wh_dtype dt, int p
   one_req *s = one_new(r);
   if (!s) return WH_ERR_OUT_OF_MEMORY;
   mpi_impl *m = c->impl;
+  s->p2p = 1;
   return one_start(r, MPI_Irecv(buf, (int)count, mpi_type(dt), peer, tag, m->data, &s->req));
 }
 
