@@ -125,4 +125,13 @@ struct wh_plan {
   double *dev_mem;
 };
 
+/* A prepared planner for costing many pinned layouts of one graph on one cluster (brute force). */
+typedef struct wh__planner wh__planner;
+wh_status wh__planner_open(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t batch, wh__planner **out);
+void wh__planner_close(wh__planner *pl);
+int wh__planner_segments(const wh__planner *pl);
+int wh__planner_legal_end(const wh__planner *pl, int j); /* may a stage end at segment j (stage hints) */
+const int *wh__planner_order(const wh__planner *pl);     /* the planner's device order */
+wh_status wh__planner_pin(wh__planner *pl, const wh_plan_layout *l, wh_plan **out);
+
 #endif

@@ -786,9 +786,46 @@ wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, co
   return st;
 }
 
-wh_status wh_plan_create_pinned(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t global_batch,
-                                const wh_plan_layout *l, wh_plan **out) {
-  if (!ctx || !g || !c || !l || !out) return WH_ERR_INVALID_ARGUMENT;
+struct wh__planner {
+  wh_ctx *ctx;
+  const wh_cluster *c;
+  int64_t batch;
+  prepared pr;
+};
+
+wh_status wh__planner_open(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t batch, wh__planner **out) {
+  wh__planner *pl = calloc(1, sizeof *pl);
+  if (!pl) return WH_ERR_OUT_OF_MEMORY;
+  wh_status st = prepare(ctx, g, c, batch, &pl->pr);
+  if (st != WH_OK) {
+    free(pl);
+    return st;
+  }
+  pl->ctx = ctx;
+  pl->c = c;
+  pl->batch = batch;
+  *out = pl;
+  return WH_OK;
+}
+
+void wh__planner_close(wh__planner *pl) {
+  if (!pl) return;
+  prepared_free(&pl->pr);
+  free(pl);
+}
+
+int wh__planner_segments(const wh__planner *pl) { return pl ? pl->pr.m.n : 0; }
+
+int wh__planner_legal_end(const wh__planner *pl, int j) {
+  return !pl->pr.legal || j >= pl->pr.m.n - 1 || pl->pr.legal[j];
+}
+
+const int *wh__planner_order(const wh__planner *pl) { return pl->pr.order; }
+
+wh_status wh__planner_pin(wh__planner *pl, const wh_plan_layout *l, wh_plan **out) {
+  wh_ctx *ctx = pl->ctx;
+  const wh_cluster *c = pl->c;
+  int64_t global_batch = pl->batch;
   *out = NULL;
   if (l->struct_size != sizeof *l || l->stages < 1 || l->stages > 1024 || c->n % l->stages || l->micro_batches < 1 ||
       global_batch % l->micro_batches || l->tp < 1 || (c->n / l->stages) % l->tp ||
@@ -798,16 +835,16 @@ wh_status wh_plan_create_pinned(wh_ctx *ctx, const wh_graph *g, const wh_cluster
                       l->stages, c->n, l->micro_batches, (long long)global_batch, l->tp);
     return WH_ERR_INVALID_ARGUMENT;
   }
-  prepared pr;
-  wh_status st = prepare(ctx, g, c, global_batch, &pr);
-  if (st != WH_OK) return st;
-  int S = l->stages, n = pr.m.n;
-  int *cut = malloc(sizeof(int) * (size_t)(S + 1));
-  if (!cut) {
-    prepared_free(&pr);
+  prepared *pr = &pl->pr;
+  int S = l->stages, n = pr->m.n;
+  wh_status st = WH_OK;
+  int *cut = malloc(sizeof(int) * (size_t)(S + 1)), *order = malloc(sizeof(int) * (size_t)c->n);
+  if (!cut || !order) {
+    free(cut), free(order);
     return WH_ERR_OUT_OF_MEMORY;
   }
-  for (int s = 0; s < S; s++) {
+  memcpy(order, pr->order, sizeof(int) * (size_t)c->n);
+  for (int s = 0; s < S && st == WH_OK; s++) {
     cut[s] = l->last_segment ? l->last_segment[s] : (int)((int64_t)(s + 1) * n / S) - 1;
     if (cut[s] < (s ? cut[s - 1] + 1 : 0) || cut[s] >= n || (s == S - 1 && cut[s] != n - 1)) {
       wh__ctx_set_error(ctx, "wh_plan_create_pinned: stage %d ends at segment %d; stages must end in increasing order "
@@ -831,10 +868,10 @@ wh_status wh_plan_create_pinned(wh_ctx *ctx, const wh_graph *g, const wh_cluster
     }
     if (!seen) st = WH_ERR_OUT_OF_MEMORY;
     free(seen);
-    if (st == WH_OK) memcpy(pr.order, l->devices, sizeof(int) * (size_t)c->n);
+    if (st == WH_OK) memcpy(order, l->devices, sizeof(int) * (size_t)c->n);
   }
   if (st == WH_OK) {
-    ctxs x = {&pr.m, c, &pr.t, &pr.rg, pr.order, global_batch, l->shares, NULL};
+    ctxs x = {&pr->m, c, &pr->t, &pr->rg, order, global_batch, l->shares, NULL};
     config cf = {S, l->micro_batches, l->tp, l->recompute != 0, l->zero1 != 0, (wh__schedule)l->schedule, 0, 0, cut};
     int *tmp = malloc(sizeof(int) * (size_t)(S + 1));
     double tt = tmp ? partition_chain(&x, &cf, tmp) : INF;
@@ -848,8 +885,19 @@ wh_status wh_plan_create_pinned(wh_ctx *ctx, const wh_graph *g, const wh_cluster
       st = finish(ctx, &x, &cf, cut, tt, &cf, INF, 1, 0, out);
     }
   }
-  free(cut);
-  prepared_free(&pr);
+  free(cut), free(order);
+  return st;
+}
+
+wh_status wh_plan_create_pinned(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t global_batch,
+                                const wh_plan_layout *l, wh_plan **out) {
+  if (!ctx || !g || !c || !l || !out) return WH_ERR_INVALID_ARGUMENT;
+  *out = NULL;
+  wh__planner *pl;
+  wh_status st = wh__planner_open(ctx, g, c, global_batch, &pl);
+  if (st != WH_OK) return st;
+  st = wh__planner_pin(pl, l, out);
+  wh__planner_close(pl);
   return st;
 }
 
