@@ -190,9 +190,13 @@ static memlin stage_memory(const wh__model *m, const ranges *rg, int a, int b, i
   double act = RSUM(rg, act, a, b);
   if (tp > 1) act = act * 0.5 + act * 0.5 / tp; /* roughly half the activations are sharded */
   if (recompute) {
-    /* keep each segment's input per micro-batch in flight, and one segment's activations */
+    /* two ways to checkpoint, the same extra forward: keep every segment's input per micro-batch in
+     * flight and rebuild one segment at a time, or keep only the stage's input and rebuild the
+     * whole stage for the micro-batch in backward (GPipe's); whichever needs less */
     double kept = a > 0 ? RSUM(rg, outb, a - 1, b - 1) : (b > 0 ? RSUM(rg, outb, 0, b - 1) : 0);
-    r.per_sample = kept * inflight + range_max(rg, rg->actmax, a, b);
+    double per_seg = kept * inflight + range_max(rg, rg->actmax, a, b);
+    double per_stage = (a > 0 ? m->seg[a - 1].out_bytes : 0) * inflight + act;
+    r.per_sample = fmin(per_seg, per_stage);
   } else {
     r.per_sample = act * inflight;
   }
@@ -457,6 +461,35 @@ static double step_of(const ctxs *x, const config *cf, const group *gr, const in
   return pipeline_time(cf, st, ar, NULL);
 }
 
+/* Is the number of ways to cut the chain into S stages (at legal ends) small? */
+static int exhaustive_ok(const ctxs *x, int S, int n) {
+  int legal = 0;
+  for (int j = 0; j < n - 1; j++) legal += !x->legal_end || x->legal_end[j];
+  if (S - 1 > legal) return 0; /* no split at all: the DP finds that at once */
+  double ways = 1;
+  for (int k = 0; k < S - 1; k++) ways = ways * (legal - k) / (k + 1);
+  return ways <= 4096;
+}
+
+static void enumerate_cuts(const ctxs *x, const config *cf, const group *gr, int *cut, int s, int from, int *best_cut,
+                           double *best) {
+  int n = x->m->n, S = cf->S;
+  if (s == S - 1) {
+    cut[s] = n - 1;
+    double t = step_of(x, cf, gr, cut);
+    if (t < *best) {
+      *best = t;
+      memcpy(best_cut, cut, sizeof(int) * (size_t)S);
+    }
+    return;
+  }
+  for (int j = from; j <= n - S + s; j++) {
+    if (x->legal_end && !x->legal_end[j]) continue;
+    cut[s] = j;
+    enumerate_cuts(x, cf, gr, cut, s + 1, j + 1, best_cut, best);
+  }
+}
+
 /* Minimise the slowest stage by DP over the chain: best[s][j] over stages 0..s covering 0..j.
  * A stage's cost only grows as it takes more segments, so the scan over its first segment stops
  * as soon as that cost alone passes the best found. */
@@ -474,6 +507,16 @@ static double partition_chain(const ctxs *x, const config *cf, int *cut) {
   for (int i = 0; i < S * n; i++) best[i] = INF, arg[i] = -1;
   if (cf->pinned_cuts) {
     memcpy(cut, cf->pinned_cuts, sizeof(int) * (size_t)S);
+  } else if (!cf->even_layers && S > 1 && exhaustive_ok(x, S, n)) {
+    /* few enough splits to try them all against the whole step (all-reduces included), which the
+     * per-stage DP below can only approximate */
+    int *tmp = malloc(sizeof(int) * (size_t)S);
+    if (tmp) {
+      result = INF;
+      enumerate_cuts(x, cf, gr, tmp, 0, 0, cut, &result);
+      free(tmp);
+    }
+    goto done;
   } else if (cf->even_layers) {
     for (int s = 0; s < S; s++) cut[s] = (int)((int64_t)(s + 1) * n / S) - 1;
   } else {
