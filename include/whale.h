@@ -310,14 +310,26 @@ typedef enum wh_run_mode {
   WH_RUN_EVAL = 2   /* forward only, dropout off */
 } wh_run_mode;
 
+struct wh_plan;
+struct wh_comm;
+
 typedef struct wh_session_options {
   size_t struct_size;
-  int64_t batch;  /* value of the symbolic batch dimension (>= 1) */
+  int64_t batch;  /* value of the symbolic batch dimension (>= 1); ignored with a plan */
   int recompute;  /* honour wh_scope_recompute scopes (1, default) or keep every activation (0) */
   int inplace;    /* let elementwise ops overwrite an input that dies there (1, default) */
+  /* Distributed execution: this rank's part of the plan (rank i of comm runs cluster device i).
+   * Both borrowed; they must outlive the session. With a plan, wh_session_feed takes the global
+   * batch (every rank feeds the same data) and each rank runs its share of every micro-batch;
+   * the loss fetched is the global mean. This increment executes data-parallel plans (one stage,
+   * no operator sharding): replicas with equal or unequal shares, gradient accumulation over
+   * micro-batches, gradients averaged by share and all-reduced in buckets during backward. The
+   * loss must be a mean over samples (as wh_cross_entropy and wh_mse are). */
+  const struct wh_plan *plan;
+  struct wh_comm *comm;
 } wh_session_options;
 
-#define WH_SESSION_OPTIONS_INIT {sizeof(wh_session_options), 1, 1, 1}
+#define WH_SESSION_OPTIONS_INIT {sizeof(wh_session_options), 1, 1, 1, NULL, NULL}
 
 WH_API wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *opts,
                                    wh_session **out);
@@ -535,6 +547,12 @@ WH_API wh_status wh_plan_shares(const wh_plan *p, int64_t *shares, int n);
  * bubble, memory against capacity, and why it beat the runner-up. *out freed with wh_free. */
 WH_API wh_status wh_plan_explain(const wh_plan *p, char **out);
 WH_API wh_status wh_plan_dump(const wh_plan *p, wh_format fmt, char **out);
+/* Save a plan as protobuf (message Plan in proto/whale.proto): everything it explains, dumps and
+ * simulates with, figures bit for bit. */
+WH_API wh_status wh_plan_save(const wh_plan *p, const char *path);
+/* Load a saved plan; it explains, dumps and simulates (on a cluster of the same device count) like
+ * the saved one. Truncated or corrupt files: WH_ERR_CORRUPT. *out is owned: wh_plan_destroy it. */
+WH_API wh_status wh_plan_load(wh_ctx *ctx, const char *path, wh_plan **out);
 
 typedef struct wh_sim_result {
   size_t struct_size;

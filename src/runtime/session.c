@@ -5,8 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../comm/comm.h"
 #include "../ir/ir.h"
 #include "../kernels/kernels.h"
+#include "../planner/planner.h"
 #include "ctx.h"
 #include "memplan.h"
 #include "program.h"
@@ -31,6 +33,16 @@ struct wh_session {
   int64_t arena_bytes, inter_bytes, n_inter, live_peak;
   wh__exec ex;
   char kerr[512];
+  /* distributed (data parallel) execution */
+  wh_comm *comm;
+  int dist, m;                 /* micro-batches */
+  int64_t global_batch, mb;    /* samples per step, per micro-batch */
+  int64_t share, offset;       /* this replica's rows of each micro-batch */
+  const void **global_feed;    /* per input: the caller's global batch */
+  int64_t *row_bytes;          /* per input: bytes per sample */
+  int32_t *grad_of_param;      /* per value: the parameter it is the gradient of, or -1 */
+  void **acc;                  /* per parameter gradient: accumulation over micro-batches */
+  wh_fusion *fusion;
 };
 
 /* ---- parameter initialisation: counter-based, so a seed gives the same values anywhere */
@@ -203,6 +215,13 @@ void wh_session_destroy(wh_session *s) {
   free(s->stamp);
   free(s->arena);
   free(s->ex.scratch);
+  wh_fusion_destroy(s->fusion);
+  if (s->acc)
+    for (int v = 0; v < s->n; v++) free(s->acc[v]);
+  free(s->acc);
+  free(s->global_feed);
+  free(s->row_bytes);
+  free(s->grad_of_param);
   free(s);
 }
 
@@ -224,6 +243,39 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
       return WH_ERR_INVALID_ARGUMENT;
     }
     o = *opts;
+  }
+  if (!o.plan != !o.comm) {
+    wh__ctx_set_error(ctx, "wh_session_create: a distributed session needs both a plan and a communicator");
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  int64_t share = 0, offset = 0;
+  if (o.plan) {
+    const wh_plan *pl = o.plan;
+    if (pl->n_devices != wh_comm_size(o.comm)) {
+      wh__ctx_set_error(ctx, "wh_session_create: the plan is for %d devices but the communicator has %d ranks",
+                        pl->n_devices, wh_comm_size(o.comm));
+      return WH_ERR_INVALID_ARGUMENT;
+    }
+    if (pl->n_stages != 1 || pl->st[0].tp != 1) {
+      wh__ctx_set_error(ctx, "wh_session_create: this build executes data-parallel plans (1 stage, no operator "
+                             "sharding); the plan has %d stages and tp %d (plan with stages = 1, allow_tp = 0)",
+                        pl->n_stages, pl->st[0].tp);
+      return WH_ERR_UNSUPPORTED;
+    }
+    int me = wh_comm_rank(o.comm), found = 0;
+    for (int i = 0; i < pl->st[0].ndev; i++) {
+      if (pl->st[0].dev[i] == me) {
+        share = pl->st[0].share[i];
+        found = 1;
+        break;
+      }
+      offset += pl->st[0].share[i];
+    }
+    if (!found) {
+      wh__ctx_set_error(ctx, "wh_session_create: rank %d has no place in the plan", me);
+      return WH_ERR_INVALID_ARGUMENT;
+    }
+    o.batch = share > 0 ? share : 1; /* a replica without samples still joins the all-reduce */
   }
   if (o.batch < 1) {
     wh__ctx_set_error(ctx, "wh_session_create: batch must be >= 1, got %lld", (long long)o.batch);
@@ -282,6 +334,51 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
     wh__ctx_set_error(ctx, "wh_session_create: out of memory planning intermediates");
     return st;
   }
+  if (o.plan) {
+    s->dist = 1;
+    s->comm = o.comm;
+    s->m = o.plan->micro_batches;
+    s->global_batch = o.plan->global_batch;
+    s->mb = s->global_batch / s->m;
+    s->share = share;
+    s->offset = offset;
+    s->global_feed = calloc(n, sizeof(void *));
+    s->row_bytes = calloc(n, sizeof(int64_t));
+    s->grad_of_param = malloc(n * sizeof(int32_t));
+    s->acc = calloc(n, sizeof(void *));
+    if (!s->global_feed || !s->row_bytes || !s->grad_of_param || !s->acc) {
+      wh_session_destroy(s);
+      return WH_ERR_OUT_OF_MEMORY;
+    }
+    for (int v = 0; v < s->n; v++) {
+      s->grad_of_param[v] = -1;
+      const wh__value *val = &s->prog.values[v];
+      if (val->role != WH_ROLE_INPUT || v >= g->n_values) continue;
+      int sym = 0;
+      for (int d = 1; d < val->shape.ndim; d++) sym |= val->shape.d[d] < 0;
+      if (sym || (val->shape.ndim > 0 && val->shape.d[0] > 0 && wh__shape_symbolic_count(&val->shape) == 0)) {
+        if (!sym) continue; /* no batch dimension: fed whole to every replica */
+        wh__ctx_set_error(ctx, "wh_session_create: input '%s' has its batch dimension after the first: a distributed "
+                               "session slices inputs by leading rows",
+                          wh_value_name(g, v));
+        wh_session_destroy(s);
+        return WH_ERR_UNSUPPORTED;
+      }
+      s->row_bytes[v] = wh__numel(&val->shape, 1) * (int64_t)wh__dtype_size(val->dtype);
+    }
+    for (int v = 0; v < g->n_grad; v++)
+      if (g->values[v].role == WH_ROLE_PARAM && g->grad[v] >= 0) {
+        s->grad_of_param[g->grad[v]] = v;
+        if (s->m > 1 && !(s->acc[g->grad[v]] = malloc((size_t)s->bytes[g->grad[v]] + 1))) {
+          wh_session_destroy(s);
+          return WH_ERR_OUT_OF_MEMORY;
+        }
+      }
+    if ((st = wh_fusion_create(s->comm, 4u << 20, WH_F32, WH_REDUCE_SUM, &s->fusion)) != WH_OK) {
+      wh_session_destroy(s);
+      return st;
+    }
+  }
   g->frozen++;
   wh__log(ctx, WH_LOG_INFO,
           "session: batch %lld, arena %lld bytes for %lld intermediates of %lld bytes (%lld in place, %d recomputed)",
@@ -311,6 +408,16 @@ wh_status wh_session_feed(wh_session *s, wh_value v, const void *data, size_t by
   if (!wh__valid_value(s->g, v) || s->g->values[v].role != WH_ROLE_INPUT)
     return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_feed: value %d is not an input", (int)v);
   if (!data) return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_feed: input '%s': data is NULL", wh_value_name(s->g, v));
+  if (s->dist && s->row_bytes[v] > 0) {
+    if ((int64_t)bytes != s->row_bytes[v] * s->global_batch)
+      return fail(s, WH_ERR_SHAPE, "wh_session_feed: input '%s' of a distributed session takes the global batch of %lld: "
+                                   "%lld bytes, got %zu",
+                  wh_value_name(s->g, v), (long long)s->global_batch, (long long)(s->row_bytes[v] * s->global_batch),
+                  bytes);
+    s->global_feed[v] = data;
+    s->ptr[v] = (void *)data; /* marks it fed; each micro-batch points at its rows */
+    return WH_OK;
+  }
   if ((int64_t)bytes != s->bytes[v]) {
     char b[160];
     return fail(s, WH_ERR_SHAPE, "wh_session_feed: input '%s' %s%s at batch %lld is %lld bytes, got %zu",
@@ -341,6 +448,118 @@ static void tensor_of(const wh_session *s, int32_t v, wh__tensor *t) {
   }
 }
 
+/* Run node i of the program: gather tensors, call the kernel, report a failure by node. */
+static wh_status run_node(wh_session *s, int i) {
+  const wh__program *pg = &s->prog;
+  const wh__node *n = &pg->nodes[i];
+  wh__tensor in[64], *inp = in, out = {0};
+  wh__tensor *heap = NULL;
+  if (n->n_in > 64) {
+    heap = malloc(sizeof(wh__tensor) * (size_t)n->n_in);
+    if (!heap) return fail(s, WH_ERR_OUT_OF_MEMORY, "wh_session_run: out of memory");
+    inp = heap;
+  }
+  for (int k = 0; k < n->n_in; k++) tensor_of(s, n->in[k], &inp[k]);
+  if (n->out >= 0) {
+    if (s->alias[n->out] >= 0) s->ptr[n->out] = s->ptr[root_of(s, n->out)];
+    tensor_of(s, n->out, &out);
+  }
+  s->kerr[0] = 0;
+  wh_status st = wh__ops[n->op].cpu(&s->ex, n, inp, n->out >= 0 ? &out : NULL);
+  free(heap);
+  if (st != WH_OK) {
+    char b[160];
+    return fail(s, st, "wh_session_run: node %d (%s%s%s, output %s) failed: %s%s%s", i, wh__ops[n->op].name,
+                n->out >= 0 && pg->values[n->out].name ? " " : "",
+                n->out >= 0 && pg->values[n->out].name ? pg->values[n->out].name : "",
+                n->out >= 0 ? wh__shape_str(&pg->values[n->out].shape, b, sizeof b) : "-", wh_status_str(st),
+                s->kerr[0] ? ": " : "", s->kerr);
+  }
+  if (n->out >= 0) s->stamp[n->out] = s->runs;
+  return WH_OK;
+}
+
+static void axpy_scale(float *acc, const float *g, int64_t n, float w, int first) {
+  if (first)
+    for (int64_t i = 0; i < n; i++) acc[i] = w * g[i];
+  else
+    for (int64_t i = 0; i < n; i++) acc[i] += w * g[i];
+}
+
+/* Data parallel: this replica's rows of every micro-batch, forward and backward; each parameter's
+ * gradient, weighted by share / global batch (the loss is a per-sample mean), is accumulated and,
+ * in the last micro-batch, handed to gradient fusion the moment backward produces it, so its
+ * all-reduce overlaps the rest of backward. Then the global loss, then the update. */
+static wh_status run_dist(wh_session *s, wh_run_mode mode) {
+  const wh__program *pg = &s->prog;
+  wh_graph *g = s->g;
+  float w = (float)((double)s->share / (double)s->global_batch);
+  double loss_acc = 0;
+  int active = s->share > 0;
+  for (int k = 0; k < s->m; k++) {
+    int last = k == s->m - 1;
+    for (int v = 0; v < g->n_values; v++)
+      if (s->global_feed[v]) s->ptr[v] = (char *)s->global_feed[v] + ((int64_t)k * s->mb + s->offset) * s->row_bytes[v];
+    for (int i = 0; i < pg->n_nodes; i++) {
+      const wh__node *n = &pg->nodes[i];
+      if (n->phase == WH_PHASE_UPDATE || (mode == WH_RUN_EVAL && n->phase != WH_PHASE_FORWARD)) continue;
+      if (active) {
+        wh_status st = run_node(s, i);
+        if (st != WH_OK) return st;
+      }
+      int32_t out = n->out;
+      if (mode == WH_RUN_EVAL || out < 0 || s->grad_of_param[out] < 0) continue;
+      if (!s->ptr[out]) s->ptr[out] = s->ptr[root_of(s, out)];
+      float *gbuf = (float *)s->ptr[out];
+      int64_t cnt = s->bytes[out] / (int64_t)sizeof(float);
+      if (!active) memset(gbuf, 0, (size_t)s->bytes[out]);
+      float *dst = gbuf;
+      if (s->m > 1) {
+        axpy_scale(s->acc[out], gbuf, cnt, w, k == 0);
+        dst = s->acc[out];
+      } else {
+        axpy_scale(gbuf, gbuf, cnt, w, 1);
+      }
+      if (last) {
+        wh_status st = wh_fusion_add(s->fusion, dst, (size_t)cnt);
+        if (st != WH_OK) return fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
+      } else {
+        wh_fusion_poll(s->fusion);
+      }
+    }
+    if (active) {
+      float l;
+      memcpy(&l, s->ptr[g->loss], sizeof l);
+      loss_acc += (double)w * (double)l;
+    }
+  }
+  if (mode != WH_RUN_EVAL) {
+    wh_status st = wh_fusion_wait(s->fusion);
+    if (st != WH_OK) return fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
+    if (s->m > 1)
+      for (int v = 0; v < s->n; v++)
+        if (s->grad_of_param[v] >= 0) {
+          if (!s->ptr[v]) s->ptr[v] = s->ptr[root_of(s, v)];
+          memcpy(s->ptr[v], s->acc[v], (size_t)s->bytes[v]);
+        }
+  }
+  /* the global mean loss, on every rank */
+  double gl = loss_acc;
+  wh_status st = wh_comm_allreduce(s->comm, NULL, &gl, 1, WH_F64, WH_REDUCE_SUM);
+  if (st != WH_OK) return fail(s, st, "wh_session_run: loss all-reduce: %s", wh_last_error(s->ctx));
+  float glf = (float)gl;
+  if (!s->ptr[g->loss]) s->ptr[g->loss] = s->ptr[root_of(s, g->loss)];
+  memcpy(s->ptr[g->loss], &glf, sizeof glf);
+  s->stamp[g->loss] = s->runs;
+  if (mode == WH_RUN_TRAIN)
+    for (int i = 0; i < pg->n_nodes; i++) {
+      if (pg->nodes[i].phase != WH_PHASE_UPDATE) continue;
+      st = run_node(s, i);
+      if (st != WH_OK) return st;
+    }
+  return WH_OK;
+}
+
 wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
   if (!s) return WH_ERR_INVALID_ARGUMENT;
   wh_graph *g = s->g;
@@ -349,6 +568,8 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
     return fail(s, WH_ERR_STATE, "wh_session_run: training needs an optimizer (wh_optimizer_sgd/adamw); use WH_RUN_GRAD for gradients only");
   if (mode != WH_RUN_EVAL && g->loss < 0)
     return fail(s, WH_ERR_STATE, "wh_session_run: the graph has no gradients (wh_backward); use WH_RUN_EVAL");
+  if (s->dist && g->loss < 0)
+    return fail(s, WH_ERR_STATE, "wh_session_run: a distributed session needs a loss (wh_backward)");
   const wh__program *pg = &s->prog;
   /* every input the run reads must be fed */
   for (int i = 0; i < pg->n_nodes; i++) {
@@ -365,33 +586,15 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
   s->ex.train = mode != WH_RUN_EVAL;
   s->ex.step = s->steps + 1;
   s->ex.batch = s->batch;
-  for (int i = 0; i < pg->n_nodes; i++) {
-    const wh__node *n = &pg->nodes[i];
-    if (!runs_in(n, mode)) continue;
-    wh__tensor in[64], *inp = in, out = {0};
-    wh__tensor *heap = NULL;
-    if (n->n_in > 64) {
-      heap = malloc(sizeof(wh__tensor) * (size_t)n->n_in);
-      if (!heap) return fail(s, WH_ERR_OUT_OF_MEMORY, "wh_session_run: out of memory");
-      inp = heap;
+  if (s->dist) {
+    wh_status st = run_dist(s, mode);
+    if (st != WH_OK) return st;
+  } else {
+    for (int i = 0; i < pg->n_nodes; i++) {
+      if (!runs_in(&pg->nodes[i], mode)) continue;
+      wh_status st = run_node(s, i);
+      if (st != WH_OK) return st;
     }
-    for (int k = 0; k < n->n_in; k++) tensor_of(s, n->in[k], &inp[k]);
-    if (n->out >= 0) {
-      if (s->alias[n->out] >= 0) s->ptr[n->out] = s->ptr[root_of(s, n->out)];
-      tensor_of(s, n->out, &out);
-    }
-    s->kerr[0] = 0;
-    wh_status st = wh__ops[n->op].cpu(&s->ex, n, inp, n->out >= 0 ? &out : NULL);
-    free(heap);
-    if (st != WH_OK) {
-      char b[160];
-      return fail(s, st, "wh_session_run: node %d (%s%s%s, output %s) failed: %s%s%s", i, wh__ops[n->op].name,
-                  n->out >= 0 && pg->values[n->out].name ? " " : "",
-                  n->out >= 0 && pg->values[n->out].name ? pg->values[n->out].name : "",
-                  n->out >= 0 ? wh__shape_str(&pg->values[n->out].shape, b, sizeof b) : "-", wh_status_str(st),
-                  s->kerr[0] ? ": " : "", s->kerr);
-    }
-    if (n->out >= 0) s->stamp[n->out] = s->runs;
   }
   if (mode == WH_RUN_TRAIN) s->steps++;
   return WH_OK;

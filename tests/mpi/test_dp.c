@@ -1,0 +1,240 @@
+/* test_dp.c - the same model trained on one process and data-parallel over the ranks of this
+ * mpirun gives the same losses at every step and the same parameters at the end: equal shares,
+ * unequal shares, gradient accumulation over micro-batches, a replica with no samples; an MLP
+ * and a small GPT. Each rank also runs the single-process reference itself. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "whale.h"
+
+#define DIMS(...) (int64_t[]){__VA_ARGS__}
+#define STEPS 20
+#define B 24
+
+static wh_ctx *ctx;
+static int rank_, passed, failed;
+
+#define EXPECT(cond, ...)                                      \
+  do {                                                         \
+    if (cond) {                                                \
+      passed++;                                                \
+    } else {                                                   \
+      failed++;                                                \
+      printf("rank %d FAIL %s:%d: ", rank_, __FILE__, __LINE__); \
+      printf(__VA_ARGS__);                                     \
+      printf("\n");                                            \
+    }                                                          \
+  } while (0)
+
+#define CHECK(call)                                                                          \
+  do {                                                                                       \
+    wh_status s_ = (call);                                                                   \
+    if (s_ != WH_OK) {                                                                       \
+      printf("rank %d: %s: %s: %s\n", rank_, #call, wh_status_str(s_), wh_last_error(ctx)); \
+      exit(1);                                                                               \
+    }                                                                                        \
+  } while (0)
+
+typedef struct {
+  wh_graph *g;
+  wh_value x, y, loss;
+  int gpt;
+} model;
+
+static wh_value lin(wh_graph *g, wh_value x, const char *nm, int in, int out, uint64_t seed) {
+  char w[32], b[32];
+  snprintf(w, sizeof w, "%s.w", nm);
+  snprintf(b, sizeof b, "%s.b", nm);
+  return wh_bias_add(g,
+                     wh_matmul(g, x, wh_param(g, w, WH_F32, 2, DIMS(out, in), WH_INIT(WH_INIT_NORMAL, 0, 0.2f, seed)),
+                               0, 1),
+                     wh_param(g, b, WH_F32, 1, DIMS(out), WH_INIT(WH_INIT_UNIFORM, -0.1f, 0.1f, seed + 1)), -1);
+}
+
+static model build(int gpt) {
+  model m = {0};
+  m.gpt = gpt;
+  CHECK(wh_graph_create(ctx, &m.g));
+  wh_graph *g = m.g;
+  if (!gpt) {
+    m.x = wh_input(g, "x", WH_F32, 2, DIMS(WH_BATCH, 16));
+    m.y = wh_input(g, "y", WH_I32, 1, DIMS(WH_BATCH));
+    wh_value h = wh_tanh(g, lin(g, m.x, "l1", 16, 32, 1));
+    h = wh_relu(g, lin(g, h, "l2", 32, 32, 3));
+    m.loss = wh_cross_entropy(g, lin(g, h, "l3", 32, 5, 5), m.y);
+  } else {
+    const int T = 8, C = 16, V = 32;
+    m.x = wh_input(g, "tokens", WH_I32, 2, DIMS(WH_BATCH, T));
+    m.y = wh_input(g, "targets", WH_I32, 2, DIMS(WH_BATCH, T));
+    wh_value wte = wh_param(g, "wte", WH_F32, 2, DIMS(V, C), WH_INIT(WH_INIT_NORMAL, 0, 0.3f, 11));
+    wh_value x = wh_add(g, wh_embedding(g, wte, m.x), wh_param(g, "wpe", WH_F32, 2, DIMS(T, C),
+                                                                WH_INIT(WH_INIT_NORMAL, 0, 0.3f, 12)));
+    for (int l = 0; l < 2; l++) {
+      char nm[32];
+      snprintf(nm, sizeof nm, "ln%d.g", l);
+      wh_value gm = wh_param(g, nm, WH_F32, 1, DIMS(C), WH_INIT(WH_INIT_ONES, 0, 0, 0));
+      snprintf(nm, sizeof nm, "ln%d.b", l);
+      wh_value bt = wh_param(g, nm, WH_F32, 1, DIMS(C), WH_INIT(WH_INIT_ZEROS, 0, 0, 0));
+      wh_value h = wh_layernorm(g, x, gm, bt, 1e-5f);
+      /* no qkv bias: its key third has an exactly-zero gradient (softmax ignores a per-query
+       * shift), which AdamW turns into rounding-noise drift that no two summation orders share */
+      snprintf(nm, sizeof nm, "qkv%d.w", l);
+      wh_value wq = wh_param(g, nm, WH_F32, 2, DIMS(3 * C, C), WH_INIT(WH_INIT_NORMAL, 0, 0.2f, 20 + (uint64_t)l));
+      wh_value a = wh_attention(g, wh_matmul(g, h, wq, 0, 1), 2);
+      snprintf(nm, sizeof nm, "proj%d", l);
+      x = wh_add(g, x, lin(g, a, nm, C, C, 30 + (uint64_t)l));
+      snprintf(nm, sizeof nm, "fc%d", l);
+      wh_value f = wh_gelu(g, lin(g, x, nm, C, 4 * C, 40 + (uint64_t)l));
+      snprintf(nm, sizeof nm, "fcp%d", l);
+      x = wh_add(g, x, lin(g, f, nm, 4 * C, C, 50 + (uint64_t)l));
+    }
+    m.loss = wh_cross_entropy(g, wh_matmul(g, x, wte, 0, 1), m.y);
+  }
+  CHECK(wh_graph_status(g));
+  CHECK(wh_backward(g, m.loss));
+  wh_adamw_options o = WH_ADAMW_OPTIONS_INIT;
+  o.lr = (wh_lr){WH_LR_WARMUP_COSINE, 1e-2f, 3, STEPS, 1e-3f};
+  o.clip_norm = 1.0f;
+  CHECK(wh_optimizer_adamw(g, &o));
+  return m;
+}
+
+/* the data of step k: the same on every rank */
+static void batch(const model *m, int k, void *x, void *y) {
+  if (!m->gpt) {
+    for (int i = 0; i < B * 16; i++) ((float *)x)[i] = (float)((i * 7 + k * 13) % 23) / 11.0f - 1.0f;
+    for (int i = 0; i < B; i++) ((int32_t *)y)[i] = (i * 3 + k) % 5;
+  } else {
+    for (int i = 0; i < B * 8; i++) {
+      ((int32_t *)x)[i] = (i * 5 + k * 7) % 32;
+      ((int32_t *)y)[i] = (i * 5 + k * 7 + 1) % 32;
+    }
+  }
+}
+
+static size_t params_bytes(wh_graph *g, wh_session *s) {
+  size_t n = 0;
+  for (int i = 0; i < wh_graph_num_params(g); i++) n += wh_session_bytes(s, wh_graph_param(g, i));
+  return n;
+}
+
+static void get_params(wh_graph *g, wh_session *s, float *out) {
+  size_t off = 0;
+  for (int i = 0; i < wh_graph_num_params(g); i++) {
+    wh_value p = wh_graph_param(g, i);
+    size_t b = wh_session_bytes(s, p);
+    CHECK(wh_session_get_param(s, p, (char *)out + off, b));
+    off += b;
+  }
+}
+
+/* train STEPS steps; losses[] and the final parameters */
+static void train(const model *m, wh_session *s, float *losses, float *params) {
+  size_t xb = m->gpt ? B * 8 * 4 : B * 16 * 4, yb = m->gpt ? B * 8 * 4 : B * 4;
+  void *x = malloc(xb), *y = malloc(yb);
+  for (int k = 0; k < STEPS; k++) {
+    batch(m, k, x, y);
+    CHECK(wh_session_feed(s, m->x, x, xb));
+    CHECK(wh_session_feed(s, m->y, y, yb));
+    CHECK(wh_session_step(s));
+    CHECK(wh_session_fetch(s, m->loss, &losses[k], sizeof(float)));
+  }
+  get_params(m->g, s, params);
+  free(x), free(y);
+}
+
+static double rel(const float *a, const float *b, size_t n) {
+  double d = 0, r = 0;
+  for (size_t i = 0; i < n; i++) d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), r += (double)b[i] * b[i];
+  return sqrt(d) / fmax(sqrt(r), 1e-30);
+}
+
+static void run_case(wh_comm *c, int gpt, const char *name, const int64_t *shares, int micro) {
+  int n = wh_comm_size(c);
+  model m = build(gpt);
+  /* the single-process reference, on this rank */
+  wh_session *ref;
+  wh_session_options so = WH_SESSION_OPTIONS_INIT;
+  so.batch = B;
+  CHECK(wh_session_create(ctx, m.g, &so, &ref));
+  size_t pb = params_bytes(m.g, ref);
+  float rl[STEPS], dl[STEPS], *rp = malloc(pb), *dp = malloc(pb);
+  train(&m, ref, rl, rp);
+  wh_session_destroy(ref);
+  /* the data-parallel run: a cluster of this many CPU ranks, the layout pinned */
+  wh_cluster *cl;
+  CHECK(wh_cluster_create(ctx, &cl));
+  CHECK(wh_cluster_add(cl, "CPU", 0, n));
+  wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
+  int *devs = malloc(sizeof(int) * (size_t)n);
+  for (int i = 0; i < n; i++) devs[i] = i;
+  l.devices = devs;
+  l.shares = shares;
+  l.micro_batches = micro;
+  wh_plan *p;
+  CHECK(wh_plan_create_pinned(ctx, m.g, cl, B, &l, &p));
+  wh_session *s;
+  so.plan = p;
+  so.comm = c;
+  CHECK(wh_session_create(ctx, m.g, &so, &s));
+  train(&m, s, dl, dp);
+  double worst = 0;
+  for (int k = 0; k < STEPS; k++) worst = fmax(worst, fabs((double)dl[k] - rl[k]) / fmax(fabs(rl[k]), 1e-30));
+  double pe = rel(dp, rp, pb / sizeof(float));
+  EXPECT(worst <= 1e-5, "%s: loss differs from one process by %.3g (step losses %g .. %g)", name, worst, dl[0],
+         dl[STEPS - 1]);
+  EXPECT(pe <= 1e-5, "%s: final parameters differ from one process by %.3g", name, pe);
+  EXPECT(rl[STEPS - 1] < rl[0], "%s: the reference did not learn (%g -> %g)", name, rl[0], rl[STEPS - 1]);
+  if (rank_ == 0)
+    printf("%-34s loss %.5f -> %.5f  worst step loss rel err %.2e  params rel err %.2e\n", name, rl[0], rl[STEPS - 1],
+           worst, pe);
+  wh_session_destroy(s);
+  wh_plan_destroy(p);
+  wh_cluster_destroy(cl);
+  wh_graph_destroy(m.g);
+  free(devs), free(rp), free(dp);
+}
+
+int main(void) {
+  wh_ctx_options o = WH_CTX_OPTIONS_INIT;
+  o.num_threads = 1;
+  if (wh_ctx_create(&ctx, &o) != WH_OK) return 1;
+  wh_comm *c;
+  wh_comm_options co = WH_COMM_OPTIONS_INIT;
+  co.timeout_s = 30;
+  CHECK(wh_comm_create(ctx, &co, &c));
+  rank_ = wh_comm_rank(c);
+  int n = wh_comm_size(c);
+  int64_t equal[8], unequal[8], zero[8];
+  for (int i = 0; i < n; i++) equal[i] = B / n;
+  /* unequal: rank i gets a share growing with i, summing to B */
+  int64_t sum = 0;
+  for (int i = 0; i < n; i++) sum += unequal[i] = 1 + i * 2;
+  unequal[n - 1] += B - sum;
+  for (int i = 0; i < n; i++) zero[i] = i == 0 ? 0 : B / (n - 1) + (i <= B % (n - 1) ? 1 : 0);
+  for (int gpt = 0; gpt < 2; gpt++) {
+    char nm[96];
+    snprintf(nm, sizeof nm, "%s DP=%d equal shares", gpt ? "gpt" : "mlp", n);
+    run_case(c, gpt, nm, equal, 1);
+    snprintf(nm, sizeof nm, "%s DP=%d unequal shares", gpt ? "gpt" : "mlp", n);
+    run_case(c, gpt, nm, unequal, 1);
+    snprintf(nm, sizeof nm, "%s DP=%d unequal, 4 micro-batches", gpt ? "gpt" : "mlp", n);
+    /* 4 micro-batches of 6: shares per micro-batch summing to 6 */
+    int64_t per[8], s6 = 0;
+    for (int i = 0; i < n; i++) s6 += per[i] = (i + 1) * 6 / (n * (n + 1) / 2) > 0 ? (i + 1) * 6 / (n * (n + 1) / 2) : 1;
+    per[n - 1] += 6 - s6;
+    run_case(c, gpt, nm, per, 4);
+    if (n > 1) {
+      snprintf(nm, sizeof nm, "%s DP=%d, rank 0 without samples", gpt ? "gpt" : "mlp", n);
+      run_case(c, gpt, nm, zero, 1);
+    }
+  }
+  int32_t tot[2] = {passed, failed};
+  wh_comm_allreduce(c, NULL, tot, 2, WH_I32, WH_REDUCE_SUM);
+  if (rank_ == 0) printf("dp (%d ranks): %d passed, %d failed\n", n, tot[0], tot[1]);
+  wh_comm_destroy(c);
+  wh_ctx_destroy(ctx);
+  return tot[1] ? 1 : 0;
+}
