@@ -13,11 +13,25 @@
 #define TAG_PING 1
 #define TAG_PONG 2
 #define CHUNK_BYTES (512u << 10) /* ring chunks: the reduction of one overlaps the transfer of the next */
+/* Reduce-scatter receives land in a window of this many chunk-sized staging slots, reused as the
+ * chunks are reduced: staging is bounded (4 MB) whatever the message size, and one window per
+ * communicator is kept between calls, so a large allreduce does not fault in fresh pages. */
+#define WINDOW 8
+#ifndef GATHER_CHUNK_BYTES
+#define GATHER_CHUNK_BYTES (1u << 30)
+#endif
+
+typedef struct ring ring;
 
 typedef struct {
   MPI_Comm data, coll, ctrl;
   MPI_Request ping_req;
   int ping_buf;
+  char *stage;    /* a cached staging window, free when stage_busy is 0 */
+  int stage_busy;
+  ring *head, *tail; /* unfinished rings, in start order: each progress call advances them all */
+  int rings;      /* ring requests holding this struct: destroy leaves freeing it to the last */
+  int destroyed;
 } mpi_impl;
 
 static void mpi_msg(int rc, const char *what, char *msg, size_t cap) {
@@ -192,7 +206,12 @@ static wh_status m_ibarrier(wh_comm *c, wh_request *r) {
 
 enum { RING_ALLREDUCE, RING_REDUCE_SCATTER, RING_ALLGATHER };
 
-typedef struct {
+struct ring {
+  mpi_impl *m;
+  wh_request *req;
+  ring *prev, *nxt;  /* in m's list while unfinished */
+  wh_status err;     /* a failure met while another request advanced this ring */
+  char errmsg[256];
   MPI_Comm comm;
   int tag, rank, n, left, right, mode;
   wh_dtype dt;
@@ -200,25 +219,40 @@ typedef struct {
   char *buf;        /* working buffer: segments live here */
   char *out;        /* reduce-scatter: where this rank's block goes */
   char *own;        /* reduce-scatter: a private copy of send */
+  const char *src;  /* allreduce out of place: the caller's send, read where buf has no data yet */
+  const char *blk;  /* all-gather out of place: this rank's block, sent from there at the first step
+                     * and copied into buf while that transfer runs */
   size_t *off, *cnt; /* segments, in elements */
   int phase;        /* 0 reduce-scatter, 1 all-gather, 2 done */
   int step;
   double scale;     /* AVG: 1/n, else 0 */
   /* the current step */
-  int posted, nchunks, next;
+  int posted, nchunks, next, nrecv;
   size_t chunk;     /* elements per chunk */
-  char *tmp;
+  char *tmp;        /* WINDOW chunks of staging (reduce-scatter phase) */
   MPI_Request *rreq, *sreq;
   int cap_req;
-} ring;
+};
 
 static int mod(int a, int n) { return ((a % n) + n) % n; }
+
+static void ring_unlink(ring *g) {
+  mpi_impl *m = g->m;
+  if (!g->req) return; /* not linked */
+  if (g->prev) g->prev->nxt = g->nxt; else m->head = g->nxt;
+  if (g->nxt) g->nxt->prev = g->prev; else m->tail = g->prev;
+  g->prev = g->nxt = NULL;
+  g->req = NULL;
+}
 
 static void ring_release(wh_request *r) {
   ring *g = r->state;
   if (!g) return;
+  ring_unlink(g);
+  int pending = 0; /* an unfinished receive (after a failure): it may still land in staging */
   for (int i = 0; g->rreq && i < g->cap_req; i++) {
     if (g->rreq[i] != MPI_REQUEST_NULL) {
+      pending = 1;
       MPI_Cancel(&g->rreq[i]);
       MPI_Request_free(&g->rreq[i]);
     }
@@ -229,8 +263,48 @@ static void ring_release(wh_request *r) {
   free(g->off);
   free(g->cnt);
   free(g->own);
-  free(g->tmp);
+  mpi_impl *m = g->m;
+  if (pending) { /* the communicator is broken: leak the staging rather than let MPI write freed memory */
+    if (g->tmp == m->stage) m->stage = NULL, m->stage_busy = 0;
+  } else if (g->tmp && g->tmp == m->stage) {
+    m->stage_busy = 0;
+  } else {
+    free(g->tmp);
+  }
+  if (--m->rings == 0 && m->destroyed) {
+    free(m->stage);
+    free(m);
+  }
   free(g);
+}
+
+/* dst = a + b over n elements (dst may be a); the same sums, in the same order per element, as
+ * copying a to dst and wh__reduce_add(dst, b) */
+static void reduce3(char *dst, const char *a, const char *b, size_t n, wh_dtype dt) {
+  if (dst != a) {
+    switch (dt) {
+      case WH_F32: {
+        float *restrict d = (float *)dst;
+        const float *restrict x = (const float *)a, *restrict y = (const float *)b;
+        for (size_t i = 0; i < n; i++) d[i] = x[i] + y[i];
+        return;
+      }
+      case WH_F64: {
+        double *restrict d = (double *)dst;
+        const double *restrict x = (const double *)a, *restrict y = (const double *)b;
+        for (size_t i = 0; i < n; i++) d[i] = x[i] + y[i];
+        return;
+      }
+      case WH_I32: {
+        uint32_t *restrict d = (uint32_t *)dst; /* wraps, never UB */
+        const uint32_t *restrict x = (const uint32_t *)a, *restrict y = (const uint32_t *)b;
+        for (size_t i = 0; i < n; i++) d[i] = x[i] + y[i];
+        return;
+      }
+      default: memcpy(dst, a, n * wh__comm_dtype_size(dt)); /* then add below (bf16 rounds there) */
+    }
+  }
+  wh__reduce_add(dst, b, n, dt);
 }
 
 /* which segment this rank sends and receives at the current step of the current phase */
@@ -244,12 +318,26 @@ static void ring_segs(const ring *g, int *send, int *recv) {
   }
 }
 
+/* post the receive of chunk k of segment rs: into staging slot k % WINDOW while reducing, else in place */
+static wh_status ring_post_recv(ring *g, int k, int rs, char *msg, size_t cap) {
+  size_t b = (size_t)k * g->chunk, rcnt = g->cnt[rs];
+  size_t len = rcnt - b < g->chunk ? rcnt - b : g->chunk;
+  char *dst = g->phase == 0 ? g->tmp + (size_t)(k % WINDOW) * g->chunk * g->es : g->buf + (g->off[rs] + b) * g->es;
+  int rc = MPI_Irecv(dst, (int)(len * g->es), MPI_BYTE, g->left, g->tag, g->comm, &g->rreq[k]);
+  if (rc != MPI_SUCCESS) {
+    mpi_msg(rc, "MPI_Irecv", msg, cap);
+    return WH_ERR_COMM;
+  }
+  return WH_OK;
+}
+
 static wh_status ring_post(wh_comm *c, ring *g, char *msg, size_t cap) {
   int ss, rs;
   ring_segs(g, &ss, &rs);
   size_t scnt = g->cnt[ss], rcnt = g->cnt[rs];
   size_t maxc = scnt > rcnt ? scnt : rcnt;
-  g->chunk = CHUNK_BYTES / g->es;
+  /* the all-gather steps reduce nothing: one message per step saves the per-chunk handshakes */
+  g->chunk = (g->phase == 0 ? CHUNK_BYTES : GATHER_CHUNK_BYTES) / g->es;
   if (g->chunk == 0) g->chunk = 1;
   g->nchunks = (int)((maxc + g->chunk - 1) / g->chunk);
   if (g->nchunks > g->cap_req) {
@@ -267,33 +355,43 @@ static wh_status ring_post(wh_comm *c, ring *g, char *msg, size_t cap) {
     g->cap_req = g->nchunks;
   }
   for (int i = 0; i < g->cap_req; i++) g->rreq[i] = g->sreq[i] = MPI_REQUEST_NULL;
-  /* reduce-scatter receives into the request's own staging (collectives run concurrently) and
-   * adds; all-gather receives in place */
+  /* reduce-scatter receives into a window of the request's own staging (collectives run
+   * concurrently) and adds; all-gather receives in place */
   if (g->phase == 0 && !g->tmp) {
     size_t need = 0;
     for (int i = 0; i < g->n; i++) need = g->cnt[i] > need ? g->cnt[i] : need;
-    g->tmp = malloc(need * g->es + 1);
-    if (!g->tmp) {
-      snprintf(msg, cap, "out of memory for %zu staging bytes", need * g->es);
-      return WH_ERR_OUT_OF_MEMORY;
+    if (need > (size_t)WINDOW * g->chunk) need = (size_t)WINDOW * g->chunk;
+    if (need * g->es <= (size_t)WINDOW * CHUNK_BYTES && g->m->stage && !g->m->stage_busy) {
+      g->tmp = g->m->stage;
+      g->m->stage_busy = 1;
+    } else {
+      g->tmp = malloc(need * g->es + 1);
+      if (!g->tmp) {
+        snprintf(msg, cap, "out of memory for %zu staging bytes", need * g->es);
+        return WH_ERR_OUT_OF_MEMORY;
+      }
+      if (!g->m->stage && need * g->es + 1 >= (size_t)WINDOW * CHUNK_BYTES) {
+        /* the first full window becomes the communicator's: later calls reuse it */
+        g->m->stage = g->tmp;
+        g->m->stage_busy = 1;
+      }
     }
   }
   (void)c;
+  g->nrecv = (int)((rcnt + g->chunk - 1) / g->chunk);
   for (int k = 0; k < g->nchunks; k++) {
     size_t b = (size_t)k * g->chunk;
-    if (b < rcnt) {
-      size_t len = rcnt - b < g->chunk ? rcnt - b : g->chunk;
-      char *dst = g->phase == 0 ? g->tmp + b * g->es : g->buf + (g->off[rs] + b) * g->es;
-      int rc = MPI_Irecv(dst, (int)(len * g->es), MPI_BYTE, g->left, g->tag, g->comm, &g->rreq[k]);
-      if (rc != MPI_SUCCESS) {
-        mpi_msg(rc, "MPI_Irecv", msg, cap);
-        return WH_ERR_COMM;
-      }
+    if (b < rcnt && (g->phase != 0 || k < WINDOW)) {
+      wh_status st = ring_post_recv(g, k, rs, msg, cap);
+      if (st != WH_OK) return st;
     }
     if (b < scnt) {
       size_t len = scnt - b < g->chunk ? scnt - b : g->chunk;
-      int rc = MPI_Isend(g->buf + (g->off[ss] + b) * g->es, (int)(len * g->es), MPI_BYTE, g->right, g->tag, g->comm,
-                         &g->sreq[k]);
+      /* out of place, at the first step this rank's own data is still only in send */
+      const char *from = g->src && g->phase == 0 && g->step == 0 ? g->src + (g->off[ss] + b) * g->es
+                         : g->blk && g->step == 0                ? g->blk + b * g->es
+                                                                 : g->buf + (g->off[ss] + b) * g->es;
+      int rc = MPI_Isend(from, (int)(len * g->es), MPI_BYTE, g->right, g->tag, g->comm, &g->sreq[k]);
       if (rc != MPI_SUCCESS) {
         mpi_msg(rc, "MPI_Isend", msg, cap);
         return WH_ERR_COMM;
@@ -312,14 +410,12 @@ static void ring_finish_phase0(ring *g) {
   if (g->mode == RING_REDUCE_SCATTER && g->out && n) memcpy(g->out, g->buf + o, n * g->es);
 }
 
-static wh_status ring_progress(wh_request *r, int *done, char *msg, size_t cap) {
-  ring *g = r->state;
+/* Advance one ring as far as its messages allow; phase 2 when it is complete. */
+static wh_status ring_advance(ring *g, char *msg, size_t cap) {
+  wh_request *r = g->req;
   wh_comm *c = r->comm;
   for (;;) {
-    if (g->phase == 2) {
-      *done = 1;
-      return WH_OK;
-    }
+    if (g->phase == 2) return WH_OK;
     int steps = g->phase == 0 ? g->n - 1 : (g->mode == RING_ALLREDUCE || g->mode == RING_ALLGATHER ? g->n - 1 : 0);
     if (g->step >= steps) {
       if (g->phase == 0) ring_finish_phase0(g);
@@ -330,6 +426,10 @@ static wh_status ring_progress(wh_request *r, int *done, char *msg, size_t cap) 
     if (!g->posted) {
       wh_status st = ring_post(c, g, msg, cap);
       if (st != WH_OK) return st;
+      if (g->blk) { /* the peer is reading blk meanwhile: both only read it */
+        memcpy(g->buf + g->off[g->rank] * g->es, g->blk, g->cnt[g->rank] * g->es);
+        g->blk = NULL; /* later steps forward received blocks from buf */
+      }
     }
     int ss, rs;
     ring_segs(g, &ss, &rs);
@@ -347,8 +447,14 @@ static wh_status ring_progress(wh_request *r, int *done, char *msg, size_t cap) 
       if (g->phase == 0) {
         size_t b = (size_t)g->next * g->chunk;
         if (b < g->cnt[rs]) {
-          size_t len = g->cnt[rs] - b < g->chunk ? g->cnt[rs] - b : g->chunk;
-          wh__reduce_add(g->buf + (g->off[rs] + b) * g->es, g->tmp + b * g->es, len, g->dt);
+          size_t len = g->cnt[rs] - b < g->chunk ? g->cnt[rs] - b : g->chunk, o = (g->off[rs] + b) * g->es;
+          reduce3(g->buf + o, (g->src ? g->src : g->buf) + o, g->tmp + (size_t)(g->next % WINDOW) * g->chunk * g->es,
+                  len, g->dt);
+          /* the slot is free again: receive the chunk WINDOW further into it */
+          if (g->next + WINDOW < g->nrecv) {
+            wh_status st = ring_post_recv(g, g->next + WINDOW, rs, msg, cap);
+            if (st != WH_OK) return st;
+          }
         }
       }
       g->next++;
@@ -372,11 +478,37 @@ static wh_status ring_progress(wh_request *r, int *done, char *msg, size_t cap) 
   }
 }
 
+/* Every unfinished ring of the communicator advances, not only the one asked about: a ring's next
+ * step is posted by a progress call, and ranks may wait on their collectives in different orders
+ * (gradient fusion reuses buckets as they finish), so a ring that only moved when waited on could
+ * leave a peer waiting on it while this rank waits on another. */
+static wh_status ring_progress(wh_request *r, int *done, char *msg, size_t cap) {
+  ring *self = r->state;
+  for (ring *g = self->m->head; g;) {
+    ring *next = g->nxt;
+    if (g->err == WH_OK && g->phase != 2) {
+      if (g == self)
+        g->err = ring_advance(g, msg, cap);
+      else
+        g->err = ring_advance(g, g->errmsg, sizeof g->errmsg);
+      if (g == self && g->err != WH_OK) return g->err;
+    }
+    g = next;
+  }
+  if (self->err != WH_OK) { /* met while another request advanced it */
+    snprintf(msg, cap, "%s", self->errmsg);
+    return self->err;
+  }
+  *done = self->phase == 2;
+  return WH_OK;
+}
+
 static wh_status ring_start(wh_comm *c, wh_request *r, int mode, char *buf, const size_t *counts, wh_dtype dt,
                             double scale) {
   ring *g = calloc(1, sizeof *g);
   if (!g) return WH_ERR_OUT_OF_MEMORY;
   mpi_impl *m = c->impl;
+  g->m = m;
   g->comm = m->coll;
   g->tag = (int)(c->coll_seq % 32000u) + 16; /* MPI guarantees tags up to 32767 */
   g->rank = c->rank;
@@ -401,6 +533,11 @@ static wh_status ring_start(wh_comm *c, wh_request *r, int mode, char *buf, cons
     o += counts[i];
   }
   g->phase = mode == RING_ALLGATHER ? 1 : 0;
+  m->rings++;
+  g->req = r;
+  g->prev = m->tail;
+  if (m->tail) m->tail->nxt = g; else m->head = g;
+  m->tail = g;
   r->state = g;
   r->progress = ring_progress;
   r->release = ring_release;
@@ -411,12 +548,15 @@ static wh_status ring_start(wh_comm *c, wh_request *r, int mode, char *buf, cons
 static wh_status m_iallreduce(wh_comm *c, const void *send, void *recv, size_t count, wh_dtype dt, wh_reduce_op op,
                               wh_request *r) {
   size_t es = wh__comm_dtype_size(dt);
-  if (send && count) memcpy(recv, send, count * es);
+  /* out of place, the ring reads send where recv has nothing yet (no up-front copy): every
+   * element of recv is written by the reduce-scatter's reductions or the all-gather's receives */
+  if (send && count && c->size == 1) memcpy(recv, send, count * es);
   size_t *seg = malloc(sizeof(size_t) * (size_t)c->size);
   if (!seg) return WH_ERR_OUT_OF_MEMORY;
   for (int i = 0; i < c->size; i++) seg[i] = count / (size_t)c->size + ((size_t)i < count % (size_t)c->size);
   wh_status st = ring_start(c, r, RING_ALLREDUCE, recv, seg, dt, op == WH_REDUCE_AVG ? 1.0 / c->size : 0.0);
   free(seg);
+  if (st == WH_OK && c->size > 1) ((ring *)r->state)->src = send;
   return st;
 }
 
@@ -445,10 +585,19 @@ static wh_status m_ireduce_scatter(wh_comm *c, const void *send, void *recv, siz
 
 static wh_status m_iallgather(wh_comm *c, const void *send, void *recv, const size_t *counts, wh_dtype dt,
                               wh_request *r) {
-  size_t es = wh__comm_dtype_size(dt), off = 0;
+  size_t es = wh__comm_dtype_size(dt), off = 0, total = 0;
+  for (int i = 0; i < c->size; i++) total += counts[i];
   for (int i = 0; i < c->rank; i++) off += counts[i];
-  if (send && counts[c->rank]) memmove((char *)recv + off * es, send, counts[c->rank] * es);
-  return ring_start(c, r, RING_ALLGATHER, recv, counts, dt, 0.0);
+  size_t mine = counts[c->rank] * es;
+  const char *s = send, *rv = recv;
+  /* a block apart from recv is sent straight from send, its copy into place overlapping the first
+   * transfer; one inside recv (or a single rank) is moved into place first */
+  int apart = s && mine && c->size > 1 &&
+              ((uintptr_t)s + mine <= (uintptr_t)rv || (uintptr_t)s >= (uintptr_t)rv + total * es);
+  if (s && mine && !apart) memmove((char *)recv + off * es, send, mine);
+  wh_status st = ring_start(c, r, RING_ALLGATHER, recv, counts, dt, 0.0);
+  if (st == WH_OK && apart) ((ring *)r->state)->blk = send;
+  return st;
 }
 
 /* ---- liveness */
@@ -535,8 +684,13 @@ static void m_destroy(wh_comm *c) {
     MPI_Comm_free(&m->coll);
     MPI_Comm_free(&m->ctrl);
   }
-  free(m);
   c->impl = NULL;
+  if (m->rings > 0) { /* unfinished rings still point here: the last one frees it */
+    m->destroyed = 1;
+    return;
+  }
+  free(m->stage);
+  free(m);
 }
 
 const wh__comm_ops wh__mpi_ops = {
