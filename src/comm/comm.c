@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../runtime/ctx.h"
 #include "wh_config.h"
@@ -151,6 +152,8 @@ wh_status wh_comm_create(wh_ctx *ctx, const wh_comm_options *opts, wh_comm **out
     free(c);
     return st;
   }
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  c->oversubscribed = cores > 0 && c->local_size > cores;
   wh__log(ctx, WH_LOG_INFO, "comm %s: rank %d of %d (local %d of %d), timeout %g s", c->ops->name, c->rank, c->size,
           c->local_rank, c->local_size, c->timeout);
   *out = c;
@@ -204,7 +207,8 @@ wh_status wh_comm_split(wh_comm *parent, int n, const int *ranks, wh_comm **out)
   wh_comm *c = calloc(1, sizeof *c);
   if (!c) return WH_ERR_OUT_OF_MEMORY;
   *c = (wh_comm){.ctx = parent->ctx, .ops = parent->ops, .backend = parent->backend, .rank = new_rank, .size = n,
-                 .local_rank = 0, .local_size = 1, .timeout = parent->timeout, .dev_bufs = parent->dev_bufs};
+                 .local_rank = 0, .local_size = 1, .timeout = parent->timeout, .dev_bufs = parent->dev_bufs,
+                 .oversubscribed = parent->oversubscribed};
   char msg[512] = "";
   st = parent->ops->split(parent, n, ranks, member, c, msg, sizeof msg);
   if (st != WH_OK) {
@@ -348,9 +352,10 @@ wh_status wh_request_wait(wh_request *r) {
   for (unsigned spins = 0;; spins++) {
     if (round_for(r, &st)) break;
     double waited = wh__now() - r->start;
-    /* ranks can outnumber cores: let a peer on this core run, and back off in long waits */
+    /* ranks can outnumber cores: let a peer on this core run, and when they do, back off in long
+     * waits too (with a core each, a sleep only adds latency) */
     if (spins > 64) sched_yield();
-    if (waited > 0.01) {
+    if (waited > 0.01 && r->comm->oversubscribed) {
       struct timespec ts = {0, 100000};
       nanosleep(&ts, NULL);
     }

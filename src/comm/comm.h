@@ -60,6 +60,7 @@ struct wh_comm {
   uint32_t coll_seq;   /* collectives started, for tags: every rank starts them in the same order */
   void *impl;          /* backend state */
   wh_request *active;  /* requests started and not yet freed */
+  int oversubscribed;  /* more ranks on this node than cores: long waits sleep */
   /* MPI backend in a CUDA build: 0 not yet asked, 1 a CUDA device is visible (buffers may be device
    * memory, staged through the host), -1 none (every buffer is host memory; no more queries) */
   int dev_bufs;
