@@ -495,7 +495,7 @@ typedef struct wh_device_desc {
   double flops_bf16; /* peak FLOP/s with 16-bit inputs (0: as f32) */
   double mem_bw;     /* bytes/s */
   double mem_bytes;  /* capacity */
-  double link_bw;    /* intra-node link per device, bytes/s */
+  double link_bw;    /* intra-node link per device, bytes/s (0: PCIe Gen3 x16, 16 GB/s) */
   double eff_flops, eff_bw; /* sustained fraction of the peaks (0: library default) */
 } wh_device_desc;
 
@@ -513,6 +513,16 @@ WH_API wh_status wh_cluster_set_links(wh_cluster *c, double intra_bw, double int
 WH_API int wh_cluster_size(const wh_cluster *c);
 /* A readable listing of the cluster; *out freed with wh_free. */
 WH_API wh_status wh_cluster_describe(const wh_cluster *c, char **out);
+/* A cluster from a JSON file (schema: docs/cluster.md): links, then nodes of devices by catalogue
+ * kind (any figure may be overridden) or fully described. Errors name the file, the JSON path and
+ * what is wrong (WH_ERR_IO: unreadable; WH_ERR_CORRUPT: not JSON or not the schema). *out is owned. */
+WH_API wh_status wh_cluster_load(wh_ctx *ctx, const char *path, wh_cluster **out);
+/* Write c in that schema; loading the file gives a cluster that describes identically. */
+WH_API wh_status wh_cluster_save(const wh_cluster *c, const char *path);
+/* This process's machine as a one-node cluster, measured here: the CPU (GEMM rate of libwhale's
+ * matmul on the context's threads, STREAM-triad memory bandwidth, physical or cgroup memory), then
+ * with CUDA each visible GPU (properties and a cuBLAS/copy calibration). Takes about a second. */
+WH_API wh_status wh_cluster_probe(wh_ctx *ctx, wh_cluster **out);
 
 typedef struct wh_plan wh_plan;
 

@@ -74,7 +74,8 @@ wh_status wh_cluster_add_custom(wh_cluster *c, const wh_device_desc *dd, int nod
     return WH_ERR_INVALID_ARGUMENT;
   }
   wh__device d = {.flops_f32 = dd->flops_f32, .flops_bf16 = dd->flops_bf16 > 0 ? dd->flops_bf16 : dd->flops_f32,
-                  .mem_bw = dd->mem_bw, .mem_bytes = dd->mem_bytes, .link_bw = dd->link_bw,
+                  .mem_bw = dd->mem_bw, .mem_bytes = dd->mem_bytes,
+                  .link_bw = dd->link_bw > 0 ? dd->link_bw : 16e9, /* unstated: PCIe Gen3 x16 */
                   .eff_flops = dd->eff_flops > 0 ? dd->eff_flops : WH_EFF_FLOPS_DEFAULT,
                   .eff_bw = dd->eff_bw > 0 ? dd->eff_bw : WH_EFF_BW_DEFAULT};
   snprintf(d.kind, sizeof d.kind, "%s", dd->kind ? dd->kind : "custom");

@@ -62,7 +62,8 @@ typedef struct wh__segment {
 
 typedef struct wh__item {
   int seg;
-  int bwd;             /* backward or update work (forward otherwise) */
+  int bwd;             /* backward work (forward otherwise) */
+  int upd;             /* optimizer update: once per step, not per micro-batch */
   double f[2], y[2];   /* FLOPs and bytes: fixed, per sample */
 } wh__item;
 
@@ -105,7 +106,8 @@ typedef struct wh__stage {
   double t_allreduce, t_p2p;
   double mem_peak;   /* worst replica, bytes */
   double mem_cap;    /* that replica's capacity */
-  double *t_fwd, *t_bwd; /* per replica, per micro-batch (backward includes recompute and updates) */
+  double *t_fwd, *t_bwd; /* per replica, per micro-batch (backward includes recompute) */
+  double t_update;       /* the optimizer step, once per training step, after the all-reduce */
 } wh__stage;
 
 struct wh_plan {

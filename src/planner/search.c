@@ -27,7 +27,7 @@ typedef struct {
   int nclass;
   int *class_of;    /* device -> class */
   int *rep;         /* class -> a device of it */
-  lin *fwd, *bwd;   /* [class][n+1] prefix sums */
+  lin *fwd, *bwd, *upd; /* [class][n+1] prefix sums */
   double *param, *act, *peak_max, *tpf;   /* per segment */
   double *param_pre, *act_pre;  /* [n+1] */
   int n;
@@ -39,7 +39,7 @@ static int same_class(const wh__device *a, const wh__device *b) {
 }
 
 static void costtab_free(costtab *t) {
-  free(t->class_of), free(t->rep), free(t->fwd), free(t->bwd), free(t->param), free(t->act), free(t->peak_max),
+  free(t->class_of), free(t->rep), free(t->fwd), free(t->bwd), free(t->upd), free(t->param), free(t->act), free(t->peak_max),
       free(t->tpf), free(t->param_pre), free(t->act_pre);
   memset(t, 0, sizeof *t);
 }
@@ -60,29 +60,32 @@ static wh_status costtab_build(const wh__model *m, const wh_cluster *c, costtab 
   size_t rows = (size_t)t->nclass * (size_t)(n + 1);
   t->fwd = calloc(rows, sizeof(lin));
   t->bwd = calloc(rows, sizeof(lin));
+  t->upd = calloc(rows, sizeof(lin));
   t->param = calloc((size_t)n + 1, sizeof(double));
   t->act = calloc((size_t)n + 1, sizeof(double));
   t->peak_max = calloc((size_t)n + 1, sizeof(double));
   t->tpf = calloc((size_t)n + 1, sizeof(double));
   t->param_pre = calloc((size_t)n + 2, sizeof(double));
   t->act_pre = calloc((size_t)n + 2, sizeof(double));
-  if (!t->fwd || !t->bwd || !t->param || !t->act || !t->peak_max || !t->tpf || !t->param_pre || !t->act_pre)
+  if (!t->fwd || !t->bwd || !t->upd || !t->param || !t->act || !t->peak_max || !t->tpf || !t->param_pre || !t->act_pre)
     return WH_ERR_OUT_OF_MEMORY;
   for (int k = 0; k < t->nclass; k++) {
     const wh__device *d = &c->dev[t->rep[k]];
     double F = d->flops_f32 * d->eff_flops, B = d->mem_bw * d->eff_bw;
     double ovh = strcmp(d->kind, "CPU") == 0 ? OP_OVERHEAD_CPU : OP_OVERHEAD_GPU;
     lin *fw = t->fwd + (size_t)k * (size_t)(n + 1), *bw = t->bwd + (size_t)k * (size_t)(n + 1);
+    lin *up = t->upd + (size_t)k * (size_t)(n + 1);
     for (int i = 0; i < m->n_items; i++) {
       const wh__item *it = &m->item[i];
       double t0 = fmax(it->f[0] / F, it->y[0] / B) + ovh, t1 = fmax(it->f[1] / F, it->y[1] / B);
-      lin *dst = it->bwd ? &bw[it->seg + 1] : &fw[it->seg + 1];
+      lin *dst = it->upd ? &up[it->seg + 1] : it->bwd ? &bw[it->seg + 1] : &fw[it->seg + 1];
       dst->t0 += t0;
       dst->t1 += t1;
     }
     for (int s = 1; s <= n; s++) {
       fw[s].t0 += fw[s - 1].t0, fw[s].t1 += fw[s - 1].t1;
       bw[s].t0 += bw[s - 1].t0, bw[s].t1 += bw[s - 1].t1;
+      up[s].t0 += up[s - 1].t0, up[s].t1 += up[s - 1].t1;
     }
   }
   for (int s = 0; s < n; s++) {
@@ -101,6 +104,21 @@ static lin range_time(const costtab *t, int k, int a, int b, int recompute) {
     r.t1 += fw[b + 1].t1 - fw[a].t1;
   }
   return r;
+}
+
+/* the optimizer step of segments [a, b] on class k: once per training step */
+static double range_update(const costtab *t, int k, int a, int b) {
+  const lin *up = t->upd + (size_t)k * (size_t)(t->n + 1);
+  return up[b + 1].t0 - up[a].t0;
+}
+
+/* the backward share (recompute included) of segments [a, b] on class k at `samples` */
+static double range_bwd_fraction(const costtab *t, int k, int a, int b, int recompute, double samples) {
+  const lin *fw = t->fwd + (size_t)k * (size_t)(t->n + 1);
+  lin all = range_time(t, k, a, b, recompute);
+  double f = fw[b + 1].t0 - fw[a].t0 + (fw[b + 1].t1 - fw[a].t1) * samples;
+  double tot = all.t0 + all.t1 * samples;
+  return tot > 0 ? (tot - f) / tot : 0;
 }
 
 /* ---- exported cost helpers (also used by the simulator and tests) */
@@ -273,8 +291,16 @@ static wh_status group_build(const ctxs *x, const config *cf, int s, group *gr) 
     int cl = x->t->class_of[slow], k = 0;
     while (k < gr->nkind && (gr->cls[k] != cl || gr->cap[k] != capb)) k++;
     if (k == gr->nkind) {
-      if (k == MAX_KINDS) k = MAX_KINDS - 1; /* more kinds in one stage than this: merge into the last */
-      else gr->nkind++, gr->cls[k] = cl, gr->cap[k] = capb;
+      if (k == MAX_KINDS) {
+        /* more kinds in one stage than this: merge into the last, which takes the smaller memory
+         * and the slower device, so no member is given a share it cannot hold or run in time */
+        k = MAX_KINDS - 1;
+        const wh__device *nw = &x->c->dev[slow], *old = &x->c->dev[x->t->rep[gr->cls[k]]];
+        if (nw->flops_f32 * nw->eff_flops < old->flops_f32 * old->eff_flops) gr->cls[k] = cl;
+        gr->cap[k] = fmin(gr->cap[k], capb);
+      } else {
+        gr->nkind++, gr->cls[k] = cl, gr->cap[k] = capb;
+      }
     }
     gr->count[k]++;
     gr->kind_of[r] = k;
@@ -303,23 +329,26 @@ static double water_fill(const ctxs *x, const config *cf, const group *gr, int s
       t1[k] = t1[k] * scale + wh__allreduce_time(x->c, tpc, cf->tp, 1, gr->link);
     }
     double room = gr->cap[k] - ml.fixed;
-    cap[k] = room <= 0 ? -1 : (ml.per_sample > 0 ? (int64_t)floor(room / ml.per_sample) : total);
+    /* every replica holds the stage's weights, gradients and optimizer state, even with no samples */
+    if (room < 0) return INF;
+    cap[k] = ml.per_sample > 0 ? (int64_t)floor(room / ml.per_sample) : total;
     if (cap[k] > total) cap[k] = total;
   }
   const int64_t *fixed = x->fixed_shares ? x->fixed_shares + (size_t)s * (size_t)gr->nrep : NULL;
   double worst = 0;
   if (fixed || cf->even_shares) {
     int64_t sum = 0;
+    for (int k = 0; k < gr->nkind; k++) k_of[k] = 0; /* the largest share of each kind, for the memory report */
     for (int r = 0; r < gr->nrep; r++) {
       int64_t sh = fixed ? fixed[r] : total / gr->nrep + (r < total % gr->nrep);
       int k = gr->kind_of[r];
-      if (sh < 0 || (sh > 0 && sh > cap[k])) return INF;
+      if (sh < 0 || sh > cap[k]) return INF;
       if (share) share[r] = sh;
       sum += sh;
+      if (sh > k_of[k]) k_of[k] = sh;
       if (sh > 0) worst = fmax(worst, t0[k] + t1[k] * (double)sh);
     }
     if (sum != total) return INF;
-    for (int k = 0; k < gr->nkind; k++) k_of[k] = cap[k]; /* for the memory report below */
   } else if (gr->nkind == 1) {
     /* one kind: the even split is the water level */
     int64_t hi_share = (total + gr->count[0] - 1) / gr->count[0];
@@ -404,10 +433,24 @@ static double water_fill(const ctxs *x, const config *cf, const group *gr, int s
 
 /* cost of stage s holding segments [a, b]: compute of its slowest replica plus the transfers to
  * the next stage; the gradient all-reduce among its replicas goes to t_ar */
-static double stage_cost(const ctxs *x, const config *cf, const group *gr, int s, int a, int b, int64_t *share,
-                         double *mem, double *cap, double *t_comp, double *t_ar, double *t_p2p) {
+typedef struct {
+  double upd;   /* optimizer step of the slowest kind */
+  double bfrac; /* backward share of the per-micro-batch time */
+} stage_extra;
+
+static double stage_cost_x(const ctxs *x, const config *cf, const group *gr, int s, int a, int b, int64_t *share,
+                           double *mem, double *cap, double *t_comp, double *t_ar, double *t_p2p, stage_extra *ex) {
   double tc = water_fill(x, cf, gr, s, a, b, share, mem, cap);
   if (tc >= INF) return INF;
+  if (ex) {
+    ex->upd = 0, ex->bfrac = 0;
+    double samples = (double)(x->batch / cf->m) / gr->nrep;
+    for (int k = 0; k < gr->nkind; k++) {
+      double u = range_update(x->t, gr->cls[k], a, b) / (cf->tp > 1 ? cf->tp : 1);
+      ex->upd = fmax(ex->upd, u);
+      ex->bfrac = fmax(ex->bfrac, range_bwd_fraction(x->t, gr->cls[k], a, b, cf->recompute, samples));
+    }
+  }
   double grad = RSUM(x->rg, param, a, b);
   if (cf->tp > 1) grad /= cf->tp;
   *t_ar = wh__allreduce_time(x->c, grad, gr->nrep, gr->nodes, gr->link);
@@ -420,14 +463,21 @@ static double stage_cost(const ctxs *x, const config *cf, const group *gr, int s
   return tc + *t_p2p;
 }
 
-/* Pipeline step from per-stage times: (m + S - 1) slots of the slowest stage, then the gradient
- * all-reduce of each stage after its last backward (later stages finish earlier). */
-static double pipeline_time(const config *cf, const double *st, const double *ar, double *bubble) {
-  double slot = 0;
-  for (int s = 0; s < cf->S; s++) slot = fmax(slot, st[s]);
+static double stage_cost(const ctxs *x, const config *cf, const group *gr, int s, int a, int b, int64_t *share,
+                         double *mem, double *cap, double *t_comp, double *t_ar, double *t_p2p) {
+  return stage_cost_x(x, cf, gr, s, a, b, share, mem, cap, t_comp, t_ar, t_p2p, NULL);
+}
+
+/* Pipeline step from per-stage times: (m + S - 1) slots of the slowest stage; the backward slots
+ * drain from the last stage to the first, so stage s ends s backward slots before stage 0; then
+ * each stage all-reduces its gradients and takes its optimizer step. */
+static double pipeline_time(const config *cf, const double *st, const double *ar, const double *upd,
+                            const double *bfrac, double *bubble) {
+  double slot = 0, bf = 0;
+  for (int s = 0; s < cf->S; s++) slot = fmax(slot, st[s]), bf = fmax(bf, bfrac ? bfrac[s] : 1.0);
   double body = (cf->m + cf->S - 1) * slot;
   double end = 0;
-  for (int s = 0; s < cf->S; s++) end = fmax(end, body - s * slot + ar[s]);
+  for (int s = 0; s < cf->S; s++) end = fmax(end, body - s * slot * bf + ar[s] + (upd ? upd[s] : 0));
   if (bubble) *bubble = (cf->S - 1) * slot;
   return end;
 }
@@ -449,16 +499,19 @@ static group *groups_build(const ctxs *x, const config *cf) {
 
 /* The step time of a configuration with the stage boundaries in cut. */
 static double step_of(const ctxs *x, const config *cf, const group *gr, const int *cut) {
-  double st[1024], ar[1024], mem, cap, tc, ta, tp;
+  double st[1024], ar[1024], up[1024], bf[1024], mem, cap, tc, ta, tp;
   int a = 0;
   for (int s = 0; s < cf->S; s++) {
-    double c = stage_cost(x, cf, &gr[s], s, a, cut[s], NULL, &mem, &cap, &tc, &ta, &tp);
+    stage_extra e = {0, 0};
+    double c = stage_cost_x(x, cf, &gr[s], s, a, cut[s], NULL, &mem, &cap, &tc, &ta, &tp, &e);
     if (c >= INF) return INF;
     st[s] = c;
     ar[s] = ta;
+    up[s] = e.upd;
+    bf[s] = e.bfrac;
     a = cut[s] + 1;
   }
-  return pipeline_time(cf, st, ar, NULL);
+  return pipeline_time(cf, st, ar, up, bf, NULL);
 }
 
 /* Is the number of ways to cut the chain into S stages (at legal ends) small? */
@@ -602,7 +655,7 @@ static wh_status materialise(const ctxs *x, const config *cf, const int *cut, wh
   p->micro_batches = cf->m;
   p->schedule = cf->sched;
   p->zero1 = cf->zero1;
-  double st[1024], ar[1024];
+  double st[1024], ar[1024], up[1024], bf[1024];
   int a = 0;
   wh_status rs = WH_OK;
   for (int s = 0; s < S && rs == WH_OK; s++) {
@@ -621,13 +674,19 @@ static wh_status materialise(const ctxs *x, const config *cf, const int *cut, wh
       break;
     }
     memcpy(g->dev, x->order + (size_t)s * (size_t)gsize, sizeof(int) * (size_t)gsize);
-    st[s] = stage_cost(x, cf, &gr[s], s, a, cut[s], g->share, &g->mem_peak, &g->mem_cap, &g->t_compute,
-                       &g->t_allreduce, &g->t_p2p);
+    stage_extra e = {0, 0};
+    st[s] = stage_cost_x(x, cf, &gr[s], s, a, cut[s], g->share, &g->mem_peak, &g->mem_cap, &g->t_compute,
+                         &g->t_allreduce, &g->t_p2p, &e);
     ar[s] = g->t_allreduce;
+    up[s] = g->t_update = e.upd;
+    bf[s] = e.bfrac;
     /* the simulator's inputs: each replica's forward and backward time for its share */
     for (int r = 0; r < nrep; r++) {
       int k = gr[s].kind_of[r], cl = gr[s].cls[k];
-      lin lf = range_time(x->t, cl, a, cut[s], 0), lt = range_time(x->t, cl, a, cut[s], cf->recompute);
+      /* forward only (range_time is forward + backward): the rest of lt is the backward */
+      const lin *fw = x->t->fwd + (size_t)cl * (size_t)(x->t->n + 1);
+      lin lf = {fw[cut[s] + 1].t0 - fw[a].t0, fw[cut[s] + 1].t1 - fw[a].t1};
+      lin lt = range_time(x->t, cl, a, cut[s], cf->recompute);
       double sh = (double)g->share[r];
       double tf = g->share[r] ? lf.t0 + lf.t1 * sh : 0, tt = g->share[r] ? lt.t0 + lt.t1 * sh : 0;
       double f = tf, bw = tt - tf;
@@ -646,7 +705,7 @@ static wh_status materialise(const ctxs *x, const config *cf, const int *cut, wh
   }
   groups_free(gr, S);
   if (rs != WH_OK) return rs;
-  p->step_time = pipeline_time(cf, st, ar, &p->bubble_time);
+  p->step_time = pipeline_time(cf, st, ar, up, bf, &p->bubble_time);
   return WH_OK;
 }
 
@@ -896,6 +955,27 @@ wh_status wh__planner_pin(wh__planner *pl, const wh_plan_layout *l, wh_plan **ou
       st = WH_ERR_INVALID_ARGUMENT;
     }
   }
+  if (st == WH_OK && l->shares) {
+    /* pinned shares: every stage's replicas share each micro-batch exactly */
+    int nrep = c->n / S / l->tp;
+    int64_t mb = global_batch / l->micro_batches;
+    for (int s = 0; s < S && st == WH_OK; s++) {
+      int64_t sum = 0;
+      for (int r = 0; r < nrep; r++) {
+        int64_t sh = l->shares[(size_t)s * (size_t)nrep + (size_t)r];
+        if (sh < 0) {
+          wh__ctx_set_error(ctx, "wh_plan_create_pinned: stage %d replica %d has share %lld", s, r, (long long)sh);
+          st = WH_ERR_INVALID_ARGUMENT;
+        }
+        sum += sh;
+      }
+      if (st == WH_OK && sum != mb) {
+        wh__ctx_set_error(ctx, "wh_plan_create_pinned: stage %d's shares sum to %lld, the micro-batch is %lld", s,
+                          (long long)sum, (long long)mb);
+        st = WH_ERR_INVALID_ARGUMENT;
+      }
+    }
+  }
   if (st == WH_OK && l->devices) {
     char *seen = calloc((size_t)c->n, 1);
     for (int i = 0; seen && i < c->n; i++) {
@@ -920,8 +1000,8 @@ wh_status wh__planner_pin(wh__planner *pl, const wh_plan_layout *l, wh_plan **ou
     double tt = tmp ? partition_chain(&x, &cf, tmp) : INF;
     free(tmp);
     if (tt >= INF) {
-      wh__ctx_set_error(ctx, "wh_plan_create_pinned: the pinned layout does not fit in memory, or its shares do not "
-                             "sum to the micro-batch (%lld samples per stage)",
+      wh__ctx_set_error(ctx, "wh_plan_create_pinned: the pinned layout does not fit in every device's memory (%lld "
+                             "samples per micro-batch)",
                         (long long)(global_batch / l->micro_batches));
       st = WH_ERR_OUT_OF_MEMORY;
     } else {

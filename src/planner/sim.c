@@ -101,7 +101,7 @@ wh_status wh_plan_simulate(const wh_plan *p, const wh_cluster *c, wh_sim_result 
     if (!progressed) break; /* cannot happen for the two schedules; guards a bad plan */
   }
   double step = 0, worst_busy = 0;
-  for (int s = 0; s < S; s++) step = fmax(step, free_at[s] + p->st[s].t_allreduce);
+  for (int s = 0; s < S; s++) step = fmax(step, free_at[s] + p->st[s].t_allreduce + p->st[s].t_update);
   memset(out->util, 0, sizeof out->util);
   for (int s = 0; s < S; s++) {
     const wh__stage *g = &p->st[s];

@@ -34,8 +34,11 @@ const char *wh_build_info(void) {
          " mpi"
 #endif
 #endif
-#if WH_HAVE_CUDA_TOOLKIT
-         " cuda-toolkit(found; backend not built yet)"
+#ifdef WH_HAVE_CUDA
+         " cuda-runtime(device buffers on MPI; CUDA kernels not built yet)"
+#endif
+#ifdef WH_HAVE_NCCL
+         " nccl"
 #endif
       ;
 }
