@@ -17,6 +17,7 @@
 #ifdef WH_HAVE_CUDA
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 #endif
 
 #include "../kernels/kernels.h"
@@ -764,8 +765,42 @@ static const wh__device_kind *match_gpu(const char *name, double mem) {
     }                                                                                                   \
   } while (0)
 
+/* cuBLAS is loaded only here, when a GPU is probed: linking it costs every CPU-only process about
+ * 150 MB of resident memory at start-up */
+typedef struct {
+  void *lib;
+  cublasStatus_t (*create)(cublasHandle_t *);
+  cublasStatus_t (*destroy)(cublasHandle_t);
+  cublasStatus_t (*sgemm)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const float *,
+                          const float *, int, const float *, int, const float *, float *, int);
+  cublasStatus_t (*gemmex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
+                           const void *, cudaDataType, int, const void *, cudaDataType, int, const void *, void *,
+                           cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+} cublas_fns;
+
+static int cublas_load(cublas_fns *f) {
+  memset(f, 0, sizeof *f);
+  f->lib = dlopen("libcublas.so.13", RTLD_NOW | RTLD_LOCAL);
+  if (!f->lib) f->lib = dlopen("libcublas.so", RTLD_NOW | RTLD_LOCAL);
+  if (!f->lib) return 0;
+  *(void **)&f->create = dlsym(f->lib, "cublasCreate_v2");
+  *(void **)&f->destroy = dlsym(f->lib, "cublasDestroy_v2");
+  *(void **)&f->sgemm = dlsym(f->lib, "cublasSgemm_v2");
+  *(void **)&f->gemmex = dlsym(f->lib, "cublasGemmEx");
+  if (f->create && f->destroy && f->sgemm && f->gemmex) return 1;
+  dlclose(f->lib);
+  f->lib = NULL;
+  return 0;
+}
+
 static wh_status probe_gpu(wh_ctx *ctx, int dev, wh_device_desc *d, char *kind, size_t kind_cap) {
   wh_status st = WH_OK;
+  cublas_fns cb;
+  if (!cublas_load(&cb)) {
+    wh__ctx_set_error(ctx, "wh_cluster_probe: GPU %d: cuBLAS (libcublas.so) could not be loaded for the calibration",
+                      dev);
+    return WH_ERR_UNSUPPORTED;
+  }
   struct cudaDeviceProp p;
   memset(&p, 0, sizeof p);
   snprintf(p.name, sizeof p.name, "?");
@@ -797,7 +832,7 @@ static wh_status probe_gpu(wh_ctx *ctx, int dev, wh_device_desc *d, char *kind, 
 
   CK(cudaEventCreate(&e0), "cudaEventCreate");
   CK(cudaEventCreate(&e1), "cudaEventCreate");
-  CKB(cublasCreate(&h), "cublasCreate");
+  CKB(cb.create(&h), "cublasCreate");
   int n = 4096;
   size_t fb = sizeof(float) * (size_t)n * (size_t)n;
   CK(cudaMalloc(&A, fb), "cudaMalloc");
@@ -809,7 +844,7 @@ static wh_status probe_gpu(wh_ctx *ctx, int dev, wh_device_desc *d, char *kind, 
   double t[5];
   for (int r = -1; r < 5; r++) {
     CK(cudaEventRecord(e0, 0), "cudaEventRecord");
-    CKB(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, A, n, B, n, &zero, C, n), "cublasSgemm");
+    CKB(cb.sgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, A, n, B, n, &zero, C, n), "cublasSgemm");
     CK(cudaEventRecord(e1, 0), "cudaEventRecord");
     CK(cudaEventSynchronize(e1), "cudaEventSynchronize");
     float ms = 0;
@@ -824,7 +859,7 @@ static wh_status probe_gpu(wh_ctx *ctx, int dev, wh_device_desc *d, char *kind, 
   if (!cat) { /* no datasheet: measure the 16-bit rate too (bf16 inputs, f32 accumulation) */
     for (int r = -1; r < 5; r++) {
       CK(cudaEventRecord(e0, 0), "cudaEventRecord");
-      CKB(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, A, CUDA_R_16BF, n, B, CUDA_R_16BF, n, &zero, C,
+      CKB(cb.gemmex(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, A, CUDA_R_16BF, n, B, CUDA_R_16BF, n, &zero, C,
                        CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
           "cublasGemmEx (bf16)");
       CK(cudaEventRecord(e1, 0), "cudaEventRecord");
@@ -895,7 +930,8 @@ done:
   if (A) cudaFree(A);
   if (B) cudaFree(B);
   if (C) cudaFree(C);
-  if (h) cublasDestroy(h);
+  if (h) cb.destroy(h);
+  dlclose(cb.lib);
   if (e0) cudaEventDestroy(e0);
   if (e1) cudaEventDestroy(e1);
   cudaGetLastError();
