@@ -3,7 +3,11 @@
  * validation loss against the unigram-entropy baseline, and sample text at the end.
  *
  *   gpt_text [--layers N] [--heads N] [--width N] [--context N] [--batch N] [--steps N]
- *            [--lr X] [--data DIR] [--eval-every N] [--sample N] [--recompute 0|1]
+ *            [--lr X] [--data DIR] [--eval-every N] [--sample N] [--recompute 0|1] [--cluster FILE]
+ *
+ * Under mpirun (or any launcher wh_launch_detect knows) it trains across the ranks: libwhale plans
+ * the step on a cluster of the ranks (from --cluster FILE, or this machine probed by rank 0 and
+ * shared between its ranks), prints the plan, and every rank runs its part of it.
  */
 #include <dirent.h>
 #include <math.h>
@@ -11,15 +15,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "whale.h"
 
 #define VOCAB 256
 
+static int rank0 = 1; /* only rank 0 prints */
+#define say(...) (rank0 ? printf(__VA_ARGS__) : 0)
+
 typedef struct {
   int layers, heads, width, context, batch, steps, eval_every, sample, recompute;
   float lr;
-  const char *data;
+  const char *data, *cluster;
 } config;
 
 typedef struct {
@@ -171,7 +179,7 @@ static float eval_loss(wh_ctx *ctx, wh_session *s, const gpt *m, const unsigned 
 }
 
 int main(int argc, char **argv) {
-  config c = {4, 4, 128, 64, 16, 600, 100, 300, 0, 3e-3f, "/usr/share/games/fortunes"};
+  config c = {4, 4, 128, 64, 16, 600, 100, 300, 0, 3e-3f, "/usr/share/games/fortunes", NULL};
   for (int i = 1; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
     if (!strcmp(k, "--layers")) c.layers = atoi(v);
@@ -185,6 +193,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--eval-every")) c.eval_every = atoi(v);
     else if (!strcmp(k, "--sample")) c.sample = atoi(v);
     else if (!strcmp(k, "--recompute")) c.recompute = atoi(v);
+    else if (!strcmp(k, "--cluster")) c.cluster = v;
     else {
       fprintf(stderr, "unknown option %s\n", k);
       return 2;
@@ -204,11 +213,23 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < nval; i++) h_unigram -= log((freq[val[i]] + 1) / (double)(ntrain + VOCAB));
   h_unigram /= (double)nval;
 
+  /* ranks on one machine share its cores */
+  wh_launch_info li = wh_launch_detect();
+  int dist = li.size > 1;
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
   wh_ctx *ctx;
-  if (wh_ctx_create(&ctx, NULL) != WH_OK) return 1;
-  printf("libwhale %s [%s], %d threads\n", wh_version(), wh_build_info(), wh_ctx_threads(ctx));
-  printf("corpus: %s, %zu bytes (%zu train, %zu validation); unigram baseline %.3f nats/byte\n", c.data, len, ntrain,
-         nval, h_unigram);
+  wh_ctx_options co = WH_CTX_OPTIONS_INIT;
+  co.num_threads = dist ? (int)(cores / li.local_size > 0 ? cores / li.local_size : 1) : 0;
+  if (wh_ctx_create(&ctx, &co) != WH_OK) return 1;
+  wh_comm *comm = NULL;
+  if (dist) {
+    CHECK(wh_comm_create(ctx, NULL, &comm));
+    rank0 = wh_comm_rank(comm) == 0;
+  }
+  say("libwhale %s [%s], %d rank%s x %d threads\n", wh_version(), wh_build_info(), dist ? wh_comm_size(comm) : 1,
+      dist ? "s" : "", wh_ctx_threads(ctx));
+  say("corpus: %s, %zu bytes (%zu train, %zu validation); unigram baseline %.3f nats/byte\n", c.data, len, ntrain,
+      nval, h_unigram);
   wh_graph *g;
   CHECK(wh_graph_create(ctx, &g));
   gpt m = build(g, &c);
@@ -229,11 +250,56 @@ int main(int argc, char **argv) {
     for (int j = 0; j < nd; j++) k *= d[j];
     nparams += k;
   }
-  /* plan both ways to show what recomputation saves; train with the chosen one */
+  /* the distributed plan: this build executes data-parallel plans, so the search is held to them */
+  wh_plan *plan = NULL;
+  wh_cluster *cl = NULL;
+  if (dist) {
+    if (c.cluster) {
+      CHECK(wh_cluster_load(ctx, c.cluster, &cl));
+    } else {
+      /* rank 0 measures the machine; every rank gets an equal slice of it */
+      double fig[3] = {0, 0, 0};
+      if (rank0) {
+        wh_cluster *probe;
+        CHECK(wh_cluster_probe(ctx, &probe));
+        char *desc;
+        CHECK(wh_cluster_describe(probe, &desc));
+        say("probed: %s", desc);
+        wh_free(desc);
+        wh_device_desc cpu = WH_DEVICE_DESC_INIT;
+        CHECK(wh_cluster_device(probe, 0, &cpu));
+        fig[0] = cpu.flops_f32 * cpu.eff_flops, fig[1] = cpu.mem_bw * cpu.eff_bw, fig[2] = cpu.mem_bytes;
+        wh_cluster_destroy(probe);
+      }
+      CHECK(wh_comm_broadcast(comm, fig, 3, WH_F64, 0));
+      wh_device_desc d = WH_DEVICE_DESC_INIT;
+      d.kind = "CPU-rank";
+      d.flops_f32 = d.flops_bf16 = fig[0] / li.local_size;
+      d.mem_bw = fig[1] / li.local_size;
+      d.mem_bytes = fig[2] / li.local_size;
+      d.link_bw = 5e9; /* shared memory between ranks on one machine */
+      d.eff_flops = d.eff_bw = 1.0; /* measured figures */
+      CHECK(wh_cluster_create(ctx, &cl));
+      CHECK(wh_cluster_add_custom(cl, &d, 0, wh_comm_size(comm)));
+      CHECK(wh_cluster_set_links(cl, 5e9, 5e-6, 5e9, 5e-6));
+    }
+    wh_plan_options po = WH_PLAN_OPTIONS_INIT;
+    po.global_batch = c.batch;
+    po.stages = 1;
+    po.allow_tp = 0;
+    CHECK(wh_plan_create(ctx, g, cl, &po, &plan));
+    char *ex;
+    CHECK(wh_plan_explain(plan, &ex));
+    say("%s", ex);
+    wh_free(ex);
+  }
+  /* plan memory both ways to show what recomputation saves; train with the chosen one */
   wh_session *s;
   wh_session_options so = WH_SESSION_OPTIONS_INIT;
   so.batch = c.batch;
   so.recompute = !c.recompute;
+  so.plan = plan;
+  so.comm = comm;
   CHECK(wh_session_create(ctx, g, &so, &s));
   wh_memory_stats other = WH_MEMORY_STATS_INIT, ms = WH_MEMORY_STATS_INIT;
   CHECK(wh_session_memory(s, &other));
@@ -241,24 +307,28 @@ int main(int argc, char **argv) {
   so.recompute = c.recompute;
   CHECK(wh_session_create(ctx, g, &so, &s));
   CHECK(wh_session_memory(s, &ms));
-  printf("model: %d layers, %d heads, width %d, context %d, %.2fM parameters; batch %d, %d steps\n", c.layers, c.heads,
-         c.width, c.context, (double)nparams / 1e6, c.batch, c.steps);
-  printf("memory plan: arena %.1f MB for intermediates of %.1f MB total (%lld ops in place); recompute %s: "
-         "%.1f MB, %s: %.1f MB\n",
-         (double)ms.arena_bytes / 1e6, (double)ms.intermediate_bytes / 1e6, (long long)ms.inplace_ops,
-         c.recompute ? "on" : "off", (double)ms.arena_bytes / 1e6, c.recompute ? "off" : "on",
-         (double)other.arena_bytes / 1e6);
+  say("model: %d layers, %d heads, width %d, context %d, %.2fM parameters; batch %d, %d steps\n", c.layers, c.heads,
+      c.width, c.context, (double)nparams / 1e6, c.batch, c.steps);
+  say("memory plan%s: arena %.1f MB for intermediates of %.1f MB total (%lld ops in place); recompute %s: "
+      "%.1f MB, %s: %.1f MB\n",
+      dist ? " (rank 0)" : "", (double)ms.arena_bytes / 1e6, (double)ms.intermediate_bytes / 1e6,
+      (long long)ms.inplace_ops, c.recompute ? "on" : "off", (double)ms.arena_bytes / 1e6,
+      c.recompute ? "off" : "on", (double)other.arena_bytes / 1e6);
 
   int T = c.context;
   int32_t *tok = malloc(sizeof(int32_t) * (size_t)(c.batch * T)), *tgt = malloc(sizeof(int32_t) * (size_t)(c.batch * T));
   double t0 = now(), tlast = t0, sum = 0;
   int nsum = 0;
   float vloss = 0;
+  double *step_t = malloc(sizeof(double) * (size_t)c.steps);
   for (int step = 1; step <= c.steps; step++) {
+    /* every rank draws the same batch: a distributed session takes the global batch */
     fill_batch(train, ntrain, c.batch, T, tok, tgt);
     CHECK(wh_session_feed(s, m.tokens, tok, sizeof(int32_t) * (size_t)(c.batch * T)));
     CHECK(wh_session_feed(s, m.targets, tgt, sizeof(int32_t) * (size_t)(c.batch * T)));
+    double ts = now();
     CHECK(wh_session_step(s));
+    step_t[step - 1] = now() - ts;
     float l;
     CHECK(wh_session_fetch(s, m.loss, &l, sizeof l));
     sum += l, nsum++;
@@ -266,19 +336,48 @@ int main(int argc, char **argv) {
       double tn = now();
       double tps = (double)nsum * c.batch * T / (tn - tlast);
       vloss = eval_loss(ctx, s, &m, val, nval, c.batch, T, 8, tok, tgt);
-      printf("step %5d  train loss %.4f  val loss %.4f  %.0f tokens/s  (%.1f s)\n", step, sum / nsum, vloss, tps,
-             tn - t0);
+      say("step %5d  train loss %.4f  val loss %.4f  %.0f tokens/s  (%.1f s)\n", step, sum / nsum, vloss, tps,
+          tn - t0);
       fflush(stdout);
       sum = 0, nsum = 0;
       tlast = now();
     }
   }
-  printf("final validation loss %.4f nats/byte against the unigram baseline %.4f (%.0f%% of it)\n", vloss, h_unigram,
-         100.0 * vloss / h_unigram);
+  say("final validation loss %.4f nats/byte against the unigram baseline %.4f (%.0f%% of it)\n", vloss, h_unigram,
+      100.0 * vloss / h_unigram);
+  if (plan) {
+    /* the cost model against this run: the median step after the first few */
+    int skip = c.steps > 10 ? 5 : 0, n = c.steps - skip;
+    for (int i = 0; i < n; i++)
+      for (int j = i + 1; j < n; j++)
+        if (step_t[skip + j] < step_t[skip + i]) {
+          double x = step_t[skip + i];
+          step_t[skip + i] = step_t[skip + j], step_t[skip + j] = x;
+        }
+    double med = step_t[skip + n / 2], pred = wh_plan_step_time(plan);
+    say("cost model: predicted %.1f ms per step, measured %.1f ms (median), error %+.0f%%\n", 1e3 * pred, 1e3 * med,
+        100 * (pred / med - 1));
+  }
+  free(step_t);
 
-  /* sample: slide a window of the last T bytes, one full forward per byte (no KV cache) */
-  if (c.sample > 0) {
-    CHECK(wh_session_set_batch(s, 1));
+  /* sample: slide a window of the last T bytes, one full forward per byte (no KV cache); a
+   * distributed session keeps its global batch, so rank 0 samples from a local copy */
+  wh_session *local = NULL;
+  if (c.sample > 0 && dist && rank0) {
+    wh_session_options lo = WH_SESSION_OPTIONS_INIT;
+    CHECK(wh_session_create(ctx, g, &lo, &local));
+    for (int i = 0; i < wh_graph_num_params(g); i++) {
+      wh_value p = wh_graph_param(g, i);
+      size_t b = wh_session_bytes(s, p);
+      void *buf = malloc(b);
+      CHECK(wh_session_get_param(s, p, buf, b));
+      CHECK(wh_session_set_param(local, p, buf, b));
+      free(buf);
+    }
+  }
+  if (c.sample > 0 && rank0) {
+    wh_session *s0 = local ? local : s;
+    CHECK(wh_session_set_batch(s0, 1));
     const char *prompt = "The meaning of life is";
     size_t pl = strlen(prompt), total = pl + (size_t)c.sample;
     unsigned char *out = calloc(total + 1, 1);
@@ -290,10 +389,10 @@ int main(int argc, char **argv) {
       size_t have = pos < (size_t)T ? pos : (size_t)T;
       for (int k = 0; k < T; k++) win[k] = ' ';
       for (size_t k = 0; k < have; k++) win[T - have + k] = out[pos - have + k];
-      CHECK(wh_session_feed(s, m.tokens, win, sizeof(int32_t) * (size_t)T));
-      CHECK(wh_session_feed(s, m.targets, dummy, sizeof(int32_t) * (size_t)T));
-      CHECK(wh_session_run(s, WH_RUN_EVAL));
-      CHECK(wh_session_fetch(s, m.logits, logits, sizeof(float) * (size_t)T * VOCAB));
+      CHECK(wh_session_feed(s0, m.tokens, win, sizeof(int32_t) * (size_t)T));
+      CHECK(wh_session_feed(s0, m.targets, dummy, sizeof(int32_t) * (size_t)T));
+      CHECK(wh_session_run(s0, WH_RUN_EVAL));
+      CHECK(wh_session_fetch(s0, m.logits, logits, sizeof(float) * (size_t)T * VOCAB));
       const float *lg = logits + (size_t)(T - 1) * VOCAB;
       double mx = -1e30, z = 0, temp = 0.8;
       for (int v = 0; v < VOCAB; v++) mx = lg[v] > mx ? lg[v] : mx;
@@ -307,8 +406,12 @@ int main(int argc, char **argv) {
     printf("sample:\n%s\n", (char *)out);
     free(out), free(logits), free(win), free(dummy);
   }
+  wh_session_destroy(local);
   wh_session_destroy(s);
+  wh_plan_destroy(plan);
+  wh_cluster_destroy(cl);
   wh_graph_destroy(g);
+  wh_comm_destroy(comm);
   wh_ctx_destroy(ctx);
   free(tok), free(tgt), free(text);
   return vloss < h_unigram ? 0 : 3;

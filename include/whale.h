@@ -511,6 +511,8 @@ WH_API wh_status wh_cluster_add_custom(wh_cluster *c, const wh_device_desc *d, i
 WH_API wh_status wh_cluster_set_links(wh_cluster *c, double intra_bw, double intra_lat, double inter_bw,
                                       double inter_lat);
 WH_API int wh_cluster_size(const wh_cluster *c);
+/* Device i's figures (kind points into the cluster, valid while it lives). */
+WH_API wh_status wh_cluster_device(const wh_cluster *c, int i, wh_device_desc *out);
 /* A readable listing of the cluster; *out freed with wh_free. */
 WH_API wh_status wh_cluster_describe(const wh_cluster *c, char **out);
 /* A cluster from a JSON file (schema: docs/cluster.md): links, then nodes of devices by catalogue

@@ -26,6 +26,18 @@ void wh_cluster_destroy(wh_cluster *c) {
 
 int wh_cluster_size(const wh_cluster *c) { return c ? c->n : 0; }
 
+wh_status wh_cluster_device(const wh_cluster *c, int i, wh_device_desc *out) {
+  if (!c || !out || out->struct_size != sizeof *out) return WH_ERR_INVALID_ARGUMENT;
+  if (i < 0 || i >= c->n) {
+    wh__ctx_set_error(c->ctx, "wh_cluster_device: device %d of %d", i, c->n);
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  const wh__device *d = &c->dev[i];
+  *out = (wh_device_desc){sizeof *out, d->kind, d->flops_f32, d->flops_bf16, d->mem_bw, d->mem_bytes, d->link_bw,
+                          d->eff_flops, d->eff_bw};
+  return WH_OK;
+}
+
 static wh_status add(wh_cluster *c, const wh__device *d, int node, int count) {
   if (node < 0 || count < 1 || count > 1 << 20) {
     wh__ctx_set_error(c->ctx, "wh_cluster_add: node %d and count %d must be >= 0 and >= 1", node, count);
