@@ -9,9 +9,8 @@
 
 #include "../../runtime/ctx.h"
 #include "../comm.h"
+#include "liveness.h"
 
-#define TAG_PING 1
-#define TAG_PONG 2
 #define CHUNK_BYTES (512u << 10) /* ring chunks: the reduction of one overlaps the transfer of the next */
 /* Reduce-scatter receives land in a window of this many chunk-sized staging slots, reused as the
  * chunks are reduced: staging is bounded (4 MB) whatever the message size, and one window per
@@ -25,8 +24,7 @@ typedef struct ring ring;
 
 typedef struct {
   MPI_Comm data, coll, ctrl;
-  MPI_Request ping_req;
-  int ping_buf;
+  wh__live live;     /* answers liveness probes on ctrl */
   char *stage;    /* a cached staging window, free when stage_busy is 0 */
   int stage_busy;
   ring *head, *tail; /* unfinished rings, in start order: each progress call advances them all */
@@ -50,11 +48,6 @@ static MPI_Datatype mpi_type(wh_dtype dt) {
   }
 }
 
-static wh_status post_ping(mpi_impl *m) {
-  return MPI_Irecv(&m->ping_buf, 1, MPI_INT, MPI_ANY_SOURCE, TAG_PING, m->ctrl, &m->ping_req) == MPI_SUCCESS
-             ? WH_OK
-             : WH_ERR_COMM;
-}
 
 static wh_status setup(wh_comm *c, MPI_Comm parent, char *msg, size_t cap) {
   mpi_impl *m = calloc(1, sizeof *m);
@@ -80,7 +73,7 @@ static wh_status setup(wh_comm *c, MPI_Comm parent, char *msg, size_t cap) {
   } else {
     c->local_rank = 0, c->local_size = 1;
   }
-  if (post_ping(m) != WH_OK) {
+  if (wh__live_open(&m->live, m->ctrl, c->rank) != WH_OK) {
     snprintf(msg, cap, "could not post the liveness-probe receive");
     for (int k = 0; k < 3; k++) MPI_Comm_free(dups[k]);
     free(m);
@@ -604,51 +597,12 @@ static wh_status m_iallgather(wh_comm *c, const void *send, void *recv, const si
 
 static void m_service(wh_comm *c) {
   mpi_impl *m = c->impl;
-  for (int guard = 0; guard < 64; guard++) {
-    int flag = 0;
-    MPI_Status st;
-    if (m->ping_req == MPI_REQUEST_NULL || MPI_Test(&m->ping_req, &flag, &st) != MPI_SUCCESS || !flag) return;
-    MPI_Request pong;
-    if (MPI_Isend(&c->rank, 1, MPI_INT, st.MPI_SOURCE, TAG_PONG, m->ctrl, &pong) == MPI_SUCCESS)
-      MPI_Request_free(&pong);
-    if (post_ping(m) != WH_OK) m->ping_req = MPI_REQUEST_NULL;
-  }
+  wh__live_service(&m->live);
 }
 
 static void m_probe(wh_comm *c, const int *peers, int n, int *alive, double budget) {
   mpi_impl *m = c->impl;
-  MPI_Request *rq = malloc(sizeof(MPI_Request) * (size_t)(n + 1));
-  int *pong = malloc(sizeof(int) * (size_t)(n + 1));
-  if (!rq || !pong) {
-    free(rq), free(pong);
-    return;
-  }
-  for (int i = 0; i < n; i++) {
-    alive[i] = 0;
-    rq[i] = MPI_REQUEST_NULL;
-    MPI_Request ping;
-    if (MPI_Isend(&c->rank, 1, MPI_INT, peers[i], TAG_PING, m->ctrl, &ping) == MPI_SUCCESS) MPI_Request_free(&ping);
-    MPI_Irecv(&pong[i], 1, MPI_INT, peers[i], TAG_PONG, m->ctrl, &rq[i]);
-  }
-  double t0 = wh__now();
-  int left = n;
-  while (left > 0 && wh__now() - t0 < budget) {
-    m_service(c); /* peers probing at the same time need our answer too */
-    for (int i = 0; i < n; i++) {
-      int flag = 0;
-      if (rq[i] != MPI_REQUEST_NULL && MPI_Test(&rq[i], &flag, MPI_STATUS_IGNORE) == MPI_SUCCESS && flag) {
-        alive[i] = 1;
-        left--;
-      }
-    }
-  }
-  for (int i = 0; i < n; i++)
-    if (rq[i] != MPI_REQUEST_NULL) {
-      MPI_Cancel(&rq[i]);
-      MPI_Request_free(&rq[i]);
-    }
-  free(rq);
-  free(pong);
+  wh__live_probe(&m->live, peers, n, alive, budget);
 }
 
 static wh_status m_split(wh_comm *parent, int n, const int *ranks, int member, wh_comm *child, char *msg,
@@ -673,10 +627,7 @@ static wh_status m_split(wh_comm *parent, int n, const int *ranks, int member, w
 static void m_destroy(wh_comm *c) {
   mpi_impl *m = c->impl;
   if (!m) return;
-  if (m->ping_req != MPI_REQUEST_NULL) {
-    MPI_Cancel(&m->ping_req);
-    MPI_Request_free(&m->ping_req);
-  }
+  wh__live_close(&m->live);
   int fin = 0;
   MPI_Finalized(&fin);
   if (!fin) {

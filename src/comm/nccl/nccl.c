@@ -26,9 +26,8 @@
 
 #include "../../runtime/ctx.h"
 #include "../comm.h"
+#include "../mpi/liveness.h"
 
-#define TAG_PING 1
-#define TAG_PONG 2
 #define DESTROY_BUDGET_S 30.0
 
 typedef struct {
@@ -38,8 +37,7 @@ typedef struct {
   int *scratch;         /* one device int: the barrier's payload */
   MPI_Comm boot;        /* dup of the host communicator: bootstrap and splits */
   MPI_Comm ctrl;        /* dup: liveness probes only */
-  MPI_Request ping_req;
-  int ping_buf;
+  wh__live live;     /* answers liveness probes on ctrl */
 } nccl_impl;
 
 /* ---- helpers */
@@ -118,17 +116,12 @@ static ncclResult_t settle(ncclComm_t comm, double deadline) {
 
 /* ---- MPI side: bootstrap communicators and the liveness channel */
 
-static wh_status post_ping(nccl_impl *m) {
-  return MPI_Irecv(&m->ping_buf, 1, MPI_INT, MPI_ANY_SOURCE, TAG_PING, m->ctrl, &m->ping_req) == MPI_SUCCESS
-             ? WH_OK
-             : WH_ERR_COMM;
-}
 
 static nccl_impl *impl_new(void) {
   nccl_impl *m = calloc(1, sizeof *m);
   if (!m) return NULL;
   m->boot = m->ctrl = MPI_COMM_NULL;
-  m->ping_req = MPI_REQUEST_NULL;
+  m->live.ping_req = MPI_REQUEST_NULL;
   m->device = -1;
   return m;
 }
@@ -156,10 +149,7 @@ static void impl_free(nccl_impl *m, int abort_nccl, double timeout) {
   if (m->stream) cudaStreamDestroy(m->stream);
   cudaGetLastError(); /* a sticky error of an aborted comm must not leak into the caller's next call */
   leave_dev(prev);
-  if (m->ping_req != MPI_REQUEST_NULL) {
-    MPI_Cancel(&m->ping_req);
-    MPI_Request_free(&m->ping_req);
-  }
+  wh__live_close(&m->live);
   int fin = 0;
   MPI_Finalized(&fin);
   if (!fin) {
@@ -189,7 +179,7 @@ static wh_status mpi_setup(wh_comm *c, nccl_impl *m, MPI_Comm parent, char *msg,
   } else {
     c->local_rank = 0, c->local_size = 1;
   }
-  if (post_ping(m) != WH_OK) {
+  if (wh__live_open(&m->live, m->ctrl, c->rank) != WH_OK) {
     snprintf(msg, cap, "could not post the liveness-probe receive");
     return WH_ERR_COMM;
   }
@@ -535,52 +525,12 @@ static wh_status n_ibarrier(wh_comm *c, wh_request *r) {
 
 static void n_service(wh_comm *c) {
   nccl_impl *m = c->impl;
-  for (int guard = 0; guard < 64; guard++) {
-    int flag = 0;
-    MPI_Status st;
-    if (m->ping_req == MPI_REQUEST_NULL || MPI_Test(&m->ping_req, &flag, &st) != MPI_SUCCESS || !flag) return;
-    MPI_Request pong;
-    if (MPI_Isend(&c->rank, 1, MPI_INT, st.MPI_SOURCE, TAG_PONG, m->ctrl, &pong) == MPI_SUCCESS)
-      MPI_Request_free(&pong);
-    if (post_ping(m) != WH_OK) m->ping_req = MPI_REQUEST_NULL;
-  }
+  wh__live_service(&m->live);
 }
 
 static void n_probe(wh_comm *c, const int *peers, int n, int *alive, double budget) {
   nccl_impl *m = c->impl;
-  MPI_Request *rq = malloc(sizeof(MPI_Request) * (size_t)(n + 1));
-  int *pong = malloc(sizeof(int) * (size_t)(n + 1));
-  if (!rq || !pong) {
-    free(rq), free(pong);
-    return;
-  }
-  for (int i = 0; i < n; i++) {
-    alive[i] = 0;
-    rq[i] = MPI_REQUEST_NULL;
-    MPI_Request ping;
-    if (MPI_Isend(&c->rank, 1, MPI_INT, peers[i], TAG_PING, m->ctrl, &ping) == MPI_SUCCESS) MPI_Request_free(&ping);
-    MPI_Irecv(&pong[i], 1, MPI_INT, peers[i], TAG_PONG, m->ctrl, &rq[i]);
-  }
-  double t0 = wh__now();
-  int left = n;
-  for (unsigned spins = 0; left > 0 && wh__now() - t0 < budget; spins++) {
-    n_service(c); /* peers probing at the same time need our answer too */
-    for (int i = 0; i < n; i++) {
-      int flag = 0;
-      if (rq[i] != MPI_REQUEST_NULL && MPI_Test(&rq[i], &flag, MPI_STATUS_IGNORE) == MPI_SUCCESS && flag) {
-        alive[i] = 1;
-        left--;
-      }
-    }
-    pause_briefly(spins);
-  }
-  for (int i = 0; i < n; i++)
-    if (rq[i] != MPI_REQUEST_NULL) {
-      MPI_Cancel(&rq[i]);
-      MPI_Request_free(&rq[i]);
-    }
-  free(rq);
-  free(pong);
+  wh__live_probe(&m->live, peers, n, alive, budget);
 }
 
 /* ---- split: an MPI split for the control channel, ncclCommSplit for the data */
