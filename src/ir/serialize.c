@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../runtime/ctx.h"
+#include "../runtime/fileio.h"
 #include "../runtime/session.h"
 #include "ir.h"
 #include "whale.pb-c.h"
@@ -41,23 +42,6 @@ static int64_t shape_numel_checked(const int64_t *d, size_t nd) {
 }
 
 static int has_symbolic(const wh__shape *s) { return wh__shape_symbolic_count(s) > 0; }
-
-static wh_status write_file(const wh_graph *g, const char *path, const uint8_t *buf, size_t len) {
-  FILE *f = fopen(path, "wb");
-  if (!f) {
-    wh__ctx_set_error(g->ctx, "save '%s': cannot open for writing: %s", path, strerror(errno));
-    return WH_ERR_IO;
-  }
-  size_t w = len ? fwrite(buf, 1, len, f) : 0;
-  int werr = w != len ? errno : 0;
-  if (fclose(f) != 0 && !werr) werr = errno ? errno : EIO;
-  if (w != len || werr) {
-    wh__ctx_set_error(g->ctx, "save '%s': write failed after %zu of %zu bytes: %s", path, w, len,
-                      strerror(werr ? werr : EIO));
-    return WH_ERR_IO;
-  }
-  return WH_OK;
-}
 
 /* Save g; parameter values come from session s when given, else from the graph (if any). */
 static wh_status save_graph(const wh_graph *g, const wh_session *s, const char *path) {
@@ -195,7 +179,7 @@ static wh_status save_graph(const wh_graph *g, const wh_session *s, const char *
     st = WH_ERR_INTERNAL;
     goto done;
   }
-  st = write_file(g, path, buf, len);
+  st = wh__write_file(g->ctx, "save", path, buf, len);
 
 done:
   free(buf);
@@ -249,47 +233,6 @@ static wh_status lfail(loader *L, wh_status s, const char *fmt, ...) {
  * file describes a graph the builders reject. */
 static wh_status builder_status(const loader *L) {
   return L->g->status == WH_ERR_OUT_OF_MEMORY ? WH_ERR_OUT_OF_MEMORY : WH_ERR_CORRUPT;
-}
-
-static wh_status read_file(const char *path, uint8_t **out, size_t *len, int *err) {
-  *out = NULL;
-  *len = 0;
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    *err = errno;
-    return WH_ERR_IO;
-  }
-  size_t cap = 1 << 16, n = 0;
-  uint8_t *buf = malloc(cap);
-  if (!buf) {
-    fclose(f);
-    return WH_ERR_OUT_OF_MEMORY;
-  }
-  for (;;) {
-    if (n == cap) {
-      uint8_t *nb = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
-      if (!nb) {
-        free(buf);
-        fclose(f);
-        return WH_ERR_OUT_OF_MEMORY;
-      }
-      buf = nb;
-      cap *= 2;
-    }
-    size_t r = fread(buf + n, 1, cap - n, f);
-    n += r;
-    if (r == 0) break;
-  }
-  if (ferror(f)) {
-    *err = errno ? errno : EIO;
-    free(buf);
-    fclose(f);
-    return WH_ERR_IO;
-  }
-  fclose(f);
-  *out = buf;
-  *len = n;
-  return WH_OK;
 }
 
 static const char *role_name(int r) {
@@ -611,7 +554,7 @@ wh_status wh_graph_load(wh_ctx *ctx, const char *path, wh_graph **out) {
   uint8_t *buf = NULL;
   size_t len = 0;
   int err = 0;
-  st = read_file(path, &buf, &len, &err);
+  st = wh__read_file(path, &buf, &len, &err);
   if (st != WH_OK) {
     if (st == WH_ERR_IO) lfail(&L, st, "cannot read: %s", strerror(err));
     else lfail(&L, st, "out of memory reading the file");

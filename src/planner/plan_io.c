@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../runtime/ctx.h"
+#include "../runtime/fileio.h"
 #include "planner.h"
 #include "whale.pb-c.h"
 
@@ -30,23 +31,6 @@ _Static_assert((int)WHALE__PLAN_SCHEDULE__PLAN_SCHEDULE_GPIPE == (int)WH_SCHED_G
 _Static_assert((int)WHALE__PLAN_SCHEDULE__PLAN_SCHEDULE_1F1B == (int)WH_SCHED_1F1B, "schedule enums diverged");
 
 /* ------------------------------------------------------------------ save */
-
-static wh_status write_file(wh_ctx *ctx, const char *path, const uint8_t *buf, size_t len) {
-  FILE *f = fopen(path, "wb");
-  if (!f) {
-    wh__ctx_set_error(ctx, "wh_plan_save '%s': cannot open for writing: %s", path, strerror(errno));
-    return WH_ERR_IO;
-  }
-  size_t w = len ? fwrite(buf, 1, len, f) : 0;
-  int werr = w != len ? errno : 0;
-  if (fclose(f) != 0 && !werr) werr = errno ? errno : EIO;
-  if (w != len || werr) {
-    wh__ctx_set_error(ctx, "wh_plan_save '%s': write failed after %zu of %zu bytes: %s", path, w, len,
-                      strerror(werr ? werr : EIO));
-    return WH_ERR_IO;
-  }
-  return WH_OK;
-}
 
 wh_status wh_plan_save(const wh_plan *p, const char *path) {
   if (!p) return WH_ERR_INVALID_ARGUMENT;
@@ -133,7 +117,7 @@ wh_status wh_plan_save(const wh_plan *p, const char *path) {
     st = WH_ERR_INTERNAL;
     goto done;
   }
-  st = write_file(p->ctx, path, buf, len);
+  st = wh__write_file(p->ctx, "wh_plan_save", path, buf, len);
 
 done:
   free(buf);
@@ -161,47 +145,6 @@ static wh_status pfail(const pload *L, wh_status s, const char *fmt, ...) {
   va_end(ap);
   wh__ctx_set_error(L->ctx, "wh_plan_load '%s': %s", L->path, msg);
   return s;
-}
-
-static wh_status read_file(const char *path, uint8_t **out, size_t *len, int *err) {
-  *out = NULL;
-  *len = 0;
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    *err = errno;
-    return WH_ERR_IO;
-  }
-  size_t cap = 1 << 12, n = 0;
-  uint8_t *buf = malloc(cap);
-  if (!buf) {
-    fclose(f);
-    return WH_ERR_OUT_OF_MEMORY;
-  }
-  for (;;) {
-    if (n == cap) {
-      uint8_t *nb = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
-      if (!nb) {
-        free(buf);
-        fclose(f);
-        return WH_ERR_OUT_OF_MEMORY;
-      }
-      buf = nb;
-      cap *= 2;
-    }
-    size_t r = fread(buf + n, 1, cap - n, f);
-    n += r;
-    if (r == 0) break;
-  }
-  if (ferror(f)) {
-    *err = errno ? errno : EIO;
-    free(buf);
-    fclose(f);
-    return WH_ERR_IO;
-  }
-  fclose(f);
-  *out = buf;
-  *len = n;
-  return WH_OK;
 }
 
 /* a time or size: finite and >= 0 */
@@ -369,7 +312,7 @@ wh_status wh_plan_load(wh_ctx *ctx, const char *path, wh_plan **out) {
   uint8_t *buf = NULL;
   size_t len = 0;
   int err = 0;
-  wh_status st = read_file(path, &buf, &len, &err);
+  wh_status st = wh__read_file(path, &buf, &len, &err);
   if (st != WH_OK)
     return st == WH_ERR_IO ? pfail(&L, st, "cannot read: %s", strerror(err))
                            : pfail(&L, st, "out of memory reading the file");
