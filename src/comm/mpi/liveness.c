@@ -1,7 +1,9 @@
-/* liveness.c - the ping/pong channel that names dead or stopped peers (see liveness.h). */
+/* liveness.c - attaching to the host's communicator, and the ping/pong channel that names dead or
+ * stopped peers (see liveness.h). */
 #include "liveness.h"
 
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "../comm.h"
@@ -75,4 +77,30 @@ void wh__live_close(wh__live *l) {
     MPI_Cancel(&l->ping_req);
     MPI_Request_free(&l->ping_req);
   }
+}
+
+wh_status wh__mpi_attach(MPI_Comm parent, MPI_Comm *const *dups, int n, wh_comm *c, char *msg, size_t cap) {
+  for (int i = 0; i < n; i++) {
+    int rc = MPI_Comm_dup(parent, dups[i]);
+    if (rc != MPI_SUCCESS) {
+      char s[MPI_MAX_ERROR_STRING];
+      int len = 0;
+      MPI_Error_string(rc, s, &len);
+      snprintf(msg, cap, "MPI_Comm_dup: %s", s);
+      for (int k = 0; k < i; k++) MPI_Comm_free(dups[k]);
+      return WH_ERR_COMM;
+    }
+    MPI_Comm_set_errhandler(*dups[i], MPI_ERRORS_RETURN);
+  }
+  MPI_Comm_rank(*dups[0], &c->rank);
+  MPI_Comm_size(*dups[0], &c->size);
+  MPI_Comm node;
+  if (MPI_Comm_split_type(*dups[0], MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+    MPI_Comm_rank(node, &c->local_rank);
+    MPI_Comm_size(node, &c->local_size);
+    MPI_Comm_free(&node);
+  } else {
+    c->local_rank = 0, c->local_size = 1;
+  }
+  return WH_OK;
 }

@@ -1,10 +1,13 @@
-/* liveness.h - the ping/pong channel both backends use to find out which peers are gone: every
- * rank waiting in libwhale answers pings on a dedicated communicator, so after a deadline a rank
- * can ask who still answers. */
+/* liveness.h - what the MPI and NCCL backends share on the MPI side: attaching to the host's
+ * communicator, and the ping/pong channel that finds out which peers are gone (every rank waiting
+ * in libwhale answers pings on a dedicated communicator, so after a deadline a rank can ask who
+ * still answers). */
 #ifndef WH_LIVENESS_H
 #define WH_LIVENESS_H
 
 #include <mpi.h>
+
+#include <stddef.h>
 
 #include "whale.h"
 
@@ -23,5 +26,10 @@ void wh__live_service(wh__live *l);
 void wh__live_probe(wh__live *l, const int *peers, int n, int *alive, double budget);
 /* Stop answering (does not free ctrl). */
 void wh__live_close(wh__live *l);
+
+/* What both backends do with the host's communicator: duplicate it n times (each with
+ * MPI_ERRORS_RETURN; on failure none is left), and read the rank, size and node-local rank of c
+ * from the first duplicate. */
+wh_status wh__mpi_attach(MPI_Comm parent, MPI_Comm *const *dups, int n, wh_comm *c, char *msg, size_t cap);
 
 #endif

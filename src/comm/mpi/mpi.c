@@ -53,25 +53,9 @@ static wh_status setup(wh_comm *c, MPI_Comm parent, char *msg, size_t cap) {
   mpi_impl *m = calloc(1, sizeof *m);
   if (!m) return WH_ERR_OUT_OF_MEMORY;
   MPI_Comm *dups[3] = {&m->data, &m->coll, &m->ctrl};
-  for (int i = 0; i < 3; i++) {
-    int rc = MPI_Comm_dup(parent, dups[i]);
-    if (rc != MPI_SUCCESS) {
-      mpi_msg(rc, "MPI_Comm_dup", msg, cap);
-      for (int k = 0; k < i; k++) MPI_Comm_free(dups[k]);
-      free(m);
-      return WH_ERR_COMM;
-    }
-    MPI_Comm_set_errhandler(*dups[i], MPI_ERRORS_RETURN);
-  }
-  MPI_Comm_rank(m->data, &c->rank);
-  MPI_Comm_size(m->data, &c->size);
-  MPI_Comm node;
-  if (MPI_Comm_split_type(m->data, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
-    MPI_Comm_rank(node, &c->local_rank);
-    MPI_Comm_size(node, &c->local_size);
-    MPI_Comm_free(&node);
-  } else {
-    c->local_rank = 0, c->local_size = 1;
+  if (wh__mpi_attach(parent, dups, 3, c, msg, cap) != WH_OK) {
+    free(m);
+    return WH_ERR_COMM;
   }
   if (wh__live_open(&m->live, m->ctrl, c->rank) != WH_OK) {
     snprintf(msg, cap, "could not post the liveness-probe receive");

@@ -161,24 +161,7 @@ static void impl_free(nccl_impl *m, int abort_nccl, double timeout) {
 
 static wh_status mpi_setup(wh_comm *c, nccl_impl *m, MPI_Comm parent, char *msg, size_t cap) {
   MPI_Comm *dups[2] = {&m->boot, &m->ctrl};
-  for (int i = 0; i < 2; i++) {
-    int rc = MPI_Comm_dup(parent, dups[i]);
-    if (rc != MPI_SUCCESS) {
-      mpi_msg(rc, "MPI_Comm_dup", msg, cap);
-      return WH_ERR_COMM;
-    }
-    MPI_Comm_set_errhandler(*dups[i], MPI_ERRORS_RETURN);
-  }
-  MPI_Comm_rank(m->boot, &c->rank);
-  MPI_Comm_size(m->boot, &c->size);
-  MPI_Comm node;
-  if (MPI_Comm_split_type(m->boot, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
-    MPI_Comm_rank(node, &c->local_rank);
-    MPI_Comm_size(node, &c->local_size);
-    MPI_Comm_free(&node);
-  } else {
-    c->local_rank = 0, c->local_size = 1;
-  }
+  if (wh__mpi_attach(parent, dups, 2, c, msg, cap) != WH_OK) return WH_ERR_COMM;
   if (wh__live_open(&m->live, m->ctrl, c->rank) != WH_OK) {
     snprintf(msg, cap, "could not post the liveness-probe receive");
     return WH_ERR_COMM;
