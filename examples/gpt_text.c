@@ -257,7 +257,8 @@ int main(int argc, char **argv) {
     if (c.cluster) {
       CHECK(wh_cluster_load(ctx, c.cluster, &cl));
     } else {
-      /* rank 0 measures the machine; every rank gets an equal slice of it */
+      /* rank 0 measures what one rank gets (its context has this rank's share of the cores), and
+       * every rank builds the same cluster: compute and bandwidth as measured, memory split */
       double fig[3] = {0, 0, 0};
       if (rank0) {
         wh_cluster *probe;
@@ -274,8 +275,8 @@ int main(int argc, char **argv) {
       CHECK(wh_comm_broadcast(comm, fig, 3, WH_F64, 0));
       wh_device_desc d = WH_DEVICE_DESC_INIT;
       d.kind = "CPU-rank";
-      d.flops_f32 = d.flops_bf16 = fig[0] / li.local_size;
-      d.mem_bw = fig[1] / li.local_size;
+      d.flops_f32 = d.flops_bf16 = fig[0];
+      d.mem_bw = fig[1];
       d.mem_bytes = fig[2] / li.local_size;
       d.link_bw = 5e9; /* shared memory between ranks on one machine */
       d.eff_flops = d.eff_bw = 1.0; /* measured figures */
