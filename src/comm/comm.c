@@ -324,13 +324,22 @@ static int round_for(wh_request *r, wh_status *st) {
     return 1;
   }
   if (c->broken) {
+    char prev[1024]; /* the failure that broke it: copied, the message is rewritten in place */
+    snprintf(prev, sizeof prev, "%s", c->ctx->err);
     wh__ctx_set_error(c->ctx, "%s of %zu bytes on rank %d of %d (%s): the communicator broke while it waited (%s)",
-                      r->op, r->bytes, c->rank, c->size, c->ops->name, c->ctx->err);
+                      r->op, r->bytes, c->rank, c->size, c->ops->name, prev);
     *st = WH_ERR_COMM;
     return 1;
   }
   c->ops->service(c);
-  double waited = wh__now() - r->start;
+  /* the deadline is about silence: it runs from the first wait (a collective may be started long
+   * before anyone waits on it) or from the last time the request was seen advancing */
+  double now = wh__now();
+  if (r->last == 0 || r->ticks != r->seen_ticks) {
+    r->last = now;
+    r->seen_ticks = r->ticks;
+  }
+  double waited = now - r->last;
   if (waited > c->timeout) {
     *st = fail_timeout(r, waited);
     return 1;
@@ -351,7 +360,7 @@ wh_status wh_request_wait(wh_request *r) {
   wh_status st = WH_OK;
   for (unsigned spins = 0;; spins++) {
     if (round_for(r, &st)) break;
-    double waited = wh__now() - r->start;
+    double waited = wh__now() - r->last;
     /* ranks can outnumber cores: let a peer on this core run, and when they do, back off in long
      * waits too (with a core each, a sleep only adds latency) */
     if (spins > 64) sched_yield();

@@ -24,6 +24,9 @@ struct wh_request {
    * their next step only when advanced, so waiting on one alone could stall a peer waiting on
    * another */
   wh_request *next;
+  unsigned long ticks; /* bumped by the backend whenever the request advances */
+  unsigned long seen_ticks;
+  double last;         /* when it was first waited on, or last seen advancing: the deadline runs from here */
   int done;
   wh_status status;    /* the outcome, once done */
   char err[768];       /* its message, replayed when the owner waits */

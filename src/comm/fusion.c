@@ -30,6 +30,7 @@ struct wh_fusion {
   bucket *b;
   int nb, cap_b, cur; /* cur: the bucket being filled, -1 none */
   int started;
+  wh_status err;       /* a bucket's all-reduce failed: every later call returns it */
 };
 
 wh_status wh_fusion_create(wh_comm *c, size_t bucket_bytes, wh_dtype dt, wh_reduce_op op, wh_fusion **out) {
@@ -121,13 +122,17 @@ static wh_status start(wh_fusion *f, int i) {
 
 wh_status wh_fusion_poll(wh_fusion *f) {
   if (!f) return WH_ERR_INVALID_ARGUMENT;
+  if (f->err != WH_OK) return f->err;
   for (int i = 0; i < f->nb; i++) {
     bucket *b = &f->b[i];
     if (b->state != 1) continue;
     int done = 0;
     wh_status st = wh_request_test(b->req, &done);
     if (done) b->req = NULL;
-    if (st != WH_OK) return st;
+    if (st != WH_OK) {
+      b->state = 2;
+      return f->err = st;
+    }
     if (done) unpack(f, b);
   }
   return WH_OK;
@@ -135,6 +140,7 @@ wh_status wh_fusion_poll(wh_fusion *f) {
 
 wh_status wh_fusion_add(wh_fusion *f, void *tensor, size_t count) {
   if (!f) return WH_ERR_INVALID_ARGUMENT;
+  if (f->err != WH_OK) return f->err;
   if (count && !tensor) {
     wh__ctx_set_error(f->c->ctx, "wh_fusion_add: tensor is NULL for %zu elements", count);
     return WH_ERR_INVALID_ARGUMENT;
@@ -177,6 +183,7 @@ wh_status wh_fusion_add(wh_fusion *f, void *tensor, size_t count) {
 
 wh_status wh_fusion_wait(wh_fusion *f) {
   if (!f) return WH_ERR_INVALID_ARGUMENT;
+  if (f->err != WH_OK) return f->err;
   wh_status st;
   if (f->cur >= 0 && f->b[f->cur].used > 0 && (st = start(f, f->cur)) != WH_OK) return st;
   for (int i = 0; i < f->nb; i++) {
@@ -184,7 +191,10 @@ wh_status wh_fusion_wait(wh_fusion *f) {
     if (b->state != 1) continue;
     st = wh_request_wait(b->req);
     b->req = NULL;
-    if (st != WH_OK) return st;
+    if (st != WH_OK) {
+      b->state = 2;
+      return f->err = st;
+    }
     unpack(f, b);
   }
   for (int i = 0; i < f->nb; i++) f->b[i].state = 2; /* every bucket free for the next round */

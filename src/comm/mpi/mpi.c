@@ -121,12 +121,22 @@ static wh_status one_progress(wh_request *r, int *done, char *msg, size_t cap) {
   return WH_OK;
 }
 
+static int mpi_gone(void) {
+  int fin = 0;
+  MPI_Finalized(&fin);
+  return fin;
+}
+
 static void one_release(wh_request *r) {
   one_req *s = r->state;
-  /* an unfinished point-to-point request may be freed; an unfinished non-blocking collective may
-   * not (MPI makes that an error, fatal under the default handler): after a timeout the comm is
-   * broken anyway, so such a request is left to MPI rather than freed */
-  if (s && s->req != MPI_REQUEST_NULL && s->p2p) MPI_Request_free(&s->req);
+  /* an unfinished receive is cancelled first, or a late message would still land in the caller's
+   * buffer; an unfinished send may be freed; an unfinished non-blocking collective may not (MPI
+   * makes that an error, fatal under the default handler): after a timeout the comm is broken
+   * anyway, so such a request is left to MPI */
+  if (s && s->req != MPI_REQUEST_NULL && s->p2p && !mpi_gone()) {
+    if (s->p2p == 2) MPI_Cancel(&s->req);
+    MPI_Request_free(&s->req);
+  }
   free(s);
 }
 
@@ -161,7 +171,7 @@ static wh_status m_irecv(wh_comm *c, void *buf, size_t count, wh_dtype dt, int p
   one_req *s = one_new(r);
   if (!s) return WH_ERR_OUT_OF_MEMORY;
   mpi_impl *m = c->impl;
-  s->p2p = 1;
+  s->p2p = 2; /* a receive: cancelled if freed unfinished */
   return one_start(r, MPI_Irecv(buf, (int)count, mpi_type(dt), peer, tag, m->data, &s->req));
 }
 
@@ -226,20 +236,26 @@ static void ring_release(wh_request *r) {
   ring *g = r->state;
   if (!g) return;
   ring_unlink(g);
-  int pending = 0; /* an unfinished receive (after a failure): it may still land in staging */
+  int pending = 0, sending = 0; /* unfinished transfers (after a failure) may still touch buffers */
+  int gone = mpi_gone();
   for (int i = 0; g->rreq && i < g->cap_req; i++) {
     if (g->rreq[i] != MPI_REQUEST_NULL) {
       pending = 1;
-      MPI_Cancel(&g->rreq[i]);
-      MPI_Request_free(&g->rreq[i]);
+      if (!gone) {
+        MPI_Cancel(&g->rreq[i]);
+        MPI_Request_free(&g->rreq[i]);
+      }
     }
-    if (g->sreq[i] != MPI_REQUEST_NULL) MPI_Request_free(&g->sreq[i]);
+    if (g->sreq[i] != MPI_REQUEST_NULL) {
+      sending = 1; /* a freed send still completes, reading its buffer */
+      if (!gone) MPI_Request_free(&g->sreq[i]);
+    }
   }
   free(g->rreq);
   free(g->sreq);
   free(g->off);
   free(g->cnt);
-  free(g->own);
+  if (!sending) free(g->own); /* else leaked: MPI may still read it */
   mpi_impl *m = g->m;
   if (pending) { /* the communicator is broken: leak the staging rather than let MPI write freed memory */
     if (g->tmp == m->stage) m->stage = NULL, m->stage_busy = 0;
@@ -435,6 +451,7 @@ static wh_status ring_advance(ring *g, char *msg, size_t cap) {
         }
       }
       g->next++;
+      r->ticks++;
     }
     if (g->next < g->nchunks) {
       r->waiting_on = g->left;
@@ -452,6 +469,7 @@ static wh_status ring_advance(ring *g, char *msg, size_t cap) {
     }
     g->posted = 0;
     g->step++;
+    r->ticks++;
   }
 }
 
@@ -611,7 +629,7 @@ static wh_status m_split(wh_comm *parent, int n, const int *ranks, int member, w
 static void m_destroy(wh_comm *c) {
   mpi_impl *m = c->impl;
   if (!m) return;
-  wh__live_close(&m->live);
+  if (!mpi_gone()) wh__live_close(&m->live);
   int fin = 0;
   MPI_Finalized(&fin);
   if (!fin) {
