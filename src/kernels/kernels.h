@@ -21,6 +21,7 @@ typedef struct wh__exec {
   int64_t step;       /* optimizer step being taken (1-based) during a train run */
   int train;          /* dropout active */
   int64_t batch;      /* bound batch size */
+  int64_t row0;       /* the global sample index of row 0 (a replica's slice of a micro-batch) */
   void *scratch;      /* grow-only workspace owned by the session */
   size_t scratch_cap;
   char *err;          /* where a kernel writes a message when it fails */

@@ -19,6 +19,7 @@ struct wh_session {
   wh_graph *g;
   wh__program prog;    /* what runs: the graph's nodes plus recomputation clones */
   int recompute, inplace;
+  int froze;           /* this session froze its graph (and thaws it when destroyed) */
   int64_t n_inplace;
   int64_t batch;
   int64_t steps;
@@ -124,9 +125,13 @@ static wh_status plan(wh_session *s) {
   }
   for (int v = 0; v < n; v++)
     if (pg->values[v].keep && first[v] >= 0) last[v] = nn;
-  /* a view keeps its root alive as long as itself; views come after their roots */
-  for (int v = n - 1; v >= 0; v--)
-    if (s->alias[v] >= 0 && last[v] > last[s->alias[v]]) last[s->alias[v]] = last[v];
+  /* a view keeps its root alive as long as itself (to the root: a recomputed view's chain can
+   * run through clones, which come after the values that read them) */
+  for (int v = 0; v < n; v++)
+    if (s->alias[v] >= 0) {
+      int32_t r = root_of(s, v);
+      if (last[v] > last[r]) last[r] = last[v];
+    }
   /* in-place: an output may take over the storage of an input whose root dies at this node */
   s->n_inplace = 0;
   for (int i = 0; s->inplace && i < nn; i++) {
@@ -204,8 +209,11 @@ static wh_status fail(wh_session *s, wh_status st, const char *fmt, ...) {
 
 void wh_session_destroy(wh_session *s) {
   if (!s) return;
+  /* first: a bucket still reducing in place writes into the gradient buffers freed below */
+  wh_fusion_destroy(s->fusion);
+  s->fusion = NULL;
   wh__program_free(&s->prog);
-  if (s->g && s->g->frozen > 0) s->g->frozen--;
+  if (s->froze && s->g->frozen > 0) s->g->frozen--;
   if (s->own)
     for (int v = 0; v < s->n; v++) free(s->own[v]);
   free(s->own);
@@ -215,7 +223,6 @@ void wh_session_destroy(wh_session *s) {
   free(s->stamp);
   free(s->arena);
   free(s->ex.scratch);
-  wh_fusion_destroy(s->fusion);
   if (s->acc)
     for (int v = 0; v < s->n; v++) free(s->acc[v]);
   free(s->acc);
@@ -356,21 +363,26 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
       if (val->role != WH_ROLE_INPUT || v >= g->n_values) continue;
       int sym = 0;
       for (int d = 1; d < val->shape.ndim; d++) sym |= val->shape.d[d] < 0;
-      if (sym || (val->shape.ndim > 0 && val->shape.d[0] > 0 && wh__shape_symbolic_count(&val->shape) == 0)) {
-        if (!sym) continue; /* no batch dimension: fed whole to every replica */
+      if (sym) {
         wh__ctx_set_error(ctx, "wh_session_create: input '%s' has its batch dimension after the first: a distributed "
                                "session slices inputs by leading rows",
                           wh_value_name(g, v));
         wh_session_destroy(s);
         return WH_ERR_UNSUPPORTED;
       }
+      if (val->shape.ndim == 0 || val->shape.d[0] >= 0) continue; /* no batch dimension: fed whole everywhere */
       s->row_bytes[v] = wh__numel(&val->shape, 1) * (int64_t)wh__dtype_size(val->dtype);
     }
+    /* every gradient a node produces is accumulated apart from the value itself: backward may
+     * still read that value (a gradient passed on unchanged), and the all-reduce runs on it while
+     * backward goes on; a gradient that is a constant (the loss seed) needs neither */
     for (int v = 0; v < g->n_grad; v++)
-      if (g->values[v].role == WH_ROLE_PARAM && g->grad[v] >= 0) {
+      if (g->values[v].role == WH_ROLE_PARAM && g->grad[v] >= 0 && !persistent(g->values[g->grad[v]].role) &&
+          s->grad_of_param[g->grad[v]] < 0) {
         s->grad_of_param[g->grad[v]] = v;
-        if (s->m > 1 && !(s->acc[g->grad[v]] = malloc((size_t)s->bytes[g->grad[v]] + 1))) {
+        if (!(s->acc[g->grad[v]] = malloc((size_t)s->bytes[g->grad[v]] + 1))) {
           wh_session_destroy(s);
+          wh__ctx_set_error(ctx, "wh_session_create: out of memory for gradient accumulation");
           return WH_ERR_OUT_OF_MEMORY;
         }
       }
@@ -380,6 +392,7 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
     }
   }
   g->frozen++;
+  s->froze = 1;
   wh__log(ctx, WH_LOG_INFO,
           "session: batch %lld, arena %lld bytes for %lld intermediates of %lld bytes (%lld in place, %d recomputed)",
           (long long)s->batch, (long long)s->arena_bytes, (long long)s->n_inter, (long long)s->inter_bytes,
@@ -390,6 +403,7 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
 
 wh_status wh_session_set_batch(wh_session *s, int64_t batch) {
   if (!s) return WH_ERR_INVALID_ARGUMENT;
+  if (s->dist) return fail(s, WH_ERR_STATE, "wh_session_set_batch: the plan fixes a distributed session's batch");
   if (batch < 1) return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_set_batch: batch must be >= 1, got %lld", (long long)batch);
   if (batch == s->batch) return WH_OK;
   int64_t old = s->batch;
@@ -498,8 +512,9 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
   int active = s->share > 0;
   for (int k = 0; k < s->m; k++) {
     int last = k == s->m - 1;
-    for (int v = 0; v < g->n_values; v++)
-      if (s->global_feed[v]) s->ptr[v] = (char *)s->global_feed[v] + ((int64_t)k * s->mb + s->offset) * s->row_bytes[v];
+    s->ex.row0 = (int64_t)k * s->mb + s->offset;
+    for (int v = 0; v < g->n_values && active; v++)
+      if (s->global_feed[v]) s->ptr[v] = (char *)s->global_feed[v] + s->ex.row0 * s->row_bytes[v];
     for (int i = 0; i < pg->n_nodes; i++) {
       const wh__node *n = &pg->nodes[i];
       if (n->phase == WH_PHASE_UPDATE || (mode == WH_RUN_EVAL && n->phase != WH_PHASE_FORWARD)) continue;
@@ -509,23 +524,16 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
       }
       int32_t out = n->out;
       if (mode == WH_RUN_EVAL || out < 0 || s->grad_of_param[out] < 0) continue;
-      if (!s->ptr[out]) s->ptr[out] = s->ptr[root_of(s, out)];
-      float *gbuf = (float *)s->ptr[out];
       int64_t cnt = s->bytes[out] / (int64_t)sizeof(float);
-      if (!active) memset(gbuf, 0, (size_t)s->bytes[out]);
-      float *dst = gbuf;
-      if (s->m > 1) {
-        axpy_scale(s->acc[out], gbuf, cnt, w, k == 0);
-        dst = s->acc[out];
-      } else {
-        axpy_scale(gbuf, gbuf, cnt, w, 1);
+      float *acc = s->acc[out];
+      if (active) {
+        if (!s->ptr[out]) s->ptr[out] = s->ptr[root_of(s, out)];
+        axpy_scale(acc, (const float *)s->ptr[out], cnt, w, k == 0);
+      } else if (k == 0) {
+        memset(acc, 0, (size_t)s->bytes[out]); /* a replica without samples adds nothing */
       }
-      if (last) {
-        wh_status st = wh_fusion_add(s->fusion, dst, (size_t)cnt);
-        if (st != WH_OK) return fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
-      } else {
-        wh_fusion_poll(s->fusion);
-      }
+      wh_status st = last ? wh_fusion_add(s->fusion, acc, (size_t)cnt) : wh_fusion_poll(s->fusion);
+      if (st != WH_OK) return fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
     }
     if (active) {
       float l;
@@ -536,12 +544,12 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
   if (mode != WH_RUN_EVAL) {
     wh_status st = wh_fusion_wait(s->fusion);
     if (st != WH_OK) return fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
-    if (s->m > 1)
-      for (int v = 0; v < s->n; v++)
-        if (s->grad_of_param[v] >= 0) {
-          if (!s->ptr[v]) s->ptr[v] = s->ptr[root_of(s, v)];
-          memcpy(s->ptr[v], s->acc[v], (size_t)s->bytes[v]);
-        }
+    for (int v = 0; v < s->n; v++)
+      if (s->grad_of_param[v] >= 0) {
+        if (!s->ptr[v]) s->ptr[v] = s->ptr[root_of(s, v)];
+        memcpy(s->ptr[v], s->acc[v], (size_t)s->bytes[v]);
+        s->stamp[v] = s->runs;
+      }
   }
   /* the global mean loss, on every rank */
   double gl = loss_acc;

@@ -58,7 +58,16 @@ static model build(int gpt) {
   m.gpt = gpt;
   CHECK(wh_graph_create(ctx, &m.g));
   wh_graph *g = m.g;
-  if (!gpt) {
+  if (gpt == 2) {
+    /* a weight built from two parameters: the gradient of W0 is the very value backward passes on
+     * to the tanh branch, so scaling or reducing it in place would corrupt Q's gradient */
+    m.x = wh_input(g, "x", WH_F32, 2, DIMS(WH_BATCH, 16));
+    m.y = wh_input(g, "y", WH_I32, 1, DIMS(WH_BATCH));
+    wh_value w0 = wh_param(g, "w0", WH_F32, 2, DIMS(5, 16), WH_INIT(WH_INIT_NORMAL, 0, 0.2f, 61));
+    wh_value q = wh_param(g, "q", WH_F32, 2, DIMS(5, 16), WH_INIT(WH_INIT_NORMAL, 0, 0.2f, 62));
+    wh_value w = wh_add(g, w0, wh_tanh(g, q));
+    m.loss = wh_cross_entropy(g, wh_matmul(g, m.x, w, 0, 1), m.y);
+  } else if (!gpt) {
     m.x = wh_input(g, "x", WH_F32, 2, DIMS(WH_BATCH, 16));
     m.y = wh_input(g, "y", WH_I32, 1, DIMS(WH_BATCH));
     wh_value h = wh_tanh(g, lin(g, m.x, "l1", 16, 32, 1));
@@ -103,7 +112,7 @@ static model build(int gpt) {
 
 /* the data of step k: the same on every rank */
 static void batch(const model *m, int k, void *x, void *y) {
-  if (!m->gpt) {
+  if (m->gpt != 1) {
     for (int i = 0; i < B * 16; i++) ((float *)x)[i] = (float)((i * 7 + k * 13) % 23) / 11.0f - 1.0f;
     for (int i = 0; i < B; i++) ((int32_t *)y)[i] = (i * 3 + k) % 5;
   } else {
@@ -132,7 +141,7 @@ static void get_params(wh_graph *g, wh_session *s, float *out) {
 
 /* train STEPS steps; losses[] and the final parameters */
 static void train(const model *m, wh_session *s, float *losses, float *params) {
-  size_t xb = m->gpt ? B * 8 * 4 : B * 16 * 4, yb = m->gpt ? B * 8 * 4 : B * 4;
+  size_t xb = m->gpt == 1 ? B * 8 * 4 : B * 16 * 4, yb = m->gpt == 1 ? B * 8 * 4 : B * 4;
   void *x = malloc(xb), *y = malloc(yb);
   for (int k = 0; k < STEPS; k++) {
     batch(m, k, x, y);
@@ -214,6 +223,13 @@ int main(void) {
   for (int i = 0; i < n; i++) sum += unequal[i] = 1 + i * 2;
   unequal[n - 1] += B - sum;
   for (int i = 0; i < n; i++) zero[i] = i == 0 ? 0 : B / (n - 1) + (i <= B % (n - 1) ? 1 : 0);
+  {
+    int64_t one_mb[8];
+    for (int i = 0; i < n; i++) one_mb[i] = unequal[i];
+    char nm[96];
+    snprintf(nm, sizeof nm, "shared-gradient DP=%d unequal shares", n);
+    run_case(c, 2, nm, one_mb, 1);
+  }
   for (int gpt = 0; gpt < 2; gpt++) {
     char nm[96];
     snprintf(nm, sizeof nm, "%s DP=%d equal shares", gpt ? "gpt" : "mlp", n);

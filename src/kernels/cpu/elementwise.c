@@ -233,6 +233,7 @@ static inline uint64_t mix64(uint64_t z) {
 typedef struct {
   const float *x;
   float *y;
+  int64_t base; /* global index of element 0: masks follow the sample, not the rank or slice */
   uint64_t key;
   uint64_t threshold; /* drop when hash < threshold */
   float scale;
@@ -241,7 +242,7 @@ typedef struct {
 WH_HOT static void dropout_range(void *arg, int64_t b0, int64_t e0) {
   drop_job *j = arg;
   for (int64_t i = b0; i < e0; i++) {
-    uint64_t h = mix64(j->key ^ mix64((uint64_t)i));
+    uint64_t h = mix64(j->key ^ mix64((uint64_t)(i + j->base)));
     j->y[i] = h < j->threshold ? 0.0f : j->x[i] * j->scale;
   }
 }
@@ -258,6 +259,7 @@ wh_status wh__cpu_dropout(wh__exec *ex, const wh__node *n, const wh__tensor *in,
                 .scale = (float)(1.0 / (1.0 - p))};
   double t = p * 18446744073709551616.0; /* p * 2^64, kept below 2^64 for the cast */
   j.threshold = t >= 18446744073709549568.0 ? UINT64_MAX : (uint64_t)t;
+  if (ex->batch > 0 && out->numel % ex->batch == 0) j.base = ex->row0 * (out->numel / ex->batch);
   wh__parallel_for(ex->pool, out->numel, GRAIN, dropout_range, &j);
   return WH_OK;
 }
