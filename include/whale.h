@@ -75,7 +75,9 @@ typedef struct wh_ctx_options {
 
 #define WH_CTX_OPTIONS_INIT {sizeof(wh_ctx_options), 0, NULL, NULL, WH_LOG_WARN}
 
-/* opts may be NULL (defaults). *out is owned by the caller: wh_ctx_destroy it last. */
+/* opts may be NULL (defaults). *out is owned by the caller: wh_ctx_destroy it last.
+ * A context's sessions and communicators share its thread pool: use them from one thread at a
+ * time (separate contexts may run in parallel threads). */
 WH_API wh_status wh_ctx_create(wh_ctx **out, const wh_ctx_options *opts);
 WH_API void wh_ctx_destroy(wh_ctx *ctx); /* NULL is a no-op */
 /* The detailed message of the last failure in this context (or any of its objects); "" if none.
