@@ -15,11 +15,17 @@
  *   rendezvous the dead rank never answers), and every other rank finishes the exchange and waits
  *   in a wh_comm_barrier that the victim never joins.
  *
+ * MODE step: a data-parallel training session (an MLP, equal shares), three good steps, a start
+ *   barrier, then another step; a thread of the victim kills it 2 ms into that step, in the middle
+ *   of forward, backward or the gradient all-reduce. The others must leave wh_session_step with
+ *   an error naming the dead rank.
+ *
  * Each survivor whose wait fails writes OUTDIR/rank<R>.txt (key=value lines: exit, op, status,
  * wait_s, since_kill_s, error) and exits 1 at once, without wh_ctx_destroy / MPI_Finalize: the
  * communicator is broken. The victim writes OUTDIR/victim.txt (its kill time) before it dies.
  * A survivor whose every wait succeeds writes exit=0 (a test failure: it cannot have happened). */
 #define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,9 +168,65 @@ static void run_recv(wh_comm *c, int victim) {
   if (st != WH_OK) die_from("barrier", st, t0);
 }
 
+static void *kill_soon(void *arg) {
+  (void)arg;
+  struct timespec ts = {0, 2000000};
+  nanosleep(&ts, NULL);
+  victim_dies("step");
+  return NULL;
+}
+
+static void run_step(wh_comm *c, int victim) {
+  enum { B = 64, IN = 256, H = 512, OUT = 10 };
+  wh_graph *g;
+  if (wh_graph_create(ctx, &g) != WH_OK) _exit(3);
+  wh_value x = wh_input(g, "x", WH_F32, 2, (int64_t[]){WH_BATCH, IN});
+  wh_value y = wh_input(g, "y", WH_I32, 1, (int64_t[]){WH_BATCH});
+  wh_value w1 = wh_param(g, "w1", WH_F32, 2, (int64_t[]){H, IN}, WH_INIT(WH_INIT_NORMAL, 0, 0.05f, 1));
+  wh_value w2 = wh_param(g, "w2", WH_F32, 2, (int64_t[]){OUT, H}, WH_INIT(WH_INIT_NORMAL, 0, 0.05f, 2));
+  wh_value loss = wh_cross_entropy(g, wh_matmul(g, wh_relu(g, wh_matmul(g, x, w1, 0, 1)), w2, 0, 1), y);
+  wh_sgd_options so = WH_SGD_OPTIONS_INIT;
+  if (wh_backward(g, loss) != WH_OK || wh_optimizer_sgd(g, &so) != WH_OK) _exit(3);
+  wh_cluster *cl;
+  wh_plan *p;
+  wh_session *s;
+  wh_cluster_create(ctx, &cl);
+  wh_cluster_add(cl, "CPU", 0, size_);
+  wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
+  if (wh_plan_create_pinned(ctx, g, cl, B, &l, &p) != WH_OK) {
+    fprintf(stderr, "test_kill rank %d: plan: %s\n", rank_, wh_last_error(ctx));
+    _exit(3);
+  }
+  wh_session_options o = WH_SESSION_OPTIONS_INIT;
+  o.plan = p;
+  o.comm = c;
+  if (wh_session_create(ctx, g, &o, &s) != WH_OK) {
+    fprintf(stderr, "test_kill rank %d: session: %s\n", rank_, wh_last_error(ctx));
+    _exit(3);
+  }
+  float *xd = malloc(sizeof(float) * B * IN);
+  int32_t yd[B];
+  for (int i = 0; i < B * IN; i++) xd[i] = (float)(i % 17) / 17.0f;
+  for (int i = 0; i < B; i++) yd[i] = i % OUT;
+  MUST("feed", wh_session_feed(s, x, xd, sizeof(float) * B * IN));
+  MUST("feed", wh_session_feed(s, y, yd, sizeof yd));
+  for (int k = 0; k < 3; k++) MUST("step (before the kill)", wh_session_step(s));
+  MUST("start barrier", wh_comm_barrier(c));
+  if (rank_ == victim) {
+    pthread_t th;
+    if (pthread_create(&th, NULL, kill_soon, NULL) != 0) victim_dies("step (no thread)");
+  }
+  /* the victim dies within 2 ms; a step that still completes everywhere is followed by another */
+  for (int k = 0; k < 1000; k++) {
+    double t0 = mono();
+    wh_status st = wh_session_step(s);
+    if (st != WH_OK) die_from("step", st, t0);
+  }
+}
+
 int main(int argc, char **argv) {
-  if (argc != 4 || (strcmp(argv[1], "allreduce") && strcmp(argv[1], "recv"))) {
-    fprintf(stderr, "usage: test_kill allreduce|recv VICTIM OUTDIR\n");
+  if (argc != 4 || (strcmp(argv[1], "allreduce") && strcmp(argv[1], "recv") && strcmp(argv[1], "step"))) {
+    fprintf(stderr, "usage: test_kill allreduce|recv|step VICTIM OUTDIR\n");
     return 2;
   }
   int victim = atoi(argv[2]);
@@ -188,6 +250,8 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(argv[1], "allreduce"))
     run_allreduce(c, victim);
+  else if (!strcmp(argv[1], "step"))
+    run_step(c, victim);
   else
     run_recv(c, victim);
   /* Every wait succeeded although a rank died: impossible, and a failure of the test. */
