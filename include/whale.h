@@ -385,6 +385,11 @@ WH_API wh_status wh_graph_load(wh_ctx *ctx, const char *path, wh_graph **out);
 typedef enum wh_format { WH_FORMAT_TEXT = 0, WH_FORMAT_DOT = 1 } wh_format;
 /* A readable dump. *out is allocated by libwhale; release it with wh_free. */
 WH_API wh_status wh_graph_dump(const wh_graph *g, wh_format fmt, char **out);
+/* This rank's program as it runs, in execution order: every node with its phase and shapes at the
+ * bound batch (recomputed clones marked '), and in a distributed session every collective of a
+ * step: which gradients fill each all-reduce bucket, its bytes, and the peers it sends to and
+ * receives from. *out freed with wh_free. */
+WH_API wh_status wh_session_dump(const wh_session *s, wh_format fmt, char **out);
 WH_API void wh_free(void *p);
 
 

@@ -1,41 +1,10 @@
 /* plan.c - reading a plan: the explanation (per stage and replica) and a DOT rendering. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../runtime/strbuf.h"
 #include "planner.h"
-
-typedef struct {
-  char *s;
-  size_t n, cap;
-  int oom;
-} sbuf;
-
-static void put(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(sbuf *b, const char *fmt, ...) {
-  if (b->oom) return;
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
-    va_end(ap);
-    if (k < 0) return;
-    if (b->s && b->n + (size_t)k < b->cap) {
-      b->n += (size_t)k;
-      return;
-    }
-    size_t nc = b->cap ? b->cap * 2 : 1024;
-    while (nc < b->n + (size_t)k + 1) nc *= 2;
-    char *q = realloc(b->s, nc);
-    if (!q) {
-      b->oom = 1;
-      return;
-    }
-    b->s = q;
-    b->cap = nc;
-  }
-}
 
 static const char *sched_name(const wh_plan *p) {
   return p->n_stages == 1 ? "data parallel" : p->schedule == WH_SCHED_1F1B ? "1F1B" : "GPipe";
@@ -43,28 +12,28 @@ static const char *sched_name(const wh_plan *p) {
 
 wh_status wh_plan_explain(const wh_plan *p, char **out) {
   if (!p || !out) return WH_ERR_INVALID_ARGUMENT;
-  sbuf b = {0};
-  put(&b, "plan: %d stage%s x %d micro-batch%s (%s), global batch %lld, predicted step %.4f s (bubble %.4f s)%s\n",
+  wh__sb b = {0};
+  wh__sb_printf(&b, "plan: %d stage%s x %d micro-batch%s (%s), global batch %lld, predicted step %.4f s (bubble %.4f s)%s\n",
       p->n_stages, p->n_stages > 1 ? "s" : "", p->micro_batches, p->micro_batches > 1 ? "es" : "", sched_name(p),
       (long long)p->global_batch, p->step_time, p->bubble_time, p->zero1 ? ", ZeRO-1" : "");
   for (int s = 0; s < p->n_stages; s++) {
     const wh__stage *g = &p->st[s];
-    put(&b, "stage %d: segments %d..%d on %d device%s (%d replica%s x tp %d)%s\n", s, g->seg_first, g->seg_last,
+    wh__sb_printf(&b, "stage %d: segments %d..%d on %d device%s (%d replica%s x tp %d)%s\n", s, g->seg_first, g->seg_last,
         g->ndev, g->ndev > 1 ? "s" : "", g->ndev / g->tp, g->ndev / g->tp > 1 ? "s" : "", g->tp,
         g->recompute ? ", recomputing activations" : "");
-    put(&b, "  per micro-batch: compute %.4f s (slowest replica), send/recv %.4f s; gradient all-reduce %.4f s; "
+    wh__sb_printf(&b, "  per micro-batch: compute %.4f s (slowest replica), send/recv %.4f s; gradient all-reduce %.4f s; "
             "memory %.2f of %.2f GiB (worst replica)\n",
         g->t_compute, g->t_p2p, g->t_allreduce, g->mem_peak / 1073741824.0, g->mem_cap / 1073741824.0);
     for (int r = 0; r < g->ndev / g->tp; r++) {
-      put(&b, "  replica %d: batch share %lld per micro-batch on", r, (long long)g->share[r]);
+      wh__sb_printf(&b, "  replica %d: batch share %lld per micro-batch on", r, (long long)g->share[r]);
       for (int k = 0; k < g->tp; k++) {
         int d = g->dev[r * g->tp + k];
-        put(&b, " %d:%s@node%d", d, p->dev_kind[d], p->dev_node[d]);
+        wh__sb_printf(&b, " %d:%s@node%d", d, p->dev_kind[d], p->dev_node[d]);
       }
-      put(&b, "\n");
+      wh__sb_printf(&b, "\n");
     }
   }
-  if (p->why) put(&b, "why: %s\n", p->why);
+  if (p->why) wh__sb_printf(&b, "why: %s\n", p->why);
   if (b.oom) {
     free(b.s);
     return WH_ERR_OUT_OF_MEMORY;
@@ -77,23 +46,23 @@ wh_status wh_plan_dump(const wh_plan *p, wh_format fmt, char **out) {
   if (!p || !out) return WH_ERR_INVALID_ARGUMENT;
   if (fmt == WH_FORMAT_TEXT) return wh_plan_explain(p, out);
   if (fmt != WH_FORMAT_DOT) return WH_ERR_INVALID_ARGUMENT;
-  sbuf b = {0};
-  put(&b, "digraph plan {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
-  put(&b, "  label=\"%d stages, %d micro-batches, %s, step %.4f s\";\n", p->n_stages, p->micro_batches, sched_name(p),
+  wh__sb b = {0};
+  wh__sb_printf(&b, "digraph plan {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+  wh__sb_printf(&b, "  label=\"%d stages, %d micro-batches, %s, step %.4f s\";\n", p->n_stages, p->micro_batches, sched_name(p),
       p->step_time);
   for (int s = 0; s < p->n_stages; s++) {
     const wh__stage *g = &p->st[s];
-    put(&b, "  subgraph cluster_s%d {\n    label=\"stage %d: segments %d..%d, %.4f s/micro-batch\";\n", s, s,
+    wh__sb_printf(&b, "  subgraph cluster_s%d {\n    label=\"stage %d: segments %d..%d, %.4f s/micro-batch\";\n", s, s,
         g->seg_first, g->seg_last, g->t_compute);
     for (int i = 0; i < g->ndev; i++) {
       int d = g->dev[i];
-      put(&b, "    d%d [label=\"%d %s node %d\\nshare %lld\"];\n", d, d, p->dev_kind[d], p->dev_node[d],
+      wh__sb_printf(&b, "    d%d [label=\"%d %s node %d\\nshare %lld\"];\n", d, d, p->dev_kind[d], p->dev_node[d],
           (long long)g->share[i / g->tp]);
     }
-    put(&b, "  }\n");
-    if (s > 0) put(&b, "  d%d -> d%d [label=\"activations / gradients\"];\n", p->st[s - 1].dev[0], g->dev[0]);
+    wh__sb_printf(&b, "  }\n");
+    if (s > 0) wh__sb_printf(&b, "  d%d -> d%d [label=\"activations / gradients\"];\n", p->st[s - 1].dev[0], g->dev[0]);
   }
-  put(&b, "}\n");
+  wh__sb_printf(&b, "}\n");
   if (b.oom) {
     free(b.s);
     return WH_ERR_OUT_OF_MEMORY;

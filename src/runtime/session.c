@@ -13,6 +13,10 @@
 #include "memplan.h"
 #include "program.h"
 #include "session.h"
+#include "strbuf.h"
+
+/* gradient fusion bucket of a data-parallel session */
+#define DP_BUCKET_BYTES ((size_t)4 << 20)
 
 struct wh_session {
   wh_ctx *ctx;
@@ -386,7 +390,7 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
           return WH_ERR_OUT_OF_MEMORY;
         }
       }
-    if ((st = wh_fusion_create(s->comm, 4u << 20, WH_F32, WH_REDUCE_SUM, &s->fusion)) != WH_OK) {
+    if ((st = wh_fusion_create(s->comm, DP_BUCKET_BYTES, WH_F32, WH_REDUCE_SUM, &s->fusion)) != WH_OK) {
       wh_session_destroy(s);
       return st;
     }
@@ -684,4 +688,180 @@ wh_graph *wh__session_graph(const wh_session *s) { return s ? s->g : NULL; }
 const void *wh__session_param_data(const wh_session *s, wh_value p) {
   if (!s || !wh__valid_value(s->g, p) || s->g->values[p].role != WH_ROLE_PARAM) return NULL;
   return s->ptr[p];
+}
+
+/* ---- inspection: this rank's program as it runs */
+
+static void sb_val(wh__sb *b, const wh_session *s, int32_t v, int dot) {
+  const wh__value *val = &s->prog.values[v];
+  const char *nm = val->name;
+  if (nm && !dot) wh__sb_printf(b, "%s", nm);
+  else if (!nm) wh__sb_printf(b, "%%%d", v);
+  else { /* the quoted name without its quotes */
+    wh__sb q = {0};
+    wh__sb_quoted(&q, nm);
+    if (q.s) {
+      q.s[q.n - 1] = 0;
+      wh__sb_printf(b, "%s", q.s + 1);
+    } else {
+      b->oom |= q.oom;
+    }
+    free(q.s);
+  }
+  wh__sb_printf(b, "%s%s[", v >= s->prog.n_graph_values ? "'" : "", dot ? "\\n" : " ");
+  wh__sb_printf(b, "%s", wh__dtype_name(val->dtype));
+  for (int i = 0; i < val->shape.ndim; i++) wh__sb_printf(b, "%s%lld", i ? "," : " ", (long long)wh__dim(val->shape.d[i], s->batch));
+  wh__sb_printf(b, "]");
+}
+
+/* The gradient all-reduce buckets, in the order backward fills them (the packing of fusion.c:
+ * a gradient of a bucket or more is reduced alone, in place; smaller ones are packed until the
+ * next would overflow). bucket[i] is the bucket of node i's gradient output, or -1. */
+static int dp_buckets(const wh_session *s, int *bucket, int64_t *bucket_bytes) {
+  int nb = 0, cur = -1;
+  int64_t used = 0;
+  for (int i = 0; i < s->prog.n_nodes; i++) {
+    const wh__node *n = &s->prog.nodes[i];
+    bucket[i] = -1;
+    if (n->phase == WH_PHASE_UPDATE || n->out < 0 || s->grad_of_param[n->out] < 0) continue;
+    int64_t by = s->bytes[n->out];
+    if (by == 0) continue;
+    if (by >= (int64_t)DP_BUCKET_BYTES) {
+      cur = -1;
+      bucket_bytes[nb] = by;
+      bucket[i] = nb++;
+      continue;
+    }
+    if (cur >= 0 && used + by > (int64_t)DP_BUCKET_BYTES) cur = -1;
+    if (cur < 0) {
+      cur = nb++;
+      used = 0;
+      bucket_bytes[cur] = 0;
+    }
+    used += by;
+    bucket_bytes[cur] += by;
+    bucket[i] = cur;
+    if (used == (int64_t)DP_BUCKET_BYTES) cur = -1;
+  }
+  return nb;
+}
+
+static const char *phase_name(wh__phase p) {
+  return p == WH_PHASE_FORWARD ? "forward" : p == WH_PHASE_BACKWARD ? "backward" : "update";
+}
+
+static void dump_text(wh__sb *b, const wh_session *s, const int *bucket, const int64_t *bb, int nb) {
+  const wh__program *pg = &s->prog;
+  int rank = s->dist ? wh_comm_rank(s->comm) : 0, size = s->dist ? wh_comm_size(s->comm) : 1;
+  if (s->dist)
+    wh__sb_printf(b,
+                  "rank %d of %d (%s): data-parallel replica, rows [%lld, %lld) of each %lld-sample micro-batch, "
+                  "%d micro-batch%s, global batch %lld\n",
+                  rank, size, wh_comm_backend_of(s->comm) == WH_COMM_NCCL ? "nccl" : "mpi", (long long)s->offset,
+                  (long long)(s->offset + s->share), (long long)s->mb, s->m, s->m == 1 ? "" : "es",
+                  (long long)s->global_batch);
+  else
+    wh__sb_printf(b, "single process, batch %lld\n", (long long)s->batch);
+  wh__sb_printf(b, "program: %d nodes (%d recomputed, marked '), arena %lld bytes, shapes at batch %lld\n", pg->n_nodes,
+                pg->n_recomputed, (long long)s->arena_bytes, (long long)s->batch);
+  for (int i = 0; i < pg->n_nodes; i++) {
+    const wh__node *n = &pg->nodes[i];
+    wh__sb_printf(b, "  #%-4d %-8s %-18s ", i, phase_name(n->phase), wh__ops[n->op].name);
+    if (n->out >= 0) sb_val(b, s, n->out, 0);
+    else wh__sb_printf(b, "-");
+    wh__sb_printf(b, " <-");
+    for (int k = 0; k < n->n_in; k++) {
+      wh__sb_printf(b, "%s", k ? ", " : " ");
+      sb_val(b, s, n->in[k], 0);
+    }
+    if (bucket[i] >= 0) wh__sb_printf(b, "  => all-reduce bucket %d (%lld bytes)", bucket[i], (long long)s->bytes[n->out]);
+    wh__sb_printf(b, "\n");
+  }
+  if (!s->dist) return;
+  wh__sb_printf(b, "collectives per step (%s):\n", size > 1 ? "ring all-reduce" : "one rank: local copies");
+  for (int k = 0; k < nb; k++) {
+    /* a ring all-reduce of B bytes sends and receives 2(n-1)/n * B per rank */
+    long long wire = size > 1 ? (long long)(2.0 * (size - 1) / size * (double)bb[k] + 0.5) : 0;
+    wh__sb_printf(b, "  all-reduce sum f32 bucket %d: %lld bytes, started during backward; sends %lld bytes to rank %d, "
+                  "receives %lld from rank %d\n",
+                  k, (long long)bb[k], wire, (rank + 1) % size, wire, (rank - 1 + size) % size);
+  }
+  wh__sb_printf(b, "  all-reduce sum f64 loss: 8 bytes, after backward, all %d ranks\n", size);
+}
+
+static void dump_dot(wh__sb *b, const wh_session *s, const int *bucket, const int64_t *bb, int nb) {
+  const wh__program *pg = &s->prog;
+  int rank = s->dist ? wh_comm_rank(s->comm) : 0, size = s->dist ? wh_comm_size(s->comm) : 1;
+  wh__sb_printf(b, "digraph rank%d {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n", rank);
+  wh__sb_printf(b, "  label=\"rank %d of %d: %d nodes\";\n", rank, size, pg->n_nodes);
+  /* a value's producer, to draw edges node to node; leaves (inputs, parameters) as ellipses */
+  int *prod = malloc(sizeof(int) * (size_t)(pg->n_values > 0 ? pg->n_values : 1));
+  if (!prod) {
+    b->oom = 1;
+    return;
+  }
+  for (int v = 0; v < pg->n_values; v++) prod[v] = -1;
+  for (int i = 0; i < pg->n_nodes; i++)
+    if (pg->nodes[i].out >= 0) prod[pg->nodes[i].out] = i;
+  for (int i = 0; i < pg->n_nodes; i++) {
+    const wh__node *n = &pg->nodes[i];
+    const char *color = n->phase == WH_PHASE_FORWARD ? "black" : n->phase == WH_PHASE_BACKWARD ? "blue" : "gray";
+    wh__sb_printf(b, "  n%d [label=\"#%d %s\\n", i, i, wh__ops[n->op].name);
+    if (n->out >= 0) sb_val(b, s, n->out, 1);
+    wh__sb_printf(b, "\", color=%s];\n", color);
+    for (int k = 0; k < n->n_in; k++) {
+      int32_t v = n->in[k];
+      if (v >= 0 && prod[v] >= 0) {
+        wh__sb_printf(b, "  n%d -> n%d;\n", prod[v], i);
+      } else {
+        wh__sb_printf(b, "  v%d [shape=ellipse, label=\"", n->in[k]);
+        sb_val(b, s, n->in[k], 1);
+        wh__sb_printf(b, "\"];\n  v%d -> n%d;\n", n->in[k], i);
+      }
+    }
+  }
+  for (int k = 0; k < nb; k++) {
+    long long wire = size > 1 ? (long long)(2.0 * (size - 1) / size * (double)bb[k] + 0.5) : 0;
+    wh__sb_printf(b,
+                  "  ar%d [shape=octagon, color=red, label=\"all-reduce bucket %d\\n%lld bytes\\nto rank %d, from rank "
+                  "%d: %lld bytes each way\"];\n",
+                  k, k, (long long)bb[k], (rank + 1) % size, (rank - 1 + size) % size, wire);
+  }
+  for (int i = 0; i < pg->n_nodes; i++)
+    if (bucket[i] >= 0) wh__sb_printf(b, "  n%d -> ar%d [color=red];\n", i, bucket[i]);
+  if (s->dist)
+    wh__sb_printf(b, "  loss_ar [shape=octagon, color=red, label=\"all-reduce loss\\n8 bytes, all %d ranks\"];\n", size);
+  wh__sb_printf(b, "}\n");
+  free(prod);
+}
+
+wh_status wh_session_dump(const wh_session *s, wh_format fmt, char **out) {
+  if (out) *out = NULL;
+  if (!s || !out) return WH_ERR_INVALID_ARGUMENT;
+  if (fmt != WH_FORMAT_TEXT && fmt != WH_FORMAT_DOT) {
+    wh__ctx_set_error(s->ctx, "wh_session_dump: unknown format %d", (int)fmt);
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  size_t nn = (size_t)(s->prog.n_nodes > 0 ? s->prog.n_nodes : 1);
+  int *bucket = malloc(sizeof(int) * nn);
+  int64_t *bb = malloc(sizeof(int64_t) * nn);
+  wh__sb b = {0};
+  if (!bucket || !bb) b.oom = 1;
+  int nb = 0;
+  if (!b.oom) {
+    if (s->dist) nb = dp_buckets(s, bucket, bb);
+    else
+      for (size_t i = 0; i < nn; i++) bucket[i] = -1;
+    if (fmt == WH_FORMAT_TEXT) dump_text(&b, s, bucket, bb, nb);
+    else dump_dot(&b, s, bucket, bb, nb);
+  }
+  free(bucket);
+  free(bb);
+  if (b.oom) {
+    free(b.s);
+    wh__ctx_set_error(s->ctx, "wh_session_dump: out of memory");
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  *out = b.s;
+  return WH_OK;
 }

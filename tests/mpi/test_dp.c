@@ -160,6 +160,46 @@ static double rel(const float *a, const float *b, size_t n) {
   return sqrt(d) / fmax(sqrt(r), 1e-30);
 }
 
+/* The per-rank program dump names every gradient all-reduce: the buckets together carry every
+ * parameter's gradient once, and each names this rank's ring neighbours. */
+static void check_dump(wh_session *s, const char *name, size_t param_bytes, int n) {
+  char *d = NULL;
+  CHECK(wh_session_dump(s, WH_FORMAT_TEXT, &d));
+  long long total = 0;
+  int buckets = 0, peers_ok = 1, marked = 0;
+  for (const char *q = d; (q = strstr(q, "all-reduce sum f32 bucket ")); q++) {
+    int k, to, from;
+    long long by, w1, w2;
+    if (sscanf(q, "all-reduce sum f32 bucket %d: %lld bytes, started during backward; sends %lld bytes to rank %d, "
+                  "receives %lld from rank %d", &k, &by, &w1, &to, &w2, &from) != 6) {
+      peers_ok = 0;
+      break;
+    }
+    total += by;
+    buckets++;
+    peers_ok &= to == (rank_ + 1) % n && from == (rank_ - 1 + n) % n && w1 == w2;
+  }
+  for (const char *q = d; (q = strstr(q, "=> all-reduce bucket ")); q++) marked++;
+  char head[64];
+  snprintf(head, sizeof head, "rank %d of %d (", rank_, n);
+  EXPECT(strstr(d, head) == d, "%s: the dump does not start with '%s'", name, head);
+  EXPECT(total == (long long)param_bytes, "%s: the dump's all-reduce buckets carry %lld bytes, the parameters %zu", name,
+         total, param_bytes);
+  EXPECT(buckets >= 1 && peers_ok && marked >= buckets, "%s: %d buckets, %d gradients marked, peers %s", name, buckets,
+         marked, peers_ok ? "right" : "wrong");
+  EXPECT(strstr(d, "all-reduce sum f64 loss") != NULL, "%s: the dump lacks the loss all-reduce", name);
+  if (rank_ == 0 && getenv("WH_TEST_SHOW_DUMP") && strstr(name, "mlp") && strstr(name, "equal shares"))
+    printf("%s", d);
+  wh_free(d);
+  CHECK(wh_session_dump(s, WH_FORMAT_DOT, &d));
+  EXPECT(strncmp(d, "digraph", 7) == 0 && strstr(d, "ar0 [shape=octagon") && strstr(d, "-> ar0"),
+         "%s: the DOT dump lacks the all-reduce", name);
+  wh_free(d);
+  EXPECT(wh_session_dump(s, (wh_format)9, &d) == WH_ERR_INVALID_ARGUMENT && d == NULL &&
+             strstr(wh_last_error(ctx), "format 9"),
+         "%s: a bad dump format is not refused clearly", name);
+}
+
 static void run_case(wh_comm *c, int gpt, const char *name, const int64_t *shares, int micro) {
   int n = wh_comm_size(c);
   model m = build(gpt);
@@ -188,6 +228,7 @@ static void run_case(wh_comm *c, int gpt, const char *name, const int64_t *share
   so.plan = p;
   so.comm = c;
   CHECK(wh_session_create(ctx, m.g, &so, &s));
+  check_dump(s, name, pb, n);
   train(&m, s, dl, dp);
   double worst = 0;
   for (int k = 0; k < STEPS; k++) worst = fmax(worst, fabs((double)dl[k] - rl[k]) / fmax(fabs(rl[k]), 1e-30));

@@ -148,6 +148,24 @@ static wh_session *open_session(wh_ctx *ctx, wh_graph *g, const mlp *m, const fe
   wh_status st = wh_session_create(ctx, g, &so, &s);
   CHECK(st == WH_OK, "session_create: %s: %s", wh_status_str(st), wh_last_error(ctx));
   if (st != WH_OK) return NULL;
+  /* the program dump: a header, then one line per node it announces, and no collectives */
+  char *d = NULL, head[64];
+  int nodes = -1, lines = 0;
+  st = wh_session_dump(s, WH_FORMAT_TEXT, &d);
+  CHECK(st == WH_OK && d, "session_dump: %s", wh_last_error(ctx));
+  if (d) {
+    snprintf(head, sizeof head, "single process, batch %d\nprogram: ", BATCH);
+    const char *pr = strstr(d, "program: ");
+    CHECK(strncmp(d, head, strlen(head)) == 0 && pr && sscanf(pr, "program: %d nodes", &nodes) == 1,
+          "session dump header: %.80s", d);
+    for (const char *q = d; (q = strstr(q, "\n  #")); q++) lines++;
+    CHECK(nodes > 0 && lines == nodes && !strstr(d, "all-reduce"), "session dump: %d node lines for %d nodes", lines,
+          nodes);
+    wh_free(d);
+  }
+  st = wh_session_dump(s, WH_FORMAT_DOT, &d);
+  CHECK(st == WH_OK && d && strncmp(d, "digraph rank0 {", 15) == 0 && strstr(d, " -> n"), "session DOT dump");
+  wh_free(d);
   st = wh_session_feed(s, m->x, f->x, sizeof f->x);
   CHECK(st == WH_OK, "feed x: %s", wh_last_error(ctx));
   st = wh_session_feed(s, m->y, f->y, sizeof f->y);
