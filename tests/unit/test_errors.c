@@ -5,20 +5,7 @@
 #include <string.h>
 
 #include "whale.h"
-
-static int passed, failed;
-
-#define EXPECT(cond, ...)                  \
-  do {                                     \
-    if (cond) {                            \
-      passed++;                            \
-    } else {                               \
-      failed++;                            \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-      printf(__VA_ARGS__);                 \
-      printf("\n");                        \
-    }                                      \
-  } while (0)
+#include "../common/expect.h"
 
 static int has(const char *msg, const char *part) { return msg && strstr(msg, part) != NULL; }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "whale.h"
+#include "../common/expect.h"
 
 #define DIMS(...) (int64_t[]){__VA_ARGS__}
 #define B 4
@@ -14,19 +15,6 @@
 #define V 64
 #define L 3
 #define STEPS 5
-
-static int passed, failed;
-#define EXPECT(cond, ...)                        \
-  do {                                           \
-    if (cond) {                                  \
-      passed++;                                  \
-    } else {                                     \
-      failed++;                                  \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-      printf(__VA_ARGS__);                       \
-      printf("\n");                              \
-    }                                            \
-  } while (0)
 
 static wh_value P(wh_graph *g, const char *fmt, int l, int nd, const int64_t *d, wh_init init) {
   char nm[64];

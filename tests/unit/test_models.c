@@ -12,20 +12,7 @@
 
 #include "models.h"
 #include "whale.h"
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                         \
-  do {                                           \
-    if (cond) {                                  \
-      passed++;                                  \
-    } else {                                     \
-      failed++;                                  \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-      printf(__VA_ARGS__);                       \
-      printf("\n");                              \
-    }                                            \
-  } while (0)
+#include "../common/expect.h"
 
 static double now(void) {
   struct timespec ts;
@@ -142,7 +129,7 @@ int main(void) {
        "GNMT 8+8 x 1024: 160M-280M depending on vocab sharing"},
   };
   const int nc = (int)(sizeof cases / sizeof cases[0]);
-  CHECK(wm_num_models() == nc, "wm_num_models() = %d, expected %d", wm_num_models(), nc);
+  EXPECT(wm_num_models() == nc, "wm_num_models() = %d, expected %d", wm_num_models(), nc);
 
   printf("%-14s %16s %16s %9s %8s %8s %9s %10s\n", "model", "params", "published", "diff", "nodes", "values", "build ms",
          "VmHWM MB");
@@ -152,10 +139,10 @@ int main(void) {
     const model_case *m = &cases[c];
     int known = 0;
     for (int i = 0; i < wm_num_models(); i++) known |= !strcmp(wm_model_name(i), m->name);
-    CHECK(known, "%s is not in wm_model_name's list", m->name);
+    EXPECT(known, "%s is not in wm_model_name's list", m->name);
     wh_graph *g = NULL;
     if (wh_graph_create(ctx, &g) != WH_OK) {
-      CHECK(0, "%s: wh_graph_create failed", m->name);
+      EXPECT(0, "%s: wh_graph_create failed", m->name);
       continue;
     }
     wh_value loss = WH_NONE;
@@ -163,7 +150,7 @@ int main(void) {
     int rc = wm_build(m->name, g, &loss);
     double dt = now() - t0;
     long hwm = vm_hwm_kb();
-    CHECK(rc == 0 && wh_graph_status(g) == WH_OK, "%s: wm_build returned %d: %s / %s", m->name, rc,
+    EXPECT(rc == 0 && wh_graph_status(g) == WH_OK, "%s: wm_build returned %d: %s / %s", m->name, rc,
           wh_graph_error(g), wh_last_error(ctx));
     if (rc != 0) {
       wh_graph_destroy(g);
@@ -171,17 +158,17 @@ int main(void) {
     }
     int no_grad = 0;
     int64_t p = count_params(g, &no_grad);
-    CHECK(p == m->expect, "%s: %lld parameters, the architecture's closed form gives %lld", m->name, (long long)p,
+    EXPECT(p == m->expect, "%s: %lld parameters, the architecture's closed form gives %lld", m->name, (long long)p,
           (long long)m->expect);
-    CHECK(no_grad == 0, "%s: %d parameters get no gradient", m->name, no_grad);
+    EXPECT(no_grad == 0, "%s: %d parameters get no gradient", m->name, no_grad);
     double ref = m->published > 0 ? m->published : 0, diff = ref > 0 ? ((double)p - ref) / ref : 0;
     if (m->published > 0)
-      CHECK(fabs(diff) <= m->tol, "%s: %lld parameters is %.3f%% from the published %.0f (tolerance %.2f%%)",
+      EXPECT(fabs(diff) <= m->tol, "%s: %lld parameters is %.3f%% from the published %.0f (tolerance %.2f%%)",
             m->name, (long long)p, 100 * diff, ref, 100 * m->tol);
     else if (m->hi > 0)
-      CHECK((double)p >= m->lo && (double)p <= m->hi, "%s: %lld parameters outside [%.0f, %.0f]", m->name,
+      EXPECT((double)p >= m->lo && (double)p <= m->hi, "%s: %lld parameters outside [%.0f, %.0f]", m->name,
             (long long)p, m->lo, m->hi);
-    CHECK(loss != WH_NONE && wh_graph_find(g, "loss") == loss && numel(g, loss) == 1, "%s: no scalar 'loss'",
+    EXPECT(loss != WH_NONE && wh_graph_find(g, "loss") == loss && numel(g, loss) == 1, "%s: no scalar 'loss'",
           m->name);
     /* stage scopes: count the distinct stage indices on parameters */
     int max_stage = -1;
@@ -191,7 +178,7 @@ int main(void) {
       for (int j = 0; j < k && j < 8; j++)
         if (h[j].kind == WH_HINT_STAGE && h[j].n > max_stage) max_stage = h[j].n;
     }
-    CHECK(max_stage + 1 == m->stages, "%s: %d stage scopes, expected %d", m->name, max_stage + 1, m->stages);
+    EXPECT(max_stage + 1 == m->stages, "%s: %d stage scopes, expected %d", m->name, max_stage + 1, m->stages);
     if (ref > 0)
       printf("%-14s %16lld %16.0f %+8.3f%% %8d %8d %9.1f %10.1f\n", m->name, (long long)p, ref, 100 * diff,
              wh_graph_num_nodes(g), wh_graph_num_values(g), 1e3 * dt, hwm / 1024.0);
@@ -205,11 +192,11 @@ int main(void) {
   }
 
   /* GPT-3 175B: shape-only, so fast and small */
-  CHECK(t_175b >= 0 && t_175b < 1.0, "gpt3-175b took %.3f s to build (limit 1 s)", t_175b);
-  CHECK(hwm_175b > 0 && hwm_175b < 300 * 1024, "gpt3-175b: process peak RSS %.1f MB (limit 300 MB)",
+  EXPECT(t_175b >= 0 && t_175b < 1.0, "gpt3-175b took %.3f s to build (limit 1 s)", t_175b);
+  EXPECT(hwm_175b > 0 && hwm_175b < 300 * 1024, "gpt3-175b: process peak RSS %.1f MB (limit 300 MB)",
         hwm_175b / 1024.0);
   long hwm_all = vm_hwm_kb();
-  CHECK(hwm_all > 0 && hwm_all < 300 * 1024, "all models: process peak RSS %.1f MB (limit 300 MB)", hwm_all / 1024.0);
+  EXPECT(hwm_all > 0 && hwm_all < 300 * 1024, "all models: process peak RSS %.1f MB (limit 300 MB)", hwm_all / 1024.0);
 
   /* exact GPT-2 counts at the unpadded vocabulary */
   {
@@ -219,14 +206,14 @@ int main(void) {
     } gp[] = {{"gpt2-124m", 124439808}, {"gpt2-1.5b", 1557611200}};
     for (int i = 0; i < 2; i++) {
       wm_gpt_cfg cfg;
-      CHECK(wm_gpt_preset(gp[i].preset, &cfg) == 0, "preset %s missing", gp[i].preset);
+      EXPECT(wm_gpt_preset(gp[i].preset, &cfg) == 0, "preset %s missing", gp[i].preset);
       cfg.vocab = 50257;
       wh_graph *g = NULL;
       wh_graph_create(ctx, &g);
       wh_value l = wm_gpt(g, &cfg);
       int ng;
       int64_t p = count_params(g, &ng);
-      CHECK(l != WH_NONE && p == gp[i].published, "%s at vocab 50257: %lld parameters, published %lld",
+      EXPECT(l != WH_NONE && p == gp[i].published, "%s at vocab 50257: %lld parameters, published %lld",
             gp[i].preset, (long long)p, (long long)gp[i].published);
       wh_graph_destroy(g);
     }
@@ -241,11 +228,11 @@ int main(void) {
     int nd;
     int64_t d[WH_MAX_DIMS];
     wh_value tok = wh_graph_find(g, "tokens");
-    CHECK(l != WH_NONE && tok != WH_NONE && wh_value_shape(g, tok, &nd, d) == WH_OK && nd == 2 && d[0] == WH_BATCH &&
+    EXPECT(l != WH_NONE && tok != WH_NONE && wh_value_shape(g, tok, &nd, d) == WH_OK && nd == 2 && d[0] == WH_BATCH &&
               d[1] == 16 && wh_value_dtype(g, tok) == WH_I32,
           "small gpt: tokens is not [B, 16] i32");
-    CHECK(wh_graph_find(g, "targets") != WH_NONE, "small gpt: no targets input");
-    CHECK(stage_of(g, "h0.attn.qkv.w") == 0 && stage_of(g, "h2.mlp.proj.w") == 2 && stage_of(g, "wte") == -1,
+    EXPECT(wh_graph_find(g, "targets") != WH_NONE, "small gpt: no targets input");
+    EXPECT(stage_of(g, "h0.attn.qkv.w") == 0 && stage_of(g, "h2.mlp.proj.w") == 2 && stage_of(g, "wte") == -1,
           "small gpt: stage scopes misplaced (h0 %d, h2 %d, wte %d)", stage_of(g, "h0.attn.qkv.w"),
           stage_of(g, "h2.mlp.proj.w"), stage_of(g, "wte"));
     wh_graph_destroy(g);
@@ -258,22 +245,22 @@ int main(void) {
     wh_value l = wm_resnet50(g, 10, 64);
     int ng;
     int64_t p = count_params(g, &ng);
-    CHECK(l != WH_NONE && p == resnet50_params(10), "resnet50 at 64x64, 10 classes: %s (%lld parameters)",
+    EXPECT(l != WH_NONE && p == resnet50_params(10), "resnet50 at 64x64, 10 classes: %s (%lld parameters)",
           wh_graph_error(g), (long long)p);
     wh_graph_destroy(g);
     wh_graph_create(ctx, &g);
     l = wm_gnmt(g, 7, 100); /* 100 steps: concatenation is chunked below the autodiff's 64 inputs */
     int rc = l == WH_NONE ? -1 : (int)wh_backward(g, l);
-    CHECK(rc == 0 && count_params(g, &ng) == gnmt_params() && ng == 0, "gnmt 7 -> 100 steps: %s / %s",
+    EXPECT(rc == 0 && count_params(g, &ng) == gnmt_params() && ng == 0, "gnmt 7 -> 100 steps: %s / %s",
           wh_graph_error(g), wh_last_error(ctx));
     wh_graph_destroy(g);
     wh_graph_create(ctx, &g);
     l = wm_t5_large(g, 64, 32);
-    CHECK(l != WH_NONE && count_params(g, &ng) == t5_large_params(), "t5-large 64/32: %s", wh_graph_error(g));
+    EXPECT(l != WH_NONE && count_params(g, &ng) == t5_large_params(), "t5-large 64/32: %s", wh_graph_error(g));
     wh_graph_destroy(g);
     wh_graph_create(ctx, &g);
     l = wm_bert_large(g, 128); /* the 512-row position table is kept and sliced */
-    CHECK(l != WH_NONE && count_params(g, &ng) == bert_large_params(), "bert-large seq 128: %s", wh_graph_error(g));
+    EXPECT(l != WH_NONE && count_params(g, &ng) == bert_large_params(), "bert-large seq 128: %s", wh_graph_error(g));
     wh_graph_destroy(g);
   }
 
@@ -282,15 +269,15 @@ int main(void) {
     wh_graph *g = NULL;
     wh_graph_create(ctx, &g);
     wh_value l = 7;
-    CHECK(wm_build("gpt4", g, &l) == WH_ERR_NOT_FOUND && l == WH_NONE && wh_graph_status(g) == WH_OK &&
+    EXPECT(wm_build("gpt4", g, &l) == WH_ERR_NOT_FOUND && l == WH_NONE && wh_graph_status(g) == WH_OK &&
               wh_graph_num_values(g) == 0,
           "unknown model name not reported cleanly");
     wm_gpt_cfg cfg;
-    CHECK(wm_gpt_preset("gpt4", &cfg) == -1, "unknown preset accepted");
+    EXPECT(wm_gpt_preset("gpt4", &cfg) == -1, "unknown preset accepted");
     wm_gpt_cfg bad = {2, 5, 64, 256, 100, 16}; /* 64 not divisible by 5 heads */
-    CHECK(wm_gpt(g, &bad) == WH_NONE && wh_graph_status(g) != WH_OK && wh_graph_error(g)[0] != 0,
+    EXPECT(wm_gpt(g, &bad) == WH_NONE && wh_graph_status(g) != WH_OK && wh_graph_error(g)[0] != 0,
           "a bad GPT config did not poison the graph with a message");
-    CHECK(wm_build("gpt2-124m", g, &l) != 0 && l == WH_NONE, "wm_build on a poisoned graph reported success");
+    EXPECT(wm_build("gpt2-124m", g, &l) != 0 && l == WH_NONE, "wm_build on a poisoned graph reported success");
     wh_graph_destroy(g);
   }
 

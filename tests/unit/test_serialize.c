@@ -10,20 +10,7 @@
 #include <unistd.h>
 
 #include "whale.h"
-
-static int n_pass, n_fail;
-
-#define CHECK(cond, ...)                                  \
-  do {                                                    \
-    if (cond) {                                           \
-      n_pass++;                                           \
-    } else {                                              \
-      n_fail++;                                           \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);         \
-      printf(__VA_ARGS__);                                \
-      printf("\n");                                       \
-    }                                                     \
-  } while (0)
+#include "../common/expect.h"
 
 #define BATCH 4
 #define IN 8
@@ -146,37 +133,37 @@ static wh_session *open_session(wh_ctx *ctx, wh_graph *g, const mlp *m, const fe
   so.batch = BATCH;
   wh_session *s = NULL;
   wh_status st = wh_session_create(ctx, g, &so, &s);
-  CHECK(st == WH_OK, "session_create: %s: %s", wh_status_str(st), wh_last_error(ctx));
+  EXPECT(st == WH_OK, "session_create: %s: %s", wh_status_str(st), wh_last_error(ctx));
   if (st != WH_OK) return NULL;
   /* the program dump: a header, then one line per node it announces, and no collectives */
   char *d = NULL, head[64];
   int nodes = -1, lines = 0;
   st = wh_session_dump(s, WH_FORMAT_TEXT, &d);
-  CHECK(st == WH_OK && d, "session_dump: %s", wh_last_error(ctx));
+  EXPECT(st == WH_OK && d, "session_dump: %s", wh_last_error(ctx));
   if (d) {
     snprintf(head, sizeof head, "single process, batch %d\nprogram: ", BATCH);
     const char *pr = strstr(d, "program: ");
-    CHECK(strncmp(d, head, strlen(head)) == 0 && pr && sscanf(pr, "program: %d nodes", &nodes) == 1,
+    EXPECT(strncmp(d, head, strlen(head)) == 0 && pr && sscanf(pr, "program: %d nodes", &nodes) == 1,
           "session dump header: %.80s", d);
     for (const char *q = d; (q = strstr(q, "\n  #")); q++) lines++;
-    CHECK(nodes > 0 && lines == nodes && !strstr(d, "all-reduce"), "session dump: %d node lines for %d nodes", lines,
+    EXPECT(nodes > 0 && lines == nodes && !strstr(d, "all-reduce"), "session dump: %d node lines for %d nodes", lines,
           nodes);
     wh_free(d);
   }
   st = wh_session_dump(s, WH_FORMAT_DOT, &d);
-  CHECK(st == WH_OK && d && strncmp(d, "digraph rank0 {", 15) == 0 && strstr(d, " -> n"), "session DOT dump");
+  EXPECT(st == WH_OK && d && strncmp(d, "digraph rank0 {", 15) == 0 && strstr(d, " -> n"), "session DOT dump");
   wh_free(d);
   st = wh_session_feed(s, m->x, f->x, sizeof f->x);
-  CHECK(st == WH_OK, "feed x: %s", wh_last_error(ctx));
+  EXPECT(st == WH_OK, "feed x: %s", wh_last_error(ctx));
   st = wh_session_feed(s, m->y, f->y, sizeof f->y);
-  CHECK(st == WH_OK, "feed y: %s", wh_last_error(ctx));
+  EXPECT(st == WH_OK, "feed y: %s", wh_last_error(ctx));
   return s;
 }
 
 static float fetch_loss(wh_ctx *ctx, wh_session *s, wh_value loss) {
   float l = -1;
   wh_status st = wh_session_fetch(s, loss, &l, sizeof l);
-  CHECK(st == WH_OK, "fetch loss: %s", wh_last_error(ctx));
+  EXPECT(st == WH_OK, "fetch loss: %s", wh_last_error(ctx));
   return l;
 }
 
@@ -184,35 +171,35 @@ static float fetch_loss(wh_ctx *ctx, wh_session *s, wh_value loss) {
 static wh_graph *test_roundtrip(wh_ctx *ctx, wh_graph *g, const mlp *m, char *gpath, size_t cap) {
   path_in(gpath, cap, "mlp.whg");
   wh_status st = wh_graph_save(g, gpath);
-  CHECK(st == WH_OK, "graph_save: %s: %s", wh_status_str(st), wh_last_error(ctx));
+  EXPECT(st == WH_OK, "graph_save: %s: %s", wh_status_str(st), wh_last_error(ctx));
   wh_graph *g2 = NULL;
   st = wh_graph_load(ctx, gpath, &g2);
-  CHECK(st == WH_OK && g2, "graph_load: %s: %s", wh_status_str(st), wh_last_error(ctx));
+  EXPECT(st == WH_OK && g2, "graph_load: %s: %s", wh_status_str(st), wh_last_error(ctx));
   if (!g2) return NULL;
 
   char *d1 = dump(g, WH_FORMAT_TEXT), *d2 = dump(g2, WH_FORMAT_TEXT);
-  CHECK(d1 && d2 && strcmp(d1, d2) == 0, "text dumps differ:\n--- built\n%s--- loaded\n%s", d1 ? d1 : "(null)",
+  EXPECT(d1 && d2 && strcmp(d1, d2) == 0, "text dumps differ:\n--- built\n%s--- loaded\n%s", d1 ? d1 : "(null)",
         d2 ? d2 : "(null)");
-  CHECK(d1 && strstr(d1, "param \"l1.w\" f32[16,8] init=kaiming_uniform seed=1"), "dump lacks the l1.w line:\n%s",
+  EXPECT(d1 && strstr(d1, "param \"l1.w\" f32[16,8] init=kaiming_uniform seed=1"), "dump lacks the l1.w line:\n%s",
         d1 ? d1 : "");
-  CHECK(d1 && strstr(d1, "f32[B,16]") && strstr(d1, " bwd ") && strstr(d1, " upd ") && strstr(d1, "stage#"),
+  EXPECT(d1 && strstr(d1, "f32[B,16]") && strstr(d1, " bwd ") && strstr(d1, " upd ") && strstr(d1, "stage#"),
         "dump lacks batch/phase/scope marks:\n%s", d1 ? d1 : "");
   if (getenv("WH_TEST_VERBOSE") && d1) printf("%s", d1);
   free(d1);
   free(d2);
   char *t1 = dump(g, WH_FORMAT_DOT), *t2 = dump(g2, WH_FORMAT_DOT);
-  CHECK(t1 && t2 && strncmp(t1, "digraph", 7) == 0 && strcmp(t1, t2) == 0 && strstr(t1, "cluster") &&
+  EXPECT(t1 && t2 && strncmp(t1, "digraph", 7) == 0 && strcmp(t1, t2) == 0 && strstr(t1, "cluster") &&
             t1[strlen(t1) - 2] == '}',
         "DOT dumps bad or different");
   if (getenv("WH_TEST_VERBOSE") && t1) printf("%s", t1);
   wh_free(t1);
   wh_free(t2);
 
-  CHECK(wh_graph_num_values(g) == wh_graph_num_values(g2) && wh_graph_num_nodes(g) == wh_graph_num_nodes(g2) &&
+  EXPECT(wh_graph_num_values(g) == wh_graph_num_values(g2) && wh_graph_num_nodes(g) == wh_graph_num_nodes(g2) &&
             wh_graph_num_params(g) == wh_graph_num_params(g2),
         "counts differ: values %d/%d nodes %d/%d", wh_graph_num_values(g), wh_graph_num_values(g2),
         wh_graph_num_nodes(g), wh_graph_num_nodes(g2));
-  CHECK(wh_graph_pipeline(g2) == 4, "pipeline %d", wh_graph_pipeline(g2));
+  EXPECT(wh_graph_pipeline(g2) == 4, "pipeline %d", wh_graph_pipeline(g2));
   int hint_bad = 0, nhints = 0;
   for (wh_value v = 0; v < wh_graph_num_values(g); v++) {
     wh_hint a[8], b[8];
@@ -228,17 +215,17 @@ static wh_graph *test_roundtrip(wh_ctx *ctx, wh_graph *g, const mlp *m, char *gp
         strcmp(wh_value_name(g, v), wh_value_name(g2, v)) != 0 || wh_grad(g, v) != wh_grad(g2, v))
       hint_bad++;
   }
-  CHECK(hint_bad == 0 && nhints > 0, "%d values differ in hints/shape/name/grad (%d hints)", hint_bad, nhints);
+  EXPECT(hint_bad == 0 && nhints > 0, "%d values differ in hints/shape/name/grad (%d hints)", hint_bad, nhints);
   wh_hint hs[4];
   int nh = wh_value_hints(g2, m->logits, hs, 4);
-  CHECK(nh == 2 && hs[0].kind == WH_HINT_STAGE && hs[0].n == 1 && hs[1].kind == WH_HINT_REPLICATE && hs[1].n == 2,
+  EXPECT(nh == 2 && hs[0].kind == WH_HINT_STAGE && hs[0].n == 1 && hs[1].kind == WH_HINT_REPLICATE && hs[1].n == 2,
         "logits hints: %d", nh);
   nh = wh_value_hints(g2, m->w1, hs, 4);
-  CHECK(nh == 1 && hs[0].kind == WH_HINT_STAGE && hs[0].n == 0, "l1.w hints: %d", nh);
-  CHECK(wh_graph_find(g2, "hidden") == m->h && wh_graph_find(g2, "loss") == m->loss &&
+  EXPECT(nh == 1 && hs[0].kind == WH_HINT_STAGE && hs[0].n == 0, "l1.w hints: %d", nh);
+  EXPECT(wh_graph_find(g2, "hidden") == m->h && wh_graph_find(g2, "loss") == m->loss &&
             wh_graph_find(g2, "bias_c") == m->c && wh_graph_find(g2, "l2.w") == m->w2,
         "names do not find the same values");
-  CHECK(wh_graph_status(g2) == WH_OK, "loaded graph status %d", wh_graph_status(g2));
+  EXPECT(wh_graph_status(g2) == WH_OK, "loaded graph status %d", wh_graph_status(g2));
 
   /* saving the loaded graph gives the same bytes */
   char p2[300];
@@ -246,7 +233,7 @@ static wh_graph *test_roundtrip(wh_ctx *ctx, wh_graph *g, const mlp *m, char *gp
   unsigned char *b1 = NULL, *b2 = NULL;
   st = wh_graph_save(g2, p2);
   long n1 = read_all(gpath, &b1), n2 = st == WH_OK ? read_all(p2, &b2) : -1;
-  CHECK(n1 > 0 && n1 == n2 && memcmp(b1, b2, (size_t)n1) == 0, "re-saved file differs (%ld vs %ld bytes)", n1, n2);
+  EXPECT(n1 > 0 && n1 == n2 && memcmp(b1, b2, (size_t)n1) == 0, "re-saved file differs (%ld vs %ld bytes)", n1, n2);
   free(b1);
   free(b2);
   remove(p2);
@@ -261,27 +248,27 @@ static void test_same_run(wh_ctx *ctx, wh_graph *g, wh_graph *g2, const mlp *m) 
   if (!a || !b) goto out;
   for (int i = 0; i < wh_graph_num_params(g); i++) {
     wh_value p = wh_graph_param(g, i);
-    CHECK(p == wh_graph_param(g2, i), "param %d ids differ", i);
+    EXPECT(p == wh_graph_param(g2, i), "param %d ids differ", i);
     size_t bytes = wh_session_bytes(a, p);
     float *buf = malloc(bytes);
     for (size_t k = 0; k < bytes / sizeof(float); k++) buf[k] = 0.3f * rnd_float();
-    CHECK(wh_session_set_param(a, p, buf, bytes) == WH_OK && wh_session_set_param(b, p, buf, bytes) == WH_OK,
+    EXPECT(wh_session_set_param(a, p, buf, bytes) == WH_OK && wh_session_set_param(b, p, buf, bytes) == WH_OK,
           "set_param %d: %s", i, wh_last_error(ctx));
     free(buf);
   }
   wh_status sa = wh_session_run(a, WH_RUN_GRAD), sb = wh_session_run(b, WH_RUN_GRAD);
-  CHECK(sa == WH_OK && sb == WH_OK, "run grad: %s", wh_last_error(ctx));
+  EXPECT(sa == WH_OK && sb == WH_OK, "run grad: %s", wh_last_error(ctx));
   float la = fetch_loss(ctx, a, m->loss), lb = fetch_loss(ctx, b, m->loss);
-  CHECK(memcmp(&la, &lb, sizeof la) == 0 && la > 0, "losses differ: %.9g vs %.9g", la, lb);
+  EXPECT(memcmp(&la, &lb, sizeof la) == 0 && la > 0, "losses differ: %.9g vs %.9g", la, lb);
   for (int i = 0; i < wh_graph_num_params(g); i++) {
     wh_value p = wh_graph_param(g, i), gv = wh_grad(g, p);
-    CHECK(gv != WH_NONE && gv == wh_grad(g2, p), "grad of param %d: %d vs %d", i, gv, wh_grad(g2, p));
+    EXPECT(gv != WH_NONE && gv == wh_grad(g2, p), "grad of param %d: %d vs %d", i, gv, wh_grad(g2, p));
     if (gv == WH_NONE) continue;
     size_t bytes = wh_session_bytes(a, gv);
     float *ga = calloc(1, bytes), *gb = calloc(1, bytes);
-    CHECK(wh_session_fetch(a, gv, ga, bytes) == WH_OK && wh_session_fetch(b, gv, gb, bytes) == WH_OK, "fetch grad %d",
+    EXPECT(wh_session_fetch(a, gv, ga, bytes) == WH_OK && wh_session_fetch(b, gv, gb, bytes) == WH_OK, "fetch grad %d",
           i);
-    CHECK(memcmp(ga, gb, bytes) == 0, "grads of param %d differ", i);
+    EXPECT(memcmp(ga, gb, bytes) == 0, "grads of param %d differ", i);
     free(ga);
     free(gb);
   }
@@ -301,19 +288,19 @@ static void test_session_save(wh_ctx *ctx, wh_graph *g, const mlp *m) {
   if (!s) return;
   for (int i = 0; i < 3; i++) {
     wh_status st = wh_session_step(s);
-    CHECK(st == WH_OK, "step %d: %s", i, wh_last_error(ctx));
+    EXPECT(st == WH_OK, "step %d: %s", i, wh_last_error(ctx));
   }
-  CHECK(wh_session_steps(s) == 3, "steps %lld", (long long)wh_session_steps(s));
+  EXPECT(wh_session_steps(s) == 3, "steps %lld", (long long)wh_session_steps(s));
   wh_status st = wh_session_save(s, path);
-  CHECK(st == WH_OK, "session_save: %s: %s", wh_status_str(st), wh_last_error(ctx));
+  EXPECT(st == WH_OK, "session_save: %s: %s", wh_status_str(st), wh_last_error(ctx));
   st = wh_graph_load(ctx, path, &g3);
-  CHECK(st == WH_OK && g3, "load trained: %s: %s", wh_status_str(st), wh_last_error(ctx));
+  EXPECT(st == WH_OK && g3, "load trained: %s: %s", wh_status_str(st), wh_last_error(ctx));
   if (!g3) goto out;
   {
     char *d1 = dump(g, WH_FORMAT_TEXT), *d3 = dump(g3, WH_FORMAT_TEXT);
     char *d3s = d3 ? strip(d3, " data=stored") : NULL;
-    CHECK(d1 && d3s && strcmp(d1, d3s) == 0, "trained dump differs beyond stored data");
-    CHECK(d3 && strstr(d3, " data=stored"), "trained dump shows no stored data");
+    EXPECT(d1 && d3s && strcmp(d1, d3s) == 0, "trained dump differs beyond stored data");
+    EXPECT(d3 && strstr(d3, " data=stored"), "trained dump shows no stored data");
     free(d1);
     free(d3);
     free(d3s);
@@ -331,13 +318,13 @@ static void test_session_save(wh_ctx *ctx, wh_graph *g, const mlp *m) {
     free(pa);
     free(pb);
   }
-  CHECK(bad == 0, "%d loaded params differ from the trained ones", bad);
+  EXPECT(bad == 0, "%d loaded params differ from the trained ones", bad);
   st = wh_session_run(s, WH_RUN_EVAL);
-  CHECK(st == WH_OK, "eval trained: %s", wh_last_error(ctx));
+  EXPECT(st == WH_OK, "eval trained: %s", wh_last_error(ctx));
   st = wh_session_run(s3, WH_RUN_EVAL);
-  CHECK(st == WH_OK, "eval loaded: %s", wh_last_error(ctx));
+  EXPECT(st == WH_OK, "eval loaded: %s", wh_last_error(ctx));
   float la = fetch_loss(ctx, s, m->loss), lb = fetch_loss(ctx, s3, m->loss);
-  CHECK(memcmp(&la, &lb, sizeof la) == 0, "eval losses differ: %.9g vs %.9g", la, lb);
+  EXPECT(memcmp(&la, &lb, sizeof la) == 0, "eval losses differ: %.9g vs %.9g", la, lb);
 out:
   wh_session_destroy(s3);
   wh_session_destroy(s);
@@ -363,21 +350,21 @@ static void test_errors(wh_ctx *ctx, const char *gpath) {
   path_in(path, sizeof path, "does-not-exist.whg");
   wh_graph *g = NULL;
   wh_status st = wh_graph_load(ctx, path, &g);
-  CHECK(st == WH_ERR_IO && g == NULL, "missing file: %s", wh_status_str(st));
-  CHECK(strstr(wh_last_error(ctx), "does-not-exist.whg") != NULL, "missing-file message: '%s'", wh_last_error(ctx));
-  CHECK(wh_graph_load(ctx, NULL, &g) == WH_ERR_INVALID_ARGUMENT, "NULL path");
-  CHECK(wh_graph_save(NULL, path) == WH_ERR_INVALID_ARGUMENT, "save NULL graph");
+  EXPECT(st == WH_ERR_IO && g == NULL, "missing file: %s", wh_status_str(st));
+  EXPECT(strstr(wh_last_error(ctx), "does-not-exist.whg") != NULL, "missing-file message: '%s'", wh_last_error(ctx));
+  EXPECT(wh_graph_load(ctx, NULL, &g) == WH_ERR_INVALID_ARGUMENT, "NULL path");
+  EXPECT(wh_graph_save(NULL, path) == WH_ERR_INVALID_ARGUMENT, "save NULL graph");
 
   path_in(bad, sizeof bad, "bad.whg");
-  CHECK(write_all(bad, (const unsigned char *)"", 0) && load_fails_cleanly(ctx, bad, &st), "empty file: %s",
+  EXPECT(write_all(bad, (const unsigned char *)"", 0) && load_fails_cleanly(ctx, bad, &st), "empty file: %s",
         wh_status_str(st));
   const char *text = "hello, this is not a graph\n";
-  CHECK(write_all(bad, (const unsigned char *)text, strlen(text)) && load_fails_cleanly(ctx, bad, &st),
+  EXPECT(write_all(bad, (const unsigned char *)text, strlen(text)) && load_fails_cleanly(ctx, bad, &st),
         "text file: %s", wh_status_str(st));
 
   unsigned char *orig = NULL;
   long n = read_all(gpath, &orig);
-  CHECK(n > 100, "saved file is %ld bytes", n);
+  EXPECT(n > 100, "saved file is %ld bytes", n);
   if (n <= 0) return;
 
   /* every prefix (strided above a few thousand bytes) */
@@ -393,7 +380,7 @@ static void test_errors(wh_ctx *ctx, const char *gpath) {
       trunc_bad++;
     }
   }
-  CHECK(trunc_bad == 0, "%ld of %ld truncations did not fail cleanly", trunc_bad, tested);
+  EXPECT(trunc_bad == 0, "%ld of %ld truncations did not fail cleanly", trunc_bad, tested);
 
   /* random byte flips (WH_SER_FLIPS overrides the count): a clean failure, or a graph that loads, dumps and destroys */
   unsigned char *buf = malloc((size_t)n);
@@ -422,7 +409,7 @@ static void test_errors(wh_ctx *ctx, const char *gpath) {
       flip_bad++;
     }
   }
-  CHECK(flip_bad == 0, "%d of %d flipped files misbehaved", flip_bad, flips);
+  EXPECT(flip_bad == 0, "%d of %d flipped files misbehaved", flip_bad, flips);
   printf("  corrupt files: %ld truncations, %d flips (%d still loaded)\n", tested, flips, loaded);
   free(buf);
   free(orig);
@@ -438,17 +425,17 @@ static void test_save_errors(wh_ctx *ctx) {
   char path[300];
   path_in(path, sizeof path, "no-such-dir/x.whg");
   wh_status st = wh_graph_save(g, path);
-  CHECK(st == WH_ERR_IO && wh_graph_status(g) == WH_OK && strstr(wh_last_error(ctx), "no-such-dir"),
+  EXPECT(st == WH_ERR_IO && wh_graph_status(g) == WH_OK && strstr(wh_last_error(ctx), "no-such-dir"),
         "save into a missing dir: %s, graph %s, '%s'", wh_status_str(st), wh_status_str(wh_graph_status(g)),
         wh_last_error(ctx));
   wh_matmul(g, x, y, 0, 0); /* [2,3] @ [4,5]: poisons */
   path_in(path, sizeof path, "poisoned.whg");
   st = wh_graph_save(g, path);
-  CHECK(st == WH_ERR_POISONED, "save poisoned: %s", wh_status_str(st));
+  EXPECT(st == WH_ERR_POISONED, "save poisoned: %s", wh_status_str(st));
   char *d = NULL;
-  CHECK(wh_graph_dump(g, WH_FORMAT_TEXT, &d) == WH_OK && d && strstr(d, "poisoned"), "dump of a poisoned graph");
+  EXPECT(wh_graph_dump(g, WH_FORMAT_TEXT, &d) == WH_OK && d && strstr(d, "poisoned"), "dump of a poisoned graph");
   wh_free(d);
-  CHECK(wh_graph_dump(g, (wh_format)7, &d) == WH_ERR_INVALID_ARGUMENT && d == NULL, "dump with a bad format");
+  EXPECT(wh_graph_dump(g, (wh_format)7, &d) == WH_ERR_INVALID_ARGUMENT && d == NULL, "dump with a bad format");
   wh_graph_destroy(g);
   remove(path);
 }
@@ -468,7 +455,7 @@ int main(void) {
   }
   mlp m;
   wh_graph *g = build_mlp(ctx, &m);
-  CHECK(g && wh_graph_status(g) == WH_OK, "building the MLP: %s", g ? wh_graph_error(g) : wh_last_error(ctx));
+  EXPECT(g && wh_graph_status(g) == WH_OK, "building the MLP: %s", g ? wh_graph_error(g) : wh_last_error(ctx));
   if (g && wh_graph_status(g) == WH_OK) {
     char gpath[300];
     wh_graph *g2 = test_roundtrip(ctx, g, &m, gpath, sizeof gpath);
@@ -482,6 +469,6 @@ int main(void) {
   wh_graph_destroy(g);
   wh_ctx_destroy(ctx);
   rmdir(dir);
-  printf("serialize: %d passed, %d failed\n", n_pass, n_fail);
-  return n_fail ? 1 : 0;
+  printf("serialize: %d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
 }
