@@ -68,7 +68,6 @@ static wh_status save_graph(const wh_graph *g, const wh_session *s, const char *
   Whale__Scope **ps = calloc((size_t)ns + 1, sizeof *ps);
   Whale__GradPair *gps = calloc((size_t)ngp + 1, sizeof *gps);
   Whale__GradPair **pg = calloc((size_t)ngp + 1, sizeof *pg);
-  uint8_t *buf = NULL;
   wh_status st = WH_OK;
   if (!vals || !pv || !inits || !nodes || !pn || !scs || !ps || !gps || !pg) {
     wh__ctx_set_error(g->ctx, "save '%s': out of memory", path);
@@ -166,23 +165,9 @@ static wh_status save_graph(const wh_graph *g, const wh_session *s, const char *
   msg.has_optimizer = g->has_optimizer != 0;
   msg.end_marker = END_MARKER;
 
-  size_t len = whale__graph__get_packed_size(&msg);
-  buf = malloc(len ? len : 1);
-  if (!buf) {
-    wh__ctx_set_error(g->ctx, "save '%s': out of memory packing %zu bytes", path, len);
-    st = WH_ERR_OUT_OF_MEMORY;
-    goto done;
-  }
-  size_t packed = whale__graph__pack(&msg, buf);
-  if (packed != len) {
-    wh__ctx_set_error(g->ctx, "save '%s': protobuf-c packed %zu bytes, expected %zu", path, packed, len);
-    st = WH_ERR_INTERNAL;
-    goto done;
-  }
-  st = wh__write_file(g->ctx, "save", path, buf, len);
+  st = wh__write_message(g->ctx, "save", path, &msg.base);
 
 done:
-  free(buf);
   free(vals);
   free(pv);
   free(inits);

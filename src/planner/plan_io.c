@@ -44,7 +44,6 @@ wh_status wh_plan_save(const wh_plan *p, const char *path) {
   Whale__PlanStage *sts = calloc((size_t)S + 1, sizeof *sts);
   Whale__PlanStage **ps = calloc((size_t)S + 1, sizeof *ps);
   char *kinds = calloc((size_t)nd + 1, KIND_LEN);
-  uint8_t *buf = NULL;
   wh_status st = WH_OK;
   if (!devs || !pd || !sts || !ps || !kinds) {
     wh__ctx_set_error(p->ctx, "wh_plan_save '%s': out of memory", path);
@@ -104,23 +103,9 @@ wh_status wh_plan_save(const wh_plan *p, const char *path) {
   msg.stages = ps;
   msg.end_marker = PLAN_END_MARKER;
 
-  size_t len = whale__plan__get_packed_size(&msg);
-  buf = malloc(len ? len : 1);
-  if (!buf) {
-    wh__ctx_set_error(p->ctx, "wh_plan_save '%s': out of memory packing %zu bytes", path, len);
-    st = WH_ERR_OUT_OF_MEMORY;
-    goto done;
-  }
-  size_t packed = whale__plan__pack(&msg, buf);
-  if (packed != len) {
-    wh__ctx_set_error(p->ctx, "wh_plan_save '%s': protobuf-c packed %zu bytes, expected %zu", path, packed, len);
-    st = WH_ERR_INTERNAL;
-    goto done;
-  }
-  st = wh__write_file(p->ctx, "wh_plan_save", path, buf, len);
+  st = wh__write_message(p->ctx, "wh_plan_save", path, &msg.base);
 
 done:
-  free(buf);
   free(devs);
   free(pd);
   free(sts);

@@ -65,3 +65,22 @@ wh_status wh__write_file(wh_ctx *ctx, const char *who, const char *path, const v
   }
   return WH_OK;
 }
+
+wh_status wh__write_message(wh_ctx *ctx, const char *who, const char *path, const ProtobufCMessage *msg) {
+  size_t len = protobuf_c_message_get_packed_size(msg);
+  uint8_t *buf = malloc(len ? len : 1);
+  if (!buf) {
+    wh__ctx_set_error(ctx, "%s '%s': out of memory packing %zu bytes", who, path, len);
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  size_t packed = protobuf_c_message_pack(msg, buf);
+  wh_status st;
+  if (packed != len) {
+    wh__ctx_set_error(ctx, "%s '%s': protobuf-c packed %zu bytes, expected %zu", who, path, packed, len);
+    st = WH_ERR_INTERNAL;
+  } else {
+    st = wh__write_file(ctx, who, path, buf, len);
+  }
+  free(buf);
+  return st;
+}
