@@ -743,6 +743,17 @@ static const wh__device_kind *match_gpu(const char *name, double mem) {
   return best;
 }
 
+/* The seconds since e0 was recorded, once the work queued after it has finished. */
+static cudaError_t stop_timer(cudaEvent_t e0, cudaEvent_t e1, double *sec) {
+  float ms = 0;
+  cudaError_t e = cudaEventRecord(e1, 0);
+  if (e == cudaSuccess) e = cudaEventSynchronize(e1);
+  if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, e0, e1);
+  *sec = ms * 1e-3;
+  return e;
+}
+#define TIMING "cudaEventRecord / cudaEventSynchronize / cudaEventElapsedTime"
+
 #define CK(call, what)                                                                                  \
   do {                                                                                                  \
     cudaError_t e_ = (call);                                                                            \
@@ -843,13 +854,11 @@ static wh_status probe_gpu(wh_ctx *ctx, int dev, wh_device_desc *d, char *kind, 
   const float one = 1.0f, zero = 0.0f;
   double t[5];
   for (int r = -1; r < 5; r++) {
+    double sec;
     CK(cudaEventRecord(e0, 0), "cudaEventRecord");
     CKB(cb.sgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, A, n, B, n, &zero, C, n), "cublasSgemm");
-    CK(cudaEventRecord(e1, 0), "cudaEventRecord");
-    CK(cudaEventSynchronize(e1), "cudaEventSynchronize");
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
-    if (r >= 0) t[r] = ms * 1e-3;
+    CK(stop_timer(e0, e1, &sec), TIMING);
+    if (r >= 0) t[r] = sec;
   }
   double s;
   s = median(t, 5);
@@ -858,15 +867,13 @@ static wh_status probe_gpu(wh_ctx *ctx, int dev, wh_device_desc *d, char *kind, 
   double bf16 = 0;
   if (!cat) { /* no datasheet: measure the 16-bit rate too (bf16 inputs, f32 accumulation) */
     for (int r = -1; r < 5; r++) {
+      double sec;
       CK(cudaEventRecord(e0, 0), "cudaEventRecord");
       CKB(cb.gemmex(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, A, CUDA_R_16BF, n, B, CUDA_R_16BF, n, &zero, C,
                        CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
           "cublasGemmEx (bf16)");
-      CK(cudaEventRecord(e1, 0), "cudaEventRecord");
-      CK(cudaEventSynchronize(e1), "cudaEventSynchronize");
-      float ms = 0;
-      CK(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
-      if (r >= 0) t[r] = ms * 1e-3;
+      CK(stop_timer(e0, e1, &sec), TIMING);
+      if (r >= 0) t[r] = sec;
     }
     s = median(t, 5);
     bf16 = 2.0 * n * (double)n * n / (s > 0 ? s : 1e-9);
@@ -874,13 +881,11 @@ static wh_status probe_gpu(wh_ctx *ctx, int dev, wh_device_desc *d, char *kind, 
 
   /* device-to-device copy of 3 x 64 MiB (A+B+C as one span is not contiguous: copy A -> C) */
   for (int r = -1; r < 5; r++) {
+    double sec;
     CK(cudaEventRecord(e0, 0), "cudaEventRecord");
     CK(cudaMemcpyAsync(C, A, fb, cudaMemcpyDeviceToDevice, 0), "cudaMemcpy (device to device)");
-    CK(cudaEventRecord(e1, 0), "cudaEventRecord");
-    CK(cudaEventSynchronize(e1), "cudaEventSynchronize");
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
-    if (r >= 0) t[r] = ms * 1e-3;
+    CK(stop_timer(e0, e1, &sec), TIMING);
+    if (r >= 0) t[r] = sec;
   }
   s = median(t, 5);
   double bw = 2.0 * (double)fb / (s > 0 ? s : 1e-9); /* read + write */
@@ -891,13 +896,11 @@ static wh_status probe_gpu(wh_ctx *ctx, int dev, wh_device_desc *d, char *kind, 
   if (!cat || strcasestr(p.name, "pcie")) {
     CK(cudaMallocHost(&host, fb), "cudaMallocHost");
     for (int r = -1; r < 3; r++) {
+      double sec;
       CK(cudaEventRecord(e0, 0), "cudaEventRecord");
       CK(cudaMemcpyAsync(A, host, fb, cudaMemcpyHostToDevice, 0), "cudaMemcpy (host to device)");
-      CK(cudaEventRecord(e1, 0), "cudaEventRecord");
-      CK(cudaEventSynchronize(e1), "cudaEventSynchronize");
-      float ms = 0;
-      CK(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
-      if (r >= 0) t[r] = ms * 1e-3;
+      CK(stop_timer(e0, e1, &sec), TIMING);
+      if (r >= 0) t[r] = sec;
     }
     s = median(t, 3);
     link = (double)fb / (s > 0 ? s : 1e-9);
