@@ -113,13 +113,7 @@ wh_status wh_comm_create(wh_ctx *ctx, const wh_comm_options *opts, wh_comm **out
   if (!ctx || !out) return WH_ERR_INVALID_ARGUMENT;
   *out = NULL;
   wh_comm_options o = WH_COMM_OPTIONS_INIT;
-  if (opts) {
-    if (opts->struct_size != sizeof o) {
-      wh__ctx_set_error(ctx, "wh_comm_create: options struct_size %zu, expected %zu", opts->struct_size, sizeof o);
-      return WH_ERR_INVALID_ARGUMENT;
-    }
-    o = *opts;
-  }
+  if (wh__options_in(ctx, "wh_comm_create", &o, opts, sizeof o) != WH_OK) return WH_ERR_INVALID_ARGUMENT;
   if (o.timeout_s < 0 || (o.backend != WH_COMM_MPI && o.backend != WH_COMM_NCCL)) {
     wh__ctx_set_error(ctx, "wh_comm_create: bad options (backend %d, timeout %g s)", (int)o.backend, o.timeout_s);
     return WH_ERR_INVALID_ARGUMENT;

@@ -818,13 +818,7 @@ wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, co
   if (!ctx || !g || !c || !out) return WH_ERR_INVALID_ARGUMENT;
   *out = NULL;
   wh_plan_options o = WH_PLAN_OPTIONS_INIT;
-  if (opts) {
-    if (opts->struct_size != sizeof o) {
-      wh__ctx_set_error(ctx, "wh_plan_create: options struct_size %zu, expected %zu", opts->struct_size, sizeof o);
-      return WH_ERR_INVALID_ARGUMENT;
-    }
-    o = *opts;
-  }
+  if (wh__options_in(ctx, "wh_plan_create", &o, opts, sizeof o) != WH_OK) return WH_ERR_INVALID_ARGUMENT;
   if (o.stages < 0 || o.micro_batches < 0 ||
       (o.schedule != WH_SCHEDULE_AUTO && o.schedule != WH_SCHEDULE_GPIPE && o.schedule != WH_SCHEDULE_1F1B)) {
     wh__ctx_set_error(ctx, "wh_plan_create: stages and micro-batches must be >= 0 and the schedule known");

@@ -144,3 +144,15 @@ const char *wh_last_error(const wh_ctx *ctx) { return ctx ? ctx->err : "no conte
 int wh_ctx_rank(const wh_ctx *ctx) { return ctx ? ctx->rank : 0; }
 int wh_ctx_size(const wh_ctx *ctx) { return ctx ? ctx->size : 1; }
 int wh_ctx_threads(const wh_ctx *ctx) { return ctx ? ctx->num_threads : 1; }
+
+wh_status wh__options_in(wh_ctx *ctx, const char *who, void *dst, const void *src, size_t size) {
+  if (!src) return WH_OK;
+  size_t given;
+  memcpy(&given, src, sizeof given);
+  if (given != size) {
+    wh__ctx_set_error(ctx, "%s: options struct_size %zu, expected %zu", who, given, size);
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  memcpy(dst, src, size);
+  return WH_OK;
+}

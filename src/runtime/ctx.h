@@ -20,5 +20,8 @@ struct wh_ctx {
 void wh__ctx_set_error(wh_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void wh__log(const wh_ctx *ctx, wh_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Options structs start with struct_size: copy the caller's src, when given, over the defaults in
+ * dst, and refuse one of another size (built against another header) naming who. */
+wh_status wh__options_in(wh_ctx *ctx, const char *who, void *dst, const void *src, size_t size);
 
 #endif

@@ -248,13 +248,7 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
     return WH_ERR_POISONED;
   }
   wh_session_options o = WH_SESSION_OPTIONS_INIT;
-  if (opts) {
-    if (opts->struct_size != sizeof o) {
-      wh__ctx_set_error(ctx, "wh_session_create: options struct_size %zu, expected %zu", opts->struct_size, sizeof o);
-      return WH_ERR_INVALID_ARGUMENT;
-    }
-    o = *opts;
-  }
+  if (wh__options_in(ctx, "wh_session_create", &o, opts, sizeof o) != WH_OK) return WH_ERR_INVALID_ARGUMENT;
   if (!o.plan != !o.comm) {
     wh__ctx_set_error(ctx, "wh_session_create: a distributed session needs both a plan and a communicator");
     return WH_ERR_INVALID_ARGUMENT;

@@ -121,6 +121,12 @@ static void test_session_errors(wh_ctx *ctx) {
   wh_session *s;
   wh_session_options so = WH_SESSION_OPTIONS_INIT;
   so.batch = 2;
+  /* options built against another header are refused by name */
+  so.struct_size = sizeof so + 8;
+  EXPECT(wh_session_create(ctx, g, &so, &s) == WH_ERR_INVALID_ARGUMENT && s == NULL &&
+             has(wh_last_error(ctx), "wh_session_create: options struct_size"),
+         "session options of another size: %s", wh_last_error(ctx));
+  so.struct_size = sizeof so;
   EXPECT(wh_session_create(ctx, g, &so, &s) == WH_OK, "session: %s", wh_last_error(ctx));
   /* frozen while the session lives */
   EXPECT(wh_relu(g, x) == WH_NONE && wh_graph_status(g) == WH_OK && has(wh_last_error(ctx), "frozen"),
