@@ -14,22 +14,9 @@
 #include "whale.h"
 #include "src/comm/comm.h"    /* struct wh_comm: the abort test marks a comm broken */
 #include "src/runtime/ctx.h" /* and clears the context's verdict after it */
+#include "../common/expect.h"
 
-static int passed, failed, rank_;
 static wh_ctx *ctx;
-
-#define EXPECT(cond, ...)                                          \
-  do {                                                             \
-    if (cond) {                                                    \
-      passed++;                                                    \
-    } else {                                                       \
-      failed++;                                                    \
-      printf("rank %d FAIL %s:%d: ", rank_, __FILE__, __LINE__);   \
-      printf(__VA_ARGS__);                                         \
-      printf("\n");                                                \
-      fflush(stdout);                                              \
-    }                                                              \
-  } while (0)
 
 #define OK(call)                                                                        \
   do {                                                                                  \

@@ -9,20 +9,7 @@
 #include <string.h>
 
 #include "whale.h"
-
-static int passed, failed, rank_;
-
-#define EXPECT(cond, ...)                               \
-  do {                                                  \
-    if (cond) {                                         \
-      passed++;                                         \
-    } else {                                            \
-      failed++;                                         \
-      printf("rank %d FAIL %s:%d: ", rank_, __FILE__, __LINE__); \
-      printf(__VA_ARGS__);                              \
-      printf("\n");                                     \
-    }                                                   \
-  } while (0)
+#include "../common/expect.h"
 
 static wh_ctx *ctx;
 #define OK(call)                                                                                   \

@@ -8,25 +8,13 @@
 #include <string.h>
 
 #include "whale.h"
+#include "../common/expect.h"
 
 #define DIMS(...) (int64_t[]){__VA_ARGS__}
 #define STEPS 20
 #define B 24
 
 static wh_ctx *ctx;
-static int rank_, passed, failed;
-
-#define EXPECT(cond, ...)                                      \
-  do {                                                         \
-    if (cond) {                                                \
-      passed++;                                                \
-    } else {                                                   \
-      failed++;                                                \
-      printf("rank %d FAIL %s:%d: ", rank_, __FILE__, __LINE__); \
-      printf(__VA_ARGS__);                                     \
-      printf("\n");                                            \
-    }                                                          \
-  } while (0)
 
 #define CHECK(call)                                                                          \
   do {                                                                                       \
