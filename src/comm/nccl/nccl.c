@@ -418,6 +418,28 @@ static wh_status op_end(wh_comm *c, wh_request *r, ncclResult_t res, int prev, c
   return st;
 }
 
+/* NCCL reads and writes memory of the comm's device (or managed memory); anything else is refused
+ * at the start instead of being left to NCCL's kernels. */
+static wh_status dev_buf(wh_comm *c, const char *op, const void *p, size_t count) {
+  if (!p || !count) return WH_OK;
+  nccl_impl *m = c->impl;
+  struct cudaPointerAttributes a;
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    cudaGetLastError();
+    a.type = cudaMemoryTypeUnregistered;
+  }
+  if (a.type == cudaMemoryTypeManaged || (a.type == cudaMemoryTypeDevice && a.device == m->device)) return WH_OK;
+  wh__log(c->ctx, WH_LOG_ERROR, "nccl %s on rank %d: buffer %p is %s, not memory of CUDA device %d", op, c->rank, p,
+          a.type == cudaMemoryTypeDevice ? "on another device" : "host memory", m->device);
+  return WH_ERR_INVALID_ARGUMENT;
+}
+
+#define DEV_BUF(c_, op_, p_, n_)                        \
+  do {                                                  \
+    wh_status d_ = dev_buf((c_), (op_), (p_), (n_));    \
+    if (d_ != WH_OK) return d_;                         \
+  } while (0)
+
 #define OP(c_, r_, call_name, expr)                          \
   do {                                                       \
     int prev_;                                               \
@@ -435,6 +457,7 @@ static wh_status n_isend(wh_comm *c, const void *buf, size_t count, wh_dtype dt,
             "supported", c->rank, tag);
     return WH_ERR_UNSUPPORTED;
   }
+  DEV_BUF(c, "send", buf, count);
   OP(c, r, "ncclSend", count ? ncclSend(buf, count, ntype(dt), peer, m_->nccl, m_->stream) : ncclSuccess);
 }
 
@@ -444,11 +467,14 @@ static wh_status n_irecv(wh_comm *c, void *buf, size_t count, wh_dtype dt, int p
             "supported", c->rank, tag);
     return WH_ERR_UNSUPPORTED;
   }
+  DEV_BUF(c, "recv", buf, count);
   OP(c, r, "ncclRecv", count ? ncclRecv(buf, count, ntype(dt), peer, m_->nccl, m_->stream) : ncclSuccess);
 }
 
 static wh_status n_iallreduce(wh_comm *c, const void *send, void *recv, size_t count, wh_dtype dt, wh_reduce_op op,
                               wh_request *r) {
+  DEV_BUF(c, "allreduce", send, count);
+  DEV_BUF(c, "allreduce", recv, count);
   OP(c, r, "ncclAllReduce",
      count ? ncclAllReduce(send ? send : recv, recv, count, ntype(dt), op == WH_REDUCE_AVG ? ncclAvg : ncclSum,
                            m_->nccl, m_->stream)
@@ -457,6 +483,8 @@ static wh_status n_iallreduce(wh_comm *c, const void *send, void *recv, size_t c
 
 static wh_status n_ireduce_scatter(wh_comm *c, const void *send, void *recv, size_t recvcount, wh_dtype dt,
                                    wh_reduce_op op, wh_request *r) {
+  DEV_BUF(c, "reduce_scatter", send, recvcount);
+  DEV_BUF(c, "reduce_scatter", recv, recvcount);
   OP(c, r, "ncclReduceScatter",
      recvcount ? ncclReduceScatter(send, recv, recvcount, ntype(dt), op == WH_REDUCE_AVG ? ncclAvg : ncclSum,
                                    m_->nccl, m_->stream)
@@ -492,10 +520,15 @@ static ncclResult_t gather(wh_comm *c, nccl_impl *m, const void *send, void *rec
 
 static wh_status n_iallgather(wh_comm *c, const void *send, void *recv, const size_t *counts, wh_dtype dt,
                               wh_request *r) {
+  size_t total = 0;
+  for (int i = 0; i < c->size; i++) total += counts[i];
+  DEV_BUF(c, "allgather", send, counts[c->rank]);
+  DEV_BUF(c, "allgather", recv, total);
   OP(c, r, "ncclAllGather / grouped ncclBroadcast", gather(c, m_, send, recv, counts, dt));
 }
 
 static wh_status n_ibroadcast(wh_comm *c, void *buf, size_t count, wh_dtype dt, int root, wh_request *r) {
+  DEV_BUF(c, "broadcast", buf, count);
   OP(c, r, "ncclBroadcast", count ? ncclBroadcast(buf, buf, count, ntype(dt), root, m_->nccl, m_->stream) : ncclSuccess);
 }
 
