@@ -315,6 +315,11 @@ typedef enum wh_run_mode {
 struct wh_plan;
 struct wh_comm;
 
+typedef enum wh_device_kind { WH_DEVICE_CPU = 0, WH_DEVICE_CUDA = 1 } wh_device_kind;
+typedef enum wh_precision { WH_PRECISION_F32 = 0, WH_PRECISION_TF32 = 1, WH_PRECISION_BF16 = 2 } wh_precision;
+/* Number of CUDA devices a session could use (0 in a build without the CUDA backend). */
+WH_API int wh_cuda_device_count(void);
+
 typedef struct wh_session_options {
   size_t struct_size;
   int64_t batch;  /* value of the symbolic batch dimension (>= 1); ignored with a plan */
@@ -329,9 +334,19 @@ typedef struct wh_session_options {
    * loss must be a mean over samples (as wh_cross_entropy and wh_mse are). */
   const struct wh_plan *plan;
   struct wh_comm *comm;
+  /* Where the session runs: WH_DEVICE_CPU (default) or WH_DEVICE_CUDA (a build with the CUDA
+   * backend; parameters, state and intermediates live in device memory; feeds and fetches stay
+   * host buffers, copied at each run). device_index: the CUDA device, -1 for the communicator's
+   * local rank (modulo the devices visible), else 0. */
+  wh_device_kind device;
+  int device_index;
+  /* Arithmetic of matrix products on CUDA: WH_PRECISION_F32 (exact fp32), WH_PRECISION_TF32,
+   * or WH_PRECISION_BF16 (bf16 tensor cores, fp32 accumulation); values and master weights stay
+   * fp32. The CPU backend computes fp32 whatever this says. */
+  wh_precision precision;
 } wh_session_options;
 
-#define WH_SESSION_OPTIONS_INIT {sizeof(wh_session_options), 1, 1, 1, NULL, NULL}
+#define WH_SESSION_OPTIONS_INIT {sizeof(wh_session_options), 1, 1, 1, NULL, NULL, WH_DEVICE_CPU, -1, WH_PRECISION_F32}
 
 WH_API wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *opts,
                                    wh_session **out);
@@ -372,6 +387,12 @@ typedef struct wh_memory_stats {
 #define WH_MEMORY_STATS_INIT {sizeof(wh_memory_stats), 0, 0, 0, 0, 0, 0, 0, 0}
 
 WH_API wh_status wh_session_memory(const wh_session *s, wh_memory_stats *out);
+
+/* Per-op timing: with on = 1, each later run times every node (waiting for the device after
+ * each, so runs are slower); 0 stops and clears. The report (freed with wh_free) lists op kinds by
+ * time: calls and milliseconds per run, share of the total. */
+WH_API wh_status wh_session_profile(wh_session *s, int on);
+WH_API wh_status wh_session_profile_report(const wh_session *s, char **out);
 
 /* ---------------------------------------------------------- serialization */
 

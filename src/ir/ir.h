@@ -137,6 +137,7 @@ typedef struct wh__op_def {
   /* FLOPs and bytes at a given batch size (for the cost model). */
   void (*cost)(const wh_graph *g, const wh__node *n, int64_t batch, wh__cost *c);
   wh__kernel_fn cpu;    /* one entry per backend */
+  wh__kernel_fn cuda;   /* NULL in builds without the CUDA backend */
   /* Inputs (bit i = input i) the output may overwrite when that input dies at this node and has
    * the output's size: every kernel of the op reads an element (or a row) before writing it. */
   unsigned inplace;

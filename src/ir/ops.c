@@ -6,6 +6,7 @@
 
 #include "../kernels/kernels.h"
 #include "ir.h"
+#include "wh_config.h"
 
 #define IN(i) (&g->values[n->in[i]])
 #define OPN (wh__ops[n->op].name)
@@ -872,8 +873,13 @@ static void co_attention(const wh_graph *g, const wh__node *n, int64_t batch, wh
 
 /* ------------------------------------------------------------ the table */
 
-#define ROW(nm, mi, ma, out, sh, gr, co, k) {nm, mi, ma, out, gr != NULL, sh, gr, co, wh__cpu_##k, 0}
-#define ROWI(nm, mi, ma, out, sh, gr, co, k, inp) {nm, mi, ma, out, gr != NULL, sh, gr, co, wh__cpu_##k, inp}
+#ifdef WH_HAVE_CUDA_KERNELS
+#define CUK(k) wh__cuk_##k
+#else
+#define CUK(k) NULL
+#endif
+#define ROW(nm, mi, ma, out, sh, gr, co, k) {nm, mi, ma, out, gr != NULL, sh, gr, co, wh__cpu_##k, CUK(k), 0}
+#define ROWI(nm, mi, ma, out, sh, gr, co, k, inp) {nm, mi, ma, out, gr != NULL, sh, gr, co, wh__cpu_##k, CUK(k), inp}
 #define NOGRAD NULL
 
 const wh__op_def wh__ops[WH_OP_COUNT] = {

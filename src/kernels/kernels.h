@@ -26,6 +26,7 @@ typedef struct wh__exec {
   size_t scratch_cap;
   char *err;          /* where a kernel writes a message when it fails */
   int err_cap;
+  struct wh__cuda *dev; /* the CUDA context of a device session (NULL on the CPU) */
 } wh__exec;
 
 /* A workspace of at least bytes, valid until the next call; NULL when out of memory. */
@@ -37,8 +38,11 @@ void wh__gemm(wh__pool *pool, int ta, int tb, int64_t m, int64_t n, int64_t k, f
 
 static inline float *wh__f32(const wh__tensor *t) { return (float *)t->data; }
 
-/* CPU kernels, one per op (src/kernels/cpu/). */
-#define WH__K(name) wh_status wh__cpu_##name(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out)
+/* Kernels, one per op and backend: wh__cpu_X (src/kernels/cpu/) and its CUDA twin wh__cuk_X
+ * (src/kernels/cuda/, in builds with the CUDA backend). */
+#define WH__K(name)                                                                                  \
+  wh_status wh__cpu_##name(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out); \
+  wh_status wh__cuk_##name(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out)
 WH__K(matmul);
 WH__K(binary);
 WH__K(scale);

@@ -34,8 +34,10 @@ const char *wh_build_info(void) {
          " mpi"
 #endif
 #endif
-#ifdef WH_HAVE_CUDA
-         " cuda-runtime(device buffers on MPI; CUDA kernels not built yet)"
+#if defined(WH_HAVE_CUDA_KERNELS)
+         " cuda(kernels sm_90, cuBLASLt; device buffers on MPI)"
+#elif defined(WH_HAVE_CUDA)
+         " cuda-runtime(device buffers on MPI; no CUDA kernels: nvcc not found)"
 #endif
 #ifdef WH_HAVE_NCCL
          " nccl"

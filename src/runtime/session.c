@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../comm/comm.h"
 #include "../ir/ir.h"
+#include "../kernels/cuda/cuda.h"
 #include "../kernels/kernels.h"
 #include "../planner/planner.h"
 #include "ctx.h"
@@ -14,6 +16,7 @@
 #include "program.h"
 #include "session.h"
 #include "strbuf.h"
+#include "wh_config.h"
 
 /* gradient fusion bucket of a data-parallel session */
 #define DP_BUCKET_BYTES ((size_t)4 << 20)
@@ -48,7 +51,26 @@ struct wh_session {
   int32_t *grad_of_param;      /* per value: the parameter it is the gradient of, or -1 */
   void **acc;                  /* per parameter gradient: accumulation over micro-batches */
   wh_fusion *fusion;
+  /* CUDA: parameters, state, constants, inputs and the arena live on the device; own[] and
+   * arena are device memory, host_feed[] the caller's buffers copied in at each run */
+  wh__cuda *dev;
+  int dev_index, precision;
+  const void **host_feed;
+  void **host_param;           /* per parameter: a host copy for serialization (device sessions) */
+  wh_request **dreq;           /* per gradient: its all-reduce (device data parallel) */
+  double *dloss;               /* device slot for the loss all-reduce over NCCL */
+  /* per-op timing (wh_session_profile) */
+  int prof;
+  int64_t prof_runs;
+  double prof_s[WH_OP_COUNT];
+  int64_t prof_calls[WH_OP_COUNT];
 };
+
+static double mono_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 /* ---- parameter initialisation: counter-based, so a seed gives the same values anywhere */
 
@@ -182,11 +204,33 @@ static wh_status plan(wh_session *s) {
     return WH_ERR_OUT_OF_MEMORY;
   }
   void *arena = NULL;
-  if (posix_memalign(&arena, WH_ALIGN, (size_t)(total ? total : WH_ALIGN)) != 0) {
-    free(size), free(off), free(first), free(last);
-    return WH_ERR_OUT_OF_MEMORY;
+  if (s->dev) {
+    /* the old arena first: device memory is the scarce one */
+    wh__cuda_free(s->dev, s->arena);
+    s->arena = NULL;
+    if (wh__cuda_alloc(s->dev, (size_t)(total ? total : WH_ALIGN), &arena) != WH_OK) {
+      free(size), free(off), free(first), free(last);
+      return WH_ERR_OUT_OF_MEMORY;
+    }
+    /* inputs get device buffers at the bound batch */
+    for (int v = 0; v < n; v++) {
+      if (pg->values[v].role != WH_ROLE_INPUT) continue;
+      wh__cuda_free(s->dev, s->own[v]);
+      s->own[v] = NULL;
+      s->host_feed[v] = NULL;
+      if (last[v] < 0 && !pg->values[v].keep) continue; /* nothing reads it */
+      if (wh__cuda_alloc(s->dev, (size_t)s->bytes[v], &s->own[v]) != WH_OK) {
+        free(size), free(off), free(first), free(last);
+        return WH_ERR_OUT_OF_MEMORY;
+      }
+    }
+  } else {
+    if (posix_memalign(&arena, WH_ALIGN, (size_t)(total ? total : WH_ALIGN)) != 0) {
+      free(size), free(off), free(first), free(last);
+      return WH_ERR_OUT_OF_MEMORY;
+    }
+    free(s->arena);
   }
-  free(s->arena);
   s->arena = arena;
   s->arena_bytes = total;
   for (int v = 0; v < n; v++) {
@@ -218,22 +262,88 @@ void wh_session_destroy(wh_session *s) {
   s->fusion = NULL;
   wh__program_free(&s->prog);
   if (s->froze && s->g->frozen > 0) s->g->frozen--;
+  if (s->dreq)
+    for (int v = 0; v < s->n; v++)
+      if (s->dreq[v]) wh_request_wait(s->dreq[v]); /* bounded by the comm's deadline */
+  free(s->dreq);
   if (s->own)
-    for (int v = 0; v < s->n; v++) free(s->own[v]);
+    for (int v = 0; v < s->n; v++) {
+      if (!s->dev) free(s->own[v]);
+      else wh__cuda_free(s->dev, s->own[v]);
+    }
   free(s->own);
+  if (s->host_param)
+    for (int v = 0; v < s->n; v++) free(s->host_param[v]);
+  free(s->host_param);
+  free(s->host_feed);
   free(s->ptr);
   free(s->bytes);
   free(s->alias);
   free(s->stamp);
-  free(s->arena);
+  if (s->dev) wh__cuda_free(s->dev, s->arena);
+  else free(s->arena);
   free(s->ex.scratch);
   if (s->acc)
-    for (int v = 0; v < s->n; v++) free(s->acc[v]);
+    for (int v = 0; v < s->n; v++) {
+      if (!s->dev) free(s->acc[v]);
+      else wh__cuda_free(s->dev, s->acc[v]);
+    }
   free(s->acc);
   free(s->global_feed);
   free(s->row_bytes);
   free(s->grad_of_param);
+  if (s->dev) wh__cuda_free(s->dev, s->dloss);
+  wh__cuda_close(s->dev);
   free(s);
+}
+
+int wh_cuda_device_count(void) { return wh__cuda_device_count(); }
+
+/* Open the session's CUDA device: the index asked for, else the communicator's local rank. */
+static wh_status open_device(wh_session *s, const wh_session_options *o) {
+  if (o->device == WH_DEVICE_CPU) return WH_OK;
+  if (o->device != WH_DEVICE_CUDA) {
+    wh__ctx_set_error(s->ctx, "wh_session_create: unknown device kind %d", (int)o->device);
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  if ((unsigned)o->precision > WH_PRECISION_BF16) {
+    wh__ctx_set_error(s->ctx, "wh_session_create: unknown precision %d", (int)o->precision);
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  int count = wh__cuda_device_count(), idx = o->device_index;
+  if (idx < 0) idx = count > 0 ? (o->comm ? wh_comm_local_rank(o->comm) : 0) % count : 0;
+  char err[512];
+  s->dev_index = idx;
+  s->precision = (int)o->precision;
+  wh_status st = wh__cuda_open(idx, (int)o->precision, &s->dev, err, sizeof err);
+  if (st != WH_OK) wh__ctx_set_error(s->ctx, "wh_session_create: %s", err);
+  return st;
+}
+
+/* Move parameters, optimizer state and constants (initialised on the host) to the device. */
+static wh_status to_device(wh_session *s) {
+  for (int v = 0; v < s->n; v++) {
+    const wh__value *val = &s->prog.values[v];
+    if (val->role != WH_ROLE_PARAM && val->role != WH_ROLE_STATE && val->role != WH_ROLE_CONST) continue;
+    size_t bytes = (size_t)wh__numel(&val->shape, 1) * wh__dtype_size(val->dtype);
+    const void *host = s->ptr[v];
+    void *d = NULL;
+    if (wh__cuda_alloc(s->dev, bytes, &d) != WH_OK) {
+      wh__ctx_set_error(s->ctx, "wh_session_create: '%s' on the device: %s", val->name ? val->name : "",
+                        wh__cuda_error(s->dev));
+      return WH_ERR_OUT_OF_MEMORY;
+    }
+    wh_status st = host ? wh__cuda_copy(s->dev, d, host, bytes, WH__H2D) : wh__cuda_zero(s->dev, d, bytes);
+    if (val->role != WH_ROLE_CONST) free(s->own[v]);
+    s->own[v] = d;
+    s->ptr[v] = d;
+    if (st != WH_OK) {
+      wh__ctx_set_error(s->ctx, "wh_session_create: '%s' to the device: %s", val->name ? val->name : "",
+                        wh__cuda_error(s->dev));
+      return st;
+    }
+  }
+  return WH_OK;
 }
 
 wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *opts, wh_session **out) {
@@ -308,7 +418,9 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
   s->ex.pool = ctx->pool;
   s->ex.err = s->kerr;
   s->ex.err_cap = sizeof s->kerr;
-  if (!s->ptr || !s->own || !s->bytes || !s->alias || !s->stamp) {
+  s->host_feed = calloc(n, sizeof(void *));
+  s->host_param = calloc(n, sizeof(void *));
+  if (!s->ptr || !s->own || !s->bytes || !s->alias || !s->stamp || !s->host_feed || !s->host_param) {
     wh_session_destroy(s);
     wh__ctx_set_error(ctx, "wh_session_create: out of memory");
     return WH_ERR_OUT_OF_MEMORY;
@@ -333,11 +445,34 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
       s->ptr[v] = s->own[v];
     }
   }
-  wh_status st = plan(s);
+  wh_status st = open_device(s, &o);
+  if (st == WH_OK && s->dev) {
+    s->ex.dev = s->dev;
+    st = to_device(s);
+  }
   if (st != WH_OK) {
     wh_session_destroy(s);
-    wh__ctx_set_error(ctx, "wh_session_create: out of memory planning intermediates");
     return st;
+  }
+  st = plan(s);
+  if (st != WH_OK) {
+    if (s->dev)
+      wh__ctx_set_error(ctx, "wh_session_create: device memory for intermediates (%lld-byte arena): %s",
+                        (long long)s->arena_bytes, wh__cuda_error(s->dev));
+    else
+      wh__ctx_set_error(ctx, "wh_session_create: out of memory planning intermediates");
+    wh_session_destroy(s);
+    return st;
+  }
+  if (o.plan && wh_comm_backend_of(o.comm) == WH_COMM_NCCL &&
+      (!s->dev || wh__cuda_alloc(s->dev, sizeof(double), (void **)&s->dloss) != WH_OK)) {
+    wh__ctx_set_error(ctx, s->dev ? "wh_session_create: device memory for the loss all-reduce: %s"
+                                  : "wh_session_create: an NCCL communicator reduces device memory: run the session on "
+                                    "CUDA (so.device = WH_DEVICE_CUDA) or use an MPI communicator%s",
+                      s->dev ? wh__cuda_error(s->dev) : "");
+    wh_status e = s->dev ? WH_ERR_OUT_OF_MEMORY : WH_ERR_INVALID_ARGUMENT;
+    wh_session_destroy(s);
+    return e;
   }
   if (o.plan) {
     s->dist = 1;
@@ -378,15 +513,19 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
       if (g->values[v].role == WH_ROLE_PARAM && g->grad[v] >= 0 && !persistent(g->values[g->grad[v]].role) &&
           s->grad_of_param[g->grad[v]] < 0) {
         s->grad_of_param[g->grad[v]] = v;
-        if (!(s->acc[g->grad[v]] = malloc((size_t)s->bytes[g->grad[v]] + 1))) {
+        if (s->dev ? wh__cuda_alloc(s->dev, (size_t)s->bytes[g->grad[v]] + 1, &s->acc[g->grad[v]]) != WH_OK
+                   : !(s->acc[g->grad[v]] = malloc((size_t)s->bytes[g->grad[v]] + 1))) {
           wh_session_destroy(s);
           wh__ctx_set_error(ctx, "wh_session_create: out of memory for gradient accumulation");
           return WH_ERR_OUT_OF_MEMORY;
         }
       }
-    if ((st = wh_fusion_create(s->comm, DP_BUCKET_BYTES, WH_F32, WH_REDUCE_SUM, &s->fusion)) != WH_OK) {
+    /* on a device each gradient is all-reduced in place where it accumulates (NCCL reads device
+     * memory; the MPI backend stages it through the host); on the host, buckets pack them */
+    if (s->dev ? !(s->dreq = calloc(n, sizeof(wh_request *)))
+               : (st = wh_fusion_create(s->comm, DP_BUCKET_BYTES, WH_F32, WH_REDUCE_SUM, &s->fusion)) != WH_OK) {
       wh_session_destroy(s);
-      return st;
+      return s->dev ? WH_ERR_OUT_OF_MEMORY : st;
     }
   }
   g->frozen++;
@@ -427,7 +566,7 @@ wh_status wh_session_feed(wh_session *s, wh_value v, const void *data, size_t by
                   wh_value_name(s->g, v), (long long)s->global_batch, (long long)(s->row_bytes[v] * s->global_batch),
                   bytes);
     s->global_feed[v] = data;
-    s->ptr[v] = (void *)data; /* marks it fed; each micro-batch points at its rows */
+    s->ptr[v] = s->dev ? s->own[v] : (void *)data; /* marks it fed; each micro-batch points at its rows */
     return WH_OK;
   }
   if ((int64_t)bytes != s->bytes[v]) {
@@ -435,6 +574,12 @@ wh_status wh_session_feed(wh_session *s, wh_value v, const void *data, size_t by
     return fail(s, WH_ERR_SHAPE, "wh_session_feed: input '%s' %s%s at batch %lld is %lld bytes, got %zu",
                 wh_value_name(s->g, v), wh__dtype_name(s->g->values[v].dtype),
                 wh__shape_str(&s->g->values[v].shape, b, sizeof b), (long long)s->batch, (long long)s->bytes[v], bytes);
+  }
+  if (s->dev) {
+    if (!s->own[v]) return WH_OK; /* nothing reads it */
+    s->host_feed[v] = data;        /* copied in at each run */
+    s->ptr[v] = s->own[v];
+    return WH_OK;
   }
   s->ptr[v] = (void *)data;
   return WH_OK;
@@ -477,7 +622,16 @@ static wh_status run_node(wh_session *s, int i) {
     tensor_of(s, n->out, &out);
   }
   s->kerr[0] = 0;
-  wh_status st = wh__ops[n->op].cpu(&s->ex, n, inp, n->out >= 0 ? &out : NULL);
+  wh__kernel_fn k = s->dev ? wh__ops[n->op].cuda : wh__ops[n->op].cpu;
+  wh_status st = WH_ERR_UNSUPPORTED;
+  double t0 = s->prof ? mono_s() : 0;
+  if (k) st = k(&s->ex, n, inp, n->out >= 0 ? &out : NULL);
+  else snprintf(s->kerr, sizeof s->kerr, "no kernel for this op on %s", s->dev ? "CUDA" : "the CPU");
+  if (s->prof && st == WH_OK) {
+    if (s->dev && (st = wh__cuda_sync(s->dev)) != WH_OK) snprintf(s->kerr, sizeof s->kerr, "%s", wh__cuda_error(s->dev));
+    s->prof_s[n->op] += mono_s() - t0;
+    s->prof_calls[n->op]++;
+  }
   free(heap);
   if (st != WH_OK) {
     char b[160];
@@ -502,6 +656,20 @@ static void axpy_scale(float *acc, const float *g, int64_t n, float w, int first
  * gradient, weighted by share / global batch (the loss is a per-sample mean), is accumulated and,
  * in the last micro-batch, handed to gradient fusion the moment backward produces it, so its
  * all-reduce overlaps the rest of backward. Then the global loss, then the update. */
+static wh_status dev_fail(wh_session *s, wh_status st, const char *what) {
+  return fail(s, st, "wh_session_run: %s: %s", what, wh__cuda_error(s->dev));
+}
+
+/* Device data parallel: start the all-reduce of a finished gradient accumulation (the comm's
+ * operations do not wait for the session's stream, so the stream is drained first). */
+static wh_status dev_allreduce(wh_session *s, int32_t v, int64_t cnt) {
+  wh_status st = wh__cuda_sync(s->dev);
+  if (st != WH_OK) return dev_fail(s, st, "before a gradient all-reduce");
+  st = wh_comm_iallreduce(s->comm, NULL, s->acc[v], (size_t)cnt, WH_F32, WH_REDUCE_SUM, &s->dreq[v]);
+  if (st != WH_OK) return fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
+  return WH_OK;
+}
+
 static wh_status run_dist(wh_session *s, wh_run_mode mode) {
   const wh__program *pg = &s->prog;
   wh_graph *g = s->g;
@@ -511,8 +679,16 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
   for (int k = 0; k < s->m; k++) {
     int last = k == s->m - 1;
     s->ex.row0 = (int64_t)k * s->mb + s->offset;
-    for (int v = 0; v < g->n_values && active; v++)
-      if (s->global_feed[v]) s->ptr[v] = (char *)s->global_feed[v] + s->ex.row0 * s->row_bytes[v];
+    for (int v = 0; v < g->n_values && active; v++) {
+      if (!s->global_feed[v]) continue;
+      const char *rows = (const char *)s->global_feed[v] + s->ex.row0 * s->row_bytes[v];
+      if (!s->dev) {
+        s->ptr[v] = (void *)rows;
+        continue;
+      }
+      wh_status st = wh__cuda_copy(s->dev, s->own[v], rows, (size_t)(s->share * s->row_bytes[v]), WH__H2D);
+      if (st != WH_OK) return dev_fail(s, st, "feeding the device");
+    }
     for (int i = 0; i < pg->n_nodes; i++) {
       const wh__node *n = &pg->nodes[i];
       if (n->phase == WH_PHASE_UPDATE || (mode == WH_RUN_EVAL && n->phase != WH_PHASE_FORWARD)) continue;
@@ -526,36 +702,74 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
       float *acc = s->acc[out];
       if (active) {
         if (!s->ptr[out]) s->ptr[out] = s->ptr[root_of(s, out)];
-        axpy_scale(acc, (const float *)s->ptr[out], cnt, w, k == 0);
+        if (!s->dev) axpy_scale(acc, (const float *)s->ptr[out], cnt, w, k == 0);
+        else if (wh__cuda_axpy(s->dev, acc, (const float *)s->ptr[out], cnt, w, k == 0) != WH_OK)
+          return dev_fail(s, WH_ERR_INTERNAL, "gradient accumulation");
       } else if (k == 0) {
-        memset(acc, 0, (size_t)s->bytes[out]); /* a replica without samples adds nothing */
+        /* a replica without samples adds nothing */
+        if (!s->dev) memset(acc, 0, (size_t)s->bytes[out]);
+        else if (wh__cuda_zero(s->dev, acc, (size_t)s->bytes[out]) != WH_OK)
+          return dev_fail(s, WH_ERR_INTERNAL, "gradient accumulation");
+      }
+      if (s->dev) {
+        if (last && cnt > 0) {
+          wh_status st = dev_allreduce(s, out, cnt);
+          if (st != WH_OK) return st;
+        }
+        continue;
       }
       wh_status st = last ? wh_fusion_add(s->fusion, acc, (size_t)cnt) : wh_fusion_poll(s->fusion);
       if (st != WH_OK) return fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
     }
     if (active) {
       float l;
-      memcpy(&l, s->ptr[g->loss], sizeof l);
+      if (!s->dev) memcpy(&l, s->ptr[g->loss], sizeof l);
+      else if (wh__cuda_copy(s->dev, &l, s->ptr[g->loss], sizeof l, WH__D2H) != WH_OK)
+        return dev_fail(s, WH_ERR_INTERNAL, "reading the loss");
       loss_acc += (double)w * (double)l;
     }
   }
   if (mode != WH_RUN_EVAL) {
-    wh_status st = wh_fusion_wait(s->fusion);
+    wh_status st = WH_OK;
+    if (!s->dev) {
+      st = wh_fusion_wait(s->fusion);
+    } else {
+      for (int v = 0; v < s->n; v++)
+        if (s->dreq[v]) {
+          wh_status sv = wh_request_wait(s->dreq[v]);
+          s->dreq[v] = NULL;
+          if (st == WH_OK) st = sv;
+        }
+    }
     if (st != WH_OK) return fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
     for (int v = 0; v < s->n; v++)
       if (s->grad_of_param[v] >= 0) {
         if (!s->ptr[v]) s->ptr[v] = s->ptr[root_of(s, v)];
-        memcpy(s->ptr[v], s->acc[v], (size_t)s->bytes[v]);
+        if (!s->dev) memcpy(s->ptr[v], s->acc[v], (size_t)s->bytes[v]);
+        else if ((st = wh__cuda_copy(s->dev, s->ptr[v], s->acc[v], (size_t)s->bytes[v], WH__D2D)) != WH_OK)
+          return dev_fail(s, st, "gradient copy");
         s->stamp[v] = s->runs;
       }
   }
   /* the global mean loss, on every rank */
   double gl = loss_acc;
-  wh_status st = wh_comm_allreduce(s->comm, NULL, &gl, 1, WH_F64, WH_REDUCE_SUM);
-  if (st != WH_OK) return fail(s, st, "wh_session_run: loss all-reduce: %s", wh_last_error(s->ctx));
+  wh_status st;
+  if (s->dloss) { /* NCCL: through device memory */
+    if ((st = wh__cuda_copy(s->dev, s->dloss, &gl, sizeof gl, WH__H2D)) != WH_OK ||
+        (st = wh__cuda_sync(s->dev)) != WH_OK)
+      return dev_fail(s, st, "the loss all-reduce");
+    if ((st = wh_comm_allreduce(s->comm, NULL, s->dloss, 1, WH_F64, WH_REDUCE_SUM)) != WH_OK)
+      return fail(s, st, "wh_session_run: loss all-reduce: %s", wh_last_error(s->ctx));
+    if ((st = wh__cuda_copy(s->dev, &gl, s->dloss, sizeof gl, WH__D2H)) != WH_OK)
+      return dev_fail(s, st, "the loss all-reduce");
+  } else if ((st = wh_comm_allreduce(s->comm, NULL, &gl, 1, WH_F64, WH_REDUCE_SUM)) != WH_OK) {
+    return fail(s, st, "wh_session_run: loss all-reduce: %s", wh_last_error(s->ctx));
+  }
   float glf = (float)gl;
   if (!s->ptr[g->loss]) s->ptr[g->loss] = s->ptr[root_of(s, g->loss)];
-  memcpy(s->ptr[g->loss], &glf, sizeof glf);
+  if (!s->dev) memcpy(s->ptr[g->loss], &glf, sizeof glf);
+  else if ((st = wh__cuda_copy(s->dev, s->ptr[g->loss], &glf, sizeof glf, WH__H2D)) != WH_OK)
+    return dev_fail(s, st, "writing the loss");
   s->stamp[g->loss] = s->runs;
   if (mode == WH_RUN_TRAIN)
     for (int i = 0; i < pg->n_nodes; i++) {
@@ -596,13 +810,67 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
     wh_status st = run_dist(s, mode);
     if (st != WH_OK) return st;
   } else {
+    for (int v = 0; s->dev && v < g->n_values; v++) {
+      if (!s->host_feed[v]) continue;
+      wh_status st = wh__cuda_copy(s->dev, s->own[v], s->host_feed[v], (size_t)s->bytes[v], WH__H2D);
+      if (st != WH_OK) return dev_fail(s, st, "feeding the device");
+    }
     for (int i = 0; i < pg->n_nodes; i++) {
       if (!runs_in(&pg->nodes[i], mode)) continue;
       wh_status st = run_node(s, i);
       if (st != WH_OK) return st;
     }
   }
+  if (s->dev) { /* kernels run asynchronously: their failures surface here */
+    wh_status st = wh__cuda_sync(s->dev);
+    if (st != WH_OK) return dev_fail(s, st, "device");
+  }
   if (mode == WH_RUN_TRAIN) s->steps++;
+  if (s->prof) s->prof_runs++;
+  return WH_OK;
+}
+
+wh_status wh_session_profile(wh_session *s, int on) {
+  if (!s) return WH_ERR_INVALID_ARGUMENT;
+  s->prof = on != 0;
+  s->prof_runs = 0;
+  memset(s->prof_s, 0, sizeof s->prof_s);
+  memset(s->prof_calls, 0, sizeof s->prof_calls);
+  return WH_OK;
+}
+
+wh_status wh_session_profile_report(const wh_session *s, char **out) {
+  if (out) *out = NULL;
+  if (!s || !out) return WH_ERR_INVALID_ARGUMENT;
+  if (!s->prof_runs) {
+    wh__ctx_set_error(s->ctx, "wh_session_profile_report: no run was profiled (wh_session_profile(s, 1) first)");
+    return WH_ERR_STATE;
+  }
+  int order[WH_OP_COUNT], n = 0;
+  double total = 0;
+  for (int i = 0; i < WH_OP_COUNT; i++)
+    if (s->prof_calls[i]) order[n++] = i, total += s->prof_s[i];
+  for (int i = 1; i < n; i++) /* by time, largest first */
+    for (int j = i; j > 0 && s->prof_s[order[j]] > s->prof_s[order[j - 1]]; j--) {
+      int t = order[j];
+      order[j] = order[j - 1], order[j - 1] = t;
+    }
+  double r = (double)s->prof_runs;
+  wh__sb b = {0};
+  wh__sb_printf(&b, "profile: %lld run%s on %s, %.3f ms per run in kernels (each node timed alone)\n",
+                (long long)s->prof_runs, s->prof_runs == 1 ? "" : "s", s->dev ? "CUDA" : "the CPU", 1e3 * total / r);
+  wh__sb_printf(&b, "  %-22s %8s %10s %7s\n", "op", "calls", "ms", "share");
+  for (int k = 0; k < n; k++) {
+    int i = order[k];
+    wh__sb_printf(&b, "  %-22s %8.1f %10.3f %6.1f%%\n", wh__ops[i].name, (double)s->prof_calls[i] / r,
+                  1e3 * s->prof_s[i] / r, total > 0 ? 100.0 * s->prof_s[i] / total : 0.0);
+  }
+  if (b.oom) {
+    free(b.s);
+    wh__ctx_set_error(s->ctx, "wh_session_profile_report: out of memory");
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  *out = b.s;
   return WH_OK;
 }
 
@@ -614,8 +882,18 @@ static wh_status copy_out(wh_session *s, const char *who, wh_value v, void *out,
   if ((int64_t)bytes != s->bytes[v])
     return fail(s, WH_ERR_SHAPE, "%s: value %d '%s' is %lld bytes at batch %lld, buffer is %zu", who, (int)v,
                 wh_value_name(s->g, v), (long long)s->bytes[v], (long long)s->batch, bytes);
-  memcpy(out, s->ptr[v], bytes);
-  return WH_OK;
+  if (!s->dev) {
+    memcpy(out, s->ptr[v], bytes);
+    return WH_OK;
+  }
+  if (s->g->values[v].role == WH_ROLE_INPUT) { /* the caller's own buffer */
+    const void *h = s->dist ? s->global_feed[v] : s->host_feed[v];
+    if (h) memcpy(out, h, bytes);
+    return WH_OK;
+  }
+  if (!s->ptr[v]) s->ptr[v] = s->ptr[root_of(s, v)];
+  wh_status st = wh__cuda_copy(s->dev, out, s->ptr[v], bytes, WH__D2H);
+  return st == WH_OK ? WH_OK : fail(s, st, "%s: %s", who, wh__cuda_error(s->dev));
 }
 
 wh_status wh_session_fetch(wh_session *s, wh_value v, void *out, size_t bytes) {
@@ -651,8 +929,12 @@ wh_status wh_session_set_param(wh_session *s, wh_value p, const void *data, size
   if ((int64_t)bytes != s->bytes[p])
     return fail(s, WH_ERR_SHAPE, "wh_session_set_param: '%s' is %lld bytes, got %zu", wh_value_name(s->g, p),
                 (long long)s->bytes[p], bytes);
-  memcpy(s->ptr[p], data, bytes);
-  return WH_OK;
+  if (!s->dev) {
+    memcpy(s->ptr[p], data, bytes);
+    return WH_OK;
+  }
+  wh_status st = wh__cuda_copy(s->dev, s->ptr[p], data, bytes, WH__H2D);
+  return st == WH_OK ? WH_OK : fail(s, st, "wh_session_set_param: %s", wh__cuda_error(s->dev));
 }
 
 int64_t wh_session_steps(const wh_session *s) { return s ? s->steps : 0; }
@@ -681,7 +963,12 @@ wh_graph *wh__session_graph(const wh_session *s) { return s ? s->g : NULL; }
 
 const void *wh__session_param_data(const wh_session *s, wh_value p) {
   if (!s || !wh__valid_value(s->g, p) || s->g->values[p].role != WH_ROLE_PARAM) return NULL;
-  return s->ptr[p];
+  if (!s->dev) return s->ptr[p];
+  /* a device session's parameter: a host copy, refreshed at each call */
+  wh_session *m = (wh_session *)s;
+  if (!m->host_param[p] && !(m->host_param[p] = malloc((size_t)s->bytes[p] + 1))) return NULL;
+  if (wh__cuda_copy(s->dev, m->host_param[p], s->ptr[p], (size_t)s->bytes[p], WH__D2H) != WH_OK) return NULL;
+  return m->host_param[p];
 }
 
 /* ---- inspection: this rank's program as it runs */
@@ -713,20 +1000,20 @@ static void sb_val(wh__sb *b, const wh_session *s, int32_t v, int dot) {
  * next would overflow). bucket[i] is the bucket of node i's gradient output, or -1. */
 static int dp_buckets(const wh_session *s, int *bucket, int64_t *bucket_bytes) {
   int nb = 0, cur = -1;
-  int64_t used = 0;
+  int64_t used = 0, cap = s->dev ? 1 : (int64_t)DP_BUCKET_BYTES; /* a device session: one each */
   for (int i = 0; i < s->prog.n_nodes; i++) {
     const wh__node *n = &s->prog.nodes[i];
     bucket[i] = -1;
     if (n->phase == WH_PHASE_UPDATE || n->out < 0 || s->grad_of_param[n->out] < 0) continue;
     int64_t by = s->bytes[n->out];
     if (by == 0) continue;
-    if (by >= (int64_t)DP_BUCKET_BYTES) {
+    if (by >= cap) {
       cur = -1;
       bucket_bytes[nb] = by;
       bucket[i] = nb++;
       continue;
     }
-    if (cur >= 0 && used + by > (int64_t)DP_BUCKET_BYTES) cur = -1;
+    if (cur >= 0 && used + by > cap) cur = -1;
     if (cur < 0) {
       cur = nb++;
       used = 0;
@@ -735,7 +1022,7 @@ static int dp_buckets(const wh_session *s, int *bucket, int64_t *bucket_bytes) {
     used += by;
     bucket_bytes[cur] += by;
     bucket[i] = cur;
-    if (used == (int64_t)DP_BUCKET_BYTES) cur = -1;
+    if (used == cap) cur = -1;
   }
   return nb;
 }
@@ -756,6 +1043,10 @@ static void dump_text(wh__sb *b, const wh_session *s, const int *bucket, const i
                   (long long)s->global_batch);
   else
     wh__sb_printf(b, "single process, batch %lld\n", (long long)s->batch);
+  if (s->dev)
+    wh__sb_printf(b, "device: CUDA %d, matrix products in %s\n", s->dev_index,
+                  s->precision == WH_PRECISION_BF16 ? "bf16 (fp32 accumulation)"
+                  : s->precision == WH_PRECISION_TF32 ? "tf32 (fp32 accumulation)" : "fp32");
   wh__sb_printf(b, "program: %d nodes (%d recomputed, marked '), arena %lld bytes, shapes at batch %lld\n", pg->n_nodes,
                 pg->n_recomputed, (long long)s->arena_bytes, (long long)s->batch);
   for (int i = 0; i < pg->n_nodes; i++) {

@@ -127,6 +127,21 @@ static void test_session_errors(wh_ctx *ctx) {
              has(wh_last_error(ctx), "wh_session_create: options struct_size"),
          "session options of another size: %s", wh_last_error(ctx));
   so.struct_size = sizeof so;
+  /* devices: an unknown kind or precision is refused; CUDA without a GPU says why */
+  so.device = (wh_device_kind)9;
+  EXPECT(wh_session_create(ctx, g, &so, &s) == WH_ERR_INVALID_ARGUMENT && s == NULL &&
+             has(wh_last_error(ctx), "unknown device kind 9"),
+         "device kind 9: %s", wh_last_error(ctx));
+  so.device = WH_DEVICE_CUDA;
+  so.precision = (wh_precision)5;
+  EXPECT(wh_session_create(ctx, g, &so, &s) == WH_ERR_INVALID_ARGUMENT && s == NULL &&
+             has(wh_last_error(ctx), "unknown precision 5"),
+         "precision 5: %s", wh_last_error(ctx));
+  so.precision = WH_PRECISION_BF16;
+  if (wh_cuda_device_count() == 0)
+    EXPECT(wh_session_create(ctx, g, &so, &s) == WH_ERR_UNSUPPORTED && s == NULL && has(wh_last_error(ctx), "CUDA"),
+           "CUDA session without a GPU: %s", wh_last_error(ctx));
+  so.device = WH_DEVICE_CPU;
   EXPECT(wh_session_create(ctx, g, &so, &s) == WH_OK, "session: %s", wh_last_error(ctx));
   /* frozen while the session lives */
   EXPECT(wh_relu(g, x) == WH_NONE && wh_graph_status(g) == WH_OK && has(wh_last_error(ctx), "frozen"),

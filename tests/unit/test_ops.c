@@ -1062,6 +1062,8 @@ static const tcase CASES[] = {
     ATT("sym_t1_c4_h2", 3, 1, 4, 2, 0), ATT("sym_t7_c32_h4", 3, 7, 32, 4, 0), ATT("sym_t16_c12_h2", 3, 16, 12, 2, 0),
     ATT("sym_rank4_t7_c4_h2", 4, 7, 4, 2, 0), ATT("sym_rank4_t2_c12_h1", 4, 2, 12, 1, 0),
     ATT("big_t32_c32_h4", 5, 32, 32, 4, F_FD_SUBSET),
+    /* several 64-row tiles, the last one partial, at head sizes 64 and 32 (the CUDA flash path) */
+    ATT("t100_c128_h2", 0, 100, 128, 2, F_FD_SUBSET), ATT("t130_c64_h2", 0, 130, 64, 2, F_FD_SUBSET),
 };
 #define N_CASES ((int)(sizeof CASES / sizeof CASES[0]))
 
@@ -1420,7 +1422,9 @@ out:
 
 /* One GRAD run of the case in ctx (same data as run_case): y then every parameter's gradient,
  * concatenated into a malloc'd buffer of *n floats. NULL after a failure (already reported). */
-static float *grad_snapshot(const tcase *c, wh_ctx *ctx, int64_t *n) {
+#define MAX_SEGS 32
+static wh_precision DEV_PREC = WH_PRECISION_F32; /* of CUDA sessions (TEST_OPS_PRECISION) */
+static float *grad_snapshot(const tcase *c, wh_ctx *ctx, wh_device_kind dev, int64_t *n, int64_t *seg, int *nseg) {
   wh_ctx *saved = CTX;
   CTX = ctx; /* build_graph and fail_status use CTX */
   run_state rs;
@@ -1438,6 +1442,8 @@ static float *grad_snapshot(const tcase *c, wh_ctx *ctx, int64_t *n) {
   rs.t.batch = sym ? 3 : 1;
   wh_session_options so = WH_SESSION_OPTIONS_INIT;
   so.batch = rs.t.batch;
+  so.device = dev;
+  so.precision = dev == WH_DEVICE_CUDA ? DEV_PREC : WH_PRECISION_F32;
   if ((st = wh_session_create(CTX, rs.t.g, &so, &s)) != WH_OK) {
     fail_status(c->name, "threads: session_create", st);
     goto out;
@@ -1452,6 +1458,8 @@ static float *grad_snapshot(const tcase *c, wh_ctx *ctx, int64_t *n) {
     if (rs.t.L[i].param) total += leaf_bytes(&rs.t.L[i]);
   buf = xmalloc(total);
   size_t off = wh_session_bytes(s, rs.y);
+  int ns = 0;
+  seg[ns++] = (int64_t)(off / sizeof(float));
   if ((st = wh_session_fetch(s, rs.y, buf, off)) != WH_OK) {
     fail_status(c->name, "threads: fetch y", st);
     free(buf), buf = NULL;
@@ -1466,7 +1474,10 @@ static float *grad_snapshot(const tcase *c, wh_ctx *ctx, int64_t *n) {
       goto out;
     }
     off += leaf_bytes(L);
+    if (ns < MAX_SEGS) seg[ns++] = (int64_t)(off / sizeof(float));
   }
+  seg[ns - 1] = (int64_t)(off / sizeof(float));
+  *nseg = ns;
   *n = (int64_t)(total / sizeof(float));
 out:
   wh_session_destroy(s);
@@ -1479,13 +1490,42 @@ out:
 
 /* Kernels split work by output element: results must not depend on the thread count. */
 static void thread_parity(const tcase *c, wh_ctx *ctx_par) {
-  int64_t n1 = 0, n2 = 0;
-  float *a = grad_snapshot(c, CTX, &n1), *b = a ? grad_snapshot(c, ctx_par, &n2) : NULL;
+  int64_t n1 = 0, n2 = 0, seg[MAX_SEGS];
+  int ns = 0;
+  float *a = grad_snapshot(c, CTX, WH_DEVICE_CPU, &n1, seg, &ns);
+  float *b = a ? grad_snapshot(c, ctx_par, WH_DEVICE_CPU, &n2, seg, &ns) : NULL;
   if (a && b) {
     int64_t diff = 0;
     for (int64_t i = 0; i < n1 && n1 == n2; i++) diff += memcmp(&a[i], &b[i], sizeof(float)) != 0;
     check(n1 == n2 && diff == 0, c->name, "threads %d vs %d: y and gradients bitwise identical (%lld of %lld differ)",
           wh_ctx_threads(CTX), wh_ctx_threads(ctx_par), (long long)diff, (long long)n1);
+  }
+  free(a);
+  free(b);
+}
+
+/* The CUDA backend against the CPU one: y and each gradient, by ||gpu - cpu|| / ||cpu|| (fp32). */
+static void device_parity(const tcase *c) {
+  int64_t n1 = 0, n2 = 0, s1[MAX_SEGS], s2[MAX_SEGS];
+  int ns1 = 0, ns2 = 0;
+  float *a = grad_snapshot(c, CTX, WH_DEVICE_CPU, &n1, s1, &ns1);
+  float *b = a ? grad_snapshot(c, CTX, WH_DEVICE_CUDA, &n2, s2, &ns2) : NULL;
+  if (a && b) {
+    double worst = 0;
+    int bad = n1 != n2 || ns1 != ns2, nan = 0;
+    for (int k = 0, lo = 0; !bad && k < ns1; lo = (int)s1[k++]) {
+      double dd = 0, rr = 0;
+      for (int64_t i = lo; i < s1[k]; i++) {
+        double d = (double)b[i] - (double)a[i];
+        nan |= b[i] != b[i];
+        dd += d * d, rr += (double)a[i] * a[i];
+      }
+      double rel = rr > 0 ? sqrt(dd / rr) : sqrt(dd);
+      if (rel > worst) worst = rel;
+    }
+    double tol = getenv("TEST_OPS_TOL") ? atof(getenv("TEST_OPS_TOL")) : 1e-5;
+    check(!bad && !nan && worst <= tol, c->name, "cuda vs cpu: y and %d gradient(s), worst ||d||/||ref|| %.2e (<= %.0e)%s",
+          ns1 - 1, worst, tol, nan ? ", NaN" : "");
   }
   free(a);
   free(b);
@@ -1721,8 +1761,35 @@ static void error_case(const ecase *e) {
 
 /* ---------------------------------------------------------------- main */
 
+/* TEST_OPS_DEVICE=cuda: every table case once on each backend, compared (exit 77 without a GPU). */
+static int device_main(const char *filter) {
+  if (wh_cuda_device_count() < 1) {
+    printf("# no CUDA device (or a build without the CUDA backend): skipped\n");
+    return 77;
+  }
+  wh_ctx_options co = WH_CTX_OPTIONS_INIT;
+  co.num_threads = 1;
+  wh_status st = wh_ctx_create(&CTX, &co);
+  if (st != WH_OK) {
+    printf("FAIL ctx_create: %s\nops: 0 passed, 1 failed\n", wh_status_str(st));
+    return 1;
+  }
+  const char *prec = getenv("TEST_OPS_PRECISION");
+  if (prec && !strcmp(prec, "bf16")) DEV_PREC = WH_PRECISION_BF16;
+  if (prec && !strcmp(prec, "tf32")) DEV_PREC = WH_PRECISION_TF32;
+  printf("# libwhale %s, %s: CUDA (%s) against CPU, %d table cases\n", wh_version(), wh_build_info(),
+         DEV_PREC == WH_PRECISION_BF16 ? "bf16" : DEV_PREC == WH_PRECISION_TF32 ? "tf32" : "fp32", N_CASES);
+  for (int i = 0; i < N_CASES; i++)
+    if (!filter || strstr(CASES[i].name, filter)) device_parity(&CASES[i]);
+  wh_ctx_destroy(CTX);
+  printf("ops: %d passed, %d failed\n", n_pass, n_fail);
+  return n_fail ? 1 : 0;
+}
+
 int main(void) {
   const char *th = getenv("TEST_OPS_THREADS"), *filter = getenv("TEST_OPS_FILTER");
+  const char *dev = getenv("TEST_OPS_DEVICE");
+  if (dev && strcmp(dev, "cuda") == 0) return device_main(filter);
   wh_ctx_options co = WH_CTX_OPTIONS_INIT;
   co.num_threads = th ? atoi(th) : 1;
   wh_status st = wh_ctx_create(&CTX, &co);
