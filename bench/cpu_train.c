@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "gpt2.h"
 #include "whale.h"
 
 #define DIMS(...) (int64_t[]){__VA_ARGS__}
@@ -50,23 +51,6 @@ static double median(double *v, int n) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static wh_value linear(wh_graph *g, wh_value x, const char *name, int in, int out, uint64_t seed) {
-  char wn[64], bn[64];
-  snprintf(wn, sizeof wn, "%s.w", name);
-  snprintf(bn, sizeof bn, "%s.b", name);
-  wh_value w = wh_param(g, wn, WH_F32, 2, DIMS(out, in), WH_INIT(WH_INIT_NORMAL, 0, 0.02f, seed));
-  wh_value b = wh_param(g, bn, WH_F32, 1, DIMS(out), WH_INIT(WH_INIT_ZEROS, 0, 0, 0));
-  return wh_bias_add(g, wh_matmul(g, x, w, 0, 1), b, -1);
-}
-
-static wh_value layernorm(wh_graph *g, wh_value x, const char *name, int c) {
-  char gn[64], bn[64];
-  snprintf(gn, sizeof gn, "%s.g", name);
-  snprintf(bn, sizeof bn, "%s.b", name);
-  return wh_layernorm(g, x, wh_param(g, gn, WH_F32, 1, DIMS(c), WH_INIT(WH_INIT_ONES, 0, 0, 0)),
-                      wh_param(g, bn, WH_F32, 1, DIMS(c), WH_INIT(WH_INIT_ZEROS, 0, 0, 0)), 1e-5f);
-}
-
 typedef struct {
   double step_s, peak_mb, plan_mb;
 } result;
@@ -105,9 +89,9 @@ static result bench_mlp(wh_ctx *ctx, int steps) {
   CHECK(wh_graph_create(ctx, &g));
   wh_value x = wh_input(g, "x", WH_F32, 2, DIMS(WH_BATCH, IN));
   wh_value y = wh_input(g, "y", WH_I32, 1, DIMS(WH_BATCH));
-  wh_value h = wh_relu(g, linear(g, x, "fc1", IN, H, 1));
-  h = wh_relu(g, linear(g, h, "fc2", H, H, 2));
-  wh_value loss = wh_cross_entropy(g, linear(g, h, "fc3", H, OUT, 3), y);
+  wh_value h = wh_relu(g, gpt2_linear(g, x, "fc1", IN, H, 1));
+  h = wh_relu(g, gpt2_linear(g, h, "fc2", H, H, 2));
+  wh_value loss = wh_cross_entropy(g, gpt2_linear(g, h, "fc3", H, OUT, 3), y);
   CHECK(wh_backward(g, loss));
   float *xd = malloc(sizeof(float) * (size_t)(B * IN));
   int32_t *yd = malloc(sizeof(int32_t) * (size_t)B);
@@ -120,36 +104,20 @@ static result bench_mlp(wh_ctx *ctx, int steps) {
 }
 
 static result bench_gpt(wh_ctx *ctx, int steps) {
-  const int B = 16, T = 128, C = 256, L = 4, H = 4, V = 256;
+  const int B = 16, T = 128, V = 256;
+  const gpt2_config cfg = {V, T, 256, 4, 4};
   wh_graph *g;
   CHECK(wh_graph_create(ctx, &g));
-  wh_value tok = wh_input(g, "tokens", WH_I32, 2, DIMS(WH_BATCH, T));
-  wh_value tgt = wh_input(g, "targets", WH_I32, 2, DIMS(WH_BATCH, T));
-  wh_value wte = wh_param(g, "wte", WH_F32, 2, DIMS(V, C), WH_INIT(WH_INIT_NORMAL, 0, 0.02f, 1));
-  wh_value wpe = wh_param(g, "wpe", WH_F32, 2, DIMS(T, C), WH_INIT(WH_INIT_NORMAL, 0, 0.02f, 2));
-  wh_value x = wh_add(g, wh_embedding(g, wte, tok), wpe);
-  for (int l = 0; l < L; l++) {
-    char nm[64];
-    snprintf(nm, sizeof nm, "h%d.ln1", l);
-    wh_value h = layernorm(g, x, nm, C);
-    snprintf(nm, sizeof nm, "h%d.qkv", l);
-    wh_value a = wh_attention(g, linear(g, h, nm, C, 3 * C, 10 + (uint64_t)l), H);
-    snprintf(nm, sizeof nm, "h%d.proj", l);
-    x = wh_add(g, x, linear(g, a, nm, C, C, 20 + (uint64_t)l));
-    snprintf(nm, sizeof nm, "h%d.ln2", l);
-    h = layernorm(g, x, nm, C);
-    snprintf(nm, sizeof nm, "h%d.fc", l);
-    h = wh_gelu(g, linear(g, h, nm, C, 4 * C, 30 + (uint64_t)l));
-    snprintf(nm, sizeof nm, "h%d.fcproj", l);
-    x = wh_add(g, x, linear(g, h, nm, 4 * C, C, 40 + (uint64_t)l));
+  gpt2 m;
+  if (!gpt2_build(g, &cfg, &m)) {
+    fprintf(stderr, "build: %s\n", wh_graph_error(g));
+    exit(1);
   }
-  x = layernorm(g, x, "ln_f", C);
-  wh_value loss = wh_cross_entropy(g, wh_matmul(g, x, wte, 0, 1), tgt);
-  CHECK(wh_backward(g, loss));
+  CHECK(wh_backward(g, m.loss));
   int32_t *td = malloc(sizeof(int32_t) * (size_t)(B * T)), *gd = malloc(sizeof(int32_t) * (size_t)(B * T));
   for (int i = 0; i < B * T; i++) td[i] = (i * 7) % V, gd[i] = (i * 7 + 1) % V;
-  result r = time_steps(ctx, g, tok, td, sizeof(int32_t) * (size_t)(B * T), tgt, gd, sizeof(int32_t) * (size_t)(B * T), B,
-                        steps);
+  result r = time_steps(ctx, g, m.tokens, td, sizeof(int32_t) * (size_t)(B * T), m.targets, gd,
+                        sizeof(int32_t) * (size_t)(B * T), B, steps);
   free(td), free(gd);
   wh_graph_destroy(g);
   return r;

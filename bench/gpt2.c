@@ -6,7 +6,7 @@
 
 #define DIMS(...) (int64_t[]){__VA_ARGS__}
 
-static wh_value linear(wh_graph *g, wh_value x, const char *name, int in, int out, uint64_t seed) {
+wh_value gpt2_linear(wh_graph *g, wh_value x, const char *name, int in, int out, uint64_t seed) {
   char wn[64], bn[64];
   snprintf(wn, sizeof wn, "%s.w", name);
   snprintf(bn, sizeof bn, "%s.b", name);
@@ -36,15 +36,15 @@ int gpt2_build(wh_graph *g, const gpt2_config *c, gpt2 *m) {
     snprintf(nm, sizeof nm, "h%d.ln1", l);
     wh_value h = layernorm(g, x, nm, C);
     snprintf(nm, sizeof nm, "h%d.qkv", l);
-    wh_value a = wh_attention(g, linear(g, h, nm, C, 3 * C, s + 1), H);
+    wh_value a = wh_attention(g, gpt2_linear(g, h, nm, C, 3 * C, s + 1), H);
     snprintf(nm, sizeof nm, "h%d.proj", l);
-    x = wh_add(g, x, linear(g, a, nm, C, C, s + 2));
+    x = wh_add(g, x, gpt2_linear(g, a, nm, C, C, s + 2));
     snprintf(nm, sizeof nm, "h%d.ln2", l);
     h = layernorm(g, x, nm, C);
     snprintf(nm, sizeof nm, "h%d.fc", l);
-    h = wh_gelu(g, linear(g, h, nm, C, 4 * C, s + 3));
+    h = wh_gelu(g, gpt2_linear(g, h, nm, C, 4 * C, s + 3));
     snprintf(nm, sizeof nm, "h%d.fcproj", l);
-    x = wh_add(g, x, linear(g, h, nm, 4 * C, C, s + 4));
+    x = wh_add(g, x, gpt2_linear(g, h, nm, 4 * C, C, s + 4));
   }
   x = layernorm(g, x, "ln_f", C);
   m->loss = wh_cross_entropy(g, wh_matmul(g, x, wte, 0, 1), m->targets);

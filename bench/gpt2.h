@@ -14,6 +14,9 @@ typedef struct gpt2 {
   int64_t params;                 /* parameter count */
 } gpt2;
 
+/* x [.., in] -> [.., out] through parameters name.w [out, in] ~ N(0, 0.02) (seeded) and name.b = 0. */
+wh_value gpt2_linear(wh_graph *g, wh_value x, const char *name, int in, int out, uint64_t seed);
+
 /* Build into g; returns 0 when the graph reports an error (see wh_graph_error). */
 int gpt2_build(wh_graph *g, const gpt2_config *c, gpt2 *out);
 

@@ -1,12 +1,11 @@
 /* conv.c - CPU kernels for conv2d (im2col + sgemm) and 2-D max/avg pooling, forward and backward.
  * Each output element is written by one range in a fixed order: results never depend on the pool size. */
 #include <cblas.h>
-#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "../kernels.h"
+#include "../conv_geom.h"
 
 /* Below this many inner-loop steps per range, threading costs more than it saves. */
 #define WH__CONV_GRAIN_WORK 4096
@@ -20,40 +19,6 @@ static int64_t grain_for(int64_t work_per_item) {
 static wh_status fail(wh__exec *ex, wh_status s, const char *op, const char *what) {
   if (ex->err && ex->err_cap > 0) snprintf(ex->err, (size_t)ex->err_cap, "%s: %s", op, what);
   return s;
-}
-
-static int all_f32(const wh__tensor *in, int n_in, const wh__tensor *out) {
-  for (int i = 0; i < n_in; i++)
-    if (in[i].dtype != WH_F32 || in[i].ndim != 4) return 0;
-  return out->dtype == WH_F32 && out->ndim == 4;
-}
-
-static int64_t out_dim(int64_t in, int64_t k, int64_t s, int64_t p) {
-  int64_t span = in + 2 * p - k;
-  return span < 0 ? -1 : span / s + 1;
-}
-
-/* ---- geometry shared by the three conv kernels */
-
-typedef struct {
-  int64_t N, C, H, W, O, KH, KW, OH, OW, s, p;
-} conv_geom;
-
-/* Cross-checks the tensors against each other so a planner bug cannot make sgemm read out of
- * bounds; BLAS takes int sizes, so everything handed to it must fit one. */
-static wh_status conv_check(wh__exec *ex, const char *op, const conv_geom *g) {
-  if (g->s < 1 || g->p < 0) return fail(ex, WH_ERR_SHAPE, op, "stride must be >= 1 and padding >= 0");
-  if (g->OH != out_dim(g->H, g->KH, g->s, g->p) || g->OW != out_dim(g->W, g->KW, g->s, g->p))
-    return fail(ex, WH_ERR_SHAPE, op, "output size does not match input, kernel, stride and padding");
-  int64_t ckk = g->C * g->KH * g->KW, ohw = g->OH * g->OW;
-  if (ckk > INT_MAX || ohw > INT_MAX || g->O > INT_MAX)
-    return fail(ex, WH_ERR_UNSUPPORTED, op, "a matrix dimension exceeds the BLAS int range");
-  return WH_OK;
-}
-
-/* 1x1, stride 1, no padding: the column matrix is the image itself. */
-static int conv_is_pointwise(const conv_geom *g) {
-  return g->KH == 1 && g->KW == 1 && g->s == 1 && g->p == 0;
 }
 
 /* Output columns [lo, hi) whose input index ow*s + off lands inside [0, len). */
@@ -159,19 +124,26 @@ static int conv_degenerate(const wh__tensor *in, int n_in, wh__tensor *out) {
   return 0;
 }
 
-wh_status wh__cpu_conv2d(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
-  static const char op[] = "conv2d";
-  if (!all_f32(in, 2, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
-  const wh__tensor *x = &in[0], *w = &in[1];
-  conv_geom g = {x->d[0], x->d[1], x->d[2], x->d[3], w->d[0], w->d[2], w->d[3],
-                 out->d[2], out->d[3], n->ia[0], n->ia[1]};
-  if (w->d[1] != g.C || out->d[0] != g.N || out->d[1] != g.O)
-    return fail(ex, WH_ERR_SHAPE, op, "input, weight and output shapes disagree");
-  wh_status st = conv_check(ex, op, &g);
-  if (st != WH_OK) return st;
+/* The checked geometry of conv kernel k and, unless *done (nothing left to compute), its column
+ * scratch (conv_cols). */
+static wh_status conv_begin(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out, const char *op,
+                            conv_kind k, conv_geom *g, float **col, int *done) {
+  const char *why;
+  *done = 1;
+  wh_status st = conv_setup(k, n, in, out, g, &why);
+  if (st != WH_OK) return fail(ex, st, op, why);
   if (conv_degenerate(in, 2, out)) return WH_OK;
+  *done = 0;
+  return conv_cols(ex, g, op, col);
+}
+
+wh_status wh__cpu_conv2d(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
+  conv_geom g;
   float *col;
-  if ((st = conv_cols(ex, &g, op, &col)) != WH_OK) return st;
+  int done;
+  wh_status st = conv_begin(ex, n, in, out, "conv2d", CONV_FORWARD, &g, &col, &done);
+  if (st != WH_OK || done) return st;
+  const wh__tensor *x = &in[0], *w = &in[1];
   int ckk = (int)(g.C * g.KH * g.KW), ohw = (int)(g.OH * g.OW);
   for (int64_t i = 0; i < g.N; i++) {
     const float *xi = wh__f32(x) + i * g.C * g.H * g.W;
@@ -189,18 +161,12 @@ wh_status wh__cpu_conv2d(wh__exec *ex, const wh__node *n, const wh__tensor *in, 
 
 wh_status wh__cpu_conv2d_grad_input(wh__exec *ex, const wh__node *n, const wh__tensor *in,
                                     wh__tensor *out) {
-  static const char op[] = "conv2d_grad_input";
-  if (!all_f32(in, 2, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
-  const wh__tensor *dy = &in[0], *w = &in[1];
-  conv_geom g = {out->d[0], out->d[1], out->d[2], out->d[3], w->d[0], w->d[2], w->d[3],
-                 dy->d[2], dy->d[3], n->ia[0], n->ia[1]};
-  if (w->d[1] != g.C || dy->d[0] != g.N || dy->d[1] != g.O)
-    return fail(ex, WH_ERR_SHAPE, op, "gradient, weight and input shapes disagree");
-  wh_status st = conv_check(ex, op, &g);
-  if (st != WH_OK) return st;
-  if (conv_degenerate(in, 2, out)) return WH_OK;
+  conv_geom g;
   float *col;
-  if ((st = conv_cols(ex, &g, op, &col)) != WH_OK) return st;
+  int done;
+  wh_status st = conv_begin(ex, n, in, out, "conv2d_grad_input", CONV_GRAD_INPUT, &g, &col, &done);
+  if (st != WH_OK || done) return st;
+  const wh__tensor *dy = &in[0], *w = &in[1];
   int ckk = (int)(g.C * g.KH * g.KW), ohw = (int)(g.OH * g.OW);
   int64_t chw = g.C * g.H * g.W;
   for (int64_t i = 0; i < g.N; i++) {
@@ -219,18 +185,12 @@ wh_status wh__cpu_conv2d_grad_input(wh__exec *ex, const wh__node *n, const wh__t
 
 wh_status wh__cpu_conv2d_grad_weight(wh__exec *ex, const wh__node *n, const wh__tensor *in,
                                      wh__tensor *out) {
-  static const char op[] = "conv2d_grad_weight";
-  if (!all_f32(in, 2, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
-  const wh__tensor *x = &in[0], *dy = &in[1];
-  conv_geom g = {x->d[0], x->d[1], x->d[2], x->d[3], out->d[0], out->d[2], out->d[3],
-                 dy->d[2], dy->d[3], n->ia[0], n->ia[1]};
-  if (out->d[1] != g.C || dy->d[0] != g.N || dy->d[1] != g.O)
-    return fail(ex, WH_ERR_SHAPE, op, "input, gradient and weight shapes disagree");
-  wh_status st = conv_check(ex, op, &g);
-  if (st != WH_OK) return st;
-  if (conv_degenerate(in, 2, out)) return WH_OK;
+  conv_geom g;
   float *col;
-  if ((st = conv_cols(ex, &g, op, &col)) != WH_OK) return st;
+  int done;
+  wh_status st = conv_begin(ex, n, in, out, "conv2d_grad_weight", CONV_GRAD_WEIGHT, &g, &col, &done);
+  if (st != WH_OK || done) return st;
+  const wh__tensor *x = &in[0], *dy = &in[1];
   int ckk = (int)(g.C * g.KH * g.KW), ohw = (int)(g.OH * g.OW);
   /* Images are summed one after another in index order: a fixed reduction order. */
   for (int64_t i = 0; i < g.N; i++) {
@@ -255,18 +215,6 @@ typedef struct {
   const float *dy; /* incoming gradient (backward) */
   float *y;        /* forward output, or dx in backward */
 } pool_job;
-
-static wh_status pool_setup(wh__exec *ex, const wh__node *n, const char *op, const wh__tensor *big,
-                            const wh__tensor *small, pool_job *j) {
-  int64_t k = n->ia[0], s = n->ia[1], p = n->ia[2];
-  if (k < 1 || s < 1 || p < 0)
-    return fail(ex, WH_ERR_SHAPE, op, "kernel and stride must be >= 1, padding >= 0");
-  if (big->d[0] != small->d[0] || big->d[1] != small->d[1] ||
-      small->d[2] != out_dim(big->d[2], k, s, p) || small->d[3] != out_dim(big->d[3], k, s, p))
-    return fail(ex, WH_ERR_SHAPE, op, "input and output shapes do not match kernel, stride and padding");
-  *j = (pool_job){big->d[2], big->d[3], small->d[2], small->d[3], k, s, p, NULL, NULL, NULL};
-  return WH_OK;
-}
 
 static void clip_window(int64_t o, int64_t k, int64_t s, int64_t p, int64_t len, int64_t *lo, int64_t *hi) {
   int64_t b = o * s - p, e = b + k;
@@ -367,59 +315,34 @@ static void avg_bwd_range(void *arg, int64_t p0, int64_t p1) {
   }
 }
 
-static void pool_run(wh__exec *ex, pool_job *j, int64_t planes, wh__range_fn fn) {
-  wh__parallel_for(ex->pool, planes, grain_for(j->OH * j->OW * j->k * j->k + j->H * j->W), fn, j);
+/* Checks pooling kernel k's geometry (pool_setup) and runs fn over its N*C planes. */
+static wh_status pool_run(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out, const char *op,
+                          pool_kind k, wh__range_fn fn) {
+  pool_geom g;
+  const char *why;
+  wh_status st = pool_setup(k, n, in, out, &g, &why);
+  if (st != WH_OK) return fail(ex, st, op, why);
+  const float *x = k == POOL_AVG_GRAD ? NULL : wh__f32(&in[0]);
+  const float *dy = k == POOL_MAX_GRAD ? wh__f32(&in[1]) : k == POOL_AVG_GRAD ? wh__f32(&in[0]) : NULL;
+  pool_job j = {g.H, g.W, g.OH, g.OW, g.k, g.s, g.p, x, dy, wh__f32(out)};
+  wh__parallel_for(ex->pool, out->d[0] * out->d[1], grain_for(j.OH * j.OW * j.k * j.k + j.H * j.W), fn, &j);
+  return WH_OK;
 }
 
 wh_status wh__cpu_max_pool2d(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
-  static const char op[] = "max_pool2d";
-  if (!all_f32(in, 1, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
-  pool_job j;
-  wh_status st = pool_setup(ex, n, op, &in[0], out, &j);
-  if (st != WH_OK) return st;
-  j.x = wh__f32(&in[0]);
-  j.y = wh__f32(out);
-  pool_run(ex, &j, in[0].d[0] * in[0].d[1], max_fwd_range);
-  return WH_OK;
+  return pool_run(ex, n, in, out, "max_pool2d", POOL_FORWARD, max_fwd_range);
 }
 
 wh_status wh__cpu_max_pool2d_grad(wh__exec *ex, const wh__node *n, const wh__tensor *in,
                                   wh__tensor *out) {
-  static const char op[] = "max_pool2d_grad";
-  if (!all_f32(in, 2, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
-  for (int i = 0; i < 4; i++)
-    if (in[0].d[i] != out->d[i]) return fail(ex, WH_ERR_SHAPE, op, "input and its gradient differ in shape");
-  pool_job j;
-  wh_status st = pool_setup(ex, n, op, &in[0], &in[1], &j);
-  if (st != WH_OK) return st;
-  j.x = wh__f32(&in[0]);
-  j.dy = wh__f32(&in[1]);
-  j.y = wh__f32(out);
-  pool_run(ex, &j, out->d[0] * out->d[1], max_bwd_range);
-  return WH_OK;
+  return pool_run(ex, n, in, out, "max_pool2d_grad", POOL_MAX_GRAD, max_bwd_range);
 }
 
 wh_status wh__cpu_avg_pool2d(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
-  static const char op[] = "avg_pool2d";
-  if (!all_f32(in, 1, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
-  pool_job j;
-  wh_status st = pool_setup(ex, n, op, &in[0], out, &j);
-  if (st != WH_OK) return st;
-  j.x = wh__f32(&in[0]);
-  j.y = wh__f32(out);
-  pool_run(ex, &j, in[0].d[0] * in[0].d[1], avg_fwd_range);
-  return WH_OK;
+  return pool_run(ex, n, in, out, "avg_pool2d", POOL_FORWARD, avg_fwd_range);
 }
 
 wh_status wh__cpu_avg_pool2d_grad(wh__exec *ex, const wh__node *n, const wh__tensor *in,
                                   wh__tensor *out) {
-  static const char op[] = "avg_pool2d_grad";
-  if (!all_f32(in, 1, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
-  pool_job j;
-  wh_status st = pool_setup(ex, n, op, out, &in[0], &j);
-  if (st != WH_OK) return st;
-  j.dy = wh__f32(&in[0]);
-  j.y = wh__f32(out);
-  pool_run(ex, &j, out->d[0] * out->d[1], avg_bwd_range);
-  return WH_OK;
+  return pool_run(ex, n, in, out, "avg_pool2d_grad", POOL_AVG_GRAD, avg_bwd_range);
 }

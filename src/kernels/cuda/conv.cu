@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "common.cuh"
+#include "../conv_geom.h"
 
 #define WH__CONV_THREADS 256
 /* Column matrices are built for as many images at once as fit this many bytes (at least one). */
@@ -16,42 +17,12 @@ static wh_status fail(wh__exec *ex, wh_status s, const char *op, const char *wha
   return wh__cu_msg(ex, s, "%s: %s", op, what);
 }
 
-static int all_f32(const wh__tensor *in, int n_in, const wh__tensor *out) {
-  for (int i = 0; i < n_in; i++)
-    if (in[i].dtype != WH_F32 || in[i].ndim != 4) return 0;
-  return out->dtype == WH_F32 && out->ndim == 4;
-}
-
-static int64_t out_dim(int64_t in, int64_t k, int64_t s, int64_t p) {
-  int64_t span = in + 2 * p - k;
-  return span < 0 ? -1 : span / s + 1;
-}
-
 static wh_status zero_fill(wh__exec *ex, wh__tensor *t, const char *op) {
   cudaError_t e = cudaMemsetAsync(t->data, 0, (size_t)t->numel * sizeof(float), wh__cu_stream(ex));
   return e == cudaSuccess ? WH_OK : wh__cu_fail(ex, e, op);
 }
 
-/* ---- geometry shared by the three conv kernels */
-
-struct conv_geom {
-  int64_t N, C, H, W, O, KH, KW, OH, OW, s, p;
-};
-
-static wh_status conv_check(wh__exec *ex, const char *op, const conv_geom *g) {
-  if (g->s < 1 || g->p < 0) return fail(ex, WH_ERR_SHAPE, op, "stride must be >= 1 and padding >= 0");
-  if (g->OH != out_dim(g->H, g->KH, g->s, g->p) || g->OW != out_dim(g->W, g->KW, g->s, g->p))
-    return fail(ex, WH_ERR_SHAPE, op, "output size does not match input, kernel, stride and padding");
-  int64_t ckk = g->C * g->KH * g->KW, ohw = g->OH * g->OW;
-  if (ckk > INT_MAX || ohw > INT_MAX || g->O > INT_MAX)
-    return fail(ex, WH_ERR_UNSUPPORTED, op, "a matrix dimension exceeds the BLAS int range");
-  return WH_OK;
-}
-
-/* 1x1, stride 1, no padding: the column matrix is the image itself. */
-static int conv_is_pointwise(const conv_geom *g) {
-  return g->KH == 1 && g->KW == 1 && g->s == 1 && g->p == 0;
-}
+/* ---- the three conv kernels (geometry: ../conv_geom.h) */
 
 /* Empty sums are zero: covers N, C, O or a spatial size of 0. *done is set when nothing is left. */
 static wh_status conv_degenerate(wh__exec *ex, const char *op, const wh__tensor *in, int n_in, wh__tensor *out,
@@ -62,6 +33,16 @@ static wh_status conv_degenerate(wh__exec *ex, const char *op, const wh__tensor 
     if (in[i].numel == 0) return zero_fill(ex, out, op);
   *done = 0;
   return WH_OK;
+}
+
+/* The checked geometry of conv kernel k; *done when nothing is left to compute (conv_degenerate). */
+static wh_status conv_begin(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out, const char *op,
+                            conv_kind k, conv_geom *g, int *done) {
+  const char *why;
+  *done = 1;
+  wh_status st = conv_setup(k, n, in, out, g, &why);
+  if (st != WH_OK) return fail(ex, st, op, why);
+  return conv_degenerate(ex, op, in, 2, out, done);
 }
 
 /* Images per column chunk when one image needs per_image floats of workspace. */
@@ -152,16 +133,11 @@ static wh_status im2col(wh__exec *ex, const conv_geom *g, const float *x, float 
 
 extern "C" wh_status wh__cuk_conv2d(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
   static const char op[] = "conv2d";
-  if (!all_f32(in, 2, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
-  const wh__tensor *x = &in[0], *w = &in[1];
-  conv_geom g = {x->d[0], x->d[1], x->d[2], x->d[3], w->d[0], w->d[2], w->d[3],
-                 out->d[2], out->d[3], n->ia[0], n->ia[1]};
-  if (w->d[1] != g.C || out->d[0] != g.N || out->d[1] != g.O)
-    return fail(ex, WH_ERR_SHAPE, op, "input, weight and output shapes disagree");
-  wh_status st = conv_check(ex, op, &g);
-  if (st != WH_OK) return st;
+  conv_geom g;
   int done;
-  if ((st = conv_degenerate(ex, op, in, 2, out, &done)) != WH_OK || done) return st;
+  wh_status st = conv_begin(ex, n, in, out, op, CONV_FORWARD, &g, &done);
+  if (st != WH_OK || done) return st;
+  const wh__tensor *x = &in[0], *w = &in[1];
   int64_t ckk = g.C * g.KH * g.KW, ohw = g.OH * g.OW, chw = g.C * g.H * g.W;
   const float *xd = wh__f32(x), *wd = wh__f32(w);
   float *y = wh__f32(out);
@@ -184,16 +160,11 @@ extern "C" wh_status wh__cuk_conv2d(wh__exec *ex, const wh__node *n, const wh__t
 extern "C" wh_status wh__cuk_conv2d_grad_input(wh__exec *ex, const wh__node *n, const wh__tensor *in,
                                                wh__tensor *out) {
   static const char op[] = "conv2d_grad_input";
-  if (!all_f32(in, 2, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
-  const wh__tensor *dy = &in[0], *w = &in[1];
-  conv_geom g = {out->d[0], out->d[1], out->d[2], out->d[3], w->d[0], w->d[2], w->d[3],
-                 dy->d[2], dy->d[3], n->ia[0], n->ia[1]};
-  if (w->d[1] != g.C || dy->d[0] != g.N || dy->d[1] != g.O)
-    return fail(ex, WH_ERR_SHAPE, op, "gradient, weight and input shapes disagree");
-  wh_status st = conv_check(ex, op, &g);
-  if (st != WH_OK) return st;
+  conv_geom g;
   int done;
-  if ((st = conv_degenerate(ex, op, in, 2, out, &done)) != WH_OK || done) return st;
+  wh_status st = conv_begin(ex, n, in, out, op, CONV_GRAD_INPUT, &g, &done);
+  if (st != WH_OK || done) return st;
+  const wh__tensor *dy = &in[0], *w = &in[1];
   int64_t ckk = g.C * g.KH * g.KW, ohw = g.OH * g.OW, chw = g.C * g.H * g.W;
   const float *dyd = wh__f32(dy), *wd = wh__f32(w);
   float *dx = wh__f32(out);
@@ -220,16 +191,11 @@ extern "C" wh_status wh__cuk_conv2d_grad_input(wh__exec *ex, const wh__node *n, 
 extern "C" wh_status wh__cuk_conv2d_grad_weight(wh__exec *ex, const wh__node *n, const wh__tensor *in,
                                                 wh__tensor *out) {
   static const char op[] = "conv2d_grad_weight";
-  if (!all_f32(in, 2, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
-  const wh__tensor *x = &in[0], *dy = &in[1];
-  conv_geom g = {x->d[0], x->d[1], x->d[2], x->d[3], out->d[0], out->d[2], out->d[3],
-                 dy->d[2], dy->d[3], n->ia[0], n->ia[1]};
-  if (out->d[1] != g.C || dy->d[0] != g.N || dy->d[1] != g.O)
-    return fail(ex, WH_ERR_SHAPE, op, "input, gradient and weight shapes disagree");
-  wh_status st = conv_check(ex, op, &g);
-  if (st != WH_OK) return st;
+  conv_geom g;
   int done;
-  if ((st = conv_degenerate(ex, op, in, 2, out, &done)) != WH_OK || done) return st;
+  wh_status st = conv_begin(ex, n, in, out, op, CONV_GRAD_WEIGHT, &g, &done);
+  if (st != WH_OK || done) return st;
+  const wh__tensor *x = &in[0], *dy = &in[1];
   int64_t ckk = g.C * g.KH * g.KW, ohw = g.OH * g.OW, chw = g.C * g.H * g.W;
   /* A chunk of nb images is one GEMM: dW [O, C*KH*KW] (+)= dy [O, nb*OH*OW] . col^T, with dy and
    * the columns laid out image after image along the summed dimension; chunks add in order. */
@@ -253,22 +219,15 @@ extern "C" wh_status wh__cuk_conv2d_grad_weight(wh__exec *ex, const wh__node *n,
   return WH_OK;
 }
 
-/* ---- pooling: one thread per output element (forward) or per input element (backward) */
+/* ---- pooling: one thread per output element (forward) or per input element (backward);
+ * geometry: ../conv_geom.h */
 
-struct pool_geom {
-  int64_t H, W, OH, OW, k, s, p;
-};
-
-static wh_status pool_setup(wh__exec *ex, const wh__node *n, const char *op, const wh__tensor *big,
-                            const wh__tensor *small, pool_geom *j) {
-  int64_t k = n->ia[0], s = n->ia[1], p = n->ia[2];
-  if (k < 1 || s < 1 || p < 0)
-    return fail(ex, WH_ERR_SHAPE, op, "kernel and stride must be >= 1, padding >= 0");
-  if (big->d[0] != small->d[0] || big->d[1] != small->d[1] ||
-      small->d[2] != out_dim(big->d[2], k, s, p) || small->d[3] != out_dim(big->d[3], k, s, p))
-    return fail(ex, WH_ERR_SHAPE, op, "input and output shapes do not match kernel, stride and padding");
-  *j = pool_geom{big->d[2], big->d[3], small->d[2], small->d[3], k, s, p};
-  return WH_OK;
+/* The checked geometry of pooling kernel k. */
+static wh_status pool_begin(wh__exec *ex, const wh__node *n, const wh__tensor *in, const wh__tensor *out,
+                            const char *op, pool_kind k, pool_geom *j) {
+  const char *why;
+  wh_status st = pool_setup(k, n, in, out, j, &why);
+  return st == WH_OK ? WH_OK : fail(ex, st, op, why);
 }
 
 __device__ static void clip_window(int64_t o, int64_t k, int64_t s, int64_t p, int64_t len, int64_t *lo,
@@ -377,28 +336,29 @@ static __global__ void avg_bwd_kernel(pool_geom j, const float *__restrict__ dy,
   }
 }
 
-extern "C" wh_status wh__cuk_max_pool2d(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
-  static const char op[] = "max_pool2d";
-  if (!all_f32(in, 1, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
+/* Forward pooling (max or avg): kernel computes each of the N*C*OH*OW outputs. */
+static wh_status pool_forward(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out, const char *op,
+                              void (*kernel)(pool_geom, const float *, float *, int64_t)) {
   pool_geom j;
-  wh_status st = pool_setup(ex, n, op, &in[0], out, &j);
+  wh_status st = pool_begin(ex, n, in, out, op, POOL_FORWARD, &j);
   if (st != WH_OK) return st;
   int64_t total = in[0].d[0] * in[0].d[1] * j.OH * j.OW;
   if (total <= 0) return WH_OK;
-  max_fwd_kernel<<<wh__cu_blocks(ex, total, WH__CONV_THREADS), WH__CONV_THREADS, 0, wh__cu_stream(ex)>>>(
+  kernel<<<wh__cu_blocks(ex, total, WH__CONV_THREADS), WH__CONV_THREADS, 0, wh__cu_stream(ex)>>>(
       j, wh__f32(&in[0]), wh__f32(out), total);
-  WH_CU_LAUNCHED(ex, "max_pool2d");
+  WH_CU_LAUNCHED(ex, op);
   return WH_OK;
+}
+
+extern "C" wh_status wh__cuk_max_pool2d(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
+  return pool_forward(ex, n, in, out, "max_pool2d", max_fwd_kernel);
 }
 
 extern "C" wh_status wh__cuk_max_pool2d_grad(wh__exec *ex, const wh__node *n, const wh__tensor *in,
                                              wh__tensor *out) {
   static const char op[] = "max_pool2d_grad";
-  if (!all_f32(in, 2, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
-  for (int i = 0; i < 4; i++)
-    if (in[0].d[i] != out->d[i]) return fail(ex, WH_ERR_SHAPE, op, "input and its gradient differ in shape");
   pool_geom j;
-  wh_status st = pool_setup(ex, n, op, &in[0], &in[1], &j);
+  wh_status st = pool_begin(ex, n, in, out, op, POOL_MAX_GRAD, &j);
   if (st != WH_OK) return st;
   int64_t planes = out->d[0] * out->d[1], n_out = planes * j.OH * j.OW, n_in = planes * j.H * j.W;
   if (n_in <= 0) return WH_OK;
@@ -415,25 +375,13 @@ extern "C" wh_status wh__cuk_max_pool2d_grad(wh__exec *ex, const wh__node *n, co
 }
 
 extern "C" wh_status wh__cuk_avg_pool2d(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
-  static const char op[] = "avg_pool2d";
-  if (!all_f32(in, 1, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
-  pool_geom j;
-  wh_status st = pool_setup(ex, n, op, &in[0], out, &j);
-  if (st != WH_OK) return st;
-  int64_t total = in[0].d[0] * in[0].d[1] * j.OH * j.OW;
-  if (total <= 0) return WH_OK;
-  avg_fwd_kernel<<<wh__cu_blocks(ex, total, WH__CONV_THREADS), WH__CONV_THREADS, 0, wh__cu_stream(ex)>>>(
-      j, wh__f32(&in[0]), wh__f32(out), total);
-  WH_CU_LAUNCHED(ex, "avg_pool2d");
-  return WH_OK;
+  return pool_forward(ex, n, in, out, "avg_pool2d", avg_fwd_kernel);
 }
 
 extern "C" wh_status wh__cuk_avg_pool2d_grad(wh__exec *ex, const wh__node *n, const wh__tensor *in,
                                              wh__tensor *out) {
-  static const char op[] = "avg_pool2d_grad";
-  if (!all_f32(in, 1, out)) return fail(ex, WH_ERR_DTYPE, op, "expects 4-D f32 tensors");
   pool_geom j;
-  wh_status st = pool_setup(ex, n, op, out, &in[0], &j);
+  wh_status st = pool_begin(ex, n, in, out, "avg_pool2d_grad", POOL_AVG_GRAD, &j);
   if (st != WH_OK) return st;
   int64_t total = out->d[0] * out->d[1] * j.H * j.W;
   if (total <= 0) return WH_OK;
