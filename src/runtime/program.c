@@ -74,6 +74,7 @@ static wh_status clone(builder *b, int32_t v, int32_t *out) {
     wh__node n = *src;
     n.out = nv;
     n.phase = WH_PHASE_BACKWARD;
+    n.fwd = b->g->values[v].producer; /* the forward node it repeats (pipeline stages follow it) */
     st = push_node(b, &n, in);
     if (st == WH_OK) {
       b->clone_of[v] = nv;

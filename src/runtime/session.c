@@ -15,56 +15,13 @@
 #include "memplan.h"
 #include "program.h"
 #include "session.h"
+#include "session_impl.h"
 #include "strbuf.h"
 #include "wh_config.h"
 
 /* gradient fusion bucket of a data-parallel session */
 #define DP_BUCKET_BYTES ((size_t)4 << 20)
 
-struct wh_session {
-  wh_ctx *ctx;
-  wh_graph *g;
-  wh__program prog;    /* what runs: the graph's nodes plus recomputation clones */
-  int recompute, inplace;
-  int froze;           /* this session froze its graph (and thaws it when destroyed) */
-  int64_t n_inplace;
-  int64_t batch;
-  int64_t steps;
-  int64_t runs;
-  int n;               /* program values (graph values first) */
-  void **ptr;          /* data of each value at the bound batch */
-  int64_t *bytes;
-  int32_t *alias;      /* storage shared with another value (reshape views, in-place outputs), or -1 */
-  int64_t *stamp;      /* run that last wrote the value */
-  void **own;          /* session-owned persistent storage (params, state), per value */
-  void *arena;
-  int64_t arena_bytes, inter_bytes, n_inter, live_peak;
-  wh__exec ex;
-  char kerr[512];
-  /* distributed (data parallel) execution */
-  wh_comm *comm;
-  int dist, m;                 /* micro-batches */
-  int64_t global_batch, mb;    /* samples per step, per micro-batch */
-  int64_t share, offset;       /* this replica's rows of each micro-batch */
-  const void **global_feed;    /* per input: the caller's global batch */
-  int64_t *row_bytes;          /* per input: bytes per sample */
-  int32_t *grad_of_param;      /* per value: the parameter it is the gradient of, or -1 */
-  void **acc;                  /* per parameter gradient: accumulation over micro-batches */
-  wh_fusion *fusion;
-  /* CUDA: parameters, state, constants, inputs and the arena live on the device; own[] and
-   * arena are device memory, host_feed[] the caller's buffers copied in at each run */
-  wh__cuda *dev;
-  int dev_index, precision;
-  const void **host_feed;
-  void **host_param;           /* per parameter: a host copy for serialization (device sessions) */
-  wh_request **dreq;           /* per gradient: its all-reduce (device data parallel) */
-  double *dloss;               /* device slot for the loss all-reduce over NCCL */
-  /* per-op timing (wh_session_profile) */
-  int prof;
-  int64_t prof_runs;
-  double prof_s[WH_OP_COUNT];
-  int64_t prof_calls[WH_OP_COUNT];
-};
 
 static double mono_s(void) {
   struct timespec t;
@@ -116,11 +73,8 @@ static void init_param(const wh__value *v, float *p, int64_t numel) {
   }
 }
 
-static int persistent(wh__role r) {
-  return r == WH_ROLE_PARAM || r == WH_ROLE_STATE || r == WH_ROLE_CONST || r == WH_ROLE_INPUT;
-}
 
-static int32_t root_of(const wh_session *s, int32_t v) {
+int32_t wh__session_root(const wh_session *s, int32_t v) {
   while (s->alias[v] >= 0) v = s->alias[v];
   return v;
 }
@@ -155,7 +109,7 @@ static wh_status plan(wh_session *s) {
    * run through clones, which come after the values that read them) */
   for (int v = 0; v < n; v++)
     if (s->alias[v] >= 0) {
-      int32_t r = root_of(s, v);
+      int32_t r = wh__session_root(s, v);
       if (last[v] > last[r]) last[r] = last[v];
     }
   /* in-place: an output may take over the storage of an input whose root dies at this node */
@@ -166,8 +120,8 @@ static wh_status plan(wh_session *s) {
     if (nd->out < 0 || !mask || s->alias[nd->out] >= 0) continue;
     for (int k = 0; k < nd->n_in; k++) {
       if (!(mask >> k & 1)) continue;
-      int32_t r = root_of(s, nd->in[k]);
-      if (persistent(pg->values[r].role) || last[r] != i || s->bytes[r] != s->bytes[nd->out] ||
+      int32_t r = wh__session_root(s, nd->in[k]);
+      if (wh__role_persistent(pg->values[r].role) || last[r] != i || s->bytes[r] != s->bytes[nd->out] ||
           pg->values[r].dtype != pg->values[nd->out].dtype)
         continue;
       s->alias[nd->out] = r;
@@ -179,7 +133,7 @@ static wh_status plan(wh_session *s) {
   s->inter_bytes = 0;
   s->n_inter = 0;
   for (int v = 0; v < n; v++) {
-    if (first[v] < 0 || persistent(pg->values[v].role)) continue;
+    if (first[v] < 0 || wh__role_persistent(pg->values[v].role)) continue;
     s->inter_bytes += s->bytes[v];
     s->n_inter++;
     size[v] = s->alias[v] >= 0 ? 0 : s->bytes[v];
@@ -236,16 +190,15 @@ static wh_status plan(wh_session *s) {
   for (int v = 0; v < n; v++) {
     wh__role role = pg->values[v].role;
     if (role == WH_ROLE_INPUT) s->ptr[v] = NULL; /* feeds are per batch size */
-    else if (!persistent(role) && s->alias[v] < 0) s->ptr[v] = (char *)arena + off[v];
+    else if (!wh__role_persistent(role) && s->alias[v] < 0) s->ptr[v] = (char *)arena + off[v];
     else if (s->alias[v] >= 0) s->ptr[v] = NULL; /* resolved at run time: the root may be a feed */
-    s->stamp[v] = persistent(role) ? 0 : -1;
+    s->stamp[v] = wh__role_persistent(role) ? 0 : -1;
   }
   free(size), free(off), free(first), free(last);
   return WH_OK;
 }
 
-static wh_status fail(wh_session *s, wh_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static wh_status fail(wh_session *s, wh_status st, const char *fmt, ...) {
+wh_status wh__session_fail(wh_session *s, wh_status st, const char *fmt, ...) {
   char buf[1024];
   va_list ap;
   va_start(ap, fmt);
@@ -260,6 +213,7 @@ void wh_session_destroy(wh_session *s) {
   /* first: a bucket still reducing in place writes into the gradient buffers freed below */
   wh_fusion_destroy(s->fusion);
   s->fusion = NULL;
+  wh__pipe_destroy(s); /* its sends first; the session's own arena and table stay with the session */
   wh__program_free(&s->prog);
   if (s->froze && s->g->frozen > 0) s->g->frozen--;
   if (s->dreq)
@@ -364,6 +318,7 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
     return WH_ERR_INVALID_ARGUMENT;
   }
   int64_t share = 0, offset = 0;
+  int pipe_stage = -1;
   if (o.plan) {
     const wh_plan *pl = o.plan;
     if (pl->n_devices != wh_comm_size(o.comm)) {
@@ -371,14 +326,32 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
                         pl->n_devices, wh_comm_size(o.comm));
       return WH_ERR_INVALID_ARGUMENT;
     }
-    if (pl->n_stages != 1 || pl->st[0].tp != 1) {
-      wh__ctx_set_error(ctx, "wh_session_create: this build executes data-parallel plans (1 stage, no operator "
-                             "sharding); the plan has %d stages and tp %d (plan with stages = 1, allow_tp = 0)",
-                        pl->n_stages, pl->st[0].tp);
-      return WH_ERR_UNSUPPORTED;
-    }
     int me = wh_comm_rank(o.comm), found = 0;
-    for (int i = 0; i < pl->st[0].ndev; i++) {
+    int pipelined = pl->n_stages > 1;
+    for (int k = 0; k < pl->n_stages; k++)
+      if (pl->st[k].tp != 1 || (pipelined && pl->st[k].ndev != 1)) {
+        wh__ctx_set_error(ctx, "wh_session_create: this build executes data-parallel plans (one stage, any replicas) and "
+                               "pipeline plans (one device per stage), without operator sharding; stage %d has %d "
+                               "replica(s) and tp %d (plan with allow_tp = 0, and stages = 1 or one device per stage)",
+                          k, pl->st[k].ndev, pl->st[k].tp);
+        return WH_ERR_UNSUPPORTED;
+      }
+    if (pipelined) {
+      if (o.device != WH_DEVICE_CPU) {
+        wh__ctx_set_error(ctx, "wh_session_create: pipeline plans run on the CPU backend in this build");
+        return WH_ERR_UNSUPPORTED;
+      }
+      for (int k = 0; k < pl->n_stages; k++)
+        if (pl->st[k].dev[0] == me) pipe_stage = k;
+      if (pipe_stage < 0) {
+        wh__ctx_set_error(ctx, "wh_session_create: rank %d has no stage in the plan", me);
+        return WH_ERR_INVALID_ARGUMENT;
+      }
+      o.batch = pl->global_batch / pl->micro_batches;
+      o.inplace = 0; /* values cross ranks while later nodes run: no storage taken over in place */
+      share = o.batch;
+    }
+    for (int i = 0; !pipelined && i < pl->st[0].ndev; i++) {
       if (pl->st[0].dev[i] == me) {
         share = pl->st[0].share[i];
         found = 1;
@@ -386,11 +359,11 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
       }
       offset += pl->st[0].share[i];
     }
-    if (!found) {
+    if (!found && !pipelined) {
       wh__ctx_set_error(ctx, "wh_session_create: rank %d has no place in the plan", me);
       return WH_ERR_INVALID_ARGUMENT;
     }
-    o.batch = share > 0 ? share : 1; /* a replica without samples still joins the all-reduce */
+    if (!pipelined) o.batch = share > 0 ? share : 1; /* a replica without samples still joins the all-reduce */
   }
   if (o.batch < 1) {
     wh__ctx_set_error(ctx, "wh_session_create: batch must be >= 1, got %lld", (long long)o.batch);
@@ -510,7 +483,7 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
      * still read that value (a gradient passed on unchanged), and the all-reduce runs on it while
      * backward goes on; a gradient that is a constant (the loss seed) needs neither */
     for (int v = 0; v < g->n_grad; v++)
-      if (g->values[v].role == WH_ROLE_PARAM && g->grad[v] >= 0 && !persistent(g->values[g->grad[v]].role) &&
+      if (g->values[v].role == WH_ROLE_PARAM && g->grad[v] >= 0 && !wh__role_persistent(g->values[g->grad[v]].role) &&
           s->grad_of_param[g->grad[v]] < 0) {
         s->grad_of_param[g->grad[v]] = v;
         if (s->dev ? wh__cuda_alloc(s->dev, (size_t)s->bytes[g->grad[v]] + 1, &s->acc[g->grad[v]]) != WH_OK
@@ -522,8 +495,16 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
       }
     /* on a device each gradient is all-reduced in place where it accumulates (NCCL reads device
      * memory; the MPI backend stages it through the host); on the host, buckets pack them */
-    if (s->dev ? !(s->dreq = calloc(n, sizeof(wh_request *)))
-               : (st = wh_fusion_create(s->comm, DP_BUCKET_BYTES, WH_F32, WH_REDUCE_SUM, &s->fusion)) != WH_OK) {
+    if (pipe_stage >= 0) {
+      s->pipe_stage = pipe_stage;
+      if ((st = wh__pipe_create(s, o.plan, pipe_stage)) != WH_OK) {
+        if (st == WH_ERR_OUT_OF_MEMORY && !strstr(wh_last_error(ctx), "pipeline"))
+          wh__ctx_set_error(ctx, "wh_session_create: out of memory setting up the pipeline stage");
+        wh_session_destroy(s);
+        return st;
+      }
+    } else if (s->dev ? !(s->dreq = calloc(n, sizeof(wh_request *)))
+                      : (st = wh_fusion_create(s->comm, DP_BUCKET_BYTES, WH_F32, WH_REDUCE_SUM, &s->fusion)) != WH_OK) {
       wh_session_destroy(s);
       return s->dev ? WH_ERR_OUT_OF_MEMORY : st;
     }
@@ -540,8 +521,8 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
 
 wh_status wh_session_set_batch(wh_session *s, int64_t batch) {
   if (!s) return WH_ERR_INVALID_ARGUMENT;
-  if (s->dist) return fail(s, WH_ERR_STATE, "wh_session_set_batch: the plan fixes a distributed session's batch");
-  if (batch < 1) return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_set_batch: batch must be >= 1, got %lld", (long long)batch);
+  if (s->dist) return wh__session_fail(s, WH_ERR_STATE, "wh_session_set_batch: the plan fixes a distributed session's batch");
+  if (batch < 1) return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_set_batch: batch must be >= 1, got %lld", (long long)batch);
   if (batch == s->batch) return WH_OK;
   int64_t old = s->batch;
   s->batch = batch;
@@ -549,7 +530,7 @@ wh_status wh_session_set_batch(wh_session *s, int64_t batch) {
   if (st != WH_OK) {
     s->batch = old;
     plan(s);
-    return fail(s, st, "wh_session_set_batch: out of memory planning batch %lld", (long long)batch);
+    return wh__session_fail(s, st, "wh_session_set_batch: out of memory planning batch %lld", (long long)batch);
   }
   return WH_OK;
 }
@@ -557,11 +538,11 @@ wh_status wh_session_set_batch(wh_session *s, int64_t batch) {
 wh_status wh_session_feed(wh_session *s, wh_value v, const void *data, size_t bytes) {
   if (!s) return WH_ERR_INVALID_ARGUMENT;
   if (!wh__valid_value(s->g, v) || s->g->values[v].role != WH_ROLE_INPUT)
-    return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_feed: value %d is not an input", (int)v);
-  if (!data) return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_feed: input '%s': data is NULL", wh_value_name(s->g, v));
+    return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_feed: value %d is not an input", (int)v);
+  if (!data) return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_feed: input '%s': data is NULL", wh_value_name(s->g, v));
   if (s->dist && s->row_bytes[v] > 0) {
     if ((int64_t)bytes != s->row_bytes[v] * s->global_batch)
-      return fail(s, WH_ERR_SHAPE, "wh_session_feed: input '%s' of a distributed session takes the global batch of %lld: "
+      return wh__session_fail(s, WH_ERR_SHAPE, "wh_session_feed: input '%s' of a distributed session takes the global batch of %lld: "
                                    "%lld bytes, got %zu",
                   wh_value_name(s->g, v), (long long)s->global_batch, (long long)(s->row_bytes[v] * s->global_batch),
                   bytes);
@@ -571,7 +552,7 @@ wh_status wh_session_feed(wh_session *s, wh_value v, const void *data, size_t by
   }
   if ((int64_t)bytes != s->bytes[v]) {
     char b[160];
-    return fail(s, WH_ERR_SHAPE, "wh_session_feed: input '%s' %s%s at batch %lld is %lld bytes, got %zu",
+    return wh__session_fail(s, WH_ERR_SHAPE, "wh_session_feed: input '%s' %s%s at batch %lld is %lld bytes, got %zu",
                 wh_value_name(s->g, v), wh__dtype_name(s->g->values[v].dtype),
                 wh__shape_str(&s->g->values[v].shape, b, sizeof b), (long long)s->batch, (long long)s->bytes[v], bytes);
   }
@@ -606,19 +587,19 @@ static void tensor_of(const wh_session *s, int32_t v, wh__tensor *t) {
 }
 
 /* Run node i of the program: gather tensors, call the kernel, report a failure by node. */
-static wh_status run_node(wh_session *s, int i) {
+wh_status wh__session_run_node(wh_session *s, int i) {
   const wh__program *pg = &s->prog;
   const wh__node *n = &pg->nodes[i];
   wh__tensor in[64], *inp = in, out = {0};
   wh__tensor *heap = NULL;
   if (n->n_in > 64) {
     heap = malloc(sizeof(wh__tensor) * (size_t)n->n_in);
-    if (!heap) return fail(s, WH_ERR_OUT_OF_MEMORY, "wh_session_run: out of memory");
+    if (!heap) return wh__session_fail(s, WH_ERR_OUT_OF_MEMORY, "wh_session_run: out of memory");
     inp = heap;
   }
   for (int k = 0; k < n->n_in; k++) tensor_of(s, n->in[k], &inp[k]);
   if (n->out >= 0) {
-    if (s->alias[n->out] >= 0) s->ptr[n->out] = s->ptr[root_of(s, n->out)];
+    if (s->alias[n->out] >= 0) s->ptr[n->out] = s->ptr[wh__session_root(s, n->out)];
     tensor_of(s, n->out, &out);
   }
   s->kerr[0] = 0;
@@ -635,7 +616,7 @@ static wh_status run_node(wh_session *s, int i) {
   free(heap);
   if (st != WH_OK) {
     char b[160];
-    return fail(s, st, "wh_session_run: node %d (%s%s%s, output %s) failed: %s%s%s", i, wh__ops[n->op].name,
+    return wh__session_fail(s, st, "wh_session_run: node %d (%s%s%s, output %s) failed: %s%s%s", i, wh__ops[n->op].name,
                 n->out >= 0 && pg->values[n->out].name ? " " : "",
                 n->out >= 0 && pg->values[n->out].name ? pg->values[n->out].name : "",
                 n->out >= 0 ? wh__shape_str(&pg->values[n->out].shape, b, sizeof b) : "-", wh_status_str(st),
@@ -657,7 +638,7 @@ static void axpy_scale(float *acc, const float *g, int64_t n, float w, int first
  * in the last micro-batch, handed to gradient fusion the moment backward produces it, so its
  * all-reduce overlaps the rest of backward. Then the global loss, then the update. */
 static wh_status dev_fail(wh_session *s, wh_status st, const char *what) {
-  return fail(s, st, "wh_session_run: %s: %s", what, wh__cuda_error(s->dev));
+  return wh__session_fail(s, st, "wh_session_run: %s: %s", what, wh__cuda_error(s->dev));
 }
 
 /* Device data parallel: start the all-reduce of a finished gradient accumulation (the comm's
@@ -666,7 +647,7 @@ static wh_status dev_allreduce(wh_session *s, int32_t v, int64_t cnt) {
   wh_status st = wh__cuda_sync(s->dev);
   if (st != WH_OK) return dev_fail(s, st, "before a gradient all-reduce");
   st = wh_comm_iallreduce(s->comm, NULL, s->acc[v], (size_t)cnt, WH_F32, WH_REDUCE_SUM, &s->dreq[v]);
-  if (st != WH_OK) return fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
+  if (st != WH_OK) return wh__session_fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
   return WH_OK;
 }
 
@@ -693,7 +674,7 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
       const wh__node *n = &pg->nodes[i];
       if (n->phase == WH_PHASE_UPDATE || (mode == WH_RUN_EVAL && n->phase != WH_PHASE_FORWARD)) continue;
       if (active) {
-        wh_status st = run_node(s, i);
+        wh_status st = wh__session_run_node(s, i);
         if (st != WH_OK) return st;
       }
       int32_t out = n->out;
@@ -701,7 +682,7 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
       int64_t cnt = s->bytes[out] / (int64_t)sizeof(float);
       float *acc = s->acc[out];
       if (active) {
-        if (!s->ptr[out]) s->ptr[out] = s->ptr[root_of(s, out)];
+        if (!s->ptr[out]) s->ptr[out] = s->ptr[wh__session_root(s, out)];
         if (!s->dev) axpy_scale(acc, (const float *)s->ptr[out], cnt, w, k == 0);
         else if (wh__cuda_axpy(s->dev, acc, (const float *)s->ptr[out], cnt, w, k == 0) != WH_OK)
           return dev_fail(s, WH_ERR_INTERNAL, "gradient accumulation");
@@ -719,7 +700,7 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
         continue;
       }
       wh_status st = last ? wh_fusion_add(s->fusion, acc, (size_t)cnt) : wh_fusion_poll(s->fusion);
-      if (st != WH_OK) return fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
+      if (st != WH_OK) return wh__session_fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
     }
     if (active) {
       float l;
@@ -741,10 +722,10 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
           if (st == WH_OK) st = sv;
         }
     }
-    if (st != WH_OK) return fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
+    if (st != WH_OK) return wh__session_fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
     for (int v = 0; v < s->n; v++)
       if (s->grad_of_param[v] >= 0) {
-        if (!s->ptr[v]) s->ptr[v] = s->ptr[root_of(s, v)];
+        if (!s->ptr[v]) s->ptr[v] = s->ptr[wh__session_root(s, v)];
         if (!s->dev) memcpy(s->ptr[v], s->acc[v], (size_t)s->bytes[v]);
         else if ((st = wh__cuda_copy(s->dev, s->ptr[v], s->acc[v], (size_t)s->bytes[v], WH__D2D)) != WH_OK)
           return dev_fail(s, st, "gradient copy");
@@ -759,14 +740,14 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
         (st = wh__cuda_sync(s->dev)) != WH_OK)
       return dev_fail(s, st, "the loss all-reduce");
     if ((st = wh_comm_allreduce(s->comm, NULL, s->dloss, 1, WH_F64, WH_REDUCE_SUM)) != WH_OK)
-      return fail(s, st, "wh_session_run: loss all-reduce: %s", wh_last_error(s->ctx));
+      return wh__session_fail(s, st, "wh_session_run: loss all-reduce: %s", wh_last_error(s->ctx));
     if ((st = wh__cuda_copy(s->dev, &gl, s->dloss, sizeof gl, WH__D2H)) != WH_OK)
       return dev_fail(s, st, "the loss all-reduce");
   } else if ((st = wh_comm_allreduce(s->comm, NULL, &gl, 1, WH_F64, WH_REDUCE_SUM)) != WH_OK) {
-    return fail(s, st, "wh_session_run: loss all-reduce: %s", wh_last_error(s->ctx));
+    return wh__session_fail(s, st, "wh_session_run: loss all-reduce: %s", wh_last_error(s->ctx));
   }
   float glf = (float)gl;
-  if (!s->ptr[g->loss]) s->ptr[g->loss] = s->ptr[root_of(s, g->loss)];
+  if (!s->ptr[g->loss]) s->ptr[g->loss] = s->ptr[wh__session_root(s, g->loss)];
   if (!s->dev) memcpy(s->ptr[g->loss], &glf, sizeof glf);
   else if ((st = wh__cuda_copy(s->dev, s->ptr[g->loss], &glf, sizeof glf, WH__H2D)) != WH_OK)
     return dev_fail(s, st, "writing the loss");
@@ -774,7 +755,7 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
   if (mode == WH_RUN_TRAIN)
     for (int i = 0; i < pg->n_nodes; i++) {
       if (pg->nodes[i].phase != WH_PHASE_UPDATE) continue;
-      st = run_node(s, i);
+      st = wh__session_run_node(s, i);
       if (st != WH_OK) return st;
     }
   return WH_OK;
@@ -783,22 +764,22 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
 wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
   if (!s) return WH_ERR_INVALID_ARGUMENT;
   wh_graph *g = s->g;
-  if ((unsigned)mode > WH_RUN_EVAL) return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_run: unknown mode %d", (int)mode);
+  if ((unsigned)mode > WH_RUN_EVAL) return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_run: unknown mode %d", (int)mode);
   if (mode == WH_RUN_TRAIN && !g->has_optimizer)
-    return fail(s, WH_ERR_STATE, "wh_session_run: training needs an optimizer (wh_optimizer_sgd/adamw); use WH_RUN_GRAD for gradients only");
+    return wh__session_fail(s, WH_ERR_STATE, "wh_session_run: training needs an optimizer (wh_optimizer_sgd/adamw); use WH_RUN_GRAD for gradients only");
   if (mode != WH_RUN_EVAL && g->loss < 0)
-    return fail(s, WH_ERR_STATE, "wh_session_run: the graph has no gradients (wh_backward); use WH_RUN_EVAL");
+    return wh__session_fail(s, WH_ERR_STATE, "wh_session_run: the graph has no gradients (wh_backward); use WH_RUN_EVAL");
   if (s->dist && g->loss < 0)
-    return fail(s, WH_ERR_STATE, "wh_session_run: a distributed session needs a loss (wh_backward)");
+    return wh__session_fail(s, WH_ERR_STATE, "wh_session_run: a distributed session needs a loss (wh_backward)");
   const wh__program *pg = &s->prog;
   /* every input the run reads must be fed */
   for (int i = 0; i < pg->n_nodes; i++) {
     const wh__node *n = &pg->nodes[i];
     if (!runs_in(n, mode)) continue;
     for (int k = 0; k < n->n_in; k++) {
-      int32_t r = root_of(s, n->in[k]);
+      int32_t r = wh__session_root(s, n->in[k]);
       if (pg->values[r].role == WH_ROLE_INPUT && !s->ptr[r])
-        return fail(s, WH_ERR_STATE, "wh_session_run: input '%s' is not fed (node %d, %s, input %d)",
+        return wh__session_fail(s, WH_ERR_STATE, "wh_session_run: input '%s' is not fed (node %d, %s, input %d)",
                     wh_value_name(g, r), i, wh__ops[n->op].name, k);
     }
   }
@@ -806,7 +787,10 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
   s->ex.train = mode != WH_RUN_EVAL;
   s->ex.step = s->steps + 1;
   s->ex.batch = s->batch;
-  if (s->dist) {
+  if (s->pipe) {
+    wh_status st = wh__pipe_run(s, mode);
+    if (st != WH_OK) return st;
+  } else if (s->dist) {
     wh_status st = run_dist(s, mode);
     if (st != WH_OK) return st;
   } else {
@@ -817,7 +801,7 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
     }
     for (int i = 0; i < pg->n_nodes; i++) {
       if (!runs_in(&pg->nodes[i], mode)) continue;
-      wh_status st = run_node(s, i);
+      wh_status st = wh__session_run_node(s, i);
       if (st != WH_OK) return st;
     }
   }
@@ -877,10 +861,10 @@ wh_status wh_session_profile_report(const wh_session *s, char **out) {
 wh_status wh_session_step(wh_session *s) { return wh_session_run(s, WH_RUN_TRAIN); }
 
 static wh_status copy_out(wh_session *s, const char *who, wh_value v, void *out, size_t bytes) {
-  if (!wh__valid_value(s->g, v)) return fail(s, WH_ERR_INVALID_ARGUMENT, "%s: %d is not a value of this graph", who, (int)v);
-  if (!out) return fail(s, WH_ERR_INVALID_ARGUMENT, "%s: out is NULL", who);
+  if (!wh__valid_value(s->g, v)) return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "%s: %d is not a value of this graph", who, (int)v);
+  if (!out) return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "%s: out is NULL", who);
   if ((int64_t)bytes != s->bytes[v])
-    return fail(s, WH_ERR_SHAPE, "%s: value %d '%s' is %lld bytes at batch %lld, buffer is %zu", who, (int)v,
+    return wh__session_fail(s, WH_ERR_SHAPE, "%s: value %d '%s' is %lld bytes at batch %lld, buffer is %zu", who, (int)v,
                 wh_value_name(s->g, v), (long long)s->bytes[v], (long long)s->batch, bytes);
   if (!s->dev) {
     memcpy(out, s->ptr[v], bytes);
@@ -891,24 +875,24 @@ static wh_status copy_out(wh_session *s, const char *who, wh_value v, void *out,
     if (h) memcpy(out, h, bytes);
     return WH_OK;
   }
-  if (!s->ptr[v]) s->ptr[v] = s->ptr[root_of(s, v)];
+  if (!s->ptr[v]) s->ptr[v] = s->ptr[wh__session_root(s, v)];
   wh_status st = wh__cuda_copy(s->dev, out, s->ptr[v], bytes, WH__D2H);
-  return st == WH_OK ? WH_OK : fail(s, st, "%s: %s", who, wh__cuda_error(s->dev));
+  return st == WH_OK ? WH_OK : wh__session_fail(s, st, "%s: %s", who, wh__cuda_error(s->dev));
 }
 
 wh_status wh_session_fetch(wh_session *s, wh_value v, void *out, size_t bytes) {
   if (!s) return WH_ERR_INVALID_ARGUMENT;
-  if (!wh__valid_value(s->g, v)) return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_fetch: %d is not a value of this graph", (int)v);
+  if (!wh__valid_value(s->g, v)) return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_fetch: %d is not a value of this graph", (int)v);
   const wh__value *val = &s->g->values[v];
-  int32_t r = root_of(s, v);
-  if (val->role == WH_ROLE_INPUT && !s->ptr[v]) return fail(s, WH_ERR_STATE, "wh_session_fetch: input '%s' is not fed", wh_value_name(s->g, v));
-  if (!persistent(val->role)) {
+  int32_t r = wh__session_root(s, v);
+  if (val->role == WH_ROLE_INPUT && !s->ptr[v]) return wh__session_fail(s, WH_ERR_STATE, "wh_session_fetch: input '%s' is not fed", wh_value_name(s->g, v));
+  if (!wh__role_persistent(val->role)) {
     if (s->stamp[v] != s->runs || s->runs == 0)
-      return fail(s, WH_ERR_STATE, "wh_session_fetch: value %d '%s' was not computed by the last run", (int)v, wh_value_name(s->g, v));
+      return wh__session_fail(s, WH_ERR_STATE, "wh_session_fetch: value %d '%s' was not computed by the last run", (int)v, wh_value_name(s->g, v));
     int kept = val->keep;
     for (int32_t a = v; !kept && a >= 0; a = s->alias[a]) kept = s->prog.values[a].keep;
-    if (!kept && !persistent(s->prog.values[r].role))
-      return fail(s, WH_ERR_STATE, "wh_session_fetch: value %d '%s' is not kept, so its buffer may be reused: mark it with wh_graph_keep before creating the session",
+    if (!kept && !wh__role_persistent(s->prog.values[r].role))
+      return wh__session_fail(s, WH_ERR_STATE, "wh_session_fetch: value %d '%s' is not kept, so its buffer may be reused: mark it with wh_graph_keep before creating the session",
                   (int)v, wh_value_name(s->g, v));
   }
   return copy_out(s, "wh_session_fetch", v, out, bytes);
@@ -917,24 +901,30 @@ wh_status wh_session_fetch(wh_session *s, wh_value v, void *out, size_t bytes) {
 wh_status wh_session_get_param(wh_session *s, wh_value p, void *out, size_t bytes) {
   if (!s) return WH_ERR_INVALID_ARGUMENT;
   if (!wh__valid_value(s->g, p) || (s->g->values[p].role != WH_ROLE_PARAM && s->g->values[p].role != WH_ROLE_STATE))
-    return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_get_param: value %d is not a parameter", (int)p);
+    return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_get_param: value %d is not a parameter", (int)p);
+  if (s->pipe) {
+    int at = wh__pipe_stage_of(s, p);
+    if (at != s->pipe_stage)
+      return wh__session_fail(s, WH_ERR_STATE, "wh_session_get_param: '%s' lives on pipeline stage %d; this rank runs stage %d",
+                              wh_value_name(s->g, p), at, s->pipe_stage);
+  }
   return copy_out(s, "wh_session_get_param", p, out, bytes);
 }
 
 wh_status wh_session_set_param(wh_session *s, wh_value p, const void *data, size_t bytes) {
   if (!s) return WH_ERR_INVALID_ARGUMENT;
   if (!wh__valid_value(s->g, p) || (s->g->values[p].role != WH_ROLE_PARAM && s->g->values[p].role != WH_ROLE_STATE))
-    return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_set_param: value %d is not a parameter", (int)p);
-  if (!data) return fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_set_param: data is NULL");
+    return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_set_param: value %d is not a parameter", (int)p);
+  if (!data) return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_set_param: data is NULL");
   if ((int64_t)bytes != s->bytes[p])
-    return fail(s, WH_ERR_SHAPE, "wh_session_set_param: '%s' is %lld bytes, got %zu", wh_value_name(s->g, p),
+    return wh__session_fail(s, WH_ERR_SHAPE, "wh_session_set_param: '%s' is %lld bytes, got %zu", wh_value_name(s->g, p),
                 (long long)s->bytes[p], bytes);
   if (!s->dev) {
     memcpy(s->ptr[p], data, bytes);
     return WH_OK;
   }
   wh_status st = wh__cuda_copy(s->dev, s->ptr[p], data, bytes, WH__H2D);
-  return st == WH_OK ? WH_OK : fail(s, st, "wh_session_set_param: %s", wh__cuda_error(s->dev));
+  return st == WH_OK ? WH_OK : wh__session_fail(s, st, "wh_session_set_param: %s", wh__cuda_error(s->dev));
 }
 
 int64_t wh_session_steps(const wh_session *s) { return s ? s->steps : 0; }
@@ -1134,10 +1124,11 @@ wh_status wh_session_dump(const wh_session *s, wh_format fmt, char **out) {
   if (!bucket || !bb) b.oom = 1;
   int nb = 0;
   if (!b.oom) {
-    if (s->dist) nb = dp_buckets(s, bucket, bb);
+    if (s->dist && !s->pipe) nb = dp_buckets(s, bucket, bb);
     else
       for (size_t i = 0; i < nn; i++) bucket[i] = -1;
-    if (fmt == WH_FORMAT_TEXT) dump_text(&b, s, bucket, bb, nb);
+    if (fmt == WH_FORMAT_TEXT && s->pipe) wh__pipe_dump(s, &b);
+    else if (fmt == WH_FORMAT_TEXT) dump_text(&b, s, bucket, bb, nb);
     else dump_dot(&b, s, bucket, bb, nb);
   }
   free(bucket);

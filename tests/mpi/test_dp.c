@@ -1,7 +1,9 @@
-/* test_dp.c - the same model trained on one process and data-parallel over the ranks of this
- * mpirun gives the same losses at every step and the same parameters at the end: equal shares,
- * unequal shares, gradient accumulation over micro-batches, a replica with no samples; an MLP
- * and a small GPT. Each rank also runs the single-process reference itself. */
+/* test_dp.c - the same model trained on one process, data-parallel over the ranks of this mpirun,
+ * and pipelined over them, gives the same losses at every step and the same parameters at the
+ * end: equal shares, unequal shares, gradient accumulation over micro-batches, a replica with no
+ * samples; one stage per rank with GPipe and 1F1B at 4 micro-batches (the GPT's tied embedding
+ * spans the first and last stage); an MLP and a small GPT, 20 AdamW steps with clipping. Each
+ * rank also runs the single-process reference itself. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -235,6 +237,81 @@ static void run_case(wh_comm *c, int gpt, const char *name, const int64_t *share
   free(devs), free(rp), free(dp);
 }
 
+/* Pipeline: one stage per rank, segments split evenly, m micro-batches of B/m. Each rank holds the
+ * current values of the parameters its stage reads, and compares those with the one-process run;
+ * the tied embedding of the GPT lives on the first and the last stage. */
+static void run_pipe_case(wh_comm *c, int gpt, const char *name, int micro, wh_schedule sched) {
+  int n = wh_comm_size(c);
+  model m = build(gpt);
+  wh_session *ref;
+  wh_session_options so = WH_SESSION_OPTIONS_INIT;
+  so.batch = B;
+  CHECK(wh_session_create(ctx, m.g, &so, &ref));
+  size_t pb = params_bytes(m.g, ref);
+  float rl[STEPS], dl[STEPS], *rp = malloc(pb), *dp = malloc(pb);
+  train(&m, ref, rl, rp);
+  wh_session_destroy(ref);
+  wh_cluster *cl;
+  CHECK(wh_cluster_create(ctx, &cl));
+  CHECK(wh_cluster_add(cl, "CPU", 0, n));
+  wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
+  int devs[8];
+  for (int i = 0; i < n; i++) devs[i] = i;
+  l.stages = n;
+  l.devices = devs;
+  l.micro_batches = micro;
+  l.schedule = sched;
+  wh_plan *p;
+  CHECK(wh_plan_create_pinned(ctx, m.g, cl, B, &l, &p));
+  wh_session *s;
+  so.plan = p;
+  so.comm = c;
+  CHECK(wh_session_create(ctx, m.g, &so, &s));
+  char *d = NULL;
+  CHECK(wh_session_dump(s, WH_FORMAT_TEXT, &d));
+  EXPECT(strstr(d, "pipeline stage") && (rank_ == 0 ? strstr(d, "=> send to rank 1") : strstr(d, "<= recv")),
+         "%s: the dump shows the stage and its transfers:\n%.600s", name, d);
+  if (rank_ == 0 && gpt && sched == WH_SCHEDULE_1F1B) printf("%s, rank 0 program (excerpt):\n%.1500s\n", name, d);
+  wh_free(d);
+  size_t xb = m.gpt == 1 ? B * 8 * 4 : B * 16 * 4, yb = m.gpt == 1 ? B * 8 * 4 : B * 4;
+  void *x = malloc(xb), *y = malloc(yb);
+  for (int k = 0; k < STEPS; k++) {
+    batch(&m, k, x, y);
+    CHECK(wh_session_feed(s, m.x, x, xb));
+    CHECK(wh_session_feed(s, m.y, y, yb));
+    CHECK(wh_session_step(s));
+    CHECK(wh_session_fetch(s, m.loss, &dl[k], sizeof(float)));
+  }
+  free(x), free(y);
+  /* the parameters this stage holds, against the same ones of the reference */
+  size_t off = 0, held = 0, nheld = 0;
+  float *mine = malloc(pb), *theirs = malloc(pb);
+  for (int i = 0; i < wh_graph_num_params(m.g); i++) {
+    wh_value pv = wh_graph_param(m.g, i);
+    size_t b = wh_session_bytes(s, pv);
+    if (wh_session_get_param(s, pv, (char *)mine + held, b) == WH_OK) {
+      memcpy((char *)theirs + held, (char *)rp + off, b);
+      held += b, nheld++;
+    }
+    off += b;
+  }
+  double worst = 0;
+  for (int k = 0; k < STEPS; k++) worst = fmax(worst, fabs((double)dl[k] - rl[k]) / fmax(fabs(rl[k]), 1e-30));
+  double pe = rel(mine, theirs, held / sizeof(float));
+  EXPECT(worst <= 1e-5, "%s: loss differs from one process by %.3g (step losses %g .. %g)", name, worst, dl[0],
+         dl[STEPS - 1]);
+  EXPECT(nheld > 0 && pe <= 1e-5, "%s: the %zu parameters of this stage differ from one process by %.3g", name, nheld, pe);
+  if (rank_ == 0)
+    printf("%-34s loss %.5f -> %.5f  worst step loss rel err %.2e  params rel err %.2e (stage 0)\n", name, rl[0],
+           rl[STEPS - 1], worst, pe);
+  free(mine), free(theirs);
+  wh_session_destroy(s);
+  wh_plan_destroy(p);
+  wh_cluster_destroy(cl);
+  wh_graph_destroy(m.g);
+  free(rp), free(dp);
+}
+
 int main(void) {
   wh_ctx_options o = WH_CTX_OPTIONS_INIT;
   o.num_threads = 1;
@@ -276,6 +353,12 @@ int main(void) {
       run_case(c, gpt, nm, zero, 1);
     }
   }
+  for (int gpt = 0; gpt < 2 && n > 1; gpt++)
+    for (int sch = 0; sch < 2; sch++) {
+      char nm[96];
+      snprintf(nm, sizeof nm, "%s PP=%d %s, 4 micro-batches", gpt ? "gpt" : "mlp", n, sch ? "1F1B" : "GPipe");
+      run_pipe_case(c, gpt, nm, 4, sch ? WH_SCHEDULE_1F1B : WH_SCHEDULE_GPIPE);
+    }
   int32_t tot[2] = {passed, failed};
   wh_comm_allreduce(c, NULL, tot, 2, WH_I32, WH_REDUCE_SUM);
   if (rank_ == 0) printf("dp (%d ranks): %d passed, %d failed\n", n, tot[0], tot[1]);

@@ -1,0 +1,84 @@
+/* session_impl.h - the session's insides, shared by session.c (single process, data parallel,
+ * devices) and pipeline.c (pipeline-parallel plans). Not part of the public API. */
+#ifndef WH_SESSION_IMPL_H
+#define WH_SESSION_IMPL_H
+
+#include "../comm/comm.h"
+#include "../ir/ir.h"
+#include "../kernels/cuda/cuda.h"
+#include "../kernels/kernels.h"
+#include "program.h"
+#include "strbuf.h"
+
+struct wh__pipe;
+
+struct wh_session {
+  wh_ctx *ctx;
+  wh_graph *g;
+  wh__program prog;    /* what runs: the graph's nodes plus recomputation clones */
+  int recompute, inplace;
+  int froze;           /* this session froze its graph (and thaws it when destroyed) */
+  int64_t n_inplace;
+  int64_t batch;
+  int64_t steps;
+  int64_t runs;
+  int n;               /* program values (graph values first) */
+  void **ptr;          /* data of each value at the bound batch */
+  int64_t *bytes;
+  int32_t *alias;      /* storage shared with another value (reshape views, in-place outputs), or -1 */
+  int64_t *stamp;      /* run that last wrote the value */
+  void **own;          /* session-owned persistent storage (params, state), per value */
+  void *arena;
+  int64_t arena_bytes, inter_bytes, n_inter, live_peak;
+  wh__exec ex;
+  char kerr[512];
+  /* distributed (data parallel) execution */
+  wh_comm *comm;
+  int dist, m;                 /* micro-batches */
+  int64_t global_batch, mb;    /* samples per step, per micro-batch */
+  int64_t share, offset;       /* this replica's rows of each micro-batch */
+  const void **global_feed;    /* per input: the caller's global batch */
+  int64_t *row_bytes;          /* per input: bytes per sample */
+  int32_t *grad_of_param;      /* per value: the parameter it is the gradient of, or -1 */
+  void **acc;                  /* per parameter gradient: accumulation over micro-batches */
+  wh_fusion *fusion;
+  /* CUDA: parameters, state, constants, inputs and the arena live on the device; own[] and
+   * arena are device memory, host_feed[] the caller's buffers copied in at each run */
+  wh__cuda *dev;
+  int dev_index, precision;
+  const void **host_feed;
+  void **host_param;           /* per parameter: a host copy for serialization (device sessions) */
+  wh_request **dreq;           /* per gradient: its all-reduce (device data parallel) */
+  double *dloss;               /* device slot for the loss all-reduce over NCCL */
+  /* per-op timing (wh_session_profile) */
+  int prof;
+  int64_t prof_runs;
+  double prof_s[WH_OP_COUNT];
+  int64_t prof_calls[WH_OP_COUNT];
+  struct wh__pipe *pipe;       /* pipeline-parallel plans (pipeline.c), NULL otherwise */
+  int pipe_stage;
+};
+
+static inline int wh__role_persistent(wh__role r) {
+  return r == WH_ROLE_PARAM || r == WH_ROLE_STATE || r == WH_ROLE_CONST || r == WH_ROLE_INPUT;
+}
+
+/* Record the message in the context and return st. */
+wh_status wh__session_fail(wh_session *s, wh_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The value whose storage v shares (itself when none). */
+int32_t wh__session_root(const wh_session *s, int32_t v);
+/* Run program node i on the current pointers; a failure names the node. */
+wh_status wh__session_run_node(wh_session *s, int i);
+
+/* ---- pipeline.c */
+/* Set up this rank's stage of a pipeline plan (after the memory plan): node placement, transfers,
+ * one arena per micro-batch. */
+wh_status wh__pipe_create(wh_session *s, const struct wh_plan *pl, int stage);
+void wh__pipe_destroy(wh_session *s);
+wh_status wh__pipe_run(wh_session *s, wh_run_mode mode);
+/* The stage that holds leaf v current: this rank's when one of its nodes reads v. */
+int wh__pipe_stage_of(const wh_session *s, int32_t v);
+/* This rank's part of the program dump: stage, its nodes, sends and receives. */
+void wh__pipe_dump(const wh_session *s, wh__sb *b);
+
+#endif
