@@ -9,7 +9,11 @@
  * gradients, the clipping coefficient) once per step.
  * Schedules: GPipe (every micro-batch forward, then every backward) and 1F1B (stage s runs S-s-1
  * forwards ahead, then alternates). Each micro-batch in flight has its own arena, laid out by the
- * session's static plan; gradients of parameters accumulate across micro-batches weighted 1/m. */
+ * session's static plan; gradients of parameters accumulate across micro-batches weighted by the
+ * replica's share of the global batch.
+ * Data parallel inside a pipeline: every stage has R replicas, replica r of each stage takes the
+ * same rows and talks only to replica r of the others; the replicas of a stage all-reduce their
+ * accumulated gradients before the optimizer runs. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,7 +38,9 @@ typedef struct {
 
 struct wh__pipe {
   int S, me, m, sched;
-  int *rank_of;            /* stage -> rank */
+  int R, rep;              /* replicas per stage, this rank's replica */
+  int *rank_of;            /* stage -> the rank of this replica index there */
+  wh_comm *stage_comm;     /* the replicas of this rank's stage (R > 1) */
   uint64_t *at;            /* program node -> stages that run it */
   xfer *x;
   int nx;
@@ -68,6 +74,7 @@ static void pipe_free(struct wh__pipe *p, const wh_session *s) {
     for (int k = 1; k < p->m; k++) free(p->ptr[k]);
   (void)s;
   free(p->arena), free(p->ptr), free(p->got), free(p->x), free(p->x_mb), free(p->x_upd), free(p->at), free(p->rank_of);
+  wh_comm_destroy(p->stage_comm);
   free(p);
 }
 
@@ -183,7 +190,7 @@ static wh_status transfers(wh_session *s, struct wh__pipe *p) {
   return WH_OK;
 }
 
-wh_status wh__pipe_create(wh_session *s, const struct wh_plan *pl, int stage) {
+wh_status wh__pipe_create(wh_session *s, const struct wh_plan *pl, int stage, int replica) {
   if (pl->n_stages > MAX_STAGES)
     return wh__session_fail(s, WH_ERR_UNSUPPORTED, "wh_session_create: %d pipeline stages (at most %d)", pl->n_stages,
                             MAX_STAGES);
@@ -192,6 +199,8 @@ wh_status wh__pipe_create(wh_session *s, const struct wh_plan *pl, int stage) {
   s->pipe = p;
   p->S = pl->n_stages;
   p->me = stage;
+  p->R = pl->st[0].ndev;
+  p->rep = replica;
   p->m = pl->micro_batches;
   p->sched = pl->schedule;
   p->rank_of = malloc(sizeof(int) * (size_t)p->S);
@@ -199,7 +208,15 @@ wh_status wh__pipe_create(wh_session *s, const struct wh_plan *pl, int stage) {
   p->arena = calloc((size_t)p->m, sizeof(void *));
   p->ptr = calloc((size_t)p->m, sizeof(void **));
   if (!p->rank_of || !p->at || !p->arena || !p->ptr) return WH_ERR_OUT_OF_MEMORY;
-  for (int k = 0; k < p->S; k++) p->rank_of[k] = pl->st[k].dev[0];
+  for (int k = 0; k < p->S; k++) p->rank_of[k] = pl->st[k].dev[replica];
+  /* one communicator per stage over its replicas: collective, every rank takes part in each */
+  for (int k = 0; k < p->S && p->R > 1; k++) {
+    wh_comm *sub = NULL;
+    wh_status st = wh_comm_split(s->comm, p->R, pl->st[k].dev, &sub);
+    if (st != WH_OK)
+      return wh__session_fail(s, st, "wh_session_create: pipeline stage %d's replicas: %s", k, wh_last_error(s->ctx));
+    if (sub) p->stage_comm = sub;
+  }
   wh_status st = place(s, pl, p);
   if (st == WH_OK) st = transfers(s, p);
   if (st != WH_OK) return st;
@@ -283,7 +300,7 @@ static wh_status run_part(wh_session *s, int k, int backward, double w, double *
   const wh__program *pg = &s->prog;
   uint64_t mine = (uint64_t)1 << p->me;
   s->ptr = p->ptr[k];
-  s->ex.row0 = (int64_t)k * s->mb;
+  s->ex.row0 = (int64_t)k * s->mb + s->offset;
   for (int v = 0; v < s->g->n_values; v++)
     if (s->global_feed[v]) s->ptr[v] = (char *)s->global_feed[v] + s->ex.row0 * s->row_bytes[v];
   for (int i = 0; i < pg->n_nodes; i++) {
@@ -365,7 +382,7 @@ wh_status wh__pipe_run(wh_session *s, wh_run_mode mode) {
   int *seq = malloc(sizeof(int) * (size_t)(4 * p->m + 2));
   if (!seq) return WH_ERR_OUT_OF_MEMORY;
   memset(p->got, 0, (size_t)p->m * (size_t)(p->nx + 1));
-  double w = 1.0 / p->m, loss_acc = 0;
+  double w = (double)s->share / (double)s->global_batch, loss_acc = 0;
   int steps = schedule(p, with_bwd, seq);
   wh_status st = WH_OK;
   for (int j = 0; j < steps && st == WH_OK; j++) st = run_part(s, seq[2 * j], seq[2 * j + 1], w, &loss_acc);
@@ -386,6 +403,12 @@ wh_status wh__pipe_run(wh_session *s, wh_run_mode mode) {
       if (!s->ptr[v]) s->ptr[v] = s->ptr[wh__session_root(s, v)];
       memcpy(s->ptr[v], s->acc[v], (size_t)s->bytes[v]);
       s->stamp[v] = s->runs;
+      if (p->stage_comm && (st = wh_comm_allreduce(p->stage_comm, NULL, s->ptr[v], (size_t)s->bytes[v] / sizeof(float),
+                                                   WH_F32, WH_REDUCE_SUM)) != WH_OK) {
+        wh__session_fail(s, st, "wh_session_run: gradient all-reduce among stage %d's replicas: %s", p->me,
+                         wh_last_error(s->ctx));
+        break;
+      }
       if (mode == WH_RUN_TRAIN && p->x_upd[v] >= 0) st = send_value(s, p->x_upd[v], p->m);
     }
   }
@@ -434,9 +457,11 @@ void wh__pipe_dump(const wh_session *s, wh__sb *b) {
   uint64_t mine = (uint64_t)1 << p->me;
   int nodes = 0;
   for (int i = 0; i < pg->n_nodes; i++) nodes += (p->at[i] & mine) != 0;
-  wh__sb_printf(b, "rank %d of %d: pipeline stage %d of %d, %s, %d micro-batches of %lld samples (global batch %lld)\n",
-                wh_comm_rank(s->comm), wh_comm_size(s->comm), p->me, p->S, p->sched == WH_SCHED_GPIPE ? "GPipe" : "1F1B",
-                p->m, (long long)s->mb, (long long)s->global_batch);
+  wh__sb_printf(b, "rank %d of %d: pipeline stage %d of %d, replica %d of %d (rows [%lld, %lld) of each micro-batch), "
+                "%s, %d micro-batches of %lld samples (global batch %lld)\n",
+                wh_comm_rank(s->comm), wh_comm_size(s->comm), p->me, p->S, p->rep, p->R, (long long)s->offset,
+                (long long)(s->offset + s->share), p->sched == WH_SCHED_GPIPE ? "GPipe" : "1F1B", p->m, (long long)s->mb,
+                (long long)s->global_batch);
   wh__sb_printf(b, "program: %d of %d nodes on this stage, %d micro-batch arenas of %lld bytes\n", nodes, pg->n_nodes, p->m,
                 (long long)s->arena_bytes);
   for (int i = 0; i < pg->n_nodes; i++) {
@@ -465,7 +490,10 @@ void wh__pipe_dump(const wh_session *s, wh__sb *b) {
     }
     wh__sb_printf(b, "\n");
   }
+  if (p->R > 1)
+    wh__sb_printf(b, "  all-reduce sum f32 of each accumulated gradient made here, among the %d replicas of stage %d\n",
+                  p->R, p->me);
   if (p->loss_stage >= 0)
-    wh__sb_printf(b, "  all-reduce sum f64 loss: 8 bytes, after the step, all %d ranks (stage %d contributes)\n", p->S,
-                  p->loss_stage);
+    wh__sb_printf(b, "  all-reduce sum f64 loss: 8 bytes, after the step, all %d ranks (stage %d contributes)\n",
+                  wh_comm_size(s->comm), p->loss_stage);
 }

@@ -318,7 +318,7 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
     return WH_ERR_INVALID_ARGUMENT;
   }
   int64_t share = 0, offset = 0;
-  int pipe_stage = -1;
+  int pipe_stage = -1, pipe_rep = 0;
   if (o.plan) {
     const wh_plan *pl = o.plan;
     if (pl->n_devices != wh_comm_size(o.comm)) {
@@ -328,28 +328,34 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
     }
     int me = wh_comm_rank(o.comm), found = 0;
     int pipelined = pl->n_stages > 1;
-    for (int k = 0; k < pl->n_stages; k++)
-      if (pl->st[k].tp != 1 || (pipelined && pl->st[k].ndev != 1)) {
-        wh__ctx_set_error(ctx, "wh_session_create: this build executes data-parallel plans (one stage, any replicas) and "
-                               "pipeline plans (one device per stage), without operator sharding; stage %d has %d "
-                               "replica(s) and tp %d (plan with allow_tp = 0, and stages = 1 or one device per stage)",
+    for (int k = 0; k < pl->n_stages; k++) {
+      int same = pl->st[k].ndev == pl->st[0].ndev;
+      for (int r = 0; same && pipelined && r < pl->st[k].ndev; r++)
+        same = pl->st[k].share[r] == pl->st[0].share[r] && pl->st[k].share[r] > 0;
+      if (pl->st[k].tp != 1 || (pipelined && !same)) {
+        wh__ctx_set_error(ctx, "wh_session_create: this build executes data-parallel plans and pipelines whose stages "
+                               "have the same replicas with the same positive shares, without operator sharding; stage "
+                               "%d has %d replica(s) and tp %d (plan with allow_tp = 0)",
                           k, pl->st[k].ndev, pl->st[k].tp);
         return WH_ERR_UNSUPPORTED;
       }
+    }
     if (pipelined) {
       if (o.device != WH_DEVICE_CPU) {
         wh__ctx_set_error(ctx, "wh_session_create: pipeline plans run on the CPU backend in this build");
         return WH_ERR_UNSUPPORTED;
       }
       for (int k = 0; k < pl->n_stages; k++)
-        if (pl->st[k].dev[0] == me) pipe_stage = k;
+        for (int r = 0; r < pl->st[k].ndev; r++)
+          if (pl->st[k].dev[r] == me) pipe_stage = k, pipe_rep = r;
       if (pipe_stage < 0) {
         wh__ctx_set_error(ctx, "wh_session_create: rank %d has no stage in the plan", me);
         return WH_ERR_INVALID_ARGUMENT;
       }
-      o.batch = pl->global_batch / pl->micro_batches;
+      share = pl->st[pipe_stage].share[pipe_rep];
+      for (int r = 0; r < pipe_rep; r++) offset += pl->st[pipe_stage].share[r];
+      o.batch = share;
       o.inplace = 0; /* values cross ranks while later nodes run: no storage taken over in place */
-      share = o.batch;
     }
     for (int i = 0; !pipelined && i < pl->st[0].ndev; i++) {
       if (pl->st[0].dev[i] == me) {
@@ -497,7 +503,7 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
      * memory; the MPI backend stages it through the host); on the host, buckets pack them */
     if (pipe_stage >= 0) {
       s->pipe_stage = pipe_stage;
-      if ((st = wh__pipe_create(s, o.plan, pipe_stage)) != WH_OK) {
+      if ((st = wh__pipe_create(s, o.plan, pipe_stage, pipe_rep)) != WH_OK) {
         if (st == WH_ERR_OUT_OF_MEMORY && !strstr(wh_last_error(ctx), "pipeline"))
           wh__ctx_set_error(ctx, "wh_session_create: out of memory setting up the pipeline stage");
         wh_session_destroy(s);

@@ -73,7 +73,7 @@ wh_status wh__session_run_node(wh_session *s, int i);
 /* ---- pipeline.c */
 /* Set up this rank's stage of a pipeline plan (after the memory plan): node placement, transfers,
  * one arena per micro-batch. */
-wh_status wh__pipe_create(wh_session *s, const struct wh_plan *pl, int stage);
+wh_status wh__pipe_create(wh_session *s, const struct wh_plan *pl, int stage, int replica);
 void wh__pipe_destroy(wh_session *s);
 wh_status wh__pipe_run(wh_session *s, wh_run_mode mode);
 /* The stage that holds leaf v current: this rank's when one of its nodes reads v. */

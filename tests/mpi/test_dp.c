@@ -240,7 +240,8 @@ static void run_case(wh_comm *c, int gpt, const char *name, const int64_t *share
 /* Pipeline: one stage per rank, segments split evenly, m micro-batches of B/m. Each rank holds the
  * current values of the parameters its stage reads, and compares those with the one-process run;
  * the tied embedding of the GPT lives on the first and the last stage. */
-static void run_pipe_case(wh_comm *c, int gpt, const char *name, int micro, wh_schedule sched) {
+static void run_pipe_case(wh_comm *c, int gpt, const char *name, int stages, const int64_t *shares, int micro,
+                          wh_schedule sched) {
   int n = wh_comm_size(c);
   model m = build(gpt);
   wh_session *ref;
@@ -257,7 +258,8 @@ static void run_pipe_case(wh_comm *c, int gpt, const char *name, int micro, wh_s
   wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
   int devs[8];
   for (int i = 0; i < n; i++) devs[i] = i;
-  l.stages = n;
+  l.stages = stages;
+  l.shares = shares;
   l.devices = devs;
   l.micro_batches = micro;
   l.schedule = sched;
@@ -269,7 +271,10 @@ static void run_pipe_case(wh_comm *c, int gpt, const char *name, int micro, wh_s
   CHECK(wh_session_create(ctx, m.g, &so, &s));
   char *d = NULL;
   CHECK(wh_session_dump(s, WH_FORMAT_TEXT, &d));
-  EXPECT(strstr(d, "pipeline stage") && (rank_ == 0 ? strstr(d, "=> send to rank 1") : strstr(d, "<= recv")),
+  int peer = stages == n ? 1 : n / stages; /* replica 0 of stage 1 */
+  char want[48];
+  snprintf(want, sizeof want, "=> send to rank %d", peer);
+  EXPECT(strstr(d, "pipeline stage") && (rank_ == 0 ? strstr(d, want) != NULL : strstr(d, "<= recv") != NULL),
          "%s: the dump shows the stage and its transfers:\n%.600s", name, d);
   if (rank_ == 0 && gpt && sched == WH_SCHEDULE_1F1B) printf("%s, rank 0 program (excerpt):\n%.1500s\n", name, d);
   wh_free(d);
@@ -357,7 +362,12 @@ int main(void) {
     for (int sch = 0; sch < 2; sch++) {
       char nm[96];
       snprintf(nm, sizeof nm, "%s PP=%d %s, 4 micro-batches", gpt ? "gpt" : "mlp", n, sch ? "1F1B" : "GPipe");
-      run_pipe_case(c, gpt, nm, 4, sch ? WH_SCHEDULE_1F1B : WH_SCHEDULE_GPIPE);
+      run_pipe_case(c, gpt, nm, n, NULL, 4, sch ? WH_SCHEDULE_1F1B : WH_SCHEDULE_GPIPE);
+      if (n == 4) { /* DP x PP: two stages of two replicas, 2 and 4 rows of each 6-sample micro-batch */
+        static const int64_t sh[4] = {2, 4, 2, 4};
+        snprintf(nm, sizeof nm, "%s DP=2 x PP=2 %s, unequal shares", gpt ? "gpt" : "mlp", sch ? "1F1B" : "GPipe");
+        run_pipe_case(c, gpt, nm, 2, sh, 4, sch ? WH_SCHEDULE_1F1B : WH_SCHEDULE_GPIPE);
+      }
     }
   int32_t tot[2] = {passed, failed};
   wh_comm_allreduce(c, NULL, tot, 2, WH_I32, WH_REDUCE_SUM);
