@@ -4,10 +4,15 @@
  *
  *   gpt_text [--layers N] [--heads N] [--width N] [--context N] [--batch N] [--steps N]
  *            [--lr X] [--data DIR] [--eval-every N] [--sample N] [--recompute 0|1] [--cluster FILE]
+ *            [--stages N] [--micro N] [--schedule gpipe|1f1b]
  *
  * Under mpirun (or any launcher wh_launch_detect knows) it trains across the ranks: libwhale plans
  * the step on a cluster of the ranks (from --cluster FILE, or this machine probed by rank 0 and
- * shared between its ranks), prints the plan, and every rank runs its part of it.
+ * shared between its ranks), prints the plan, and every rank runs its part of it. By default the
+ * planner chooses a data-parallel plan (shares, micro-batches); --stages N > 1 pins a pipeline of
+ * N stages (the planner cuts the layers and splits the ranks evenly over the stages), --stages 0
+ * lets the search choose the stages too. At the end the cost model's predicted step is printed
+ * beside the measured median, with a RESULT line.
  */
 #include <dirent.h>
 #include <math.h>
@@ -26,6 +31,7 @@ static int rank0 = 1; /* only rank 0 prints */
 
 typedef struct {
   int layers, heads, width, context, batch, steps, eval_every, sample, recompute;
+  int stages, micro, schedule;
   float lr;
   const char *data, *cluster;
 } config;
@@ -179,7 +185,7 @@ static float eval_loss(wh_ctx *ctx, wh_session *s, const gpt *m, const unsigned 
 }
 
 int main(int argc, char **argv) {
-  config c = {4, 4, 128, 64, 16, 600, 100, 300, 0, 3e-3f, "/usr/share/games/fortunes", NULL};
+  config c = {4, 4, 128, 64, 16, 600, 100, 300, 0, 1, 0, WH_SCHEDULE_1F1B, 3e-3f, "/usr/share/games/fortunes", NULL};
   for (int i = 1; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
     if (!strcmp(k, "--layers")) c.layers = atoi(v);
@@ -194,6 +200,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--sample")) c.sample = atoi(v);
     else if (!strcmp(k, "--recompute")) c.recompute = atoi(v);
     else if (!strcmp(k, "--cluster")) c.cluster = v;
+    else if (!strcmp(k, "--stages")) c.stages = atoi(v);
+    else if (!strcmp(k, "--micro")) c.micro = atoi(v);
+    else if (!strcmp(k, "--schedule") && (!strcmp(v, "gpipe") || !strcmp(v, "1f1b")))
+      c.schedule = !strcmp(v, "gpipe") ? WH_SCHEDULE_GPIPE : WH_SCHEDULE_1F1B;
     else {
       fprintf(stderr, "unknown option %s\n", k);
       return 2;
@@ -275,8 +285,10 @@ int main(int argc, char **argv) {
       CHECK(wh_comm_broadcast(comm, fig, 3, WH_F64, 0));
       wh_device_desc d = WH_DEVICE_DESC_INIT;
       d.kind = "CPU-rank";
-      d.flops_f32 = d.flops_bf16 = fig[0];
-      d.mem_bw = fig[1];
+      /* more ranks than cores: the probe ran on a whole core, each rank gets a share of one */
+      double share = li.local_size > cores ? (double)cores / (double)li.local_size : 1.0;
+      d.flops_f32 = d.flops_bf16 = fig[0] * share;
+      d.mem_bw = fig[1] * share;
       d.mem_bytes = fig[2] / li.local_size;
       d.link_bw = 5e9; /* shared memory between ranks on one machine */
       d.eff_flops = d.eff_bw = 1.0; /* measured figures */
@@ -284,11 +296,20 @@ int main(int argc, char **argv) {
       CHECK(wh_cluster_add_custom(cl, &d, 0, wh_comm_size(comm)));
       CHECK(wh_cluster_set_links(cl, 5e9, 5e-6, 5e9, 5e-6));
     }
-    wh_plan_options po = WH_PLAN_OPTIONS_INIT;
-    po.global_batch = c.batch;
-    po.stages = 1;
-    po.allow_tp = 0;
-    CHECK(wh_plan_create(ctx, g, cl, &po, &plan));
+    if (c.stages > 1) {
+      wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
+      l.stages = c.stages;
+      l.micro_batches = c.micro > 0 ? c.micro : 2 * c.stages;
+      l.schedule = (wh_schedule)c.schedule;
+      CHECK(wh_plan_create_pinned(ctx, g, cl, c.batch, &l, &plan));
+    } else {
+      wh_plan_options po = WH_PLAN_OPTIONS_INIT;
+      po.global_batch = c.batch;
+      po.stages = c.stages; /* 1: data parallel; 0: the search chooses */
+      po.micro_batches = c.micro;
+      po.allow_tp = 0;
+      CHECK(wh_plan_create(ctx, g, cl, &po, &plan));
+    }
     char *ex;
     CHECK(wh_plan_explain(plan, &ex));
     say("%s", ex);
@@ -358,23 +379,39 @@ int main(int argc, char **argv) {
     double med = step_t[skip + n / 2], pred = wh_plan_step_time(plan);
     say("cost model: predicted %.1f ms per step, measured %.1f ms (median), error %+.0f%%\n", 1e3 * pred, 1e3 * med,
         100 * (pred / med - 1));
+    int ns = wh_plan_num_stages(plan), dp = wh_comm_size(comm) / ns;
+    char tag[48];
+    const char *sch = wh_plan_schedule(plan) == WH_SCHEDULE_GPIPE ? "gpipe" : "1f1b";
+    if (ns == 1) snprintf(tag, sizeof tag, "dp%d", dp);
+    else if (dp == 1) snprintf(tag, sizeof tag, "pp%d_%s", ns, sch);
+    else snprintf(tag, sizeof tag, "dp%dxpp%d_%s", dp, ns, sch);
+    say("RESULT costmodel_error_%s %.3f\n", tag, fabs(pred / med - 1));
   }
   free(step_t);
 
   /* sample: slide a window of the last T bytes, one full forward per byte (no KV cache); a
    * distributed session keeps its global batch, so rank 0 samples from a local copy */
   wh_session *local = NULL;
-  if (c.sample > 0 && dist && rank0) {
+  if (c.sample > 0 && dist) {
     wh_session_options lo = WH_SESSION_OPTIONS_INIT;
-    CHECK(wh_session_create(ctx, g, &lo, &local));
+    if (rank0) CHECK(wh_session_create(ctx, g, &lo, &local));
+    /* each parameter from the first rank that holds it (a pipeline stage holds its own) */
+    int n = wh_comm_size(comm), me = wh_comm_rank(comm);
+    int32_t *holds = malloc(sizeof(int32_t) * (size_t)n);
     for (int i = 0; i < wh_graph_num_params(g); i++) {
       wh_value p = wh_graph_param(g, i);
       size_t b = wh_session_bytes(s, p);
       void *buf = malloc(b);
-      CHECK(wh_session_get_param(s, p, buf, b));
-      CHECK(wh_session_set_param(local, p, buf, b));
+      for (int r = 0; r < n; r++) holds[r] = 0;
+      holds[me] = wh_session_get_param(s, p, buf, b) == WH_OK;
+      CHECK(wh_comm_allreduce(comm, NULL, holds, (size_t)n, WH_I32, WH_REDUCE_SUM));
+      int root = 0;
+      while (root < n - 1 && !holds[root]) root++;
+      CHECK(wh_comm_broadcast(comm, buf, b / sizeof(float), WH_F32, root));
+      if (rank0) CHECK(wh_session_set_param(local, p, buf, b));
       free(buf);
     }
+    free(holds);
   }
   if (c.sample > 0 && rank0) {
     wh_session *s0 = local ? local : s;

@@ -14,6 +14,7 @@
  * Data parallel inside a pipeline: every stage has R replicas, replica r of each stage takes the
  * same rows and talks only to replica r of the others; the replicas of a stage all-reduce their
  * accumulated gradients before the optimizer runs. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -358,7 +359,9 @@ static int schedule(const struct wh__pipe *p, int with_bwd, int *seq) {
   return n / 2;
 }
 
-static wh_status drain(wh_session *s) {
+/* Wait for this step's sends; report (overwriting the context's message) only when asked: after
+ * an earlier failure the first message is the one that names the cause. */
+static wh_status drain(wh_session *s, int report) {
   struct wh__pipe *p = s->pipe;
   wh_status first = WH_OK;
   for (int k = 0; k < p->npend; k++) {
@@ -366,7 +369,7 @@ static wh_status drain(wh_session *s) {
     free(p->pend[k].buf);
     if (st != WH_OK && first == WH_OK) {
       first = st;
-      wh__session_fail(s, st, "wh_session_run: a pipeline send did not complete: %s", wh_last_error(s->ctx));
+      if (report) wh__session_fail(s, st, "wh_session_run: a pipeline send did not complete: %s", wh_last_error(s->ctx));
     }
   }
   p->npend = 0;
@@ -389,7 +392,10 @@ wh_status wh__pipe_run(wh_session *s, wh_run_mode mode) {
   free(seq);
   s->ptr = own_ptr;
   if (st != WH_OK) {
-    drain(s);
+    char why[1024];
+    snprintf(why, sizeof why, "%s", wh_last_error(s->ctx));
+    drain(s, 0); /* the comm's own messages about the sends must not hide the cause */
+    wh__ctx_set_error(s->ctx, "%s", why);
     return st;
   }
   uint64_t mine = (uint64_t)1 << p->me;
@@ -423,7 +429,7 @@ wh_status wh__pipe_run(wh_session *s, wh_run_mode mode) {
       if (st == WH_OK) st = wh__session_run_node(s, i);
       if (st == WH_OK && n->out >= 0 && p->x_upd[n->out] >= 0) st = send_value(s, p->x_upd[n->out], p->m);
     }
-  wh_status sd = drain(s);
+  wh_status sd = drain(s, st == WH_OK);
   if (st == WH_OK) st = sd;
   if (st != WH_OK) return st;
   /* the loss: the mean over micro-batches, from the stage that computes it, on every rank */

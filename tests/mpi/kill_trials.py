@@ -2,7 +2,7 @@
 """kill_trials.py - kill one rank mid-allreduce and mid-receive, many times, and check that every
 other rank leaves libwhale with an error naming the dead rank within the timeout + 5 s.
 
-    kill_trials.py TEST_KILL [--trials 20] [--ranks 2,3,4] [--parallel 3] [--modes allreduce,recv,step]
+    kill_trials.py TEST_KILL [--trials 20] [--ranks 2,3,4] [--parallel 3] [--modes allreduce,recv,step,pipe]
                              [--keep DIR]
 
 Each trial is `mpirun --enable-recovery -np N TEST_KILL MODE VICTIM OUTDIR` (see test_kill.c);
@@ -161,7 +161,7 @@ def main():
     ap.add_argument("--trials", type=int, default=20, help="trials per mode")
     ap.add_argument("--ranks", default="2,3,4", help="rank counts to cycle through (e.g. 3, or 2,3,4)")
     ap.add_argument("--parallel", type=int, default=3, help="trials at once")
-    ap.add_argument("--modes", default="allreduce,recv,step")
+    ap.add_argument("--modes", default="allreduce,recv,step,pipe")
     ap.add_argument("--keep", help="keep every trial's directory under this one (default: only failures)")
     a = ap.parse_args()
     exe = os.path.abspath(a.test_kill)

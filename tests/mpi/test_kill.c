@@ -20,6 +20,9 @@
  *   of forward, backward or the gradient all-reduce. The others must leave wh_session_step with
  *   an error naming the dead rank.
  *
+ * MODE pipe: the same with a pipeline plan, one stage per rank (a deeper MLP, 4 micro-batches,
+ *   1F1B): the victim dies between sends and receives of activations and gradients.
+ *
  * Each survivor whose wait fails writes OUTDIR/rank<R>.txt (key=value lines: exit, op, status,
  * wait_s, since_kill_s, error) and exits 1 at once, without wh_ctx_destroy / MPI_Finalize: the
  * communicator is broken. The victim writes OUTDIR/victim.txt (its kill time) before it dies.
@@ -176,7 +179,7 @@ static void *kill_soon(void *arg) {
   return NULL;
 }
 
-static void run_step(wh_comm *c, int victim) {
+static void run_step(wh_comm *c, int victim, int pipe) {
   enum { B = 64, IN = 256, H = 512, OUT = 10 };
   wh_graph *g;
   if (wh_graph_create(ctx, &g) != WH_OK) _exit(3);
@@ -184,7 +187,14 @@ static void run_step(wh_comm *c, int victim) {
   wh_value y = wh_input(g, "y", WH_I32, 1, (int64_t[]){WH_BATCH});
   wh_value w1 = wh_param(g, "w1", WH_F32, 2, (int64_t[]){H, IN}, WH_INIT(WH_INIT_NORMAL, 0, 0.05f, 1));
   wh_value w2 = wh_param(g, "w2", WH_F32, 2, (int64_t[]){OUT, H}, WH_INIT(WH_INIT_NORMAL, 0, 0.05f, 2));
-  wh_value loss = wh_cross_entropy(g, wh_matmul(g, wh_relu(g, wh_matmul(g, x, w1, 0, 1)), w2, 0, 1), y);
+  wh_value h = wh_relu(g, wh_matmul(g, x, w1, 0, 1));
+  for (int l = 0; pipe && l < 4; l++) { /* enough layers for one stage per rank */
+    char nm[16];
+    snprintf(nm, sizeof nm, "h%d", l);
+    wh_value w = wh_param(g, nm, WH_F32, 2, (int64_t[]){H, H}, WH_INIT(WH_INIT_NORMAL, 0, 0.05f, 10 + (uint64_t)l));
+    h = wh_relu(g, wh_matmul(g, h, w, 0, 1));
+  }
+  wh_value loss = wh_cross_entropy(g, wh_matmul(g, h, w2, 0, 1), y);
   wh_sgd_options so = WH_SGD_OPTIONS_INIT;
   if (wh_backward(g, loss) != WH_OK || wh_optimizer_sgd(g, &so) != WH_OK) _exit(3);
   wh_cluster *cl;
@@ -193,6 +203,7 @@ static void run_step(wh_comm *c, int victim) {
   wh_cluster_create(ctx, &cl);
   wh_cluster_add(cl, "CPU", 0, size_);
   wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
+  if (pipe) l.stages = size_, l.micro_batches = 4, l.schedule = WH_SCHEDULE_1F1B;
   if (wh_plan_create_pinned(ctx, g, cl, B, &l, &p) != WH_OK) {
     fprintf(stderr, "test_kill rank %d: plan: %s\n", rank_, wh_last_error(ctx));
     _exit(3);
@@ -225,8 +236,9 @@ static void run_step(wh_comm *c, int victim) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 4 || (strcmp(argv[1], "allreduce") && strcmp(argv[1], "recv") && strcmp(argv[1], "step"))) {
-    fprintf(stderr, "usage: test_kill allreduce|recv|step VICTIM OUTDIR\n");
+  if (argc != 4 ||
+      (strcmp(argv[1], "allreduce") && strcmp(argv[1], "recv") && strcmp(argv[1], "step") && strcmp(argv[1], "pipe"))) {
+    fprintf(stderr, "usage: test_kill allreduce|recv|step|pipe VICTIM OUTDIR\n");
     return 2;
   }
   int victim = atoi(argv[2]);
@@ -250,8 +262,8 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(argv[1], "allreduce"))
     run_allreduce(c, victim);
-  else if (!strcmp(argv[1], "step"))
-    run_step(c, victim);
+  else if (!strcmp(argv[1], "step") || !strcmp(argv[1], "pipe"))
+    run_step(c, victim, !strcmp(argv[1], "pipe"));
   else
     run_recv(c, victim);
   /* Every wait succeeded although a rank died: impossible, and a failure of the test. */
