@@ -303,6 +303,12 @@ static void run_pipe_case(wh_comm *c, int gpt, const char *name, int stages, con
   double worst = 0;
   for (int k = 0; k < STEPS; k++) worst = fmax(worst, fabs((double)dl[k] - rl[k]) / fmax(fabs(rl[k]), 1e-30));
   double pe = rel(mine, theirs, held / sizeof(float));
+  if (micro == 1 && stages == n) {
+    /* one micro-batch, one replica per stage: every node sees the one-process arithmetic */
+    EXPECT(memcmp(dl, rl, sizeof dl) == 0 && memcmp(mine, theirs, held) == 0,
+           "%s: one micro-batch per step is bitwise the one-process run (losses %s, parameters %s)", name,
+           memcmp(dl, rl, sizeof dl) ? "differ" : "equal", memcmp(mine, theirs, held) ? "differ" : "equal");
+  }
   EXPECT(worst <= 1e-5, "%s: loss differs from one process by %.3g (step losses %g .. %g)", name, worst, dl[0],
          dl[STEPS - 1]);
   EXPECT(nheld > 0 && pe <= 1e-5, "%s: the %zu parameters of this stage differ from one process by %.3g", name, nheld, pe);
@@ -363,6 +369,10 @@ int main(void) {
       char nm[96];
       snprintf(nm, sizeof nm, "%s PP=%d %s, 4 micro-batches", gpt ? "gpt" : "mlp", n, sch ? "1F1B" : "GPipe");
       run_pipe_case(c, gpt, nm, n, NULL, 4, sch ? WH_SCHEDULE_1F1B : WH_SCHEDULE_GPIPE);
+      if (sch == 0) {
+        snprintf(nm, sizeof nm, "%s PP=%d, 1 micro-batch (bitwise)", gpt ? "gpt" : "mlp", n);
+        run_pipe_case(c, gpt, nm, n, NULL, 1, WH_SCHEDULE_GPIPE);
+      }
       if (n == 4) { /* DP x PP: two stages of two replicas, 2 and 4 rows of each 6-sample micro-batch */
         static const int64_t sh[4] = {2, 4, 2, 4};
         snprintf(nm, sizeof nm, "%s DP=2 x PP=2 %s, unequal shares", gpt ? "gpt" : "mlp", sch ? "1F1B" : "GPipe");
