@@ -214,6 +214,7 @@ void wh_session_destroy(wh_session *s) {
   wh_fusion_destroy(s->fusion);
   s->fusion = NULL;
   wh__pipe_destroy(s); /* its sends first; the session's own arena and table stay with the session */
+  wh__zero_destroy(s);
   wh__program_free(&s->prog);
   if (s->froze && s->g->frozen > 0) s->g->frozen--;
   if (s->dreq)
@@ -509,6 +510,17 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
         wh_session_destroy(s);
         return st;
       }
+    } else if (o.plan->zero1) {
+      if (s->dev) {
+        wh_session_destroy(s);
+        wh__ctx_set_error(ctx, "wh_session_create: ZeRO-1 runs on the CPU backend in this build");
+        return WH_ERR_UNSUPPORTED;
+      }
+      if ((st = wh__zero_create(s)) != WH_OK) {
+        if (st == WH_ERR_OUT_OF_MEMORY) wh__ctx_set_error(ctx, "wh_session_create: out of memory for ZeRO-1 shards");
+        wh_session_destroy(s);
+        return st;
+      }
     } else if (s->dev ? !(s->dreq = calloc(n, sizeof(wh_request *)))
                       : (st = wh_fusion_create(s->comm, DP_BUCKET_BYTES, WH_F32, WH_REDUCE_SUM, &s->fusion)) != WH_OK) {
       wh_session_destroy(s);
@@ -705,6 +717,11 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
         }
         continue;
       }
+      if (s->zero) {
+        wh_status st = last ? wh__zero_start(s, out) : WH_OK;
+        if (st != WH_OK) return st;
+        continue;
+      }
       wh_status st = last ? wh_fusion_add(s->fusion, acc, (size_t)cnt) : wh_fusion_poll(s->fusion);
       if (st != WH_OK) return wh__session_fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
     }
@@ -718,7 +735,9 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
   }
   if (mode != WH_RUN_EVAL) {
     wh_status st = WH_OK;
-    if (!s->dev) {
+    if (s->zero) {
+      if ((st = wh__zero_wait(s)) != WH_OK) return st;
+    } else if (!s->dev) {
       st = wh_fusion_wait(s->fusion);
     } else {
       for (int v = 0; v < s->n; v++)
@@ -729,7 +748,7 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
         }
     }
     if (st != WH_OK) return wh__session_fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
-    for (int v = 0; v < s->n; v++)
+    for (int v = 0; v < s->n && !s->zero; v++) /* ZeRO-1: only shards of the sums exist */
       if (s->grad_of_param[v] >= 0) {
         if (!s->ptr[v]) s->ptr[v] = s->ptr[wh__session_root(s, v)];
         if (!s->dev) memcpy(s->ptr[v], s->acc[v], (size_t)s->bytes[v]);
@@ -758,6 +777,7 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
   else if ((st = wh__cuda_copy(s->dev, s->ptr[g->loss], &glf, sizeof glf, WH__H2D)) != WH_OK)
     return dev_fail(s, st, "writing the loss");
   s->stamp[g->loss] = s->runs;
+  if (mode == WH_RUN_TRAIN && s->zero) return wh__zero_update(s);
   if (mode == WH_RUN_TRAIN)
     for (int i = 0; i < pg->n_nodes; i++) {
       if (pg->nodes[i].phase != WH_PHASE_UPDATE) continue;
@@ -996,7 +1016,7 @@ static void sb_val(wh__sb *b, const wh_session *s, int32_t v, int dot) {
  * next would overflow). bucket[i] is the bucket of node i's gradient output, or -1. */
 static int dp_buckets(const wh_session *s, int *bucket, int64_t *bucket_bytes) {
   int nb = 0, cur = -1;
-  int64_t used = 0, cap = s->dev ? 1 : (int64_t)DP_BUCKET_BYTES; /* a device session: one each */
+  int64_t used = 0, cap = s->dev || s->zero ? 1 : (int64_t)DP_BUCKET_BYTES; /* device, ZeRO-1: one each */
   for (int i = 0; i < s->prog.n_nodes; i++) {
     const wh__node *n = &s->prog.nodes[i];
     bucket[i] = -1;
@@ -1055,10 +1075,26 @@ static void dump_text(wh__sb *b, const wh_session *s, const int *bucket, const i
       wh__sb_printf(b, "%s", k ? ", " : " ");
       sb_val(b, s, n->in[k], 0);
     }
-    if (bucket[i] >= 0) wh__sb_printf(b, "  => all-reduce bucket %d (%lld bytes)", bucket[i], (long long)s->bytes[n->out]);
+    if (bucket[i] >= 0)
+      wh__sb_printf(b, "  => %s %d (%lld bytes)", s->zero ? "reduce-scatter" : "all-reduce bucket", bucket[i],
+                    (long long)s->bytes[n->out]);
     wh__sb_printf(b, "\n");
   }
   if (!s->dist) return;
+  if (s->zero) {
+    /* ZeRO-1: a reduce-scatter per gradient, this rank's shard updated, the parameters gathered */
+    wh__sb_printf(b, "collectives per step (ZeRO-1: optimizer state sharded %d ways):\n", size);
+    long long total = 0;
+    for (int k = 0; k < nb; k++) {
+      long long keep = (bb[k] / 4 + size - 1) / size * 4;
+      wh__sb_printf(b, "  reduce-scatter sum f32 gradient %d: %lld bytes, started during backward; this rank keeps "
+                    "%lld bytes\n", k, (long long)bb[k], keep);
+      total += bb[k];
+    }
+    wh__sb_printf(b, "  all-gather f32 parameters after the update: %lld bytes, each rank contributing its shard\n", total);
+    wh__sb_printf(b, "  all-reduce sum f64 loss: 8 bytes, after backward, all %d ranks\n", size);
+    return;
+  }
   wh__sb_printf(b, "collectives per step (%s):\n", size > 1 ? "ring all-reduce" : "one rank: local copies");
   for (int k = 0; k < nb; k++) {
     /* a ring all-reduce of B bytes sends and receives 2(n-1)/n * B per rank */
@@ -1104,9 +1140,10 @@ static void dump_dot(wh__sb *b, const wh_session *s, const int *bucket, const in
   for (int k = 0; k < nb; k++) {
     long long wire = size > 1 ? (long long)(2.0 * (size - 1) / size * (double)bb[k] + 0.5) : 0;
     wh__sb_printf(b,
-                  "  ar%d [shape=octagon, color=red, label=\"all-reduce bucket %d\\n%lld bytes\\nto rank %d, from rank "
+                  "  ar%d [shape=octagon, color=red, label=\"%s %d\\n%lld bytes\\nto rank %d, from rank "
                   "%d: %lld bytes each way\"];\n",
-                  k, k, (long long)bb[k], (rank + 1) % size, (rank - 1 + size) % size, wire);
+                  k, s->zero ? "reduce-scatter" : "all-reduce bucket", k, (long long)bb[k], (rank + 1) % size,
+                  (rank - 1 + size) % size, wire);
   }
   for (int i = 0; i < pg->n_nodes; i++)
     if (bucket[i] >= 0) wh__sb_printf(b, "  n%d -> ar%d [color=red];\n", i, bucket[i]);

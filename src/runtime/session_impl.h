@@ -11,6 +11,7 @@
 #include "strbuf.h"
 
 struct wh__pipe;
+struct wh__zero;
 
 struct wh_session {
   wh_ctx *ctx;
@@ -56,6 +57,7 @@ struct wh_session {
   double prof_s[WH_OP_COUNT];
   int64_t prof_calls[WH_OP_COUNT];
   struct wh__pipe *pipe;       /* pipeline-parallel plans (pipeline.c), NULL otherwise */
+  struct wh__zero *zero;       /* ZeRO-1 data parallelism (zero.c), NULL otherwise */
   int pipe_stage;
 };
 
@@ -80,5 +82,16 @@ wh_status wh__pipe_run(wh_session *s, wh_run_mode mode);
 int wh__pipe_stage_of(const wh_session *s, int32_t v);
 /* This rank's part of the program dump: stage, its nodes, sends and receives. */
 void wh__pipe_dump(const wh_session *s, wh__sb *b);
+
+/* ---- zero.c */
+/* Shard the optimizer state of a data-parallel session over its ranks (after the gradients'
+ * accumulation buffers exist). */
+wh_status wh__zero_create(wh_session *s);
+void wh__zero_destroy(wh_session *s);
+/* Start the reduce-scatter of a finished gradient accumulation; wait for all of them. */
+wh_status wh__zero_start(wh_session *s, int32_t grad);
+wh_status wh__zero_wait(wh_session *s);
+/* Clip from the shards, update this rank's shards, all-gather the parameters. */
+wh_status wh__zero_update(wh_session *s);
 
 #endif

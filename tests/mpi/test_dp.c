@@ -17,6 +17,7 @@
 #define B 24
 
 static wh_ctx *ctx;
+static int zero1_; /* the data-parallel cases shard the optimizer state (ZeRO-1) */
 
 #define CHECK(call)                                                                          \
   do {                                                                                       \
@@ -157,7 +158,19 @@ static void check_dump(wh_session *s, const char *name, size_t param_bytes, int 
   CHECK(wh_session_dump(s, WH_FORMAT_TEXT, &d));
   long long total = 0;
   int buckets = 0, peers_ok = 1, marked = 0;
-  for (const char *q = d; (q = strstr(q, "all-reduce sum f32 bucket ")); q++) {
+  for (const char *q = d; zero1_ && (q = strstr(q, "reduce-scatter sum f32 gradient ")); q++) {
+    int k;
+    long long by, keep;
+    if (sscanf(q, "reduce-scatter sum f32 gradient %d: %lld bytes, started during backward; this rank keeps %lld", &k,
+               &by, &keep) != 3) {
+      peers_ok = 0;
+      break;
+    }
+    total += by;
+    buckets++;
+    peers_ok &= keep * n >= by && keep * n < by + 4 * n;
+  }
+  for (const char *q = d; !zero1_ && (q = strstr(q, "all-reduce sum f32 bucket ")); q++) {
     int k, to, from;
     long long by, w1, w2;
     if (sscanf(q, "all-reduce sum f32 bucket %d: %lld bytes, started during backward; sends %lld bytes to rank %d, "
@@ -169,7 +182,7 @@ static void check_dump(wh_session *s, const char *name, size_t param_bytes, int 
     buckets++;
     peers_ok &= to == (rank_ + 1) % n && from == (rank_ - 1 + n) % n && w1 == w2;
   }
-  for (const char *q = d; (q = strstr(q, "=> all-reduce bucket ")); q++) marked++;
+  for (const char *q = d; (q = strstr(q, zero1_ ? "=> reduce-scatter " : "=> all-reduce bucket ")); q++) marked++;
   char head[64];
   snprintf(head, sizeof head, "rank %d of %d (", rank_, n);
   EXPECT(strstr(d, head) == d, "%s: the dump does not start with '%s'", name, head);
@@ -212,12 +225,26 @@ static void run_case(wh_comm *c, int gpt, const char *name, const int64_t *share
   l.devices = devs;
   l.shares = shares;
   l.micro_batches = micro;
+  l.zero1 = zero1_;
   wh_plan *p;
   CHECK(wh_plan_create_pinned(ctx, m.g, cl, B, &l, &p));
   wh_session *s;
   so.plan = p;
   so.comm = c;
   CHECK(wh_session_create(ctx, m.g, &so, &s));
+  if (zero1_) { /* the optimizer state: about 1/n of the one-process session's on each rank */
+    wh_memory_stats one = WH_MEMORY_STATS_INIT, sharded = WH_MEMORY_STATS_INIT;
+    CHECK(wh_session_memory(s, &sharded));
+    wh_session *full;
+    wh_session_options fo = WH_SESSION_OPTIONS_INIT;
+    fo.batch = B;
+    CHECK(wh_session_create(ctx, m.g, &fo, &full));
+    CHECK(wh_session_memory(full, &one));
+    wh_session_destroy(full);
+    EXPECT(sharded.state_bytes <= one.state_bytes / (uint64_t)n + 64 * (uint64_t)wh_graph_num_params(m.g),
+           "%s: optimizer state %llu bytes on this rank, %llu in one process", name,
+           (unsigned long long)sharded.state_bytes, (unsigned long long)one.state_bytes);
+  }
   check_dump(s, name, pb, n);
   train(&m, s, dl, dp);
   double worst = 0;
@@ -364,6 +391,18 @@ int main(void) {
       run_case(c, gpt, nm, zero, 1);
     }
   }
+  zero1_ = 1;
+  for (int gpt = 0; gpt < 2; gpt++) {
+    char nm[96];
+    snprintf(nm, sizeof nm, "%s DP=%d ZeRO-1 unequal, 4 micro", gpt ? "gpt" : "mlp", n);
+    int64_t per[8], s6 = 0;
+    for (int i = 0; i < n; i++) s6 += per[i] = 6 / n > 0 ? 6 / n : 1;
+    per[n - 1] += 6 - s6;
+    run_case(c, gpt, nm, per, 4);
+    snprintf(nm, sizeof nm, "%s DP=%d ZeRO-1 equal shares", gpt ? "gpt" : "mlp", n);
+    run_case(c, gpt, nm, equal, 1);
+  }
+  zero1_ = 0;
   for (int gpt = 0; gpt < 2 && n > 1; gpt++)
     for (int sch = 0; sch < 2; sch++) {
       char nm[96];
