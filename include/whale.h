@@ -344,9 +344,15 @@ typedef struct wh_session_options {
    * or WH_PRECISION_BF16 (bf16 tensor cores, fp32 accumulation); values and master weights stay
    * fp32. The CPU backend computes fp32 whatever this says. */
   wh_precision precision;
+  /* Data parallel on the CPU: reduce gradients and the loss in rank order (gathered, then summed
+   * in a fixed order) instead of a ring, so R ranks with one micro-batch each give bit for bit
+   * the losses and parameters of one rank running the same rows as R micro-batches, and a run
+   * repeats exactly. It moves R times the bytes of a ring all-reduce. Bitwise equality with a
+   * plain one-process step over the whole batch is not possible: its sums run in another order. */
+  int deterministic;
 } wh_session_options;
 
-#define WH_SESSION_OPTIONS_INIT {sizeof(wh_session_options), 1, 1, 1, NULL, NULL, WH_DEVICE_CPU, -1, WH_PRECISION_F32}
+#define WH_SESSION_OPTIONS_INIT {sizeof(wh_session_options), 1, 1, 1, NULL, NULL, WH_DEVICE_CPU, -1, WH_PRECISION_F32, 0}
 
 WH_API wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *opts,
                                    wh_session **out);

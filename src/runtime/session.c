@@ -215,6 +215,7 @@ void wh_session_destroy(wh_session *s) {
   s->fusion = NULL;
   wh__pipe_destroy(s); /* its sends first; the session's own arena and table stay with the session */
   wh__zero_destroy(s);
+  free(s->det_buf);
   wh__program_free(&s->prog);
   if (s->froze && s->g->frozen > 0) s->g->frozen--;
   if (s->dreq)
@@ -510,6 +511,21 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
         wh_session_destroy(s);
         return st;
       }
+    } else if (o.deterministic) {
+      if (s->dev) {
+        wh_session_destroy(s);
+        wh__ctx_set_error(ctx, "wh_session_create: the deterministic reduction runs on the CPU backend in this build");
+        return WH_ERR_UNSUPPORTED;
+      }
+      int64_t most = 1;
+      for (int v = 0; v < s->n; v++)
+        if (s->grad_of_param[v] >= 0 && s->bytes[v] > most) most = s->bytes[v];
+      s->det = 1;
+      if (!(s->det_buf = malloc((size_t)most * (size_t)wh_comm_size(s->comm)))) {
+        wh_session_destroy(s);
+        wh__ctx_set_error(ctx, "wh_session_create: out of memory for the deterministic reduction");
+        return WH_ERR_OUT_OF_MEMORY;
+      }
     } else if (o.plan->zero1) {
       if (s->dev) {
         wh_session_destroy(s);
@@ -669,6 +685,23 @@ static wh_status dev_allreduce(wh_session *s, int32_t v, int64_t cnt) {
   return WH_OK;
 }
 
+/* The deterministic reduction: each gradient's weighted partial sums of every rank, gathered, then
+ * added in rank order into the accumulation buffer (which the caller copies to the gradient). */
+static wh_status det_reduce(wh_session *s) {
+  int R = wh_comm_size(s->comm);
+  for (int v = 0; v < s->n; v++) {
+    if (s->grad_of_param[v] < 0) continue;
+    size_t cnt = (size_t)s->bytes[v] / sizeof(float);
+    wh_status st = wh_comm_allgather(s->comm, s->acc[v], s->det_buf, cnt, NULL, WH_F32);
+    if (st != WH_OK) return wh__session_fail(s, st, "wh_session_run: gradient gather: %s", wh_last_error(s->ctx));
+    float *acc = s->acc[v];
+    memcpy(acc, s->det_buf, cnt * sizeof(float));
+    for (int r = 1; r < R; r++)
+      for (size_t i = 0; i < cnt; i++) acc[i] += s->det_buf[(size_t)r * cnt + i];
+  }
+  return WH_OK;
+}
+
 static wh_status run_dist(wh_session *s, wh_run_mode mode) {
   const wh__program *pg = &s->prog;
   wh_graph *g = s->g;
@@ -722,6 +755,7 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
         if (st != WH_OK) return st;
         continue;
       }
+      if (s->det) continue; /* reduced after backward, in rank order */
       wh_status st = last ? wh_fusion_add(s->fusion, acc, (size_t)cnt) : wh_fusion_poll(s->fusion);
       if (st != WH_OK) return wh__session_fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
     }
@@ -735,7 +769,9 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
   }
   if (mode != WH_RUN_EVAL) {
     wh_status st = WH_OK;
-    if (s->zero) {
+    if (s->det) {
+      if ((st = det_reduce(s)) != WH_OK) return st;
+    } else if (s->zero) {
       if ((st = wh__zero_wait(s)) != WH_OK) return st;
     } else if (!s->dev) {
       st = wh_fusion_wait(s->fusion);
@@ -760,7 +796,16 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
   /* the global mean loss, on every rank */
   double gl = loss_acc;
   wh_status st;
-  if (s->dloss) { /* NCCL: through device memory */
+  if (s->det) { /* every rank's part, summed in rank order */
+    int R = wh_comm_size(s->comm);
+    double *parts = malloc(sizeof(double) * (size_t)R);
+    if (!parts) return wh__session_fail(s, WH_ERR_OUT_OF_MEMORY, "wh_session_run: out of memory");
+    st = wh_comm_allgather(s->comm, &loss_acc, parts, 1, NULL, WH_F64);
+    gl = 0;
+    for (int r = 0; r < R; r++) gl += parts[r];
+    free(parts);
+    if (st != WH_OK) return wh__session_fail(s, st, "wh_session_run: loss gather: %s", wh_last_error(s->ctx));
+  } else if (s->dloss) { /* NCCL: through device memory */
     if ((st = wh__cuda_copy(s->dev, s->dloss, &gl, sizeof gl, WH__H2D)) != WH_OK ||
         (st = wh__cuda_sync(s->dev)) != WH_OK)
       return dev_fail(s, st, "the loss all-reduce");

@@ -58,6 +58,8 @@ struct wh_session {
   int64_t prof_calls[WH_OP_COUNT];
   struct wh__pipe *pipe;       /* pipeline-parallel plans (pipeline.c), NULL otherwise */
   struct wh__zero *zero;       /* ZeRO-1 data parallelism (zero.c), NULL otherwise */
+  int det;                     /* deterministic reduction: gathered, summed in rank order */
+  float *det_buf;              /* R partial gradients of the largest parameter */
   int pipe_stage;
 };
 

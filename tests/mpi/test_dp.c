@@ -350,6 +350,62 @@ static void run_pipe_case(wh_comm *c, int gpt, const char *name, int stages, con
   free(rp), free(dp);
 }
 
+/* One session over comm cc: a data-parallel plan of cc's ranks, equal shares, `micro` micro-batches. */
+static wh_session *dp_session(wh_comm *cc, const model *m, int micro, int deterministic, wh_plan **pp, wh_cluster **pc) {
+  int n = wh_comm_size(cc);
+  CHECK(wh_cluster_create(ctx, pc));
+  CHECK(wh_cluster_add(*pc, "CPU", 0, n));
+  wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
+  int devs[8];
+  int64_t sh[8];
+  for (int i = 0; i < n; i++) devs[i] = i, sh[i] = B / n / micro;
+  l.devices = devs;
+  l.shares = sh;
+  l.micro_batches = micro;
+  CHECK(wh_plan_create_pinned(ctx, m->g, *pc, B, &l, pp));
+  wh_session_options so = WH_SESSION_OPTIONS_INIT;
+  so.plan = *pp;
+  so.comm = cc;
+  so.deterministic = deterministic;
+  wh_session *s;
+  CHECK(wh_session_create(ctx, m->g, &so, &s));
+  return s;
+}
+
+/* The deterministic reduction: n ranks with one micro-batch each against one rank running the same
+ * rows as n micro-batches (each rank runs that reference on a communicator of its own): bit for bit. */
+static void run_det_case(wh_comm *c, int gpt, const char *name) {
+  int n = wh_comm_size(c), me = wh_comm_rank(c);
+  model m = build(gpt);
+  wh_comm *solo = NULL;
+  for (int r = 0; r < n; r++) {
+    wh_comm *sub = NULL;
+    CHECK(wh_comm_split(c, 1, &r, &sub));
+    if (r == me) solo = sub;
+  }
+  wh_plan *p1, *pn;
+  wh_cluster *c1, *cn;
+  wh_session *ref = dp_session(solo, &m, n, 0, &p1, &c1);
+  size_t pb = params_bytes(m.g, ref);
+  float rl[STEPS], dl[STEPS], *rp = malloc(pb), *dp = malloc(pb);
+  train(&m, ref, rl, rp);
+  wh_session_destroy(ref);
+  wh_session *s = dp_session(c, &m, 1, 1, &pn, &cn);
+  train(&m, s, dl, dp);
+  int same_l = memcmp(rl, dl, sizeof rl) == 0, same_p = memcmp(rp, dp, pb) == 0;
+  EXPECT(same_l && same_p, "%s: losses %s, parameters %s (first losses %.9g vs %.9g)", name, same_l ? "equal" : "differ",
+         same_p ? "equal" : "differ", rl[0], dl[0]);
+  if (rank_ == 0)
+    printf("%-34s loss %.5f -> %.5f  bitwise equal to one rank with %d micro-batches: %s\n", name, rl[0], rl[STEPS - 1],
+           n, same_l && same_p ? "yes" : "no");
+  wh_session_destroy(s);
+  wh_plan_destroy(p1), wh_plan_destroy(pn);
+  wh_cluster_destroy(c1), wh_cluster_destroy(cn);
+  wh_comm_destroy(solo);
+  wh_graph_destroy(m.g);
+  free(rp), free(dp);
+}
+
 int main(void) {
   wh_ctx_options o = WH_CTX_OPTIONS_INIT;
   o.num_threads = 1;
@@ -390,6 +446,11 @@ int main(void) {
       snprintf(nm, sizeof nm, "%s DP=%d, rank 0 without samples", gpt ? "gpt" : "mlp", n);
       run_case(c, gpt, nm, zero, 1);
     }
+  }
+  for (int gpt = 0; gpt < 2; gpt++) {
+    char nm[96];
+    snprintf(nm, sizeof nm, "%s DP=%d deterministic reduce", gpt ? "gpt" : "mlp", n);
+    run_det_case(c, gpt, nm);
   }
   zero1_ = 1;
   for (int gpt = 0; gpt < 2; gpt++) {
