@@ -130,7 +130,7 @@ static void get_params(wh_graph *g, wh_session *s, float *out) {
   }
 }
 
-/* train STEPS steps; losses[] and the final parameters */
+/* train STEPS steps; losses[] and the final parameters (params NULL: not read) */
 static void train(const model *m, wh_session *s, float *losses, float *params) {
   size_t xb = m->gpt == 1 ? B * 8 * 4 : B * 16 * 4, yb = m->gpt == 1 ? B * 8 * 4 : B * 4;
   void *x = malloc(xb), *y = malloc(yb);
@@ -141,7 +141,7 @@ static void train(const model *m, wh_session *s, float *losses, float *params) {
     CHECK(wh_session_step(s));
     CHECK(wh_session_fetch(s, m->loss, &losses[k], sizeof(float)));
   }
-  get_params(m->g, s, params);
+  if (params) get_params(m->g, s, params);
   free(x), free(y);
 }
 
@@ -203,31 +203,44 @@ static void check_dump(wh_session *s, const char *name, size_t param_bytes, int 
          "%s: a bad dump format is not refused clearly", name);
 }
 
-static void run_case(wh_comm *c, int gpt, const char *name, const int64_t *shares, int micro) {
-  int n = wh_comm_size(c);
-  model m = build(gpt);
-  /* the single-process reference, on this rank */
+/* The single-process reference, on this rank: losses into rl, the final parameters returned. */
+static float *reference(const model *m, float *rl, size_t *pb) {
   wh_session *ref;
   wh_session_options so = WH_SESSION_OPTIONS_INIT;
   so.batch = B;
-  CHECK(wh_session_create(ctx, m.g, &so, &ref));
-  size_t pb = params_bytes(m.g, ref);
-  float rl[STEPS], dl[STEPS], *rp = malloc(pb), *dp = malloc(pb);
-  train(&m, ref, rl, rp);
+  CHECK(wh_session_create(ctx, m->g, &so, &ref));
+  *pb = params_bytes(m->g, ref);
+  float *rp = malloc(*pb);
+  train(m, ref, rl, rp);
   wh_session_destroy(ref);
+  return rp;
+}
+
+/* A plan of layout l (its devices set to 0..n-1 here) on a cluster of n CPU ranks. */
+static wh_plan *pinned(const model *m, int n, wh_plan_layout *l, wh_cluster **cl) {
+  static int devs[64];
+  for (int i = 0; i < n; i++) devs[i] = i;
+  l->devices = devs;
+  CHECK(wh_cluster_create(ctx, cl));
+  CHECK(wh_cluster_add(*cl, "CPU", 0, n));
+  wh_plan *p;
+  CHECK(wh_plan_create_pinned(ctx, m->g, *cl, B, l, &p));
+  return p;
+}
+
+static void run_case(wh_comm *c, int gpt, const char *name, const int64_t *shares, int micro) {
+  int n = wh_comm_size(c);
+  model m = build(gpt);
+  size_t pb;
+  float rl[STEPS], dl[STEPS], *rp = reference(&m, rl, &pb), *dp = malloc(pb);
+  wh_session_options so = WH_SESSION_OPTIONS_INIT;
   /* the data-parallel run: a cluster of this many CPU ranks, the layout pinned */
   wh_cluster *cl;
-  CHECK(wh_cluster_create(ctx, &cl));
-  CHECK(wh_cluster_add(cl, "CPU", 0, n));
   wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
-  int *devs = malloc(sizeof(int) * (size_t)n);
-  for (int i = 0; i < n; i++) devs[i] = i;
-  l.devices = devs;
   l.shares = shares;
   l.micro_batches = micro;
   l.zero1 = zero1_;
-  wh_plan *p;
-  CHECK(wh_plan_create_pinned(ctx, m.g, cl, B, &l, &p));
+  wh_plan *p = pinned(&m, n, &l, &cl);
   wh_session *s;
   so.plan = p;
   so.comm = c;
@@ -261,7 +274,7 @@ static void run_case(wh_comm *c, int gpt, const char *name, const int64_t *share
   wh_plan_destroy(p);
   wh_cluster_destroy(cl);
   wh_graph_destroy(m.g);
-  free(devs), free(rp), free(dp);
+  free(rp), free(dp);
 }
 
 /* Pipeline: one stage per rank, segments split evenly, m micro-batches of B/m. Each rank holds the
@@ -271,27 +284,16 @@ static void run_pipe_case(wh_comm *c, int gpt, const char *name, int stages, con
                           wh_schedule sched) {
   int n = wh_comm_size(c);
   model m = build(gpt);
-  wh_session *ref;
+  size_t pb;
+  float rl[STEPS], dl[STEPS], *rp = reference(&m, rl, &pb);
   wh_session_options so = WH_SESSION_OPTIONS_INIT;
-  so.batch = B;
-  CHECK(wh_session_create(ctx, m.g, &so, &ref));
-  size_t pb = params_bytes(m.g, ref);
-  float rl[STEPS], dl[STEPS], *rp = malloc(pb), *dp = malloc(pb);
-  train(&m, ref, rl, rp);
-  wh_session_destroy(ref);
   wh_cluster *cl;
-  CHECK(wh_cluster_create(ctx, &cl));
-  CHECK(wh_cluster_add(cl, "CPU", 0, n));
   wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
-  int devs[8];
-  for (int i = 0; i < n; i++) devs[i] = i;
   l.stages = stages;
   l.shares = shares;
-  l.devices = devs;
   l.micro_batches = micro;
   l.schedule = sched;
-  wh_plan *p;
-  CHECK(wh_plan_create_pinned(ctx, m.g, cl, B, &l, &p));
+  wh_plan *p = pinned(&m, n, &l, &cl);
   wh_session *s;
   so.plan = p;
   so.comm = c;
@@ -305,16 +307,7 @@ static void run_pipe_case(wh_comm *c, int gpt, const char *name, int stages, con
          "%s: the dump shows the stage and its transfers:\n%.600s", name, d);
   if (rank_ == 0 && gpt && sched == WH_SCHEDULE_1F1B) printf("%s, rank 0 program (excerpt):\n%.1500s\n", name, d);
   wh_free(d);
-  size_t xb = m.gpt == 1 ? B * 8 * 4 : B * 16 * 4, yb = m.gpt == 1 ? B * 8 * 4 : B * 4;
-  void *x = malloc(xb), *y = malloc(yb);
-  for (int k = 0; k < STEPS; k++) {
-    batch(&m, k, x, y);
-    CHECK(wh_session_feed(s, m.x, x, xb));
-    CHECK(wh_session_feed(s, m.y, y, yb));
-    CHECK(wh_session_step(s));
-    CHECK(wh_session_fetch(s, m.loss, &dl[k], sizeof(float)));
-  }
-  free(x), free(y);
+  train(&m, s, dl, NULL);
   /* the parameters this stage holds, against the same ones of the reference */
   size_t off = 0, held = 0, nheld = 0;
   float *mine = malloc(pb), *theirs = malloc(pb);
@@ -347,22 +340,18 @@ static void run_pipe_case(wh_comm *c, int gpt, const char *name, int stages, con
   wh_plan_destroy(p);
   wh_cluster_destroy(cl);
   wh_graph_destroy(m.g);
-  free(rp), free(dp);
+  free(rp);
 }
 
 /* One session over comm cc: a data-parallel plan of cc's ranks, equal shares, `micro` micro-batches. */
 static wh_session *dp_session(wh_comm *cc, const model *m, int micro, int deterministic, wh_plan **pp, wh_cluster **pc) {
   int n = wh_comm_size(cc);
-  CHECK(wh_cluster_create(ctx, pc));
-  CHECK(wh_cluster_add(*pc, "CPU", 0, n));
   wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
-  int devs[8];
   int64_t sh[8];
-  for (int i = 0; i < n; i++) devs[i] = i, sh[i] = B / n / micro;
-  l.devices = devs;
+  for (int i = 0; i < n; i++) sh[i] = B / n / micro;
   l.shares = sh;
   l.micro_batches = micro;
-  CHECK(wh_plan_create_pinned(ctx, m->g, *pc, B, &l, pp));
+  *pp = pinned(m, n, &l, pc);
   wh_session_options so = WH_SESSION_OPTIONS_INIT;
   so.plan = *pp;
   so.comm = cc;
