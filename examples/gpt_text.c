@@ -166,6 +166,54 @@ static void fill_batch(const unsigned char *text, size_t len, int b, int t, int3
     }                                                                                          \
   } while (0)
 
+/* The fraction of the probed compute and bandwidth that this model's step reaches on one rank: the
+ * cost model's prediction of one rank's step (at a replica's share of the batch, on the probed
+ * figures) over the measured median of a few steps of a throwaway session. */
+static double calibrate(wh_ctx *ctx, wh_graph *g, const gpt *m, const config *c, int ranks, const double *fig,
+                        const unsigned char *text) {
+  int64_t lb = c->batch / ranks > 0 ? c->batch / ranks : 1;
+  size_t n = (size_t)lb * (size_t)c->context;
+  int32_t *tok = malloc(sizeof(int32_t) * n), *tgt = malloc(sizeof(int32_t) * n);
+  for (size_t i = 0; i < n; i++) tok[i] = text[i], tgt[i] = text[i + 1];
+  wh_session_options so = WH_SESSION_OPTIONS_INIT;
+  so.batch = lb;
+  so.recompute = c->recompute;
+  wh_session *s;
+  double t[7];
+  CHECK(wh_session_create(ctx, g, &so, &s));
+  CHECK(wh_session_feed(s, m->tokens, tok, sizeof(int32_t) * n));
+  CHECK(wh_session_feed(s, m->targets, tgt, sizeof(int32_t) * n));
+  for (int k = 0; k < 9; k++) {
+    double t0 = now();
+    CHECK(wh_session_step(s));
+    if (k >= 2) t[k - 2] = now() - t0;
+  }
+  wh_session_destroy(s);
+  free(tok), free(tgt);
+  for (int i = 0; i < 7; i++)
+    for (int j = i + 1; j < 7; j++)
+      if (t[j] < t[i]) {
+        double x = t[i];
+        t[i] = t[j], t[j] = x;
+      }
+  wh_device_desc d = WH_DEVICE_DESC_INIT;
+  d.kind = "CPU-rank";
+  d.flops_f32 = d.flops_bf16 = fig[0];
+  d.mem_bw = fig[1];
+  d.mem_bytes = fig[2];
+  d.eff_flops = d.eff_bw = 1.0;
+  wh_cluster *one;
+  wh_plan *p;
+  CHECK(wh_cluster_create(ctx, &one));
+  CHECK(wh_cluster_add_custom(one, &d, 0, 1));
+  wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
+  CHECK(wh_plan_create_pinned(ctx, g, one, lb, &l, &p));
+  double frac = wh_plan_step_time(p) / t[3];
+  wh_plan_destroy(p);
+  wh_cluster_destroy(one);
+  return frac < 0.02 ? 0.02 : frac > 1.0 ? 1.0 : frac;
+}
+
 static float eval_loss(wh_ctx *ctx, wh_session *s, const gpt *m, const unsigned char *text, size_t len, int batch,
                        int t, int batches, int32_t *tok, int32_t *tgt) {
   uint64_t saved = rng_state;
@@ -269,7 +317,7 @@ int main(int argc, char **argv) {
     } else {
       /* rank 0 measures what one rank gets (its context has this rank's share of the cores), and
        * every rank builds the same cluster: compute and bandwidth as measured, memory split */
-      double fig[3] = {0, 0, 0};
+      double fig[4] = {0, 0, 0, 1};
       if (rank0) {
         wh_cluster *probe;
         CHECK(wh_cluster_probe(ctx, &probe));
@@ -281,8 +329,10 @@ int main(int argc, char **argv) {
         CHECK(wh_cluster_device(probe, 0, &cpu));
         fig[0] = cpu.flops_f32 * cpu.eff_flops, fig[1] = cpu.mem_bw * cpu.eff_bw, fig[2] = cpu.mem_bytes;
         wh_cluster_destroy(probe);
+        fig[3] = calibrate(ctx, g, &m, &c, wh_comm_size(comm), fig, train);
+        say("calibration: one rank's step of this model reaches %.2f of the probed rates\n", fig[3]);
       }
-      CHECK(wh_comm_broadcast(comm, fig, 3, WH_F64, 0));
+      CHECK(wh_comm_broadcast(comm, fig, 4, WH_F64, 0));
       wh_device_desc d = WH_DEVICE_DESC_INIT;
       d.kind = "CPU-rank";
       /* more ranks than cores: the probe ran on a whole core, each rank gets a share of one */
@@ -291,7 +341,7 @@ int main(int argc, char **argv) {
       d.mem_bw = fig[1] * share;
       d.mem_bytes = fig[2] / li.local_size;
       d.link_bw = 5e9; /* shared memory between ranks on one machine */
-      d.eff_flops = d.eff_bw = 1.0; /* measured figures */
+      d.eff_flops = d.eff_bw = fig[3]; /* the probed rates, as this model's own step reaches them */
       CHECK(wh_cluster_create(ctx, &cl));
       CHECK(wh_cluster_add_custom(cl, &d, 0, wh_comm_size(comm)));
       CHECK(wh_cluster_set_links(cl, 5e9, 5e-6, 5e9, 5e-6));
