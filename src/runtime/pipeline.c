@@ -470,6 +470,7 @@ void wh__pipe_dump(const wh_session *s, wh__sb *b) {
                 (long long)s->global_batch);
   wh__sb_printf(b, "program: %d of %d nodes on this stage, %d micro-batch arenas of %lld bytes\n", nodes, pg->n_nodes, p->m,
                 (long long)s->arena_bytes);
+  unsigned char *shown = calloc((size_t)p->nx + 1, 1); /* a receive is listed at its first reader */
   for (int i = 0; i < pg->n_nodes; i++) {
     const wh__node *n = &pg->nodes[i];
     if (!(p->at[i] & mine)) continue;
@@ -481,9 +482,10 @@ void wh__pipe_dump(const wh_session *s, wh__sb *b) {
     }
     for (int q = 0; q < n->n_in; q++) {
       int xi = n->phase == WH_PHASE_UPDATE ? p->x_upd[n->in[q]] : p->x_mb[n->in[q]];
-      if (xi >= 0 && p->x[xi].from != p->me)
-        wh__sb_printf(b, "  <= recv %%%d from rank %d (%lld bytes, %s)", (int)n->in[q], p->rank_of[p->x[xi].from],
-                      (long long)s->bytes[n->in[q]], p->x[xi].upd ? "once per step" : "per micro-batch");
+      if (xi < 0 || p->x[xi].from == p->me || (shown && shown[xi])) continue;
+      if (shown) shown[xi] = 1;
+      wh__sb_printf(b, "  <= recv %%%d from rank %d (%lld bytes, %s)", (int)n->in[q], p->rank_of[p->x[xi].from],
+                    (long long)s->bytes[n->in[q]], p->x[xi].upd ? "once per step" : "per micro-batch");
     }
     int32_t o = n->out;
     for (int u = 0; o >= 0 && u < 2; u++) {
@@ -496,6 +498,7 @@ void wh__pipe_dump(const wh_session *s, wh__sb *b) {
     }
     wh__sb_printf(b, "\n");
   }
+  free(shown);
   if (p->R > 1)
     wh__sb_printf(b, "  all-reduce sum f32 of each accumulated gradient made here, among the %d replicas of stage %d\n",
                   p->R, p->me);
