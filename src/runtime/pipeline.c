@@ -145,6 +145,19 @@ static wh_status place(wh_session *s, const struct wh_plan *pl, struct wh__pipe 
     }
     p->at[i] = at ? at : 1;
   }
+  /* a reshape view of a leaf (an input, a parameter) runs on every stage that reads it: its storage
+   * is the leaf's, which each stage has, so nothing must be received into it */
+  for (int i = nn - 1; i >= 0; i--) {
+    const wh__node *n = &pg->nodes[i];
+    if (n->op != WH_OP_RESHAPE || n->out < 0) continue;
+    int32_t r = n->in[0];
+    while (!is_leaf(s, r) && pg->nodes[s->prog.values[r].producer].op == WH_OP_RESHAPE)
+      r = pg->nodes[s->prog.values[r].producer].in[0];
+    if (!is_leaf(s, r)) continue;
+    for (int j = i + 1; j < nn; j++)
+      for (int k = 0; k < pg->nodes[j].n_in; k++)
+        if (pg->nodes[j].in[k] == n->out) p->at[i] |= p->at[j];
+  }
   for (int i = 0; i < nn; i++)
     if (pg->nodes[i].out == g->loss && g->loss >= 0) p->loss_stage = stage_of_bits(p->at[i]);
   free(gstage);
@@ -157,18 +170,19 @@ static wh_status transfers(wh_session *s, struct wh__pipe *p) {
   const wh__program *pg = &s->prog;
   int nn = pg->n_nodes;
   int *prod = malloc(sizeof(int) * (size_t)(s->n + 1));
+  uint64_t *made = calloc((size_t)s->n + 1, sizeof(uint64_t)); /* stages that compute the value */
   uint64_t *rd_mb = calloc((size_t)s->n + 1, sizeof(uint64_t)), *rd_upd = calloc((size_t)s->n + 1, sizeof(uint64_t));
   p->x_mb = malloc(sizeof(int) * (size_t)(s->n + 1));
   p->x_upd = malloc(sizeof(int) * (size_t)(s->n + 1));
   p->x = malloc(sizeof(xfer) * (size_t)(2 * s->n + 1));
-  if (!prod || !rd_mb || !rd_upd || !p->x_mb || !p->x_upd || !p->x) {
-    free(prod), free(rd_mb), free(rd_upd);
+  if (!prod || !made || !rd_mb || !rd_upd || !p->x_mb || !p->x_upd || !p->x) {
+    free(prod), free(made), free(rd_mb), free(rd_upd);
     return WH_ERR_OUT_OF_MEMORY;
   }
   for (int v = 0; v < s->n; v++) prod[v] = -1, p->x_mb[v] = p->x_upd[v] = -1;
   for (int i = 0; i < nn; i++) {
     const wh__node *n = &pg->nodes[i];
-    if (n->out >= 0) prod[n->out] = stage_of_bits(p->at[i]);
+    if (n->out >= 0) prod[n->out] = stage_of_bits(p->at[i]), made[n->out] = p->at[i];
     for (int k = 0; k < n->n_in; k++) {
       if (n->phase == WH_PHASE_UPDATE) rd_upd[n->in[k]] |= p->at[i];
       else rd_mb[n->in[k]] |= p->at[i];
@@ -177,7 +191,7 @@ static wh_status transfers(wh_session *s, struct wh__pipe *p) {
   p->nx = 0;
   for (int v = 0; v < s->n; v++) {
     if (prod[v] < 0 || is_leaf(s, v)) continue;
-    uint64_t self = (uint64_t)1 << prod[v];
+    uint64_t self = made[v];
     if (rd_mb[v] & ~self) {
       p->x[p->nx] = (xfer){v, prod[v], rd_mb[v] & ~self, 0};
       p->x_mb[v] = p->nx++;
@@ -187,7 +201,7 @@ static wh_status transfers(wh_session *s, struct wh__pipe *p) {
       p->x_upd[v] = p->nx++;
     }
   }
-  free(prod), free(rd_mb), free(rd_upd);
+  free(prod), free(made), free(rd_mb), free(rd_upd);
   return WH_OK;
 }
 
@@ -222,6 +236,10 @@ wh_status wh__pipe_create(wh_session *s, const struct wh_plan *pl, int stage, in
   if (st == WH_OK) st = transfers(s, p);
   if (st != WH_OK) return st;
   if (!(p->got = calloc((size_t)p->m * (size_t)(p->nx + 1), 1))) return WH_ERR_OUT_OF_MEMORY;
+  if ((int64_t)p->nx * (p->m + 1) > 32767)
+    return wh__session_fail(s, WH_ERR_UNSUPPORTED,
+                            "wh_session_create: %d values cross stages at %d micro-batches: their message tags pass "
+                            "the 32767 that MPI guarantees (fewer micro-batches or stages)", p->nx, p->m);
   /* slot 0 is the session's own arena and table; the others copy its layout */
   p->arena[0] = s->arena;
   p->ptr[0] = s->ptr;
@@ -302,8 +320,10 @@ static wh_status run_part(wh_session *s, int k, int backward, double w, double *
   uint64_t mine = (uint64_t)1 << p->me;
   s->ptr = p->ptr[k];
   s->ex.row0 = (int64_t)k * s->mb + s->offset;
-  for (int v = 0; v < s->g->n_values; v++)
+  for (int v = 0; v < s->g->n_values; v++) {
     if (s->global_feed[v]) s->ptr[v] = (char *)s->global_feed[v] + s->ex.row0 * s->row_bytes[v];
+    else if (s->prog.values[v].role == WH_ROLE_INPUT) s->ptr[v] = p->ptr[0][v]; /* fed whole (no batch axis) */
+  }
   for (int i = 0; i < pg->n_nodes; i++) {
     const wh__node *n = &pg->nodes[i];
     if (!(p->at[i] & mine) || n->phase == WH_PHASE_UPDATE) continue;

@@ -342,6 +342,12 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
         return WH_ERR_UNSUPPORTED;
       }
     }
+    if ((pipelined && (pl->zero1 || o.deterministic)) || (pl->zero1 && o.deterministic)) {
+      wh__ctx_set_error(ctx, "wh_session_create: %s", pipelined ? "pipeline plans run without ZeRO-1 and without the "
+                                                                 "deterministic reduction in this build"
+                                                               : "ZeRO-1 and the deterministic reduction do not combine");
+      return WH_ERR_UNSUPPORTED;
+    }
     if (pipelined) {
       if (o.device != WH_DEVICE_CPU) {
         wh__ctx_set_error(ctx, "wh_session_create: pipeline plans run on the CPU backend in this build");
@@ -958,6 +964,9 @@ wh_status wh_session_fetch(wh_session *s, wh_value v, void *out, size_t bytes) {
   int32_t r = wh__session_root(s, v);
   if (val->role == WH_ROLE_INPUT && !s->ptr[v]) return wh__session_fail(s, WH_ERR_STATE, "wh_session_fetch: input '%s' is not fed", wh_value_name(s->g, v));
   if (!wh__role_persistent(val->role)) {
+    if (s->zero && s->grad_of_param[v] >= 0)
+      return wh__session_fail(s, WH_ERR_STATE, "wh_session_fetch: '%s' is a gradient of a ZeRO-1 session: each rank keeps only "
+                                               "its shard of the sum", wh_value_name(s->g, v));
     if (s->stamp[v] != s->runs || s->runs == 0)
       return wh__session_fail(s, WH_ERR_STATE, "wh_session_fetch: value %d '%s' was not computed by the last run", (int)v, wh_value_name(s->g, v));
     int kept = val->keep;

@@ -17,6 +17,7 @@ typedef struct {
   int64_t numel, chunk, lo, hi; /* shard of this rank: [lo, hi) */
   float *shard;      /* this rank's reduced gradient shard (chunk floats) */
   wh_request *req;
+  int same_as;       /* another entry whose parameter has the very same gradient value, or -1 */
 } zparam;
 
 struct wh__zero {
@@ -59,8 +60,9 @@ wh_status wh__zero_create(wh_session *s) {
     const wh__node *n = &pg->nodes[i];
     if (n->op == WH_OP_GLOBAL_NORM_CLIP) z->clip_node = i;
     if (n->op != WH_OP_SGD_UPDATE && n->op != WH_OP_ADAMW_UPDATE) continue;
-    zparam *q = &z->p[z->np];
+    zparam *q = &z->p[z->np++]; /* counted at once: destroy frees what a failure leaves */
     q->node = i;
+    q->same_as = -1;
     q->param = n->in[0];
     q->grad = n->in[1];
     q->numel = s->bytes[q->param] / (int64_t)sizeof(float);
@@ -71,12 +73,18 @@ wh_status wh__zero_create(wh_session *s) {
     if (s->grad_of_param[q->grad] < 0 || !s->acc[q->grad])
       return wh__session_fail(s, WH_ERR_UNSUPPORTED, "wh_session_create: ZeRO-1: the gradient of '%s' is not a "
                               "node's output", wh_value_name(s->g, q->param));
-    /* the accumulation buffer is padded to R equal blocks for the reduce-scatter */
-    float *acc = realloc(s->acc[q->grad], sizeof(float) * (size_t)(q->chunk * z->R));
-    if (!acc) return WH_ERR_OUT_OF_MEMORY;
-    memset(acc, 0, sizeof(float) * (size_t)(q->chunk * z->R));
-    s->acc[q->grad] = acc;
     if (!(q->shard = calloc((size_t)q->chunk, sizeof(float)))) return WH_ERR_OUT_OF_MEMORY;
+    if (z->of_grad[q->grad] >= 0) {
+      /* two parameters with one gradient value (w = p1 + p2): one reduce-scatter serves both */
+      q->same_as = z->of_grad[q->grad];
+    } else {
+      /* the accumulation buffer is padded to R equal blocks for the reduce-scatter */
+      float *acc = realloc(s->acc[q->grad], sizeof(float) * (size_t)(q->chunk * z->R));
+      if (!acc) return WH_ERR_OUT_OF_MEMORY;
+      memset(acc, 0, sizeof(float) * (size_t)(q->chunk * z->R));
+      s->acc[q->grad] = acc;
+      z->of_grad[q->grad] = z->np - 1;
+    }
     /* the state of this update (moments, momentum) keeps this rank's shard only */
     for (int k = 2; k < n->n_in; k++) {
       int32_t v = n->in[k];
@@ -86,7 +94,6 @@ wh_status wh__zero_create(wh_session *s) {
       s->ptr[v] = s->own[v];
       s->bytes[v] = (int64_t)sizeof(float) * (q->hi - q->lo);
     }
-    z->of_grad[q->grad] = z->np++;
   }
   return WH_OK;
 }
@@ -113,6 +120,11 @@ wh_status wh__zero_wait(wh_session *s) {
   }
   if (first != WH_OK)
     return wh__session_fail(s, first, "wh_session_run: ZeRO-1 reduce-scatter: %s", wh_last_error(s->ctx));
+  for (int i = 0; i < z->np; i++)
+    if (z->p[i].same_as >= 0) memcpy(z->p[i].shard, z->p[z->p[i].same_as].shard, sizeof(float) * (size_t)z->p[i].chunk);
+  /* only shards of the summed gradients exist: the gradient values are not this run's */
+  for (int v = 0; v < s->n; v++)
+    if (s->grad_of_param[v] >= 0) s->stamp[v] = -1;
   return WH_OK;
 }
 
