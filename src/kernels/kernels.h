@@ -38,6 +38,44 @@ void wh__gemm(wh__pool *pool, int ta, int tb, int64_t m, int64_t n, int64_t k, f
 
 static inline float *wh__f32(const wh__tensor *t) { return (float *)t->data; }
 
+/* The GEMMs of a matmul node, the same for every backend: op(A) [.., M, K] x op(B) [K, N] or
+ * batched [.., K, N]. A 2-D B under an untransposed A folds the batch into M (one GEMM); sa, sb,
+ * sy are the elements between batch matrices (sb 0: B shared). */
+typedef struct wh__mm {
+  int ta, tb;
+  int64_t m, n, k, batch, lda, ldb, sa, sb, sy;
+} wh__mm;
+
+static inline wh__mm wh__matmul_geom(const wh__node *nd, const wh__tensor *in) {
+  const wh__tensor *a = &in[0], *b = &in[1];
+  wh__mm g;
+  int ra = a->ndim, rb = b->ndim;
+  g.ta = (int)nd->ia[0], g.tb = (int)nd->ia[1];
+  g.m = g.ta ? a->d[ra - 1] : a->d[ra - 2];
+  g.k = g.ta ? a->d[ra - 2] : a->d[ra - 1];
+  g.n = g.tb ? b->d[rb - 2] : b->d[rb - 1];
+  g.batch = 1;
+  for (int i = 0; i < ra - 2; i++) g.batch *= a->d[i];
+  g.lda = a->d[ra - 1], g.ldb = b->d[rb - 1];
+  if (rb == 2 && !g.ta) g.m *= g.batch, g.batch = 1;
+  g.sa = a->d[ra - 1] * a->d[ra - 2], g.sb = rb == 2 ? 0 : b->d[rb - 1] * b->d[rb - 2], g.sy = g.m * g.n;
+  return g;
+}
+
+/* Strides of t aligned right against an output of rank nd with dims od; 0 where t broadcasts. */
+static inline void wh__bcast_strides(const wh__tensor *t, int nd, const int64_t *od, int64_t *s) {
+  int64_t st = 1;
+  for (int k = nd - 1; k >= 0; k--) {
+    int tk = t->ndim - nd + k;
+    if (tk < 0) {
+      s[k] = 0;
+      continue;
+    }
+    s[k] = (t->d[tk] == 1 && od[k] != 1) ? 0 : st;
+    st *= t->d[tk];
+  }
+}
+
 /* Kernels, one per op and backend: wh__cpu_X (src/kernels/cpu/) and its CUDA twin wh__cuk_X
  * (src/kernels/cuda/, in builds with the CUDA backend). */
 #define WH__K(name)                                                                                  \

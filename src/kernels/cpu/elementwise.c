@@ -66,20 +66,6 @@ WH_HOT static void bin_rows(void *arg, int64_t r0, int64_t r1) {
   }
 }
 
-/* strides of t aligned right against an output of rank nd; 0 where t broadcasts */
-static void bstrides(const wh__tensor *t, int nd, const int64_t *od, int64_t *s) {
-  int64_t st = 1;
-  for (int k = nd - 1; k >= 0; k--) {
-    int tk = t->ndim - nd + k;
-    if (tk < 0) {
-      s[k] = 0;
-      continue;
-    }
-    s[k] = (t->d[tk] == 1 && od[k] != 1) ? 0 : st;
-    st *= t->d[tk];
-  }
-}
-
 wh_status wh__cpu_binary(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
   bin_job j = {.a = wh__f32(&in[0]), .b = wh__f32(&in[1]), .y = wh__f32(out), .op = n->op};
   if (out->numel == 0) return WH_OK;
@@ -93,8 +79,8 @@ wh_status wh__cpu_binary(wh__exec *ex, const wh__node *n, const wh__tensor *in, 
     j.sa[0] = j.sb[0] = 0;
   } else {
     memcpy(j.d, out->d, sizeof(int64_t) * (size_t)out->ndim);
-    bstrides(&in[0], out->ndim, out->d, j.sa);
-    bstrides(&in[1], out->ndim, out->d, j.sb);
+    wh__bcast_strides(&in[0], out->ndim, out->d, j.sa);
+    wh__bcast_strides(&in[1], out->ndim, out->d, j.sb);
   }
   j.inner = j.d[j.nd - 1];
   int64_t rows = out->numel / j.inner;

@@ -54,33 +54,19 @@ void wh__gemm(wh__pool *pool, int ta, int tb, int64_t m, int64_t n, int64_t k, f
 }
 
 wh_status wh__cpu_matmul(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
-  const wh__tensor *a = &in[0], *b = &in[1];
-  int ta = (int)n->ia[0], tb = (int)n->ia[1];
-  int ra = a->ndim, rb = b->ndim;
-  int64_t m = ta ? a->d[ra - 1] : a->d[ra - 2];
-  int64_t k = ta ? a->d[ra - 2] : a->d[ra - 1];
-  int64_t nn = tb ? b->d[rb - 2] : b->d[rb - 1];
-  int64_t batch = 1;
-  for (int i = 0; i < ra - 2; i++) batch *= a->d[i];
-  const float *A = wh__f32(a), *B = wh__f32(b);
+  wh__mm g = wh__matmul_geom(n, in);
+  const float *A = wh__f32(&in[0]), *B = wh__f32(&in[1]);
   float *Y = wh__f32(out);
   if (out->numel == 0) return WH_OK;
-  int64_t lda = a->d[ra - 1], ldb = b->d[rb - 1];
-  if (k == 0) {
+  if (g.k == 0) {
     for (int64_t i = 0; i < out->numel; i++) Y[i] = 0;
     return WH_OK;
   }
-  if (rb == 2 && !ta) {
-    /* [batch*M, K] x op(B): one GEMM */
-    m *= batch;
-    batch = 1;
-  }
-  if (m > INT_MAX || nn > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX) {
+  if (g.m > INT_MAX || g.n > INT_MAX || g.k > INT_MAX || g.lda > INT_MAX || g.ldb > INT_MAX) {
     if (ex->err) snprintf(ex->err, (size_t)ex->err_cap, "matmul: a dimension exceeds the BLAS int range");
     return WH_ERR_UNSUPPORTED;
   }
-  int64_t sa = a->d[ra - 1] * a->d[ra - 2], sb = rb == 2 ? 0 : b->d[rb - 1] * b->d[rb - 2], sy = m * nn;
-  for (int64_t p = 0; p < batch; p++)
-    wh__gemm(ex->pool, ta, tb, m, nn, k, 1.0f, A + p * sa, lda, B + p * sb, ldb, 0.0f, Y + p * sy, nn);
+  for (int64_t p = 0; p < g.batch; p++)
+    wh__gemm(ex->pool, g.ta, g.tb, g.m, g.n, g.k, 1.0f, A + p * g.sa, g.lda, B + p * g.sb, g.ldb, 0.0f, Y + p * g.sy, g.n);
   return WH_OK;
 }

@@ -127,25 +127,11 @@ __global__ void bin_bcast_k(const float *a, const float *b, float *y, I n, bshap
   }
 }
 
-/* strides of t aligned right against an output of rank nd; 0 where t broadcasts (as the CPU) */
-static void bstrides(const wh__tensor *t, int nd, const int64_t *od, int64_t *s) {
-  int64_t st = 1;
-  for (int k = nd - 1; k >= 0; k--) {
-    int tk = t->ndim - nd + k;
-    if (tk < 0) {
-      s[k] = 0;
-      continue;
-    }
-    s[k] = (t->d[tk] == 1 && od[k] != 1) ? 0 : st;
-    st *= t->d[tk];
-  }
-}
-
 template <int OP, typename I>
 static wh_status bin_bcast(wh__exec *ex, const wh__tensor *in, wh__tensor *out) {
   int64_t sa[WH_MAX_DIMS], sb[WH_MAX_DIMS];
-  bstrides(&in[0], out->ndim, out->d, sa);
-  bstrides(&in[1], out->ndim, out->d, sb);
+  wh__bcast_strides(&in[0], out->ndim, out->d, sa);
+  wh__bcast_strides(&in[1], out->ndim, out->d, sb);
   bshape<I> g;
   g.nd = 0;
   for (int k = 0; k < out->ndim; k++) {

@@ -330,23 +330,10 @@ wh_status wh__cuda_gemm(wh__exec *ex, int ta, int tb, int64_t m, int64_t n, int6
   return WH_OK;
 }
 
-/* The same cases as the CPU kernel: op(A) [.., M, K] x op(B) [K, N] or batched [.., K, N]. */
+/* The same GEMMs as the CPU kernel (wh__matmul_geom). */
 extern "C" wh_status wh__cuk_matmul(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
-  const wh__tensor *a = &in[0], *b = &in[1];
-  int ta = (int)n->ia[0], tb = (int)n->ia[1];
-  int ra = a->ndim, rb = b->ndim;
-  int64_t m = ta ? a->d[ra - 1] : a->d[ra - 2];
-  int64_t k = ta ? a->d[ra - 2] : a->d[ra - 1];
-  int64_t nn = tb ? b->d[rb - 2] : b->d[rb - 1];
-  int64_t batch = 1;
-  for (int i = 0; i < ra - 2; i++) batch *= a->d[i];
   if (out->numel == 0) return WH_OK;
-  int64_t lda = a->d[ra - 1], ldb = b->d[rb - 1];
-  if (rb == 2 && !ta) { /* [batch*M, K] x op(B): one GEMM */
-    m *= batch;
-    batch = 1;
-  }
-  int64_t sa = a->d[ra - 1] * a->d[ra - 2], sb = rb == 2 ? 0 : b->d[rb - 1] * b->d[rb - 2], sy = m * nn;
-  return wh__cuda_gemm(ex, ta, tb, m, nn, k, 1.0f, wh__f32(a), lda, sa, wh__f32(b), ldb, sb, 0.0f, wh__f32(out), nn,
-                       sy, batch);
+  wh__mm g = wh__matmul_geom(n, in);
+  return wh__cuda_gemm(ex, g.ta, g.tb, g.m, g.n, g.k, 1.0f, wh__f32(&in[0]), g.lda, g.sa, wh__f32(&in[1]), g.ldb, g.sb,
+                       0.0f, wh__f32(out), g.n, g.sy, g.batch);
 }
