@@ -125,6 +125,30 @@ struct wh__tensor;
 typedef wh_status (*wh__kernel_fn)(struct wh__exec *ex, const wh__node *n,
                                    const struct wh__tensor *in, struct wh__tensor *out);
 
+/* ---- operator sharding (shard.c): where a value lives across the tp ranks of one replica */
+typedef enum wh__lay_kind {
+  WH_LAY_R = 0, /* replicated: every rank holds all of it */
+  WH_LAY_S = 1, /* split: dimension dim, viewed as [groups, tp, rest], rank r holds [:, r, :] */
+  WH_LAY_P = 2  /* partial: every rank holds the full shape; the value is the sum over ranks */
+} wh__lay_kind;
+
+typedef struct wh__layout {
+  int8_t kind, dim, groups;
+} wh__layout;
+
+/* What a sharding rule is asked: the node (attributes may be rewritten to the local shapes), the
+ * program's values (global shapes), the layouts its inputs have now. It fills want[] (the layouts
+ * it needs its inputs in: conversions are inserted where they differ) and *out. A rule never
+ * fails: replicated inputs and output are always correct. */
+typedef struct wh__shard_q {
+  const struct wh__value *values;
+  int tp;
+  const wh__layout *in;
+  wh__layout *want;
+  wh__layout out;
+} wh__shard_q;
+typedef void (*wh__shard_fn)(wh__shard_q *q, struct wh__node *n);
+
 typedef struct wh__op_def {
   const char *name;
   int min_in, max_in;   /* max_in -1: any number */
@@ -141,6 +165,8 @@ typedef struct wh__op_def {
   /* Inputs (bit i = input i) the output may overwrite when that input dies at this node and has
    * the output's size: every kernel of the op reads an element (or a row) before writing it. */
   unsigned inplace;
+  /* Operator sharding: the layouts this op accepts and produces (NULL: replicated only). */
+  wh__shard_fn shard;
 } wh__op_def;
 
 typedef enum wh__op {
@@ -195,12 +221,25 @@ typedef enum wh__op {
   WH_OP_GLOBAL_NORM_CLIP,   /* (grads...) -> scalar coefficient min(1, max/(norm+1e-6)) */
   WH_OP_SGD_UPDATE,         /* (param, grad, [buf], [clip]) */
   WH_OP_ADAMW_UPDATE,       /* (param, grad, m, v, [clip]) */
+  /* made only by the operator-sharding partitioner, on the ranks of one replica (tp group) */
+  WH_OP_TP_ALLREDUCE,       /* (partial) -> sum over the group */
+  WH_OP_TP_ALLGATHER,       /* (shard) -> whole; ia: dim, groups, parts */
+  WH_OP_TP_SLICE,           /* (whole) -> this rank's shard; ia: dim, groups, parts, index */
+  WH_OP_TP_NORM_CLIP,       /* (grads...) like global_norm_clip; ia[0]: the first ia[0] inputs are shards */
   WH_OP_COUNT
 } wh__op;
 
 extern const wh__op_def wh__ops[WH_OP_COUNT];
 /* Op index by name, -1 if unknown. */
 int wh__op_find(const char *name);
+
+/* Layout helpers (shard.c) */
+int wh__lay_eq(wh__layout a, wh__layout b);
+/* Shape of the local part of a value of global shape g in layout l over tp ranks. */
+wh__shape wh__lay_local(const wh__shape *g, wh__layout l, int tp);
+/* Can dimension dim of a value of shape sh be split tp ways in groups (fixed size, divisible)? */
+int wh__lay_can_split(const wh__shape *sh, int dim, int groups, int tp);
+const char *wh__lay_str(wh__layout l, char *buf, int cap);
 
 /* ---- autodiff and optimizer (autodiff.c, optim.c) */
 wh_status wh__backward(wh_graph *g, wh_value loss);

@@ -186,6 +186,11 @@ wh_status wh_session_save(const wh_session *s, const char *path) {
   if (!s) return WH_ERR_INVALID_ARGUMENT;
   const wh_graph *g = wh__session_graph(s);
   if (!g) return WH_ERR_INTERNAL;
+  if (wh__session_sharded(s)) {
+    wh__ctx_set_error(g->ctx, "wh_session_save: this session splits parameters over the ranks of its replica: gather "
+                              "them with wh_session_get_param (collective over those ranks) and save from one rank");
+    return WH_ERR_UNSUPPORTED;
+  }
   return save_graph(g, s, path);
 }
 

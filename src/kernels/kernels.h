@@ -27,6 +27,7 @@ typedef struct wh__exec {
   char *err;          /* where a kernel writes a message when it fails */
   int err_cap;
   struct wh__cuda *dev; /* the CUDA context of a device session (NULL on the CPU) */
+  wh_comm *tp;          /* operator sharding: the ranks of this replica (NULL without) */
 } wh__exec;
 
 /* A workspace of at least bytes, valid until the next call; NULL when out of memory. */
@@ -122,5 +123,15 @@ WH__K(global_norm_clip);
 WH__K(sgd_update);
 WH__K(adamw_update);
 #undef WH__K
+/* the operator-sharding collectives (cpu/collective.c) */
+wh_status wh__cpu_tp_allreduce(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
+wh_status wh__cpu_tp_allgather(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
+wh_status wh__cpu_tp_slice(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
+wh_status wh__cpu_tp_norm_clip(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
+
+/* Copy between a whole tensor of dims d[0..nd) and shard `index` of `parts` of it along dim,
+ * that dimension viewed as [groups, parts, rest]: to the shard (gather 0) or back (gather 1). */
+void wh__shard_copy(int gather, const int64_t *d, int nd, int dim, int groups, int parts, int index, void *whole,
+                    void *shard, size_t esize);
 
 #endif

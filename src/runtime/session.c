@@ -215,6 +215,7 @@ void wh_session_destroy(wh_session *s) {
   s->fusion = NULL;
   wh__pipe_destroy(s); /* its sends first; the session's own arena and table stay with the session */
   wh__zero_destroy(s);
+  wh__tp_destroy(s);
   free(s->det_buf);
   wh__program_free(&s->prog);
   if (s->froze && s->g->frozen > 0) s->g->frozen--;
@@ -320,7 +321,7 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
     return WH_ERR_INVALID_ARGUMENT;
   }
   int64_t share = 0, offset = 0;
-  int pipe_stage = -1, pipe_rep = 0;
+  int pipe_stage = -1, pipe_rep = 0, tp = 1;
   if (o.plan) {
     const wh_plan *pl = o.plan;
     if (pl->n_devices != wh_comm_size(o.comm)) {
@@ -330,17 +331,23 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
     }
     int me = wh_comm_rank(o.comm), found = 0;
     int pipelined = pl->n_stages > 1;
+    tp = pl->st[0].tp;
     for (int k = 0; k < pl->n_stages; k++) {
       int same = pl->st[k].ndev == pl->st[0].ndev;
       for (int r = 0; same && pipelined && r < pl->st[k].ndev; r++)
         same = pl->st[k].share[r] == pl->st[0].share[r] && pl->st[k].share[r] > 0;
-      if (pl->st[k].tp != 1 || (pipelined && !same)) {
-        wh__ctx_set_error(ctx, "wh_session_create: this build executes data-parallel plans and pipelines whose stages "
-                               "have the same replicas with the same positive shares, without operator sharding; stage "
-                               "%d has %d replica(s) and tp %d (plan with allow_tp = 0)",
+      if ((pipelined && pl->st[k].tp != 1) || (pipelined && !same)) {
+        wh__ctx_set_error(ctx, "wh_session_create: this build executes data-parallel plans with or without operator "
+                               "sharding, and pipelines whose stages have the same replicas with the same positive "
+                               "shares and no operator sharding; stage %d has %d device(s) and tp %d",
                           k, pl->st[k].ndev, pl->st[k].tp);
         return WH_ERR_UNSUPPORTED;
       }
+    }
+    if (tp > 1 && (pl->zero1 || o.deterministic || o.device != WH_DEVICE_CPU)) {
+      wh__ctx_set_error(ctx, "wh_session_create: operator sharding (tp %d) runs on the CPU backend, without ZeRO-1 and "
+                             "without the deterministic reduction, in this build", tp);
+      return WH_ERR_UNSUPPORTED;
     }
     if ((pipelined && (pl->zero1 || o.deterministic)) || (pl->zero1 && o.deterministic)) {
       wh__ctx_set_error(ctx, "wh_session_create: %s", pipelined ? "pipeline plans run without ZeRO-1 and without the "
@@ -365,13 +372,14 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
       o.batch = share;
       o.inplace = 0; /* values cross ranks while later nodes run: no storage taken over in place */
     }
+    /* replica r holds devices [r * tp, (r + 1) * tp) of the stage and share[r] samples */
     for (int i = 0; !pipelined && i < pl->st[0].ndev; i++) {
       if (pl->st[0].dev[i] == me) {
-        share = pl->st[0].share[i];
+        share = pl->st[0].share[i / tp];
         found = 1;
         break;
       }
-      offset += pl->st[0].share[i];
+      if (i % tp == tp - 1) offset += pl->st[0].share[i / tp];
     }
     if (!found && !pipelined) {
       wh__ctx_set_error(ctx, "wh_session_create: rank %d has no place in the plan", me);
@@ -394,6 +402,17 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
     free(s);
     wh__ctx_set_error(ctx, "wh_session_create: out of memory building the program");
     return WH_ERR_OUT_OF_MEMORY;
+  }
+  if (tp > 1) {
+    wh_status ts = wh__tp_create(s, o.plan, o.comm);
+    if (ts != WH_OK) {
+      if (ts == WH_ERR_OUT_OF_MEMORY) wh__ctx_set_error(ctx, "wh_session_create: out of memory for operator sharding");
+      wh__tp_destroy(s);
+      wh__program_free(&s->prog);
+      free(s);
+      return ts;
+    }
+    s->ex.tp = wh__tp_group(s);
   }
   s->n = s->prog.n_values;
   size_t n = (size_t)s->n + 1;
@@ -425,7 +444,20 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
                           val->role == WH_ROLE_PARAM ? "parameter" : "state", val->name ? val->name : "", bytes);
         return WH_ERR_OUT_OF_MEMORY;
       }
-      if (val->role == WH_ROLE_PARAM) {
+      if (val->role == WH_ROLE_PARAM && wh__tp_layout(s, v).kind == WH_LAY_S) {
+        /* a split parameter: the one-device values, this rank's shard of them */
+        const wh__value *whole = &g->values[v];
+        int64_t cnt = wh__numel(&whole->shape, 1);
+        float *full = whole->data ? NULL : malloc(sizeof(float) * (size_t)cnt + 1);
+        if (!whole->data && !full) {
+          wh_session_destroy(s);
+          wh__ctx_set_error(ctx, "wh_session_create: out of memory initialising '%s'", wh_value_name(g, v));
+          return WH_ERR_OUT_OF_MEMORY;
+        }
+        if (full) init_param(whole, full, cnt);
+        wh__tp_cut(s, v, whole->data ? whole->data : full, s->own[v]);
+        free(full);
+      } else if (val->role == WH_ROLE_PARAM) {
         if (val->data) memcpy(s->own[v], val->data, bytes);
         else init_param(val, s->own[v], (int64_t)(bytes / sizeof(float)));
       }
@@ -464,6 +496,7 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
   if (o.plan) {
     s->dist = 1;
     s->comm = o.comm;
+    s->dpc = s->tpx ? wh__tp_dp(s) : o.comm;
     s->m = o.plan->micro_batches;
     s->global_batch = o.plan->global_batch;
     s->mb = s->global_batch / s->m;
@@ -527,7 +560,7 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
       for (int v = 0; v < s->n; v++)
         if (s->grad_of_param[v] >= 0 && s->bytes[v] > most) most = s->bytes[v];
       s->det = 1;
-      if (!(s->det_buf = malloc((size_t)most * (size_t)wh_comm_size(s->comm)))) {
+      if (!(s->det_buf = malloc((size_t)most * (size_t)wh_comm_size(s->dpc)))) {
         wh_session_destroy(s);
         wh__ctx_set_error(ctx, "wh_session_create: out of memory for the deterministic reduction");
         return WH_ERR_OUT_OF_MEMORY;
@@ -544,7 +577,7 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
         return st;
       }
     } else if (s->dev ? !(s->dreq = calloc(n, sizeof(wh_request *)))
-                      : (st = wh_fusion_create(s->comm, DP_BUCKET_BYTES, WH_F32, WH_REDUCE_SUM, &s->fusion)) != WH_OK) {
+                      : (st = wh_fusion_create(s->dpc, DP_BUCKET_BYTES, WH_F32, WH_REDUCE_SUM, &s->fusion)) != WH_OK) {
       wh_session_destroy(s);
       return s->dev ? WH_ERR_OUT_OF_MEMORY : st;
     }
@@ -686,7 +719,7 @@ static wh_status dev_fail(wh_session *s, wh_status st, const char *what) {
 static wh_status dev_allreduce(wh_session *s, int32_t v, int64_t cnt) {
   wh_status st = wh__cuda_sync(s->dev);
   if (st != WH_OK) return dev_fail(s, st, "before a gradient all-reduce");
-  st = wh_comm_iallreduce(s->comm, NULL, s->acc[v], (size_t)cnt, WH_F32, WH_REDUCE_SUM, &s->dreq[v]);
+  st = wh_comm_iallreduce(s->dpc, NULL, s->acc[v], (size_t)cnt, WH_F32, WH_REDUCE_SUM, &s->dreq[v]);
   if (st != WH_OK) return wh__session_fail(s, st, "wh_session_run: gradient all-reduce: %s", wh_last_error(s->ctx));
   return WH_OK;
 }
@@ -694,11 +727,11 @@ static wh_status dev_allreduce(wh_session *s, int32_t v, int64_t cnt) {
 /* The deterministic reduction: each gradient's weighted partial sums of every rank, gathered, then
  * added in rank order into the accumulation buffer (which the caller copies to the gradient). */
 static wh_status det_reduce(wh_session *s) {
-  int R = wh_comm_size(s->comm);
+  int R = wh_comm_size(s->dpc);
   for (int v = 0; v < s->n; v++) {
     if (s->grad_of_param[v] < 0) continue;
     size_t cnt = (size_t)s->bytes[v] / sizeof(float);
-    wh_status st = wh_comm_allgather(s->comm, s->acc[v], s->det_buf, cnt, NULL, WH_F32);
+    wh_status st = wh_comm_allgather(s->dpc, s->acc[v], s->det_buf, cnt, NULL, WH_F32);
     if (st != WH_OK) return wh__session_fail(s, st, "wh_session_run: gradient gather: %s", wh_last_error(s->ctx));
     float *acc = s->acc[v];
     memcpy(acc, s->det_buf, cnt * sizeof(float));
@@ -803,10 +836,10 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
   double gl = loss_acc;
   wh_status st;
   if (s->det) { /* every rank's part, summed in rank order */
-    int R = wh_comm_size(s->comm);
+    int R = wh_comm_size(s->dpc);
     double *parts = malloc(sizeof(double) * (size_t)R);
     if (!parts) return wh__session_fail(s, WH_ERR_OUT_OF_MEMORY, "wh_session_run: out of memory");
-    st = wh_comm_allgather(s->comm, &loss_acc, parts, 1, NULL, WH_F64);
+    st = wh_comm_allgather(s->dpc, &loss_acc, parts, 1, NULL, WH_F64);
     gl = 0;
     for (int r = 0; r < R; r++) gl += parts[r];
     free(parts);
@@ -815,11 +848,11 @@ static wh_status run_dist(wh_session *s, wh_run_mode mode) {
     if ((st = wh__cuda_copy(s->dev, s->dloss, &gl, sizeof gl, WH__H2D)) != WH_OK ||
         (st = wh__cuda_sync(s->dev)) != WH_OK)
       return dev_fail(s, st, "the loss all-reduce");
-    if ((st = wh_comm_allreduce(s->comm, NULL, s->dloss, 1, WH_F64, WH_REDUCE_SUM)) != WH_OK)
+    if ((st = wh_comm_allreduce(s->dpc, NULL, s->dloss, 1, WH_F64, WH_REDUCE_SUM)) != WH_OK)
       return wh__session_fail(s, st, "wh_session_run: loss all-reduce: %s", wh_last_error(s->ctx));
     if ((st = wh__cuda_copy(s->dev, &gl, s->dloss, sizeof gl, WH__D2H)) != WH_OK)
       return dev_fail(s, st, "the loss all-reduce");
-  } else if ((st = wh_comm_allreduce(s->comm, NULL, &gl, 1, WH_F64, WH_REDUCE_SUM)) != WH_OK) {
+  } else if ((st = wh_comm_allreduce(s->dpc, NULL, &gl, 1, WH_F64, WH_REDUCE_SUM)) != WH_OK) {
     return wh__session_fail(s, st, "wh_session_run: loss all-reduce: %s", wh_last_error(s->ctx));
   }
   float glf = (float)gl;
@@ -940,9 +973,12 @@ wh_status wh_session_step(wh_session *s) { return wh_session_run(s, WH_RUN_TRAIN
 static wh_status copy_out(wh_session *s, const char *who, wh_value v, void *out, size_t bytes) {
   if (!wh__valid_value(s->g, v)) return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "%s: %d is not a value of this graph", who, (int)v);
   if (!out) return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "%s: out is NULL", who);
-  if ((int64_t)bytes != s->bytes[v])
+  int64_t whole = wh__tp_whole_bytes(s, v);
+  if ((int64_t)bytes != whole)
     return wh__session_fail(s, WH_ERR_SHAPE, "%s: value %d '%s' is %lld bytes at batch %lld, buffer is %zu", who, (int)v,
-                wh_value_name(s->g, v), (long long)s->bytes[v], (long long)s->batch, bytes);
+                wh_value_name(s->g, v), (long long)whole, (long long)s->batch, bytes);
+  if (!s->ptr[v]) s->ptr[v] = s->ptr[wh__session_root(s, v)];
+  if (wh__tp_layout(s, v).kind != WH_LAY_R) return wh__tp_whole(s, who, v, out); /* collective over the replica */
   if (!s->dev) {
     memcpy(out, s->ptr[v], bytes);
     return WH_OK;
@@ -996,9 +1032,13 @@ wh_status wh_session_set_param(wh_session *s, wh_value p, const void *data, size
   if (!wh__valid_value(s->g, p) || (s->g->values[p].role != WH_ROLE_PARAM && s->g->values[p].role != WH_ROLE_STATE))
     return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_set_param: value %d is not a parameter", (int)p);
   if (!data) return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_set_param: data is NULL");
-  if ((int64_t)bytes != s->bytes[p])
+  if ((int64_t)bytes != wh__tp_whole_bytes(s, p))
     return wh__session_fail(s, WH_ERR_SHAPE, "wh_session_set_param: '%s' is %lld bytes, got %zu", wh_value_name(s->g, p),
-                (long long)s->bytes[p], bytes);
+                (long long)wh__tp_whole_bytes(s, p), bytes);
+  if (wh__tp_layout(s, p).kind == WH_LAY_S) { /* this rank keeps its shard */
+    wh__tp_cut(s, p, data, s->ptr[p]);
+    return WH_OK;
+  }
   if (!s->dev) {
     memcpy(s->ptr[p], data, bytes);
     return WH_OK;
@@ -1010,8 +1050,10 @@ wh_status wh_session_set_param(wh_session *s, wh_value p, const void *data, size
 int64_t wh_session_steps(const wh_session *s) { return s ? s->steps : 0; }
 
 size_t wh_session_bytes(const wh_session *s, wh_value v) {
-  return s && wh__valid_value(s->g, v) ? (size_t)s->bytes[v] : 0;
+  return s && wh__valid_value(s->g, v) ? (size_t)wh__tp_whole_bytes(s, v) : 0;
 }
+
+int wh__session_sharded(const wh_session *s) { return s && s->tpx; }
 
 wh_status wh_session_memory(const wh_session *s, wh_memory_stats *out) {
   if (!s || !out || out->struct_size != sizeof *out) return WH_ERR_INVALID_ARGUMENT;
@@ -1113,6 +1155,7 @@ static void dump_text(wh__sb *b, const wh_session *s, const int *bucket, const i
                   (long long)s->global_batch);
   else
     wh__sb_printf(b, "single process, batch %lld\n", (long long)s->batch);
+  if (s->tpx) wh__tp_dump_head(s, b);
   if (s->dev)
     wh__sb_printf(b, "device: CUDA %d, matrix products in %s\n", s->dev_index,
                   s->precision == WH_PRECISION_BF16 ? "bf16 (fp32 accumulation)"
@@ -1129,6 +1172,7 @@ static void dump_text(wh__sb *b, const wh_session *s, const int *bucket, const i
       wh__sb_printf(b, "%s", k ? ", " : " ");
       sb_val(b, s, n->in[k], 0);
     }
+    wh__tp_dump_node(s, n, b);
     if (bucket[i] >= 0)
       wh__sb_printf(b, "  => %s %d (%lld bytes)", s->zero ? "reduce-scatter" : "all-reduce bucket", bucket[i],
                     (long long)s->bytes[n->out]);
@@ -1149,13 +1193,17 @@ static void dump_text(wh__sb *b, const wh_session *s, const int *bucket, const i
     wh__sb_printf(b, "  all-reduce sum f64 loss: 8 bytes, after backward, all %d ranks\n", size);
     return;
   }
-  wh__sb_printf(b, "collectives per step (%s):\n", size > 1 ? "ring all-reduce" : "one rank: local copies");
+  int dr = wh_comm_rank(s->dpc), ds = wh_comm_size(s->dpc);
+  int next = wh__tp_dp_world(s, (dr + 1) % ds), prev = wh__tp_dp_world(s, (dr - 1 + ds) % ds);
+  size = ds;
+  wh__sb_printf(b, "collectives per step (%s%s):\n", size > 1 ? "ring all-reduce" : "one rank: local copies",
+                s->tpx ? " over the replicas' ranks holding this shard" : "");
   for (int k = 0; k < nb; k++) {
     /* a ring all-reduce of B bytes sends and receives 2(n-1)/n * B per rank */
     long long wire = size > 1 ? (long long)(2.0 * (size - 1) / size * (double)bb[k] + 0.5) : 0;
     wh__sb_printf(b, "  all-reduce sum f32 bucket %d: %lld bytes, started during backward; sends %lld bytes to rank %d, "
                   "receives %lld from rank %d\n",
-                  k, (long long)bb[k], wire, (rank + 1) % size, wire, (rank - 1 + size) % size);
+                  k, (long long)bb[k], wire, next, wire, prev);
   }
   wh__sb_printf(b, "  all-reduce sum f64 loss: 8 bytes, after backward, all %d ranks\n", size);
 }

@@ -9,4 +9,7 @@ wh_graph *wh__session_graph(const wh_session *s);
 /* Current contents of parameter p (numel * dtype size bytes), or NULL if p is not a parameter. */
 const void *wh__session_param_data(const wh_session *s, wh_value p);
 
+/* Parameters split over the ranks of a replica (operator sharding). */
+int wh__session_sharded(const wh_session *s);
+
 #endif

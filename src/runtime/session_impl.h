@@ -12,6 +12,8 @@
 
 struct wh__pipe;
 struct wh__zero;
+struct wh__tp;
+struct wh_plan;
 
 struct wh_session {
   wh_ctx *ctx;
@@ -61,6 +63,8 @@ struct wh_session {
   int det;                     /* deterministic reduction: gathered, summed in rank order */
   float *det_buf;              /* R partial gradients of the largest parameter */
   int pipe_stage;
+  struct wh__tp *tpx;          /* operator sharding (tp.c), NULL otherwise */
+  wh_comm *dpc;                /* the gradient and loss reductions: comm, or the ranks of this shard */
 };
 
 static inline int wh__role_persistent(wh__role r) {
@@ -95,5 +99,22 @@ wh_status wh__zero_start(wh_session *s, int32_t grad);
 wh_status wh__zero_wait(wh_session *s);
 /* Clip from the shards, update this rank's shards, all-gather the parameters. */
 wh_status wh__zero_update(wh_session *s);
+
+/* ---- tp.c */
+/* Split this rank's program into its shard of the plan's operator sharding (before any storage
+ * exists): the replica's and the shard's communicators, local shapes, conversions. */
+wh_status wh__tp_create(wh_session *s, const struct wh_plan *pl, wh_comm *world);
+void wh__tp_destroy(wh_session *s);
+wh_comm *wh__tp_group(const wh_session *s);
+wh_comm *wh__tp_dp(const wh_session *s);
+wh__layout wh__tp_layout(const wh_session *s, int32_t v);
+int wh__tp_degree(const wh_session *s);
+/* World rank of rank i of the gradient reduction's communicator. */
+int wh__tp_dp_world(const wh_session *s, int i);
+int64_t wh__tp_whole_bytes(const wh_session *s, int32_t v);
+wh_status wh__tp_whole(wh_session *s, const char *who, int32_t v, void *out);
+void wh__tp_cut(const wh_session *s, int32_t v, const void *whole, void *shard);
+void wh__tp_dump_head(const wh_session *s, wh__sb *b);
+int wh__tp_dump_node(const wh_session *s, const wh__node *n, wh__sb *b);
 
 #endif

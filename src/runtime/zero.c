@@ -48,8 +48,8 @@ wh_status wh__zero_create(wh_session *s) {
   struct wh__zero *z = calloc(1, sizeof *z);
   if (!z) return WH_ERR_OUT_OF_MEMORY;
   s->zero = z;
-  z->R = wh_comm_size(s->comm);
-  z->me = wh_comm_rank(s->comm);
+  z->R = wh_comm_size(s->dpc);
+  z->me = wh_comm_rank(s->dpc);
   z->clip_node = -1;
   z->p = calloc((size_t)pg->n_nodes + 1, sizeof(zparam));
   z->of_grad = malloc(sizeof(int32_t) * (size_t)(s->n + 1));
@@ -103,7 +103,7 @@ wh_status wh__zero_start(wh_session *s, int32_t grad) {
   int i = z->of_grad[grad];
   if (i < 0) return WH_OK;
   zparam *q = &z->p[i];
-  wh_status st = wh_comm_ireduce_scatter(s->comm, s->acc[grad], q->shard, (size_t)q->chunk, WH_F32, WH_REDUCE_SUM,
+  wh_status st = wh_comm_ireduce_scatter(s->dpc, s->acc[grad], q->shard, (size_t)q->chunk, WH_F32, WH_REDUCE_SUM,
                                          &q->req);
   if (st != WH_OK) return wh__session_fail(s, st, "wh_session_run: ZeRO-1 reduce-scatter: %s", wh_last_error(s->ctx));
   return WH_OK;
@@ -138,7 +138,7 @@ wh_status wh__zero_update(wh_session *s) {
     double total = 0;
     for (int i = 0; i < z->np; i++)
       for (int64_t e = 0; e < z->p[i].hi - z->p[i].lo; e++) total += (double)z->p[i].shard[e] * z->p[i].shard[e];
-    if ((st = wh_comm_allreduce(s->comm, NULL, &total, 1, WH_F64, WH_REDUCE_SUM)) != WH_OK)
+    if ((st = wh_comm_allreduce(s->dpc, NULL, &total, 1, WH_F64, WH_REDUCE_SUM)) != WH_OK)
       return wh__session_fail(s, st, "wh_session_run: ZeRO-1 gradient norm: %s", wh_last_error(s->ctx));
     double coef = cn->fa[0] / (sqrt(total) + 1e-6);
     int32_t out = cn->out;
@@ -172,7 +172,7 @@ wh_status wh__zero_update(wh_session *s) {
       int64_t hi = lo + q->chunk < q->numel ? lo + q->chunk : q->numel;
       z->counts[r] = (size_t)(hi - lo);
     }
-    if ((st = wh_comm_allgather(s->comm, NULL, s->ptr[q->param], 0, z->counts, WH_F32)) != WH_OK)
+    if ((st = wh_comm_allgather(s->dpc, NULL, s->ptr[q->param], 0, z->counts, WH_F32)) != WH_OK)
       return wh__session_fail(s, st, "wh_session_run: ZeRO-1 parameter all-gather of '%s': %s",
                               wh_value_name(s->g, q->param), wh_last_error(s->ctx));
   }

@@ -94,7 +94,7 @@ static model build(int gpt) {
        * shift), which AdamW turns into rounding-noise drift that no two summation orders share */
       snprintf(nm, sizeof nm, "qkv%d.w", l);
       wh_value wq = wh_param(g, nm, WH_F32, 2, DIMS(3 * C, C), WH_INIT(WH_INIT_NORMAL, 0, 0.2f, 20 + (uint64_t)l));
-      wh_value a = wh_attention(g, wh_matmul(g, h, wq, 0, 1), 2);
+      wh_value a = wh_attention(g, wh_matmul(g, h, wq, 0, 1), 4);
       snprintf(nm, sizeof nm, "proj%d", l);
       x = wh_add(g, x, lin(g, a, nm, C, C, 30 + (uint64_t)l));
       snprintf(nm, sizeof nm, "fc%d", l);
@@ -367,6 +367,110 @@ static void run_pipe_case(wh_comm *c, int gpt, const char *name, int stages, con
   free(rp);
 }
 
+/* Operator sharding: tp ranks per replica, n / tp replicas with the given shares (per replica),
+ * `micro` micro-batches. The parameters are gathered whole (every rank of a replica asks). */
+static void run_tp_case(wh_comm *c, int gpt, const char *name, int tp, const int64_t *shares, int micro) {
+  int n = wh_comm_size(c);
+  model m = build(gpt);
+  size_t pb;
+  float rl[STEPS], dl[STEPS], *rp = reference(&m, rl, &pb), *dp = malloc(pb);
+  wh_cluster *cl;
+  wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
+  l.tp = tp;
+  l.shares = shares;
+  l.micro_batches = micro;
+  wh_plan *p = pinned(&m, n, &l, &cl);
+  wh_session_options so = WH_SESSION_OPTIONS_INIT;
+  so.plan = p;
+  so.comm = c;
+  wh_session *s;
+  CHECK(wh_session_create(ctx, m.g, &so, &s));
+  EXPECT(params_bytes(m.g, s) == pb, "%s: the session reports %zu parameter bytes, one process %zu", name,
+         params_bytes(m.g, s), pb);
+  /* parameters split: this rank holds less than the whole model */
+  wh_memory_stats ms = WH_MEMORY_STATS_INIT;
+  CHECK(wh_session_memory(s, &ms));
+  EXPECT(ms.param_bytes < pb * 3 / 4, "%s: this rank holds %llu parameter bytes of %zu", name,
+         (unsigned long long)ms.param_bytes, pb);
+  char *d = NULL;
+  CHECK(wh_session_dump(s, WH_FORMAT_TEXT, &d));
+  char head[96];
+  snprintf(head, sizeof head, "operator sharding: shard %d of %d in replica %d of %d", rank_ % tp, tp, rank_ / tp, n / tp);
+  int ar = 0;
+  for (const char *q = d; (q = strstr(q, "tp_allreduce")); q++) ar++;
+  /* Megatron's pattern and nothing more: per transformer layer one all-reduce forward and one
+   * backward for attention and for the MLP; the MLP's first pair needs one forward only (its input
+   * has no gradient); no gathers */
+  EXPECT(strstr(d, head) != NULL && ar == (gpt ? 8 : 1) && strstr(d, "all-reduce, 0 all-gather") &&
+             strstr(d, "=> all-reduce sum f32 over ranks"),
+         "%s: the dump shows the shard and the inserted all-reduces (%d):\n%.800s", name, ar, d);
+  if (rank_ == 0 && getenv("WH_TEST_SHOW_DUMP") && gpt) printf("%s", d);
+  wh_free(d);
+  train(&m, s, dl, dp);
+  double worst = 0;
+  for (int k = 0; k < STEPS; k++) worst = fmax(worst, fabs((double)dl[k] - rl[k]) / fmax(fabs(rl[k]), 1e-30));
+  double pe = rel(dp, rp, pb / sizeof(float));
+  EXPECT(worst <= 1e-5, "%s: loss differs from one process by %.3g (step losses %g .. %g)", name, worst, dl[0],
+         dl[STEPS - 1]);
+  EXPECT(pe <= 1e-5, "%s: final parameters differ from one process by %.3g", name, pe);
+  if (rank_ == 0)
+    printf("%-34s loss %.5f -> %.5f  worst step loss rel err %.2e  params rel err %.2e\n", name, rl[0], rl[STEPS - 1],
+           worst, pe);
+  wh_session_destroy(s);
+  wh_plan_destroy(p);
+  wh_cluster_destroy(cl);
+  wh_graph_destroy(m.g);
+  free(rp), free(dp);
+}
+
+/* What operator sharding refuses, by name, and what it keeps: ZeRO-1, the deterministic reduction,
+ * a device, saving a split model (n ranks, one replica). */
+static void tp_refusals(wh_comm *c) {
+  int n = wh_comm_size(c);
+  model m = build(1);
+  wh_cluster *cl;
+  wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
+  l.tp = n;
+  l.zero1 = 1;
+  wh_plan *p = pinned(&m, n, &l, &cl);
+  wh_session_options so = WH_SESSION_OPTIONS_INIT;
+  so.plan = p;
+  so.comm = c;
+  wh_session *s = NULL;
+  EXPECT(wh_session_create(ctx, m.g, &so, &s) == WH_ERR_UNSUPPORTED && !s && strstr(wh_last_error(ctx), "ZeRO-1"),
+         "tp with ZeRO-1 is not refused by name: %s", wh_last_error(ctx));
+  wh_plan_destroy(p);
+  wh_cluster_destroy(cl);
+  l.zero1 = 0;
+  p = pinned(&m, n, &l, &cl);
+  so.plan = p;
+  so.deterministic = 1;
+  EXPECT(wh_session_create(ctx, m.g, &so, &s) == WH_ERR_UNSUPPORTED && !s && strstr(wh_last_error(ctx), "deterministic"),
+         "tp with the deterministic reduction is not refused by name: %s", wh_last_error(ctx));
+  so.deterministic = 0;
+  CHECK(wh_session_create(ctx, m.g, &so, &s));
+  EXPECT(wh_session_save(s, "/tmp/wh_tp_refused.whg") == WH_ERR_UNSUPPORTED && strstr(wh_last_error(ctx), "get_param"),
+         "saving a split model is not refused with the way out: %s", wh_last_error(ctx));
+  /* a whole parameter set from the caller's data: each rank keeps its shard, and gathers it back */
+  wh_value w = WH_NONE;
+  for (int i = 0; i < wh_graph_num_params(m.g); i++)
+    if (strcmp(wh_value_name(m.g, wh_graph_param(m.g, i)), "fc0.w") == 0) w = wh_graph_param(m.g, i);
+  size_t wb = wh_session_bytes(s, w);
+  float *in = malloc(wb), *out = malloc(wb);
+  for (size_t i = 0; i < wb / 4; i++) in[i] = (float)i * 0.25f;
+  CHECK(wh_session_set_param(s, w, in, wb));
+  CHECK(wh_session_get_param(s, w, out, wb));
+  EXPECT(wb == 64 * 16 * 4 && memcmp(in, out, wb) == 0, "a split parameter set whole does not come back whole (%zu bytes)",
+         wb);
+  EXPECT(wh_session_get_param(s, w, out, wb - 4) == WH_ERR_SHAPE && strstr(wh_last_error(ctx), "4096 bytes"),
+         "a short buffer for a split parameter is not refused with its whole size: %s", wh_last_error(ctx));
+  free(in), free(out);
+  wh_session_destroy(s);
+  wh_plan_destroy(p);
+  wh_cluster_destroy(cl);
+  wh_graph_destroy(m.g);
+}
+
 /* One session over comm cc: a data-parallel plan of cc's ranks, equal shares, `micro` micro-batches. */
 static wh_session *dp_session(wh_comm *cc, const model *m, int micro, int deterministic, wh_plan **pp, wh_cluster **pc) {
   int n = wh_comm_size(cc);
@@ -493,6 +597,21 @@ int main(void) {
         run_pipe_case(c, gpt, nm, 2, sh, 4, sch ? WH_SCHEDULE_1F1B : WH_SCHEDULE_GPIPE);
       }
     }
+  if (n == 2) tp_refusals(c);
+  for (int gpt = 0; gpt < 2 && (n == 2 || n == 4); gpt++) {
+    char nm[96];
+    int64_t one[1] = {B};
+    snprintf(nm, sizeof nm, "%s TP=%d", gpt ? "gpt" : "mlp", n);
+    run_tp_case(c, gpt, nm, n, one, 1);
+    int64_t four[1] = {B / 4};
+    snprintf(nm, sizeof nm, "%s TP=%d, 4 micro-batches", gpt ? "gpt" : "mlp", n);
+    run_tp_case(c, gpt, nm, n, four, 4);
+    if (n == 4) { /* DP x TP: two replicas of two shards, 2 and 4 rows of each 6-sample micro-batch */
+      static const int64_t sh[2] = {2, 4};
+      snprintf(nm, sizeof nm, "%s DP=2 x TP=2, unequal, 4 micro", gpt ? "gpt" : "mlp");
+      run_tp_case(c, gpt, nm, 2, sh, 4);
+    }
+  }
   int32_t tot[2] = {passed, failed};
   wh_comm_allreduce(c, NULL, tot, 2, WH_I32, WH_REDUCE_SUM);
   if (rank_ == 0) printf("dp (%d ranks): %d passed, %d failed\n", n, tot[0], tot[1]);

@@ -1,0 +1,91 @@
+/* collective.c - the ops the operator-sharding partitioner inserts into a rank's program: the sum
+ * of partial results over the ranks of a replica, the gather of a split value, this rank's slice
+ * of a whole one, and the global-norm clip over split and whole gradients. They run on the
+ * replica's communicator (ex->tp) and wait for it: its deadline turns a lost peer into an error
+ * that names it. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../../comm/comm.h"
+#include "../kernels.h"
+
+void wh__shard_copy(int gather, const int64_t *d, int nd, int dim, int groups, int parts, int index, void *whole,
+                    void *shard, size_t esize) {
+  int64_t outer = 1, inner = 1;
+  for (int i = 0; i < dim; i++) outer *= d[i];
+  for (int i = dim + 1; i < nd; i++) inner *= d[i];
+  int64_t D = d[dim], c = D / ((int64_t)groups * parts);
+  size_t run = (size_t)(c * inner) * esize;
+  for (int64_t o = 0; o < outer; o++)
+    for (int g = 0; g < groups; g++) {
+      char *w = (char *)whole + (size_t)((o * D + ((int64_t)g * parts + index) * c) * inner) * esize;
+      char *s = (char *)shard + (size_t)(((o * groups + g) * c) * inner) * esize;
+      if (gather) memcpy(w, s, run);
+      else memcpy(s, w, run);
+    }
+}
+
+static wh_status comm_fail(wh__exec *ex, wh_status st, const char *what) {
+  snprintf(ex->err, (size_t)ex->err_cap, "%s over the replica's ranks: %s", what, wh_last_error(ex->tp->ctx));
+  return st;
+}
+
+static wh_status need_group(wh__exec *ex) {
+  if (ex->tp) return WH_OK;
+  snprintf(ex->err, (size_t)ex->err_cap, "an operator-sharding collective outside a sharded session");
+  return WH_ERR_INTERNAL;
+}
+
+wh_status wh__cpu_tp_allreduce(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
+  (void)n;
+  wh_status st = need_group(ex);
+  if (st != WH_OK) return st;
+  st = wh_comm_allreduce(ex->tp, in[0].data, out->data, (size_t)out->numel, WH_F32, WH_REDUCE_SUM);
+  return st == WH_OK ? WH_OK : comm_fail(ex, st, "all-reduce of partial sums");
+}
+
+wh_status wh__cpu_tp_allgather(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
+  wh_status st = need_group(ex);
+  if (st != WH_OK) return st;
+  int dim = (int)n->ia[0], groups = (int)n->ia[1], parts = (int)n->ia[2];
+  size_t cnt = (size_t)in[0].numel;
+  float *buf = wh__exec_scratch(ex, cnt * (size_t)parts * sizeof(float));
+  if (!buf) {
+    snprintf(ex->err, (size_t)ex->err_cap, "out of memory gathering shards");
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  if ((st = wh_comm_allgather(ex->tp, in[0].data, buf, cnt, NULL, WH_F32)) != WH_OK)
+    return comm_fail(ex, st, "all-gather of shards");
+  for (int r = 0; r < parts; r++) wh__shard_copy(1, out->d, out->ndim, dim, groups, parts, r, out->data, buf + cnt * (size_t)r, sizeof(float));
+  return WH_OK;
+}
+
+wh_status wh__cpu_tp_slice(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
+  (void)ex;
+  size_t es = in[0].dtype == WH_F64 ? 8 : 4;
+  wh__shard_copy(0, in[0].d, in[0].ndim, (int)n->ia[0], (int)n->ia[1], (int)n->ia[2], (int)n->ia[3], in[0].data,
+                 out->data, es);
+  return WH_OK;
+}
+
+static double sumsq(const wh__tensor *t) {
+  const float *g = wh__f32(t);
+  double s = 0;
+  for (int64_t k = 0; k < t->numel; k++) s += (double)g[k] * g[k];
+  return s;
+}
+
+wh_status wh__cpu_tp_norm_clip(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
+  wh_status st = need_group(ex);
+  if (st != WH_OK) return st;
+  int nsplit = (int)n->ia[0];
+  double split = 0, whole = 0;
+  for (int i = 0; i < nsplit; i++) split += sumsq(&in[i]);
+  for (int i = nsplit; i < n->n_in; i++) whole += sumsq(&in[i]);
+  if ((st = wh_comm_allreduce(ex->tp, NULL, &split, 1, WH_F64, WH_REDUCE_SUM)) != WH_OK)
+    return comm_fail(ex, st, "sum of the gradients' squares");
+  double coef = n->fa[0] / (sqrt(split + whole) + 1e-6);
+  wh__f32(out)[0] = (float)(coef < 1.0 ? coef : 1.0);
+  return WH_OK;
+}

@@ -1,0 +1,491 @@
+/* tp.c - operator sharding (tensor parallelism) inside a replica: the partitioner that rewrites a
+ * rank's program into its shard, and the session's side of it (communicators, parameters cut at
+ * creation, gathered on request, the dump).
+ *
+ * The partitioner first pairs matrix products the way Megatron-LM does: a product by a weight
+ * whose output flows, through bias, activation or attention, only into a second product by a
+ * weight, is split by columns (output features; by heads through attention) and the second by rows
+ * (its input features), so the pair needs one all-reduce forward and one backward. Then it walks the
+ * program in order, forward, backward and update alike, and asks each node's sharding rule (the op
+ * registry, src/ir/shard.c) which layouts its inputs must have; where a value's layout differs it
+ * inserts the conversion: an all-reduce of partial sums, an all-gather of a split value, or a local
+ * slice of a whole one. Conversions are made once per value and layout. Every other parameter
+ * takes the layout its first reader asks for (a bias after a column-split product is split with
+ * it) and optimizer state follows its parameter. A rule that knows nothing of sharding gets its
+ * inputs whole: the result is always the one-device arithmetic, only the cost changes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctx.h"
+#include "../planner/planner.h"
+#include "session_impl.h"
+
+typedef struct {
+  int32_t v;
+  wh__layout l;
+  int upd;
+  int32_t out;
+} conv_entry;
+
+typedef struct {
+  const wh_graph *g;
+  int tp, index;
+  wh__value *vals;
+  wh__layout *lay;
+  char *fixed;        /* per value: layout decided */
+  int nv, capv;
+  wh__node *nodes;
+  int nn, capn;
+  conv_entry *cache;
+  int nc, capc;
+  int n_ar, n_ag, n_sl;
+} builder;
+
+static int grow(void **a, int *cap, int need, size_t el) {
+  if (need <= *cap) return 1;
+  int nc = *cap ? *cap * 2 : 64;
+  while (nc < need) nc *= 2;
+  void *q = realloc(*a, (size_t)nc * el);
+  if (!q) return 0;
+  *a = q;
+  *cap = nc;
+  return 1;
+}
+
+static int grow_values(builder *b, int need) {
+  int cap = b->capv;
+  if (!grow((void **)&b->vals, &b->capv, need, sizeof(wh__value))) return 0;
+  if (b->capv != cap) {
+    wh__layout *l = realloc(b->lay, sizeof(wh__layout) * (size_t)b->capv);
+    char *f = l ? realloc(b->fixed, (size_t)b->capv) : NULL;
+    if (l) b->lay = l;
+    if (!f) return 0;
+    b->fixed = f;
+  }
+  return 1;
+}
+
+static wh_status push(builder *b, const wh__node *n, const int32_t *in) {
+  if (!grow((void **)&b->nodes, &b->capn, b->nn + 1, sizeof(wh__node))) return WH_ERR_OUT_OF_MEMORY;
+  wh__node *d = &b->nodes[b->nn];
+  *d = *n;
+  d->in = malloc(sizeof(int32_t) * (size_t)(n->n_in ? n->n_in : 1));
+  if (!d->in) return WH_ERR_OUT_OF_MEMORY;
+  memcpy(d->in, in, sizeof(int32_t) * (size_t)n->n_in);
+  if (d->out >= 0) b->vals[d->out].producer = b->nn;
+  b->nn++;
+  return WH_OK;
+}
+
+static const wh__layout LR = {WH_LAY_R, 0, 1};
+
+/* One conversion node op(v) with attributes ia, output in layout l, run with consumer c. */
+static int32_t emit(builder *b, int op, int32_t v, const int64_t *ia, int nia, wh__layout l, const wh__node *c) {
+  if (!grow_values(b, b->nv + 1)) return -1;
+  int32_t o = b->nv++;
+  b->vals[o] = b->vals[v];
+  b->vals[o].name = NULL;
+  b->vals[o].keep = 0;
+  b->vals[o].data = NULL;
+  if (wh__role_persistent(b->vals[o].role)) b->vals[o].role = WH_ROLE_ACT;
+  b->lay[o] = l;
+  b->fixed[o] = 1;
+  wh__node n;
+  memset(&n, 0, sizeof n);
+  n.op = op;
+  n.n_in = 1;
+  n.out = o;
+  for (int i = 0; i < nia; i++) n.ia[i] = ia[i];
+  n.n_ia = nia;
+  n.phase = c->phase;
+  n.fwd = c->fwd;
+  n.scope = c->scope;
+  int32_t in[1] = {v};
+  if (push(b, &n, in) != WH_OK) return -1;
+  return o;
+}
+
+static int32_t cached(const builder *b, int32_t v, wh__layout l, int upd) {
+  for (int i = 0; i < b->nc; i++)
+    if (b->cache[i].v == v && b->cache[i].upd == upd && wh__lay_eq(b->cache[i].l, l)) return b->cache[i].out;
+  return -1;
+}
+
+static int remember(builder *b, int32_t v, wh__layout l, int upd, int32_t out) {
+  if (!grow((void **)&b->cache, &b->capc, b->nc + 1, sizeof(conv_entry))) return 0;
+  b->cache[b->nc++] = (conv_entry){v, l, upd, out};
+  return 1;
+}
+
+/* v in layout want for consumer c: the value itself, or a conversion of it. Gradients read in the
+ * update phase are the reduced sums of the step, so their conversions are made apart. */
+static int32_t convert(builder *b, int32_t v, wh__layout want, const wh__node *c) {
+  if (wh__lay_eq(b->lay[v], want)) return v;
+  int upd = c->phase == WH_PHASE_UPDATE;
+  int32_t hit = cached(b, v, want, upd);
+  if (hit >= 0) return hit;
+  int32_t cur = v;
+  wh__layout l = b->lay[v];
+  if (l.kind == WH_LAY_P) {
+    if ((hit = cached(b, v, LR, upd)) >= 0) cur = hit;
+    else if ((cur = emit(b, WH_OP_TP_ALLREDUCE, cur, NULL, 0, LR, c)) < 0 || !remember(b, v, LR, upd, cur)) return -1;
+    else b->n_ar++;
+    l = LR;
+  }
+  if (l.kind == WH_LAY_S) {
+    int64_t ia[3] = {l.dim, l.groups, b->tp};
+    if ((hit = cached(b, v, LR, upd)) >= 0) cur = hit;
+    else if ((cur = emit(b, WH_OP_TP_ALLGATHER, cur, ia, 3, LR, c)) < 0 || !remember(b, v, LR, upd, cur)) return -1;
+    else b->n_ag++;
+    l = LR;
+  }
+  if (want.kind == WH_LAY_S) {
+    int64_t ia[4] = {want.dim, want.groups, b->tp, b->index};
+    if ((cur = emit(b, WH_OP_TP_SLICE, cur, ia, 4, want, c)) < 0) return -1;
+    b->n_sl++;
+  } else if (want.kind == WH_LAY_P) {
+    return -2; /* a rule asked for partial sums of a value that has none: a bug in the rule */
+  }
+  if (!remember(b, v, want, upd, cur)) return -1;
+  return cur;
+}
+
+static void fix(builder *b, int32_t v, wh__layout l) {
+  b->lay[v] = l;
+  b->fixed[v] = 1;
+}
+
+/* A weight that can start or end a pair: a 2-D parameter read by one forward node. */
+static int pair_weight(const builder *b, int32_t w, const int *uses) {
+  const wh__value *val = &b->g->values[w];
+  return val->role == WH_ROLE_PARAM && val->shape.ndim == 2 && uses[w] == 1 && !b->fixed[w];
+}
+
+static wh_status choose_pairs(builder *b) {
+  const wh_graph *g = b->g;
+  int *uses = calloc((size_t)g->n_values + 1, sizeof(int)), *user = calloc((size_t)g->n_values + 1, sizeof(int));
+  char *claimed = calloc((size_t)g->n_nodes + 1, 1);
+  if (!uses || !user || !claimed) {
+    free(uses), free(user), free(claimed);
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  for (int i = 0; i < g->n_nodes; i++) {
+    const wh__node *n = &g->nodes[i];
+    if (n->phase != WH_PHASE_FORWARD) continue;
+    for (int k = 0; k < n->n_in; k++) uses[n->in[k]]++, user[n->in[k]] = i;
+  }
+  for (int i = 0; i < g->n_nodes; i++) {
+    const wh__node *n = &g->nodes[i];
+    if (n->phase != WH_PHASE_FORWARD || n->op != WH_OP_MATMUL || claimed[i] || !pair_weight(b, n->in[1], uses)) continue;
+    int32_t w1 = n->in[1], v = n->out;
+    int bn = n->ia[1] ? 0 : 1, attn = 0, j = -1, ok = 0;
+    for (int steps = 0; steps < 16 && uses[v] == 1 && g->values[v].shape.ndim >= 2; steps++) {
+      j = user[v];
+      const wh__node *c = &g->nodes[j];
+      int last = g->values[v].shape.ndim - 1;
+      if (c->op == WH_OP_BIAS_ADD && c->in[0] == v && c->ia[0] == last) {
+        v = c->out;
+      } else if (c->op == WH_OP_RELU || c->op == WH_OP_GELU || c->op == WH_OP_TANH || c->op == WH_OP_SIGMOID) {
+        v = c->out;
+      } else if (c->op == WH_OP_ATTENTION && !attn && c->ia[0] % b->tp == 0) {
+        attn = 1;
+        v = c->out;
+      } else {
+        ok = c->op == WH_OP_MATMUL && c->in[0] == v && c->ia[0] == 0 && c->in[1] != w1 && pair_weight(b, c->in[1], uses);
+        break;
+      }
+    }
+    if (!ok) continue;
+    const wh__node *m2 = &g->nodes[j];
+    int32_t w2 = m2->in[1];
+    int g1 = attn ? 3 : 1, bk = m2->ia[1] ? 1 : 0;
+    if (!wh__lay_can_split(&g->values[w1].shape, bn, g1, b->tp) || !wh__lay_can_split(&g->values[w2].shape, bk, 1, b->tp))
+      continue;
+    fix(b, w1, (wh__layout){WH_LAY_S, (int8_t)bn, (int8_t)g1});
+    fix(b, w2, (wh__layout){WH_LAY_S, (int8_t)bk, 1});
+    claimed[j] = 1;
+  }
+  free(uses), free(user), free(claimed);
+  return WH_OK;
+}
+
+/* Rewrite program p into shard `index` of `tp`: local shapes, conversions inserted. */
+static wh_status partition(const wh_graph *g, wh__program *p, int tp, int index, wh__layout **lay_out, int *counts,
+                           char *msg, size_t cap) {
+  builder b;
+  memset(&b, 0, sizeof b);
+  b.g = g;
+  b.tp = tp;
+  b.index = index;
+  wh_status st = WH_OK;
+  if (!grow_values(&b, p->n_values + 16)) st = WH_ERR_OUT_OF_MEMORY;
+  if (st == WH_OK) {
+    memcpy(b.vals, p->values, sizeof(wh__value) * (size_t)p->n_values);
+    b.nv = p->n_values;
+    for (int v = 0; v < b.nv; v++) {
+      b.lay[v] = LR;
+      /* parameters and optimizer state take the layout their first reader asks for */
+      b.fixed[v] = b.vals[v].role != WH_ROLE_PARAM && b.vals[v].role != WH_ROLE_STATE;
+    }
+    st = choose_pairs(&b);
+  }
+  wh__layout in_l[64], want[64];
+  for (int i = 0; st == WH_OK && i < p->n_nodes; i++) {
+    wh__node n = p->nodes[i];
+    if (n.n_in > 64) {
+      /* wide nodes (the clipping node of a big model) keep their inputs as they are, or whole */
+      if (n.op != WH_OP_GLOBAL_NORM_CLIP) {
+        snprintf(msg, cap, "node %d (%s) has %d inputs; operator sharding handles at most 64", i, wh__ops[n.op].name, n.n_in);
+        st = WH_ERR_UNSUPPORTED;
+        break;
+      }
+    }
+    int32_t local[64], *in = n.n_in <= 64 ? local : malloc(sizeof(int32_t) * (size_t)n.n_in);
+    if (!in) {
+      st = WH_ERR_OUT_OF_MEMORY;
+      break;
+    }
+    memcpy(in, n.in, sizeof(int32_t) * (size_t)n.n_in);
+    wh__layout out = LR;
+    if (n.op == WH_OP_GLOBAL_NORM_CLIP) {
+      /* split gradients count their shards (summed over the replica), whole ones count once */
+      int ns = 0;
+      for (int k = 0; k < n.n_in && st == WH_OK; k++) {
+        if (!b.fixed[in[k]]) fix(&b, in[k], LR);
+        if (b.lay[in[k]].kind == WH_LAY_P && (in[k] = convert(&b, in[k], LR, &n)) < 0) st = WH_ERR_OUT_OF_MEMORY;
+      }
+      for (int k = 0; k < n.n_in && st == WH_OK; k++)
+        if (b.lay[in[k]].kind == WH_LAY_S) {
+          int32_t t = in[k];
+          memmove(&in[ns + 1], &in[ns], sizeof(int32_t) * (size_t)(k - ns));
+          in[ns++] = t;
+        }
+      if (ns > 0) {
+        n.op = WH_OP_TP_NORM_CLIP;
+        n.ia[0] = ns;
+        n.n_ia = 1;
+      }
+    } else {
+      for (int k = 0; k < n.n_in; k++) in_l[k] = b.lay[in[k]], want[k] = LR;
+      wh__shard_q q = {b.vals, tp, in_l, want, LR};
+      if (wh__ops[n.op].shard) wh__ops[n.op].shard(&q, &n);
+      out = q.out;
+      for (int k = 0; k < n.n_in && st == WH_OK; k++) {
+        if (!b.fixed[in[k]]) fix(&b, in[k], want[k]); /* a parameter or state read the first time */
+        int32_t c = convert(&b, in[k], want[k], &n);
+        if (c == -2) {
+          snprintf(msg, cap, "node %d (%s): its sharding rule asked for partial sums of input %d", i, wh__ops[n.op].name, k);
+          st = WH_ERR_INTERNAL;
+        } else if (c < 0) {
+          st = WH_ERR_OUT_OF_MEMORY;
+        }
+        in[k] = c;
+      }
+    }
+    if (st == WH_OK && n.out >= 0) b.lay[n.out] = out;
+    if (st == WH_OK) st = push(&b, &n, in);
+    if (in != local) free(in);
+  }
+  if (st == WH_OK)
+    for (int v = 0; v < b.nv; v++) {
+      wh__layout l = b.lay[v];
+      if (l.kind == WH_LAY_S && !wh__lay_can_split(&b.vals[v].shape, l.dim, l.groups, tp)) {
+        snprintf(msg, cap, "value %d '%s': dimension %d does not split %d ways", v, b.vals[v].name ? b.vals[v].name : "",
+                 l.dim, tp);
+        st = WH_ERR_INTERNAL;
+        break;
+      }
+      b.vals[v].shape = wh__lay_local(&b.vals[v].shape, l, tp);
+    }
+  if (st != WH_OK) {
+    for (int i = 0; i < b.nn; i++) free(b.nodes[i].in);
+    free(b.nodes), free(b.vals), free(b.lay), free(b.fixed), free(b.cache);
+    if (st == WH_ERR_OUT_OF_MEMORY) snprintf(msg, cap, "out of memory");
+    return st;
+  }
+  for (int i = 0; i < p->n_nodes; i++) free(p->nodes[i].in);
+  free(p->nodes);
+  free(p->values);
+  p->nodes = b.nodes;
+  p->n_nodes = b.nn;
+  p->values = b.vals;
+  p->n_values = b.nv;
+  *lay_out = b.lay;
+  counts[0] = b.n_ar, counts[1] = b.n_ag, counts[2] = b.n_sl;
+  free(b.fixed), free(b.cache);
+  return WH_OK;
+}
+
+/* ---- the session's side */
+
+struct wh__tp {
+  int tp, index, replica, n_rep;
+  wh_comm *group;     /* this replica's ranks, in shard order */
+  wh_comm *dp;        /* the ranks holding this shard, one per replica */
+  int *group_ranks;   /* world ranks of the group */
+  int *dp_ranks;      /* world ranks of the shard's ranks across the replicas */
+  wh__layout *lay;    /* per program value */
+  int counts[3];      /* conversions inserted: all-reduce, all-gather, slice */
+};
+
+void wh__tp_destroy(wh_session *s) {
+  struct wh__tp *t = s->tpx;
+  if (!t) return;
+  wh_comm_destroy(t->group);
+  wh_comm_destroy(t->dp);
+  free(t->group_ranks);
+  free(t->dp_ranks);
+  free(t->lay);
+  free(t);
+  s->tpx = NULL;
+}
+
+wh_status wh__tp_create(wh_session *s, const wh_plan *pl, wh_comm *world) {
+  const wh__stage *st0 = &pl->st[0];
+  int tp = st0->tp, nrep = st0->ndev / tp, me = wh_comm_rank(world), at = -1;
+  for (int i = 0; i < st0->ndev; i++)
+    if (st0->dev[i] == me) at = i;
+  if (at < 0) {
+    wh__ctx_set_error(s->ctx, "wh_session_create: rank %d has no place in the plan", me);
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  struct wh__tp *t = calloc(1, sizeof *t);
+  int *ranks = malloc(sizeof(int) * (size_t)(st0->ndev + 1));
+  if (!t || !ranks) {
+    free(t), free(ranks);
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  s->tpx = t;
+  t->tp = tp, t->n_rep = nrep, t->replica = at / tp, t->index = at % tp;
+  t->group_ranks = ranks;
+  wh_status rs = WH_OK;
+  /* every rank takes part in every split, in the same order: the replicas, then the shards */
+  for (int r = 0; r < nrep && rs == WH_OK; r++) {
+    wh_comm *c = NULL;
+    rs = wh_comm_split(world, tp, st0->dev + (size_t)r * (size_t)tp, &c);
+    if (c) t->group = c;
+  }
+  if (rs == WH_OK) memcpy(ranks, st0->dev + (size_t)t->replica * (size_t)tp, sizeof(int) * (size_t)tp);
+  int *col = malloc(sizeof(int) * (size_t)nrep);
+  for (int k = 0; k < tp && rs == WH_OK; k++) {
+    if (!col) {
+      rs = WH_ERR_OUT_OF_MEMORY;
+      break;
+    }
+    for (int r = 0; r < nrep; r++) col[r] = st0->dev[r * tp + k];
+    wh_comm *c = NULL;
+    rs = wh_comm_split(world, nrep, col, &c);
+    if (c) {
+      t->dp = c;
+      t->dp_ranks = col;
+      col = malloc(sizeof(int) * (size_t)nrep);
+    }
+  }
+  free(col);
+  if (rs != WH_OK) {
+    if (rs != WH_ERR_OUT_OF_MEMORY)
+      wh__ctx_set_error(s->ctx, "wh_session_create: operator-sharding communicators: %s", wh_last_error(s->ctx));
+    return rs;
+  }
+  char msg[512] = "";
+  rs = partition(s->g, &s->prog, tp, t->index, &t->lay, t->counts, msg, sizeof msg);
+  if (rs != WH_OK) wh__ctx_set_error(s->ctx, "wh_session_create: operator sharding: %s", msg);
+  return rs;
+}
+
+wh_comm *wh__tp_group(const wh_session *s) { return s->tpx ? s->tpx->group : NULL; }
+wh_comm *wh__tp_dp(const wh_session *s) { return s->tpx ? s->tpx->dp : NULL; }
+
+wh__layout wh__tp_layout(const wh_session *s, int32_t v) {
+  static const wh__layout r = {WH_LAY_R, 0, 1};
+  return s->tpx && v >= 0 && v < s->n ? s->tpx->lay[v] : r;
+}
+
+int wh__tp_dp_world(const wh_session *s, int i) { return s->tpx && s->tpx->dp_ranks ? s->tpx->dp_ranks[i] : i; }
+
+int wh__tp_degree(const wh_session *s) { return s->tpx ? s->tpx->tp : 1; }
+int wh__tp_index(const wh_session *s) { return s->tpx ? s->tpx->index : 0; }
+
+int64_t wh__tp_whole_bytes(const wh_session *s, int32_t v) {
+  wh__layout l = wh__tp_layout(s, v);
+  return l.kind == WH_LAY_S ? s->bytes[v] * s->tpx->tp : s->bytes[v];
+}
+
+/* The whole value v into out (bytes of the whole): gathered from the replica's shards, or the
+ * partial sums added. Collective over the replica's ranks. */
+wh_status wh__tp_whole(wh_session *s, const char *who, int32_t v, void *out) {
+  struct wh__tp *t = s->tpx;
+  wh__layout l = t->lay[v];
+  const wh__value *gv = &s->g->values[v];
+  size_t part = (size_t)s->bytes[v];
+  wh_status st;
+  if (l.kind == WH_LAY_P) {
+    memcpy(out, s->ptr[v], part);
+    st = wh_comm_allreduce(t->group, NULL, out, part / sizeof(float), WH_F32, WH_REDUCE_SUM);
+  } else {
+    void *buf = malloc(part * (size_t)t->tp + 1);
+    if (!buf) return wh__session_fail(s, WH_ERR_OUT_OF_MEMORY, "%s: out of memory", who);
+    st = wh_comm_allgather(t->group, s->ptr[v], buf, part / sizeof(float), NULL, WH_F32);
+    int64_t d[WH_MAX_DIMS];
+    for (int i = 0; i < gv->shape.ndim; i++) d[i] = wh__dim(gv->shape.d[i], s->batch);
+    for (int r = 0; st == WH_OK && r < t->tp; r++)
+      wh__shard_copy(1, d, gv->shape.ndim, l.dim, l.groups, t->tp, r, out, (char *)buf + part * (size_t)r, sizeof(float));
+    free(buf);
+  }
+  if (st != WH_OK)
+    return wh__session_fail(s, st, "%s: gathering '%s' over the replica's ranks: %s", who, wh_value_name(s->g, v),
+                            wh_last_error(s->ctx));
+  return WH_OK;
+}
+
+/* This rank's shard of the whole parameter data. */
+void wh__tp_cut(const wh_session *s, int32_t v, const void *whole, void *shard) {
+  const struct wh__tp *t = s->tpx;
+  wh__layout l = t->lay[v];
+  const wh__value *gv = &s->g->values[v];
+  if (l.kind != WH_LAY_S) {
+    memcpy(shard, whole, (size_t)s->bytes[v]);
+    return;
+  }
+  int64_t d[WH_MAX_DIMS];
+  for (int i = 0; i < gv->shape.ndim; i++) d[i] = wh__dim(gv->shape.d[i], s->batch);
+  wh__shard_copy(0, d, gv->shape.ndim, l.dim, l.groups, t->tp, t->index, (void *)whole, shard, sizeof(float));
+}
+
+void wh__tp_dump_head(const wh_session *s, wh__sb *b) {
+  const struct wh__tp *t = s->tpx;
+  int split = 0;
+  for (int v = 0; v < s->g->n_values; v++)
+    if (s->g->values[v].role == WH_ROLE_PARAM && t->lay[v].kind == WH_LAY_S) split++;
+  wh__sb_printf(b, "operator sharding: shard %d of %d in replica %d of %d, with ranks", t->index, t->tp, t->replica,
+                t->n_rep);
+  for (int i = 0; i < t->tp; i++) wh__sb_printf(b, "%s%d", i ? "," : " ", t->group_ranks[i]);
+  wh__sb_printf(b, "; %d parameters split; inserted %d all-reduce, %d all-gather, %d slice\n", split, t->counts[0],
+                t->counts[1], t->counts[2]);
+}
+
+/* The collective behind node n of the program, for the dump; 0 if it is none. */
+int wh__tp_dump_node(const wh_session *s, const wh__node *n, wh__sb *b) {
+  const struct wh__tp *t = s->tpx;
+  if (!t) return 0;
+  char lb[48];
+  if (n->op == WH_OP_TP_ALLREDUCE) {
+    wh__sb_printf(b, "  => all-reduce sum f32 over ranks");
+  } else if (n->op == WH_OP_TP_ALLGATHER) {
+    wh__sb_printf(b, "  => all-gather f32 (%s) over ranks",
+                  wh__lay_str((wh__layout){WH_LAY_S, (int8_t)n->ia[0], (int8_t)n->ia[1]}, lb, sizeof lb));
+  } else if (n->op == WH_OP_TP_NORM_CLIP) {
+    wh__sb_printf(b, "  => all-reduce sum f64 (squares of %lld split gradients) over ranks", (long long)n->ia[0]);
+  } else if (n->op == WH_OP_TP_SLICE) {
+    wh__sb_printf(b, "  => local slice, shard %lld of %lld (%s)", (long long)n->ia[3], (long long)n->ia[2],
+                  wh__lay_str((wh__layout){WH_LAY_S, (int8_t)n->ia[0], (int8_t)n->ia[1]}, lb, sizeof lb));
+    return 1;
+  } else {
+    return 0;
+  }
+  for (int i = 0; i < t->tp; i++) wh__sb_printf(b, "%s%d", i ? "," : " ", t->group_ranks[i]);
+  int64_t by = n->op == WH_OP_TP_NORM_CLIP ? 8 : s->bytes[n->out];
+  wh__sb_printf(b, " (%lld bytes)", (long long)by);
+  return 1;
+}
