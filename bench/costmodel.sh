@@ -2,7 +2,7 @@
 # costmodel.sh GPT_TEXT [STEPS] - the planner's simulated step time beside the measured one, for
 # the byte-level GPT (examples/gpt_text) trained under mpirun in several layouts on this machine's
 # CPU ranks: data parallel over 2 and 4 ranks, pipelines of 2 stages (GPipe, 1F1B) and 4 stages
-# (1F1B), and DP=2 x PP=2. Each run probes the machine, plans on the measured cluster, trains STEPS
+# (1F1B), DP=2 x PP=2, operator sharding over 2 ranks (TP=2) and DP=2 x TP=2. Each run probes the machine, plans on the measured cluster, trains STEPS
 # steps and compares the median step with the prediction. Prints a table, then one
 # `RESULT costmodel_error_<layout> <|predicted/measured - 1|>` line per layout.
 set -uo pipefail
@@ -12,7 +12,7 @@ extra=(--oversubscribe --bind-to none)
 [ "$(id -u)" = 0 ] && extra+=(--allow-run-as-root)
 export OMPI_MCA_mpi_yield_when_idle=1 OPENBLAS_NUM_THREADS=1
 layouts=("2|--stages 1" "4|--stages 1" "2|--stages 2 --schedule gpipe" "2|--stages 2 --schedule 1f1b"
-         "4|--stages 4 --schedule 1f1b" "4|--stages 2 --schedule 1f1b")
+         "4|--stages 4 --schedule 1f1b" "4|--stages 2 --schedule 1f1b" "2|--tp 2" "4|--tp 2")
 results=()
 printf '%-22s %12s %12s %8s\n' layout "predicted ms" "measured ms" error
 for l in "${layouts[@]}"; do

@@ -4,14 +4,16 @@
  *
  *   gpt_text [--layers N] [--heads N] [--width N] [--context N] [--batch N] [--steps N]
  *            [--lr X] [--data DIR] [--eval-every N] [--sample N] [--recompute 0|1] [--cluster FILE]
- *            [--stages N] [--micro N] [--schedule gpipe|1f1b]
+ *            [--stages N] [--micro N] [--schedule gpipe|1f1b] [--tp N]
  *
  * Under mpirun (or any launcher wh_launch_detect knows) it trains across the ranks: libwhale plans
  * the step on a cluster of the ranks (from --cluster FILE, or this machine probed by rank 0 and
  * shared between its ranks), prints the plan, and every rank runs its part of it. By default the
  * planner chooses a data-parallel plan (shares, micro-batches); --stages N > 1 pins a pipeline of
  * N stages (the planner cuts the layers and splits the ranks evenly over the stages), --stages 0
- * lets the search choose the stages too. At the end the cost model's predicted step is printed
+ * lets the search choose the stages too; --tp N pins operator sharding over N ranks per replica
+ * (Megatron-style column/row splits of each block's products, by heads in attention) with data
+ * parallelism over the replicas. At the end the cost model's predicted step is printed
  * beside the measured median, with a RESULT line.
  */
 #include <dirent.h>
@@ -31,7 +33,7 @@ static int rank0 = 1; /* only rank 0 prints */
 
 typedef struct {
   int layers, heads, width, context, batch, steps, eval_every, sample, recompute;
-  int stages, micro, schedule;
+  int stages, micro, schedule, tp;
   float lr;
   const char *data, *cluster;
 } config;
@@ -233,7 +235,7 @@ static float eval_loss(wh_ctx *ctx, wh_session *s, const gpt *m, const unsigned 
 }
 
 int main(int argc, char **argv) {
-  config c = {4, 4, 128, 64, 16, 600, 100, 300, 0, 1, 0, WH_SCHEDULE_1F1B, 3e-3f, "/usr/share/games/fortunes", NULL};
+  config c = {4, 4, 128, 64, 16, 600, 100, 300, 0, 1, 0, WH_SCHEDULE_1F1B, 1, 3e-3f, "/usr/share/games/fortunes", NULL};
   for (int i = 1; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
     if (!strcmp(k, "--layers")) c.layers = atoi(v);
@@ -250,6 +252,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--cluster")) c.cluster = v;
     else if (!strcmp(k, "--stages")) c.stages = atoi(v);
     else if (!strcmp(k, "--micro")) c.micro = atoi(v);
+    else if (!strcmp(k, "--tp")) c.tp = atoi(v);
     else if (!strcmp(k, "--schedule") && (!strcmp(v, "gpipe") || !strcmp(v, "1f1b")))
       c.schedule = !strcmp(v, "gpipe") ? WH_SCHEDULE_GPIPE : WH_SCHEDULE_1F1B;
     else {
@@ -346,10 +349,11 @@ int main(int argc, char **argv) {
       CHECK(wh_cluster_add_custom(cl, &d, 0, wh_comm_size(comm)));
       CHECK(wh_cluster_set_links(cl, 5e9, 5e-6, 5e9, 5e-6));
     }
-    if (c.stages > 1) {
+    if (c.stages > 1 || c.tp > 1) {
       wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
-      l.stages = c.stages;
-      l.micro_batches = c.micro > 0 ? c.micro : 2 * c.stages;
+      l.stages = c.stages > 1 ? c.stages : 1;
+      l.tp = c.tp > 1 ? c.tp : 1;
+      l.micro_batches = c.micro > 0 ? c.micro : c.stages > 1 ? 2 * c.stages : 1;
       l.schedule = (wh_schedule)c.schedule;
       CHECK(wh_plan_create_pinned(ctx, g, cl, c.batch, &l, &plan));
     } else {
@@ -429,10 +433,12 @@ int main(int argc, char **argv) {
     double med = step_t[skip + n / 2], pred = wh_plan_step_time(plan);
     say("cost model: predicted %.1f ms per step, measured %.1f ms (median), error %+.0f%%\n", 1e3 * pred, 1e3 * med,
         100 * (pred / med - 1));
-    int ns = wh_plan_num_stages(plan), dp = wh_comm_size(comm) / ns;
+    int ns = wh_plan_num_stages(plan), tp = c.tp > 1 ? c.tp : 1, dp = wh_comm_size(comm) / ns / tp;
     char tag[48];
     const char *sch = wh_plan_schedule(plan) == WH_SCHEDULE_GPIPE ? "gpipe" : "1f1b";
-    if (ns == 1) snprintf(tag, sizeof tag, "dp%d", dp);
+    if (tp > 1 && dp == 1) snprintf(tag, sizeof tag, "tp%d", tp);
+    else if (tp > 1) snprintf(tag, sizeof tag, "dp%dxtp%d", dp, tp);
+    else if (ns == 1) snprintf(tag, sizeof tag, "dp%d", dp);
     else if (dp == 1) snprintf(tag, sizeof tag, "pp%d_%s", ns, sch);
     else snprintf(tag, sizeof tag, "dp%dxpp%d_%s", dp, ns, sch);
     say("RESULT costmodel_error_%s %.3f\n", tag, fabs(pred / med - 1));

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../runtime/program.h"
 #include "planner.h"
 
 /* per node: the cost at batch 1 and 2 gives the fixed and per-sample parts */
@@ -26,6 +27,62 @@ static double vbytes(const wh_graph *g, int32_t v, int64_t b) {
 }
 
 static int is_leaf(const wh_graph *g, int32_t v) { return g->values[v].producer < 0; }
+
+static int is_conversion(int op) { return op == WH_OP_TP_ALLREDUCE || op == WH_OP_TP_ALLGATHER || op == WH_OP_TP_SLICE; }
+
+/* Operator sharding of g as the partitioner would run it at tp 2: per segment, the per-sample
+ * FLOPs of the nodes whose work splits, the bytes of the all-reduces and all-gathers it inserts
+ * (charged to the segment of the node that needs them), and the parameters and saved activations
+ * it splits. A graph it cannot shard gets nothing split. */
+static void tp_analysis(const wh_graph *g, wh__model *m, const int *param_seg, const int *used_by_bwd) {
+  wh__program p;
+  wh__layout *lay = NULL;
+  int counts[3];
+  char msg[256];
+  double *split = calloc((size_t)m->n + 1, sizeof(double));
+  if (!split || wh__program_build(g, 0, &p) != WH_OK) {
+    free(split);
+    return;
+  }
+  if (wh__program_shard(g, &p, 2, 0, &lay, counts, msg, sizeof msg) != WH_OK) {
+    wh__program_free(&p);
+    free(split);
+    return;
+  }
+  int gi = 0;
+  double pending = 0;
+  for (int j = 0; j < p.n_nodes && gi < m->n_items; j++) {
+    const wh__node *nd = &p.nodes[j];
+    if (is_conversion(nd->op)) {
+      if (nd->op != WH_OP_TP_SLICE) {
+        const wh__value *o = &p.values[nd->out];
+        pending += (double)(wh__numel(&o->shape, 2) - wh__numel(&o->shape, 1)) * (double)wh__dtype_size(o->dtype);
+      }
+      continue;
+    }
+    const wh__item *it = &m->item[gi];
+    int s = it->seg, sp = nd->out >= 0 && lay[nd->out].kind != WH_LAY_R;
+    for (int k = 0; k < nd->n_in; k++) sp |= lay[nd->in[k]].kind == WH_LAY_S;
+    if (sp) split[s] += it->f[1];
+    m->seg[s].tp_comm_bytes += pending;
+    pending = 0;
+    const wh__node *gn = &g->nodes[gi];
+    if (gn->phase == WH_PHASE_FORWARD && gn->out >= 0 && used_by_bwd[gn->out] && lay[gn->out].kind == WH_LAY_S)
+      m->seg[s].tp_act_bytes += (double)(wh__numel(&g->values[gn->out].shape, 2) - wh__numel(&g->values[gn->out].shape, 1)) *
+                                (double)wh__dtype_size(g->values[gn->out].dtype);
+    gi++;
+  }
+  for (int v = 0; v < g->n_values; v++)
+    if (g->values[v].role == WH_ROLE_PARAM && lay[v].kind == WH_LAY_S && param_seg[v] >= 0)
+      m->seg[param_seg[v]].tp_param_bytes += vbytes(g, v, 1);
+  for (int s = 0; s < m->n; s++) {
+    double fl = m->seg[s].flops_fwd[1] + m->seg[s].flops_bwd[1];
+    m->seg[s].tp_fraction = fl > 0 ? split[s] / fl : 0;
+  }
+  free(lay);
+  free(split);
+  wh__program_free(&p);
+}
 
 wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_t cap) {
   memset(m, 0, sizeof *m);
@@ -144,8 +201,6 @@ wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_
     if (n->phase == WH_PHASE_FORWARD) {
       sg->flops_fwd[0] += f[0], sg->flops_fwd[1] += f[1];
       sg->bytes_fwd[0] += y[0], sg->bytes_fwd[1] += y[1];
-      if (n->op == WH_OP_MATMUL || n->op == WH_OP_ATTENTION || n->op == WH_OP_EMBEDDING || n->op == WH_OP_CONV2D)
-        sg->tp_fraction += f[1];
       for (int k = 0; k < n->n_in; k++) {
         int32_t v = n->in[k];
         if (g->values[v].role == WH_ROLE_PARAM && param_seg[v] < 0) {
@@ -170,14 +225,12 @@ wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_
       m->opt_bytes_per_param = 1;
   for (int s = 0; s < ns; s++) {
     wh__segment *sg = &m->seg[s];
-    sg->tp_fraction = sg->flops_fwd[1] > 0 ? sg->tp_fraction / sg->flops_fwd[1] : 0;
-    /* sharded matmul pairs all-reduce the segment's output once forward and once backward */
-    sg->tp_comm_bytes = sg->tp_fraction > 0.5 ? 2 * sg->out_bytes : 0;
     m->param_bytes += sg->param_bytes;
     if (sg->stage_hint >= 0) snprintf(sg->name, sizeof sg->name, "stage%d:%s", sg->stage_hint, wh__ops[g->nodes[sg->first_node].op].name);
     else snprintf(sg->name, sizeof sg->name, "%s..%s", wh__ops[g->nodes[sg->first_node].op].name,
                   wh__ops[g->nodes[sg->last_node].op].name);
   }
+  tp_analysis(g, m, param_seg, used_by_bwd);
   free(last_fwd_use), free(seg_of), free(used_by_bwd), free(param_seg);
   return WH_OK;
 }

@@ -55,8 +55,11 @@ typedef struct wh__segment {
   double act_bytes;           /* activations kept for backward, per sample */
   double peak_bytes;          /* transient working set of the segment, per sample */
   double out_bytes;           /* the tensor(s) crossing to the next segment, per sample */
-  double tp_fraction;         /* share of compute that operator sharding can split */
-  double tp_comm_bytes;       /* activation bytes all-reduced per sample per sharded layer pass */
+  /* operator sharding as the partitioner does it (the registry's sharding rules, at tp 2) */
+  double tp_fraction;         /* share of the per-sample compute (forward and backward) that splits */
+  double tp_comm_bytes;       /* bytes all-reduced or gathered per sample per step, forward and backward */
+  double tp_param_bytes;      /* parameters split */
+  double tp_act_bytes;        /* activations kept for backward that are split, per sample */
   int stage_hint;             /* stage scope index, -1 none */
 } wh__segment;
 

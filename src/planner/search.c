@@ -140,12 +140,12 @@ double wh__p2p_time(const wh_cluster *c, double bytes, int same_node, double lin
 
 typedef struct {
   int n, lg;
-  double *param, *act, *tpp, *tpc, *outb, *flops, *tpflops; /* prefix sums, [n+1] */
+  double *param, *act, *tpp, *tpc, *outb, *flops, *tpflops, *tpa; /* prefix sums, [n+1] */
   double *peak, *actmax;                                   /* sparse tables, [lg][n] */
 } ranges;
 
 static void ranges_free(ranges *r) {
-  free(r->param), free(r->act), free(r->tpp), free(r->tpc), free(r->outb), free(r->flops), free(r->tpflops);
+  free(r->param), free(r->act), free(r->tpp), free(r->tpc), free(r->outb), free(r->flops), free(r->tpflops), free(r->tpa);
   free(r->peak), free(r->actmax);
   memset(r, 0, sizeof *r);
 }
@@ -156,8 +156,8 @@ static wh_status ranges_build(const wh__model *m, ranges *r) {
   r->n = n;
   while ((1 << (r->lg + 1)) <= n) r->lg++;
   r->lg++;
-  double **pre[7] = {&r->param, &r->act, &r->tpp, &r->tpc, &r->outb, &r->flops, &r->tpflops};
-  for (int k = 0; k < 7; k++)
+  double **pre[8] = {&r->param, &r->act, &r->tpp, &r->tpc, &r->outb, &r->flops, &r->tpflops, &r->tpa};
+  for (int k = 0; k < 8; k++)
     if (!(*pre[k] = calloc((size_t)n + 1, sizeof(double)))) return WH_ERR_OUT_OF_MEMORY;
   r->peak = malloc(sizeof(double) * (size_t)r->lg * (size_t)n);
   r->actmax = malloc(sizeof(double) * (size_t)r->lg * (size_t)n);
@@ -167,7 +167,8 @@ static wh_status ranges_build(const wh__model *m, ranges *r) {
     double fl = g->flops_fwd[1] + g->flops_bwd[1];
     r->param[i + 1] = r->param[i] + g->param_bytes;
     r->act[i + 1] = r->act[i] + g->act_bytes;
-    r->tpp[i + 1] = r->tpp[i] + g->tp_fraction * g->param_bytes;
+    r->tpp[i + 1] = r->tpp[i] + g->tp_param_bytes;
+    r->tpa[i + 1] = r->tpa[i] + g->tp_act_bytes;
     r->tpc[i + 1] = r->tpc[i] + g->tp_comm_bytes;
     r->outb[i + 1] = r->outb[i] + g->out_bytes;
     r->flops[i + 1] = r->flops[i] + fl;
@@ -206,7 +207,7 @@ static memlin stage_memory(const wh__model *m, const ranges *rg, int a, int b, i
   memlin r;
   r.fixed = psh * (2.0 + m->opt_bytes_per_param / (zero1 ? dp : 1));
   double act = RSUM(rg, act, a, b);
-  if (tp > 1) act = act * 0.5 + act * 0.5 / tp; /* roughly half the activations are sharded */
+  if (tp > 1) act -= RSUM(rg, tpa, a, b) * (1.0 - 1.0 / tp); /* the split ones, tp ways */
   if (recompute) {
     /* two ways to checkpoint, the same extra forward: keep every segment's input per micro-batch in
      * flight and rebuild one segment at a time, or keep only the stage's input and rebuild the

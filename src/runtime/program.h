@@ -19,4 +19,11 @@ typedef struct wh__program {
 wh_status wh__program_build(const wh_graph *g, int recompute, wh__program *out);
 void wh__program_free(wh__program *p);
 
+/* Operator sharding (tp.c): rewrite p into shard `index` of `tp` - local shapes, attributes, the
+ * all-reduces, all-gathers and slices the op registry's sharding rules call for. *lay (owned by
+ * the caller) gets each value's layout; counts[3] the conversions inserted (all-reduce, all-gather,
+ * slice). On failure p is unchanged and msg says why. */
+wh_status wh__program_shard(const wh_graph *g, wh__program *p, int tp, int index, wh__layout **lay, int *counts,
+                            char *msg, size_t cap);
+
 #endif

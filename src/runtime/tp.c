@@ -210,9 +210,8 @@ static wh_status choose_pairs(builder *b) {
   return WH_OK;
 }
 
-/* Rewrite program p into shard `index` of `tp`: local shapes, conversions inserted. */
-static wh_status partition(const wh_graph *g, wh__program *p, int tp, int index, wh__layout **lay_out, int *counts,
-                           char *msg, size_t cap) {
+wh_status wh__program_shard(const wh_graph *g, wh__program *p, int tp, int index, wh__layout **lay_out, int *counts,
+                            char *msg, size_t cap) {
   builder b;
   memset(&b, 0, sizeof b);
   b.g = g;
@@ -389,7 +388,7 @@ wh_status wh__tp_create(wh_session *s, const wh_plan *pl, wh_comm *world) {
     return rs;
   }
   char msg[512] = "";
-  rs = partition(s->g, &s->prog, tp, t->index, &t->lay, t->counts, msg, sizeof msg);
+  rs = wh__program_shard(s->g, &s->prog, tp, t->index, &t->lay, t->counts, msg, sizeof msg);
   if (rs != WH_OK) wh__ctx_set_error(s->ctx, "wh_session_create: operator sharding: %s", msg);
   return rs;
 }

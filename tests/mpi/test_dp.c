@@ -67,6 +67,19 @@ static model build(int gpt) {
     wh_value p1 = wh_param(g, "p1", WH_F32, 2, DIMS(5, 16), WH_INIT(WH_INIT_NORMAL, 0, 0.2f, 71));
     wh_value p2 = wh_param(g, "p2", WH_F32, 2, DIMS(5, 16), WH_INIT(WH_INIT_NORMAL, 0, 0.2f, 72));
     m.loss = wh_cross_entropy(g, wh_matmul(g, m.x, wh_add(g, p1, p2), 0, 1), m.y);
+  } else if (gpt == 4) {
+    /* the MLP with a penalty on its first bias through a softmax over it: the bias is split with
+     * its column-split product, so the softmax (which needs it whole) gathers it, and the two
+     * gradients meet as a split one and a whole one */
+    m.x = wh_input(g, "x", WH_F32, 2, DIMS(WH_BATCH, 16));
+    m.y = wh_input(g, "y", WH_I32, 1, DIMS(WH_BATCH));
+    wh_value h = wh_tanh(g, lin(g, m.x, "l1", 16, 32, 1));
+    h = wh_relu(g, lin(g, h, "l2", 32, 32, 3));
+    wh_value b1 = WH_NONE;
+    for (int i = 0; i < wh_graph_num_params(g); i++)
+      if (!strcmp(wh_value_name(g, wh_graph_param(g, i)), "l1.b")) b1 = wh_graph_param(g, i);
+    wh_value pen = wh_sum(g, wh_mul(g, wh_softmax(g, b1), b1), 0, NULL, 0);
+    m.loss = wh_add(g, wh_cross_entropy(g, lin(g, h, "l3", 32, 5, 5), m.y), wh_scale(g, pen, 0.5f));
   } else if (!gpt) {
     m.x = wh_input(g, "x", WH_F32, 2, DIMS(WH_BATCH, 16));
     m.y = wh_input(g, "y", WH_I32, 1, DIMS(WH_BATCH));
@@ -401,7 +414,9 @@ static void run_tp_case(wh_comm *c, int gpt, const char *name, int tp, const int
   /* Megatron's pattern and nothing more: per transformer layer one all-reduce forward and one
    * backward for attention and for the MLP; the MLP's first pair needs one forward only (its input
    * has no gradient); no gathers */
-  EXPECT(strstr(d, head) != NULL && ar == (gpt ? 8 : 1) && strstr(d, "all-reduce, 0 all-gather") &&
+  EXPECT(strstr(d, head) != NULL && (gpt == 4 || ar == (gpt ? 8 : 1)) &&
+             (gpt == 4 ? !strstr(d, "all-reduce, 0 all-gather") && strstr(d, "=> all-gather f32 (split dim 0)")
+                       : strstr(d, "all-reduce, 0 all-gather") != NULL) &&
              strstr(d, "=> all-reduce sum f32 over ranks"),
          "%s: the dump shows the shard and the inserted all-reduces (%d):\n%.800s", name, ar, d);
   if (rank_ == 0 && getenv("WH_TEST_SHOW_DUMP") && gpt) printf("%s", d);
@@ -598,6 +613,12 @@ int main(void) {
       }
     }
   if (n == 2) tp_refusals(c);
+  if (n == 2 || n == 4) {
+    int64_t one[1] = {B};
+    char nm[96];
+    snprintf(nm, sizeof nm, "mlp+bias penalty TP=%d", n);
+    run_tp_case(c, 4, nm, n, one, 1);
+  }
   for (int gpt = 0; gpt < 2 && (n == 2 || n == 4); gpt++) {
     char nm[96];
     int64_t one[1] = {B};
