@@ -1225,9 +1225,13 @@ static void dump_dot(wh__sb *b, const wh_session *s, const int *bucket, const in
   for (int i = 0; i < pg->n_nodes; i++) {
     const wh__node *n = &pg->nodes[i];
     const char *color = n->phase == WH_PHASE_FORWARD ? "black" : n->phase == WH_PHASE_BACKWARD ? "blue" : "gray";
+    /* the operator-sharding collectives stand out like the gradient all-reduces */
+    int coll = n->op == WH_OP_TP_ALLREDUCE || n->op == WH_OP_TP_ALLGATHER || n->op == WH_OP_TP_NORM_CLIP;
     wh__sb_printf(b, "  n%d [label=\"#%d %s\\n", i, i, wh__ops[n->op].name);
     if (n->out >= 0) sb_val(b, s, n->out, 1);
-    wh__sb_printf(b, "\", color=%s];\n", color);
+    if (coll) wh__sb_printf(b, "\\nover the replica's %d ranks, %lld bytes", wh__tp_degree(s),
+                            (long long)(n->op == WH_OP_TP_NORM_CLIP ? 8 : s->bytes[n->out]));
+    wh__sb_printf(b, "\"%s, color=%s];\n", coll ? ", shape=octagon" : "", coll ? "red" : color);
     for (int k = 0; k < n->n_in; k++) {
       int32_t v = n->in[k];
       if (v >= 0 && prod[v] >= 0) {

@@ -421,6 +421,10 @@ static void run_tp_case(wh_comm *c, int gpt, const char *name, int tp, const int
          "%s: the dump shows the shard and the inserted all-reduces (%d):\n%.800s", name, ar, d);
   if (rank_ == 0 && getenv("WH_TEST_SHOW_DUMP") && gpt) printf("%s", d);
   wh_free(d);
+  CHECK(wh_session_dump(s, WH_FORMAT_DOT, &d));
+  EXPECT(strstr(d, "tp_allreduce") && strstr(d, "shape=octagon, color=red"), "%s: the DOT dump marks the all-reduces",
+         name);
+  wh_free(d);
   train(&m, s, dl, dp);
   double worst = 0;
   for (int k = 0; k < STEPS; k++) worst = fmax(worst, fabs((double)dl[k] - rl[k]) / fmax(fabs(rl[k]), 1e-30));
