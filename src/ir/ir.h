@@ -142,7 +142,7 @@ typedef struct wh__layout {
  * fails: replicated inputs and output are always correct. */
 typedef struct wh__shard_q {
   const struct wh__value *values;
-  int tp;
+  int tp, index;      /* shards per replica, this rank's shard */
   const wh__layout *in;
   wh__layout *want;
   wh__layout out;
@@ -226,6 +226,9 @@ typedef enum wh__op {
   WH_OP_TP_ALLGATHER,       /* (shard) -> whole; ia: dim, groups, parts */
   WH_OP_TP_SLICE,           /* (whole) -> this rank's shard; ia: dim, groups, parts, index */
   WH_OP_TP_NORM_CLIP,       /* (grads...) like global_norm_clip; ia[0]: the first ia[0] inputs are shards */
+  WH_OP_TP_EMBEDDING,       /* (rows [lo, lo + V/tp) of the table, indices) -> partial rows; ia: lo, V */
+  WH_OP_TP_CROSS_ENTROPY,   /* (logits' columns [lo, lo + V/tp), labels) -> mean loss; ia: lo, V */
+  WH_OP_TP_CROSS_ENTROPY_GRAD, /* (logits' columns, labels, dy) -> those columns' gradient; ia: lo, V */
   WH_OP_COUNT
 } wh__op;
 

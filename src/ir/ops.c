@@ -918,7 +918,7 @@ const wh__op_def wh__ops[WH_OP_COUNT] = {
     [WH_OP_SLICE] = ROWS("slice", 1, 1, 1, sh_slice, gr_slice, co_default, slice, 0, slice),
     [WH_OP_CONCAT] = ROWS("concat", 1, -1, 1, sh_concat, gr_concat, co_default, concat, 0, slice),
     [WH_OP_EMBEDDING] = ROWS("embedding", 2, 2, 1, sh_embedding, gr_embedding, co_default, embedding, 0, embedding),
-    [WH_OP_CROSS_ENTROPY] = ROW("cross_entropy", 2, 2, 1, sh_cross_entropy, gr_cross_entropy, co_default, cross_entropy),
+    [WH_OP_CROSS_ENTROPY] = ROWS("cross_entropy", 2, 2, 1, sh_cross_entropy, gr_cross_entropy, co_default, cross_entropy, 0, cross_entropy),
     [WH_OP_MSE] = ROW("mse", 2, 2, 1, sh_mse, gr_mse, co_default, mse),
     [WH_OP_DROPOUT] = ROWI("dropout", 1, 1, 1, sh_dropout, gr_dropout, co_default, dropout, 1),
     [WH_OP_CONV2D] = ROW("conv2d", 2, 2, 1, sh_conv2d, gr_conv2d, co_conv, conv2d),
@@ -933,7 +933,7 @@ const wh__op_def wh__ops[WH_OP_COUNT] = {
     [WH_OP_BROADCAST_TO] = ROWS("broadcast_to", 1, 1, 1, sh_broadcast_to, NOGRAD, co_default, broadcast_to, 0, broadcast_to),
     [WH_OP_SLICE_GRAD] = ROWS("slice_grad", 1, 1, 1, sh_slice_grad, NOGRAD, co_default, slice_grad, 0, slice),
     [WH_OP_EMBEDDING_GRAD] = ROWS("embedding_grad", 2, 2, 1, sh_embedding_grad, NOGRAD, co_default, embedding_grad, 0, embedding_grad),
-    [WH_OP_CROSS_ENTROPY_GRAD] = ROWI("cross_entropy_grad", 3, 3, 1, sh_cross_entropy_grad, NOGRAD, co_default, cross_entropy_grad, 1),
+    [WH_OP_CROSS_ENTROPY_GRAD] = ROWS("cross_entropy_grad", 3, 3, 1, sh_cross_entropy_grad, NOGRAD, co_default, cross_entropy_grad, 1, cross_entropy),
     [WH_OP_MSE_GRAD] = ROWI("mse_grad", 3, 3, 1, sh_mse_grad, NOGRAD, co_default, mse_grad, 3),
     [WH_OP_CONV2D_GRAD_INPUT] = ROW("conv2d_grad_input", 2, 2, 1, sh_conv2d_grad, NOGRAD, co_conv, conv2d_grad_input),
     [WH_OP_CONV2D_GRAD_WEIGHT] = ROW("conv2d_grad_weight", 2, 2, 1, sh_conv2d_grad, NOGRAD, co_conv, conv2d_grad_weight),
@@ -949,6 +949,9 @@ const wh__op_def wh__ops[WH_OP_COUNT] = {
     [WH_OP_TP_ALLGATHER] = ROWT("tp_allgather", 1, 1, tp_allgather, 0),
     [WH_OP_TP_SLICE] = ROWT("tp_slice", 1, 1, tp_slice, 0),
     [WH_OP_TP_NORM_CLIP] = ROWT("tp_norm_clip", 1, -1, tp_norm_clip, 0),
+    [WH_OP_TP_EMBEDDING] = ROWT("tp_embedding", 2, 2, tp_embedding, 0),
+    [WH_OP_TP_CROSS_ENTROPY] = ROWT("tp_cross_entropy", 2, 2, tp_cross_entropy, 0),
+    [WH_OP_TP_CROSS_ENTROPY_GRAD] = ROWT("tp_cross_entropy_grad", 3, 3, tp_cross_entropy_grad, 1),
 };
 
 int wh__op_find(const char *name) {

@@ -3,8 +3,8 @@
  * of its output. The partitioner (src/runtime/tp.c) walks a program in order, asks each node's
  * rule, and inserts the all-reduce, all-gather or local slice wherever an input's layout is not
  * the one the rule wants. Rules only ever ask for a split that divides evenly, and partial sums
- * pass only through ops that are linear in them and cost nothing (scale, add of two partial sums,
- * views): everything else gets its partial inputs summed first, as Megatron's f/g operators do. */
+ * pass only through scaling and the sum of two partial sums: every other op gets its partial
+ * inputs summed first, as Megatron's f/g operators do. */
 #include <stdio.h>
 #include <string.h>
 
@@ -208,11 +208,7 @@ static int reshape_map(const wh__shape *in, const wh__shape *out, int d) {
 
 void wh__sr_reshape(wh__shard_q *q, wh__node *n) {
   wh__layout l = q->in[0];
-  if (is_p(l)) {
-    q->want[0] = q->out = P_;
-    return;
-  }
-  if (!is_s(l)) return;
+  if (!is_s(l)) return; /* partial sums are summed before a view: its source is summed once for all readers */
   const wh__shape *in = SH(0), *out = OUTSH;
   int od = reshape_map(in, out, l.dim);
   if (od < 0 || !wh__lay_can_split(out, od, l.groups, q->tp)) return;
@@ -222,10 +218,6 @@ void wh__sr_reshape(wh__shard_q *q, wh__node *n) {
 
 void wh__sr_permute(wh__shard_q *q, wh__node *n) {
   wh__layout l = q->in[0];
-  if (is_p(l)) {
-    q->want[0] = q->out = P_;
-    return;
-  }
   if (!is_s(l)) return;
   for (int j = 0; j < n->n_ia; j++)
     if (n->ia[j] == l.dim) {
@@ -244,11 +236,38 @@ void wh__sr_slice(wh__shard_q *q, wh__node *n) {
   q->out = l;
 }
 
-/* embedding(table [V, D], indices): a table split along D splits the rows it gathers. */
+/* embedding(table [V, D], indices): a table split along D splits the rows it gathers; split
+ * along V (Megatron's vocabulary-parallel embedding) each rank gathers the rows it holds and
+ * zeros for the others: partial sums. */
 void wh__sr_embedding(wh__shard_q *q, wh__node *n) {
   wh__layout l = q->in[0];
-  if (!is_s(l) || l.dim != 1) return;
-  q->want[0] = l, q->out = S_(OUTSH->ndim - 1, l.groups);
+  if (!is_s(l) || l.groups != 1) return;
+  if (l.dim == 1) {
+    q->want[0] = l, q->out = S_(OUTSH->ndim - 1, 1);
+  } else if (l.dim == 0) {
+    int64_t v = SH(0)->d[0];
+    q->want[0] = l, q->out = P_;
+    n->op = WH_OP_TP_EMBEDDING;
+    n->ia[0] = v / q->tp * q->index, n->ia[1] = v, n->n_ia = 2;
+  }
+}
+
+/* cross_entropy(logits, labels) and its gradient (logits, labels, dy): logits split along the
+ * classes (the vocabulary-parallel output layer) run as the sharded cross-entropy, which combines
+ * the ranks' row maxima, sums of exponentials and target logits, and never gathers the logits. */
+void wh__sr_cross_entropy(wh__shard_q *q, wh__node *n) {
+  wh__layout l = q->in[0];
+  const wh__shape *x = SH(0);
+  if (!is_s(l) || l.groups != 1 || l.dim != x->ndim - 1) return;
+  int64_t v = x->d[l.dim];
+  q->want[0] = l;
+  if (n->op == WH_OP_CROSS_ENTROPY) {
+    n->op = WH_OP_TP_CROSS_ENTROPY;
+  } else {
+    n->op = WH_OP_TP_CROSS_ENTROPY_GRAD;
+    q->out = l;
+  }
+  n->ia[0] = v / q->tp * q->index, n->ia[1] = v, n->n_ia = 2;
 }
 
 /* embedding_grad(indices, dy) -> [V, D]: dy split along D gives the table's gradient split so. */

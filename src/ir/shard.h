@@ -17,6 +17,7 @@ void wh__sr_reshape(wh__shard_q *q, wh__node *n);
 void wh__sr_permute(wh__shard_q *q, wh__node *n);
 void wh__sr_slice(wh__shard_q *q, wh__node *n);
 void wh__sr_embedding(wh__shard_q *q, wh__node *n);
+void wh__sr_cross_entropy(wh__shard_q *q, wh__node *n);
 void wh__sr_embedding_grad(wh__shard_q *q, wh__node *n);
 void wh__sr_attention(wh__shard_q *q, wh__node *n);
 void wh__sr_update(wh__shard_q *q, wh__node *n);

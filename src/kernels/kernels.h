@@ -128,6 +128,9 @@ wh_status wh__cpu_tp_allreduce(wh__exec *ex, const wh__node *n, const wh__tensor
 wh_status wh__cpu_tp_allgather(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
 wh_status wh__cpu_tp_slice(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
 wh_status wh__cpu_tp_norm_clip(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
+wh_status wh__cpu_tp_embedding(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
+wh_status wh__cpu_tp_cross_entropy(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
+wh_status wh__cpu_tp_cross_entropy_grad(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
 
 /* Copy between a whole tensor of dims d[0..nd) and shard `index` of `parts` of it along dim,
  * that dimension viewed as [groups, parts, rest]: to the shard (gather 0) or back (gather 1). */

@@ -206,6 +206,28 @@ static wh_status choose_pairs(builder *b) {
     fix(b, w2, (wh__layout){WH_LAY_S, (int8_t)bk, 1});
     claimed[j] = 1;
   }
+  /* the output layer: a product by a weight whose logits go only to the cross-entropy is split
+   * by classes (the sharded cross-entropy never gathers them); a tied input embedding of the same
+   * weight is then split by vocabulary rows too */
+  for (int i = 0; i < g->n_nodes; i++) {
+    const wh__node *n = &g->nodes[i];
+    if (n->phase != WH_PHASE_FORWARD || n->op != WH_OP_CROSS_ENTROPY) continue;
+    int32_t lg = n->in[0], pr = g->values[lg].producer;
+    if (pr < 0 || uses[lg] != 1) continue;
+    const wh__node *mm = &g->nodes[pr];
+    int32_t w = mm->in[1];
+    if (mm->op != WH_OP_MATMUL || mm->ia[0] || b->fixed[w] || g->values[w].role != WH_ROLE_PARAM ||
+        g->values[w].shape.ndim != 2)
+      continue;
+    int bn = mm->ia[1] ? 0 : 1, others = 0;
+    for (int j = 0; j < g->n_nodes; j++) {
+      const wh__node *u = &g->nodes[j];
+      if (u->phase != WH_PHASE_FORWARD || j == pr) continue;
+      for (int k = 0; k < u->n_in; k++)
+        if (u->in[k] == w && !(u->op == WH_OP_EMBEDDING && k == 0 && bn == 0)) others = 1;
+    }
+    if (!others && wh__lay_can_split(&g->values[w].shape, bn, 1, b->tp)) fix(b, w, (wh__layout){WH_LAY_S, (int8_t)bn, 1});
+  }
   free(uses), free(user), free(claimed);
   return WH_OK;
 }
@@ -267,8 +289,22 @@ wh_status wh__program_shard(const wh_graph *g, wh__program *p, int tp, int index
       }
     } else {
       for (int k = 0; k < n.n_in; k++) in_l[k] = b.lay[in[k]], want[k] = LR;
-      wh__shard_q q = {b.vals, tp, in_l, want, LR};
-      if (wh__ops[n.op].shard) wh__ops[n.op].shard(&q, &n);
+      wh__shard_q q = {b.vals, tp, index, in_l, want, LR};
+      wh__node orig = n;
+      if (wh__ops[n.op].shard) {
+        wh__ops[n.op].shard(&q, &n);
+        /* partial sums the rule will have summed: ask again with them whole, so that the other
+         * inputs are not gathered for nothing */
+        int again = 0;
+        for (int k = 0; k < n.n_in; k++)
+          if (in_l[k].kind == WH_LAY_P && want[k].kind == WH_LAY_R) in_l[k] = LR, again = 1;
+        if (again) {
+          n = orig;
+          for (int k = 0; k < n.n_in; k++) want[k] = LR;
+          q.out = LR;
+          wh__ops[n.op].shard(&q, &n);
+        }
+      }
       out = q.out;
       for (int k = 0; k < n.n_in && st == WH_OK; k++) {
         if (!b.fixed[in[k]]) fix(&b, in[k], want[k]); /* a parameter or state read the first time */

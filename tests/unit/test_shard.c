@@ -29,7 +29,7 @@ static wh__shard_q ask(int op, int nin, const wh__layout *in, wh__layout *want, 
   n->in = ins;
   n->out = 7;
   for (int k = 0; k < nin; k++) want[k] = R;
-  wh__shard_q q = {vals, tp, in, want, R};
+  wh__shard_q q = {vals, tp, 0, in, want, R};
   wh__ops[op].shard(&q, n);
   return q;
 }
@@ -64,10 +64,10 @@ static void rules(void) {
   in[0] = S(2, 1);
   q = ask(WH_OP_RESHAPE, 1, in, want, &n, 2);
   EXPECT(same(q.out, R) && same(want[0], R) && n.ia[1] == 128, "reshape merging a split inner dim asks for it whole");
-  /* partial sums pass through a reshape */
+  /* partial sums are summed before a view (the source's one sum then serves every reader) */
   in[0] = P;
   q = ask(WH_OP_RESHAPE, 1, in, want, &n, 2);
-  EXPECT(same(q.out, P) && same(want[0], P), "partial sums pass through a reshape");
+  EXPECT(same(q.out, R) && same(want[0], R), "partial sums are summed before a reshape");
 
   /* matmul x [B, 16] @ W^T, W [32, 16] split by rows (output features): column parallel */
   memset(&n, 0, sizeof n);
@@ -203,11 +203,21 @@ static void partition_gpt(int tp, int heads) {
   EXPECT(same(lay_of(g, lay, "fc.w"), S(0, 1)) && same(lay_of(g, lay, "fc.b"), S(0, 1)) &&
              same(lay_of(g, lay, "fcp.w"), S(1, 1)) && same(lay_of(g, lay, "fcp.b"), R),
          "tp %d: MLP column then row", tp);
-  EXPECT(same(lay_of(g, lay, "wte"), R) && same(lay_of(g, lay, "ln.g"), R), "tp %d: the tied embedding and layernorm whole", tp);
-  /* one all-reduce forward and one backward per pair; nothing gathered */
+  EXPECT(same(lay_of(g, lay, "wte"), S(0, 1)) && same(lay_of(g, lay, "ln.g"), R),
+         "tp %d: the tied embedding split by vocabulary rows, layernorm whole", tp);
+  /* one all-reduce forward and one backward per pair, and for the vocabulary-parallel embedding
+   * (forward) and output layer (backward); nothing gathered; the embedding's whole gradient is
+   * sliced where it meets the output layer's split one */
   int pairs = 1 + attn;
-  EXPECT(counts[0] == 2 * pairs && counts[1] == 0 && counts[2] == 0, "tp %d: %d all-reduce, %d all-gather, %d slice", tp,
-         counts[0], counts[1], counts[2]);
+  EXPECT(counts[0] == 2 * pairs + 2 && counts[1] == 0 && counts[2] == 1, "tp %d: %d all-reduce, %d all-gather, %d slice",
+         tp, counts[0], counts[1], counts[2]);
+  int ce = 0, emb = 0;
+  for (int i = 0; i < p.n_nodes; i++) {
+    ce += p.nodes[i].op == WH_OP_TP_CROSS_ENTROPY || p.nodes[i].op == WH_OP_TP_CROSS_ENTROPY_GRAD;
+    emb += p.nodes[i].op == WH_OP_TP_EMBEDDING && p.nodes[i].ia[0] == 64 / tp && p.nodes[i].ia[1] == 64;
+  }
+  EXPECT(ce == 2 && emb == 1, "tp %d: the sharded cross-entropy (%d) and embedding of rows [%d, %d) (%d)", tp, ce, 64 / tp,
+         2 * 64 / tp, emb);
   EXPECT(p.n_nodes == nn + counts[0] + counts[1] + counts[2], "every inserted node counted");
   /* local shapes: the fc weight holds 4C/tp rows; the optimizer state follows */
   int ok = 0, tpclip = 0;
