@@ -233,6 +233,22 @@ static void check_dump(wh_session *s, const char *name, size_t param_bytes, int 
          "%s: a bad dump format is not refused clearly", name);
 }
 
+/* Every step's loss and the final parameters within 1e-5 of the one-process run (rl, rp); the
+ * reference itself learned. */
+static void same_as_reference(const char *name, const float *rl, const float *dl, const float *rp, const float *dp,
+                              size_t pb) {
+  double worst = 0;
+  for (int k = 0; k < STEPS; k++) worst = fmax(worst, fabs((double)dl[k] - rl[k]) / fmax(fabs(rl[k]), 1e-30));
+  double pe = rel(dp, rp, pb / sizeof(float));
+  EXPECT(worst <= 1e-5, "%s: loss differs from one process by %.3g (step losses %g .. %g)", name, worst, dl[0],
+         dl[STEPS - 1]);
+  EXPECT(pe <= 1e-5, "%s: final parameters differ from one process by %.3g", name, pe);
+  EXPECT(rl[STEPS - 1] < rl[0], "%s: the reference did not learn (%g -> %g)", name, rl[0], rl[STEPS - 1]);
+  if (rank_ == 0)
+    printf("%-34s loss %.5f -> %.5f  worst step loss rel err %.2e  params rel err %.2e\n", name, rl[0], rl[STEPS - 1],
+           worst, pe);
+}
+
 /* The single-process reference, on this rank: losses into rl, the final parameters returned. */
 static float *reference(const model *m, float *rl, size_t *pb) {
   wh_session *ref;
@@ -296,16 +312,7 @@ static void run_case(wh_comm *c, int gpt, const char *name, const int64_t *share
   }
   check_dump(s, name, gb, n);
   train(&m, s, dl, dp);
-  double worst = 0;
-  for (int k = 0; k < STEPS; k++) worst = fmax(worst, fabs((double)dl[k] - rl[k]) / fmax(fabs(rl[k]), 1e-30));
-  double pe = rel(dp, rp, pb / sizeof(float));
-  EXPECT(worst <= 1e-5, "%s: loss differs from one process by %.3g (step losses %g .. %g)", name, worst, dl[0],
-         dl[STEPS - 1]);
-  EXPECT(pe <= 1e-5, "%s: final parameters differ from one process by %.3g", name, pe);
-  EXPECT(rl[STEPS - 1] < rl[0], "%s: the reference did not learn (%g -> %g)", name, rl[0], rl[STEPS - 1]);
-  if (rank_ == 0)
-    printf("%-34s loss %.5f -> %.5f  worst step loss rel err %.2e  params rel err %.2e\n", name, rl[0], rl[STEPS - 1],
-           worst, pe);
+  same_as_reference(name, rl, dl, rp, dp, pb);
   wh_session_destroy(s);
   wh_plan_destroy(p);
   wh_cluster_destroy(cl);
@@ -427,15 +434,7 @@ static void run_tp_case(wh_comm *c, int gpt, const char *name, int tp, const int
          name);
   wh_free(d);
   train(&m, s, dl, dp);
-  double worst = 0;
-  for (int k = 0; k < STEPS; k++) worst = fmax(worst, fabs((double)dl[k] - rl[k]) / fmax(fabs(rl[k]), 1e-30));
-  double pe = rel(dp, rp, pb / sizeof(float));
-  EXPECT(worst <= 1e-5, "%s: loss differs from one process by %.3g (step losses %g .. %g)", name, worst, dl[0],
-         dl[STEPS - 1]);
-  EXPECT(pe <= 1e-5, "%s: final parameters differ from one process by %.3g", name, pe);
-  if (rank_ == 0)
-    printf("%-34s loss %.5f -> %.5f  worst step loss rel err %.2e  params rel err %.2e\n", name, rl[0], rl[STEPS - 1],
-           worst, pe);
+  same_as_reference(name, rl, dl, rp, dp, pb);
   wh_session_destroy(s);
   wh_plan_destroy(p);
   wh_cluster_destroy(cl);
