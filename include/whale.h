@@ -547,6 +547,13 @@ WH_API wh_status wh_cluster_set_links(wh_cluster *c, double intra_bw, double int
 WH_API int wh_cluster_size(const wh_cluster *c);
 /* Device i's figures (kind points into the cluster, valid while it lives). */
 WH_API wh_status wh_cluster_device(const wh_cluster *c, int i, wh_device_desc *out);
+/* A measured profile overrides the cost model's roofline: report is the text of
+ * wh_session_profile_report for a single-process training session of g at batch `batch` on device
+ * `device`'s kind. Each op kind it lists gets the ratio of its measured time to what the roofline
+ * predicts for g's nodes of that kind, on `device` and every device of the same kind; plans made
+ * afterwards use it, and wh_cluster_save keeps it ("op_time_scale"). */
+WH_API wh_status wh_cluster_set_profile(wh_cluster *c, int device, const wh_graph *g, int64_t batch,
+                                        const char *report);
 /* A readable listing of the cluster; *out freed with wh_free. */
 WH_API wh_status wh_cluster_describe(const wh_cluster *c, char **out);
 /* A cluster from a JSON file (schema: docs/cluster.md): links, then nodes of devices by catalogue

@@ -186,8 +186,30 @@ static wh_status load_link(loader *L, json_object *links, const char *which, int
   return WH_OK;
 }
 
-static const char *const device_keys[] = {"kind",        "count",    "flops_f32_TF", "flops_bf16_TF", "mem_bw_GBps",
-                                          "mem_GiB",     "link_GBps", "eff_flops",    "eff_bw",        NULL};
+static const char *const device_keys[] = {"kind",        "count",     "flops_f32_TF", "flops_bf16_TF", "mem_bw_GBps",
+                                          "mem_GiB",     "link_GBps", "eff_flops",    "eff_bw",        "op_time_scale",
+                                          NULL};
+
+/* "op_time_scale": {"matmul": 1.3, ...}: a measured profile's ratios (wh_cluster_set_profile) */
+static wh_status load_op_scale(loader *L, json_object *o, const char *path, float *scale) {
+  json_object *m = NULL;
+  wh_status st = WH_OK;
+  int r = get_typed(L, &st, o, path, "op_time_scale", json_type_object, &m);
+  if (r <= 0) return st;
+  char p[200];
+  json_object_object_foreach(m, key, val) {
+    join(p, sizeof p, path, "op_time_scale");
+    char q[260];
+    snprintf(q, sizeof q, "%s.%s", p, key);
+    int op = wh__op_find(key);
+    if (op < 0) return fail(L, q, "unknown op (not an op of libwhale's registry)");
+    json_type t = json_object_get_type(val);
+    double v = t == json_type_double || t == json_type_int ? json_object_get_double(val) : NAN;
+    if (!(v >= 1e-3 && v <= 1e3)) return fail(L, q, "out of range: a time ratio in [0.001, 1000]");
+    scale[op] = (float)v;
+  }
+  return WH_OK;
+}
 
 static wh_status load_device(loader *L, wh_cluster *c, json_object *o, const char *path, int node, int64_t *total) {
   wh_status st = WH_OK;
@@ -253,11 +275,14 @@ static wh_status load_device(loader *L, wh_cluster *c, json_object *o, const cha
   }
   if (get_num(L, &st, o, path, "eff_flops", 0, 1, 1, &d.eff_flops) < 0) return st;
   if (get_num(L, &st, o, path, "eff_bw", 0, 1, 1, &d.eff_bw) < 0) return st;
+  float scale[WH_OP_COUNT] = {0};
+  if ((st = load_op_scale(L, o, path, scale)) != WH_OK) return st;
   if ((st = wh_cluster_add_custom(c, &d, node, (int)count)) != WH_OK) {
     char msg[512];
     snprintf(msg, sizeof msg, "%.400s", c->ctx->err);
     return fail(L, path, "%s", msg);
   }
+  for (int i = c->n - (int)count; i < c->n; i++) memcpy(c->dev[i].op_scale, scale, sizeof scale);
   *total += count;
   return WH_OK;
 }
@@ -466,7 +491,8 @@ static void put(saver *S, json_object *obj, const char *key, json_object *val) {
 static int same_device(const wh__device *a, const wh__device *b) {
   return a->node == b->node && strcmp(a->kind, b->kind) == 0 && a->flops_f32 == b->flops_f32 &&
          a->flops_bf16 == b->flops_bf16 && a->mem_bw == b->mem_bw && a->mem_bytes == b->mem_bytes &&
-         a->link_bw == b->link_bw && a->eff_flops == b->eff_flops && a->eff_bw == b->eff_bw;
+         a->link_bw == b->link_bw && a->eff_flops == b->eff_flops && a->eff_bw == b->eff_bw &&
+         memcmp(a->op_scale, b->op_scale, sizeof a->op_scale) == 0;
 }
 
 static json_object *device_json(saver *S, const wh__device *d, int count) {
@@ -493,6 +519,18 @@ static json_object *device_json(saver *S, const wh__device *d, int count) {
   };
   for (size_t i = 0; i < sizeof fig / sizeof fig[0]; i++)
     if (fig[i].v != fig[i].cat) put(S, o, fig[i].key, num(S, fig[i].v, fig[i].scale));
+  json_object *sc = NULL;
+  for (int k = 0; k < WH_OP_COUNT; k++) {
+    if (!(d->op_scale[k] > 0)) continue;
+    if (!sc && !(sc = json_object_new_object())) {
+      S->oom = 1;
+      break;
+    }
+    char fb[32]; /* 9 significant digits: the file loads back to the same float */
+    snprintf(fb, sizeof fb, "%.9g", (double)d->op_scale[k]);
+    put(S, sc, wh__ops[k].name, json_object_new_double_s(strtod(fb, NULL), fb));
+  }
+  if (sc) put(S, o, "op_time_scale", sc);
   return o;
 }
 

@@ -195,7 +195,7 @@ wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_
     if (s < 0) s = ns - 1;
     double f[2], y[2];
     node_cost(g, n, f, y);
-    m->item[m->n_items++] = (wh__item){s, n->phase == WH_PHASE_BACKWARD, n->phase == WH_PHASE_UPDATE,
+    m->item[m->n_items++] = (wh__item){s, n->op, n->phase == WH_PHASE_BACKWARD, n->phase == WH_PHASE_UPDATE,
                                        {f[0], f[1]}, {y[0], y[1]}};
     wh__segment *sg = &m->seg[s];
     if (n->phase == WH_PHASE_FORWARD) {

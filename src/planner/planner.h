@@ -4,6 +4,7 @@
 #define WH_PLANNER_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "../ir/ir.h"
 
@@ -28,7 +29,24 @@ typedef struct wh__device {
   int node;
   double flops_f32, flops_bf16, mem_bw, mem_bytes, link_bw;
   double eff_flops, eff_bw; /* achievable fractions of peak (calibrated or default) */
+  /* measured profiles (wh_cluster_set_profile): per op kind, measured time over the roofline's;
+   * 0 where none was measured */
+  float op_scale[WH_OP_COUNT];
 } wh__device;
+
+/* Fixed cost of one node: kernel launch and small-op floor (GPU), call overhead (CPU). */
+#define WH_OP_OVERHEAD_GPU 4e-6
+#define WH_OP_OVERHEAD_CPU 0.5e-6
+
+/* The cost model's time for one node of op kind `op` doing `flops` and moving `bytes` on d: the
+ * roofline at the device's sustained rates (plus the per-node overhead when fixed), scaled by a
+ * measured profile where there is one. */
+static inline double wh__node_time(const wh__device *d, int op, double flops, double bytes, int fixed) {
+  double F = d->flops_f32 * d->eff_flops, B = d->mem_bw * d->eff_bw;
+  double t = (flops / F > bytes / B ? flops / F : bytes / B);
+  if (fixed) t += strcmp(d->kind, "CPU") == 0 ? WH_OP_OVERHEAD_CPU : WH_OP_OVERHEAD_GPU;
+  return op >= 0 && op < WH_OP_COUNT && d->op_scale[op] > 0 ? t * d->op_scale[op] : t;
+}
 
 /* Default achievable fractions of datasheet peaks: the same for every device, never tuned per kind
  * to reach a number; calibration (wh_cluster_probe) replaces them with measured ones. */
@@ -65,6 +83,7 @@ typedef struct wh__segment {
 
 typedef struct wh__item {
   int seg;
+  int op;              /* the node's op kind */
   int bwd;             /* backward work (forward otherwise) */
   int upd;             /* optimizer update: once per step, not per micro-batch */
   double f[2], y[2];   /* FLOPs and bytes: fixed, per sample */

@@ -14,8 +14,6 @@
 #include "planner.h"
 
 #define INF 1e300
-#define OP_OVERHEAD_GPU 4e-6 /* kernel launch and small-op floor per node */
-#define OP_OVERHEAD_CPU 0.5e-6
 
 typedef struct {
   double t0, t1; /* seconds: fixed + per sample */
@@ -35,7 +33,8 @@ typedef struct {
 
 static int same_class(const wh__device *a, const wh__device *b) {
   return a->flops_f32 == b->flops_f32 && a->mem_bw == b->mem_bw && a->mem_bytes == b->mem_bytes &&
-         a->eff_flops == b->eff_flops && a->eff_bw == b->eff_bw && a->link_bw == b->link_bw;
+         a->eff_flops == b->eff_flops && a->eff_bw == b->eff_bw && a->link_bw == b->link_bw &&
+         memcmp(a->op_scale, b->op_scale, sizeof a->op_scale) == 0;
 }
 
 static void costtab_free(costtab *t) {
@@ -71,13 +70,11 @@ static wh_status costtab_build(const wh__model *m, const wh_cluster *c, costtab 
     return WH_ERR_OUT_OF_MEMORY;
   for (int k = 0; k < t->nclass; k++) {
     const wh__device *d = &c->dev[t->rep[k]];
-    double F = d->flops_f32 * d->eff_flops, B = d->mem_bw * d->eff_bw;
-    double ovh = strcmp(d->kind, "CPU") == 0 ? OP_OVERHEAD_CPU : OP_OVERHEAD_GPU;
     lin *fw = t->fwd + (size_t)k * (size_t)(n + 1), *bw = t->bwd + (size_t)k * (size_t)(n + 1);
     lin *up = t->upd + (size_t)k * (size_t)(n + 1);
     for (int i = 0; i < m->n_items; i++) {
       const wh__item *it = &m->item[i];
-      double t0 = fmax(it->f[0] / F, it->y[0] / B) + ovh, t1 = fmax(it->f[1] / F, it->y[1] / B);
+      double t0 = wh__node_time(d, it->op, it->f[0], it->y[0], 1), t1 = wh__node_time(d, it->op, it->f[1], it->y[1], 0);
       lin *dst = it->upd ? &up[it->seg + 1] : it->bwd ? &bw[it->seg + 1] : &fw[it->seg + 1];
       dst->t0 += t0;
       dst->t1 += t1;

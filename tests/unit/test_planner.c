@@ -1051,6 +1051,110 @@ static void test_round_trip(void) {
   wh_graph_destroy(g);
 }
 
+/* ---------------------------------------------------------------- measured profiles */
+
+static double pinned_step(const wh_graph *g, const wh_cluster *c, int64_t batch) {
+  wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
+  wh_plan *p;
+  wh_status st = wh_plan_create_pinned(ctx, g, c, batch, &l, &p);
+  if (st != WH_OK) die("pinned plan", st);
+  double t = wh_plan_step_time(p);
+  wh_plan_destroy(p);
+  return t;
+}
+
+/* The roofline's milliseconds per run for g's nodes of op on device d (what a profile compares to). */
+static double roofline_ms(const wh_graph *g, const wh__device *d, int64_t batch, int op) {
+  wh__device plain = *d;
+  memset(plain.op_scale, 0, sizeof plain.op_scale);
+  double t = 0;
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i].op == op) {
+      wh__cost c;
+      wh__ops[op].cost(g, &g->nodes[i], batch, &c);
+      t += wh__node_time(&plain, op, c.flops, c.bytes_read + c.bytes_written, 1);
+    }
+  return 1e3 * t;
+}
+
+static void test_profile(void) {
+  mlp_cfg mc = {2, 2, 64, 0, 0, 0, 0, 0, 0};
+  wh_graph *g = mlp(&mc);
+  const int64_t batch = 32;
+  wh_cluster *c = cluster_new();
+  if (wh_cluster_add(c, "CPU", 0, 2) != WH_OK || wh_cluster_add(c, "V100-32GB", 1, 1) != WH_OK) die("cluster", WH_ERR_INTERNAL);
+  double t0 = pinned_step(g, c, batch), mm = roofline_ms(g, &c->dev[0], batch, WH_OP_MATMUL), t[4];
+  double relu = roofline_ms(g, &c->dev[0], batch, WH_OP_RELU);
+  /* matmul measured at k times the roofline: the prediction grows linearly in k, and k = 1 is the
+   * roofline itself */
+  for (int k = 1; k <= 3; k++) {
+    char rep[256];
+    snprintf(rep, sizeof rep, "profile: 1 run on the CPU, %.3f ms per run in kernels (each node timed alone)\n"
+                              "  op                        calls         ms   share\n"
+                              "  matmul                     12.0 %10.9f   60.0%%\n  relu 4.0 %.9f 1.0%%\n",
+             k * mm, k * mm, relu);
+    wh_status st = wh_cluster_set_profile(c, 0, g, batch, rep);
+    check(st == WH_OK, "profile with matmul at %d x the roofline: %s", k, wh_last_error(ctx));
+    t[k] = pinned_step(g, c, batch);
+  }
+  check(fabs(t[1] - t0) <= 1e-6 * t0 && t[2] > t[1] && fabs((t[3] - t[2]) - (t[2] - t[1])) <= 1e-6 * t0,
+        "a measured matmul time moves the prediction linearly (%.6g, %.6g, %.6g, %.6g)", t0, t[1], t[2], t[3]);
+  check(c->dev[1].op_scale[WH_OP_MATMUL] == c->dev[0].op_scale[WH_OP_MATMUL] && c->dev[2].op_scale[WH_OP_MATMUL] == 0,
+        "the profile reaches every device of the profiled kind and no other");
+  /* the file keeps it */
+  char path[128];
+  tmp_path(path, sizeof path, "profiled.json");
+  wh_cluster *back = NULL;
+  check(wh_cluster_save(c, path) == WH_OK && wh_cluster_load(ctx, path, &back) == WH_OK &&
+            back->dev[0].op_scale[WH_OP_MATMUL] == c->dev[0].op_scale[WH_OP_MATMUL] &&
+            back->dev[0].op_scale[WH_OP_RELU] == c->dev[0].op_scale[WH_OP_RELU] &&
+            fabs(pinned_step(g, back, batch) - t[3]) <= 1e-12 * t[3],
+        "a profiled cluster saves and loads back to the same predictions: %s", wh_last_error(ctx));
+  wh_cluster_destroy(back);
+  remove(path);
+  /* what is refused, by name */
+  check(wh_cluster_set_profile(c, 0, g, batch, "matmul 1 2 3%\n") == WH_ERR_INVALID_ARGUMENT &&
+            strstr(wh_last_error(ctx), "profile:"),
+        "a report without its header is refused: %s", wh_last_error(ctx));
+  check(wh_cluster_set_profile(c, 0, g, batch, "profile: x\n  warp_drive 1 2.0 3.0%\n") == WH_ERR_INVALID_ARGUMENT &&
+            strstr(wh_last_error(ctx), "warp_drive"),
+        "an unknown op is refused by name: %s", wh_last_error(ctx));
+  check(wh_cluster_set_profile(c, 0, g, batch, "profile: x\n  conv2d 1 2.0 3.0%\n") == WH_ERR_INVALID_ARGUMENT &&
+            strstr(wh_last_error(ctx), "no op"),
+        "a report about none of the graph's ops is refused: %s", wh_last_error(ctx));
+  check(wh_cluster_set_profile(c, 7, g, batch, "profile: x\n") == WH_ERR_INVALID_ARGUMENT &&
+            strstr(wh_last_error(ctx), "device"),
+        "a device out of range is refused: %s", wh_last_error(ctx));
+  /* a real profile: this machine's CPU session of the same graph, then a plan for one CPU device
+   * predicts the step the profile measured (the roofline replaced op by op) */
+  wh_cluster *one = cluster_new();
+  if (wh_cluster_add(one, "CPU", 0, 1) != WH_OK) die("cluster", WH_ERR_INTERNAL);
+  wh_session_options so = WH_SESSION_OPTIONS_INIT;
+  so.batch = batch;
+  wh_session *s;
+  if (wh_session_create(ctx, g, &so, &s) != WH_OK) die("session", WH_ERR_INTERNAL);
+  float *x = calloc((size_t)batch * 64, sizeof(float));
+  for (int i = 0; i < batch * 64; i++) x[i] = (float)((i * 7) % 13) / 13.0f;
+  wh_session_feed(s, wh_graph_find(g, "x"), x, sizeof(float) * (size_t)batch * 64);
+  wh_session_feed(s, wh_graph_find(g, "y"), x, sizeof(float) * (size_t)batch * 64);
+  wh_session_step(s);
+  wh_session_profile(s, 1);
+  for (int i = 0; i < 5; i++) wh_session_step(s);
+  char *rep = NULL;
+  double total = 0;
+  check(wh_session_profile_report(s, &rep) == WH_OK && sscanf(rep, "profile: %*d runs on the CPU, %lf ms", &total) == 1,
+        "a profile report");
+  check(wh_cluster_set_profile(one, 0, g, batch, rep) == WH_OK, "the session's own report is taken: %s", wh_last_error(ctx));
+  double pred = 1e3 * pinned_step(g, one, batch);
+  check(fabs(pred / total - 1) < 0.25, "profiled prediction %.3f ms against the %.3f ms the profile measured", pred, total);
+  wh_free(rep);
+  free(x);
+  wh_session_destroy(s);
+  wh_cluster_destroy(one);
+  wh_cluster_destroy(c);
+  wh_graph_destroy(g);
+}
+
 int main(void) {
   if (wh_ctx_create(&ctx, NULL) != WH_OK) return 2;
   snprintf(tmpdir, sizeof tmpdir, "/tmp/wh_test_planner_XXXXXX");
@@ -1066,6 +1170,7 @@ int main(void) {
   test_pinned();
   test_simulator();
   test_round_trip();
+  test_profile();
   rmdir(tmpdir);
   wh_ctx_destroy(ctx);
   printf("planner: %d passed, %d failed\n", passed, failed);
