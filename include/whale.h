@@ -579,7 +579,7 @@ typedef struct wh_plan_options {
   wh_schedule schedule;   /* AUTO: search */
   int allow_tp;           /* let the search shard operators inside a stage */
   int allow_recompute;    /* let the search recompute activations when memory is short */
-  int zero1;              /* shard optimizer state across data-parallel replicas */
+  int zero1;              /* shard optimizer state across data-parallel replicas; -1: search */
   int even_shares;        /* baseline: every replica gets the same batch share */
   int even_layers;        /* baseline: every stage gets the same number of segments */
 } wh_plan_options;

@@ -846,10 +846,15 @@ wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, co
         for (int tp = 1; tp <= 8 && tp <= gsize; tp *= 2) {
           if (gsize % tp || (tp > 1 && !o.allow_tp)) continue;
           if (o.global_batch / m_ < gsize / tp) continue; /* a replica without samples is wasted */
-          for (int rc = 0; rc < 2; rc++) {
+          for (int rc = 0; rc < 2; rc++)
+          for (int z = 0; z < 2; z++) {
             if (rc && !o.allow_recompute) continue;
             if ((pr.hint_rep && gsize / tp != pr.hint_rep) || (pr.hint_tp && tp != pr.hint_tp)) continue;
-            config cf = {S, m_, tp, rc, o.zero1, (wh__schedule)sched, o.even_shares, o.even_layers, NULL};
+            /* ZeRO-1: as asked, or (zero1 < 0) tried where it runs - data parallel without
+             * pipeline or sharding - and kept only when it is faster or alone fits (ties keep the
+             * plain all-reduce, tried first) */
+            if (o.zero1 >= 0 ? z != (o.zero1 != 0) : z && (S > 1 || tp > 1 || gsize < 2)) continue;
+            config cf = {S, m_, tp, rc, z, (wh__schedule)sched, o.even_shares, o.even_layers, NULL};
             tried++;
             double tt = partition_chain(&x, &cf, cut);
             if (tt >= INF) continue;

@@ -1155,6 +1155,41 @@ static void test_profile(void) {
   wh_graph_destroy(g);
 }
 
+/* zero1 = -1: the search shards the optimizer state when that alone fits, and not otherwise. */
+static void test_zero1_search(void) {
+  mlp_cfg mc = {2, 2, 1024, 0, 0, 0, 0, 0, 0};
+  wh_graph *g = mlp(&mc);
+  double P = 4.0 * 1024 * 1024 * 4; /* parameter bytes: plain DP holds 4P (weights, gradients, AdamW m and v) */
+  for (int tight = 0; tight < 2; tight++) {
+    wh_cluster *c = cluster_new();
+    add_custom(c, "box", 10e12, 256e6 + (tight ? 3.3 * P : 16 * P), 0, 4); /* 256 MB: the runtime reserve */
+    wh_plan_options o = WH_PLAN_OPTIONS_INIT;
+    o.global_batch = 8;
+    o.stages = 1;
+    o.allow_tp = 0;
+    o.allow_recompute = 0;
+    o.zero1 = -1;
+    wh_plan *p = NULL;
+    wh_status st = wh_plan_create(ctx, g, c, &o, &p);
+    check(st == WH_OK && p && p->zero1 == tight, "%s memory: the search %s ZeRO-1 (%s)", tight ? "tight" : "ample",
+          tight ? "chooses" : "leaves out", st == WH_OK ? "planned" : wh_last_error(ctx));
+    if (p && tight) {
+      char *ex = NULL;
+      check(wh_plan_explain(p, &ex) == WH_OK && strstr(ex, "ZeRO-1"), "the explanation says ZeRO-1");
+      wh_free(ex);
+    }
+    wh_plan_destroy(p);
+    o.zero1 = 0;
+    p = NULL;
+    st = wh_plan_create(ctx, g, c, &o, &p);
+    check(tight ? st == WH_ERR_OUT_OF_MEMORY : st == WH_OK && p->zero1 == 0, "zero1 = 0 never shards (%s)",
+          wh_status_str(st));
+    wh_plan_destroy(p);
+    wh_cluster_destroy(c);
+  }
+  wh_graph_destroy(g);
+}
+
 int main(void) {
   if (wh_ctx_create(&ctx, NULL) != WH_OK) return 2;
   snprintf(tmpdir, sizeof tmpdir, "/tmp/wh_test_planner_XXXXXX");
@@ -1171,6 +1206,7 @@ int main(void) {
   test_simulator();
   test_round_trip();
   test_profile();
+  test_zero1_search();
   rmdir(tmpdir);
   wh_ctx_destroy(ctx);
   printf("planner: %d passed, %d failed\n", passed, failed);
