@@ -65,7 +65,7 @@ const char *wh_graph_error(const wh_graph *g) { return g ? g->err : "no graph"; 
 
 int wh__valid_value(const wh_graph *g, wh_value v) { return g && v >= 0 && v < g->n_values; }
 
-static int grow(void **arr, int *cap, int need, size_t elem) {
+int wh__grow(void **arr, int *cap, int need, size_t elem) {
   if (need <= *cap) return 1;
   int nc = *cap ? *cap * 2 : 64;
   while (nc < need) nc *= 2;
@@ -78,7 +78,7 @@ static int grow(void **arr, int *cap, int need, size_t elem) {
 }
 
 wh_value wh__value_new(wh_graph *g, const char *name, wh_dtype dt, const wh__shape *sh, wh__role role) {
-  if (!grow((void **)&g->values, &g->cap_values, g->n_values + 1, sizeof(wh__value))) {
+  if (!wh__grow((void **)&g->values, &g->cap_values, g->n_values + 1, sizeof(wh__value))) {
     wh__graph_fail(g, WH_ERR_OUT_OF_MEMORY, "out of memory adding a value");
     return WH_NONE;
   }
@@ -208,7 +208,7 @@ static wh_status node_append(wh_graph *g, int op, int n_in, const int32_t *in, c
     if (!wh__valid_value(g, in[i]))
       return wh__graph_fail(g, WH_ERR_INVALID_ARGUMENT, "%s: input %d is not a value of this graph (%d)", d->name, i,
                             (int)in[i]);
-  if (!grow((void **)&g->nodes, &g->cap_nodes, g->n_nodes + 1, sizeof(wh__node)))
+  if (!wh__grow((void **)&g->nodes, &g->cap_nodes, g->n_nodes + 1, sizeof(wh__node)))
     return wh__graph_fail(g, WH_ERR_OUT_OF_MEMORY, "%s: out of memory", d->name);
   wh__node *n = &g->nodes[g->n_nodes];
   memset(n, 0, sizeof *n);
@@ -353,7 +353,7 @@ static wh_status scope_open(wh_graph *g, wh_hint_kind kind, int n) {
     wh__ctx_set_error(g->ctx, "scope %s: n must be >= 1, got %d", kind == WH_HINT_SPLIT ? "split" : "replicate", n);
     return WH_ERR_INVALID_ARGUMENT;
   }
-  if (!grow((void **)&g->scopes, &g->cap_scopes, g->n_scopes + 1, sizeof(wh__scope)))
+  if (!wh__grow((void **)&g->scopes, &g->cap_scopes, g->n_scopes + 1, sizeof(wh__scope)))
     return wh__graph_fail(g, WH_ERR_OUT_OF_MEMORY, "out of memory opening a scope");
   g->scopes[g->n_scopes] = (wh__scope){kind, n, g->cur_scope};
   g->cur_scope = g->n_scopes++;

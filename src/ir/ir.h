@@ -99,6 +99,9 @@ int wh__node_add_noout(wh_graph *g, int op, int n_in, const int32_t *in, const i
                        int n_ia, const double *fa, int n_fa);
 const char *wh__shape_str(const wh__shape *s, char *buf, int cap);
 int wh__valid_value(const wh_graph *g, wh_value v);
+/* Make *arr hold at least need elements of elem bytes (capacity doubling, new slots zeroed);
+ * 0 when out of memory, *arr then unchanged. */
+int wh__grow(void **arr, int *cap, int need, size_t elem);
 /* Scope of the node producing v, or the scope of a leaf. */
 int32_t wh__value_scope(const wh_graph *g, wh_value v);
 

@@ -16,27 +16,19 @@ typedef struct {
   char *boundary;    /* graph value -> read by a forward node outside its producer's recompute scope */
 } builder;
 
-static int grow(void **arr, int *cap, int need, size_t elem) {
-  if (need <= *cap) return 1;
-  int nc = *cap ? *cap * 2 : 64;
-  while (nc < need) nc *= 2;
-  void *q = realloc(*arr, (size_t)nc * elem);
-  if (!q) return 0;
-  *arr = q;
-  *cap = nc;
-  return 1;
+wh_status wh__nodes_push(wh__node **nodes, int *n, int *cap, const wh__node *src, const int32_t *in) {
+  if (!wh__grow((void **)nodes, cap, *n + 1, sizeof(wh__node))) return WH_ERR_OUT_OF_MEMORY;
+  wh__node *d = &(*nodes)[*n];
+  *d = *src;
+  d->in = malloc(sizeof(int32_t) * (size_t)(src->n_in ? src->n_in : 1));
+  if (!d->in) return WH_ERR_OUT_OF_MEMORY;
+  memcpy(d->in, in, sizeof(int32_t) * (size_t)src->n_in);
+  (*n)++;
+  return WH_OK;
 }
 
 static wh_status push_node(builder *b, const wh__node *n, const int32_t *in) {
-  wh__program *p = b->p;
-  if (!grow((void **)&p->nodes, &b->cap_nodes, p->n_nodes + 1, sizeof(wh__node))) return WH_ERR_OUT_OF_MEMORY;
-  wh__node *d = &p->nodes[p->n_nodes];
-  *d = *n;
-  d->in = malloc(sizeof(int32_t) * (size_t)(n->n_in ? n->n_in : 1));
-  if (!d->in) return WH_ERR_OUT_OF_MEMORY;
-  memcpy(d->in, in, sizeof(int32_t) * (size_t)n->n_in);
-  p->n_nodes++;
-  return WH_OK;
+  return wh__nodes_push(&b->p->nodes, &b->p->n_nodes, &b->cap_nodes, n, in);
 }
 
 /* Values made and used inside one recompute scope are recomputed; a scope's outputs (read by
@@ -63,7 +55,7 @@ static wh_status clone(builder *b, int32_t v, int32_t *out) {
     if (recomputable(b, src->in[k])) st = clone(b, src->in[k], &in[k]);
   }
   wh__program *p = b->p;
-  if (st == WH_OK && !grow((void **)&p->values, &b->cap_values, p->n_values + 1, sizeof(wh__value)))
+  if (st == WH_OK && !wh__grow((void **)&p->values, &b->cap_values, p->n_values + 1, sizeof(wh__value)))
     st = WH_ERR_OUT_OF_MEMORY;
   if (st == WH_OK) {
     int32_t nv = p->n_values++;

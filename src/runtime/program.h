@@ -18,6 +18,8 @@ typedef struct wh__program {
 /* Build the program of g; with recompute, honour WH_HINT_RECOMPUTE scopes. */
 wh_status wh__program_build(const wh_graph *g, int recompute, wh__program *out);
 void wh__program_free(wh__program *p);
+/* Append a copy of node src, reading in[] (copied, owned by the copy), to nodes[0..*n). */
+wh_status wh__nodes_push(wh__node **nodes, int *n, int *cap, const wh__node *src, const int32_t *in);
 
 /* Operator sharding (tp.c): rewrite p into shard `index` of `tp` - local shapes, attributes, the
  * all-reduces, all-gathers and slices the op registry's sharding rules call for. *lay (owned by

@@ -42,40 +42,17 @@ typedef struct {
   int n_ar, n_ag, n_sl;
 } builder;
 
-static int grow(void **a, int *cap, int need, size_t el) {
-  if (need <= *cap) return 1;
-  int nc = *cap ? *cap * 2 : 64;
-  while (nc < need) nc *= 2;
-  void *q = realloc(*a, (size_t)nc * el);
-  if (!q) return 0;
-  *a = q;
-  *cap = nc;
-  return 1;
-}
-
+/* Room for need values, their layouts and their decided flags. */
 static int grow_values(builder *b, int need) {
-  int cap = b->capv;
-  if (!grow((void **)&b->vals, &b->capv, need, sizeof(wh__value))) return 0;
-  if (b->capv != cap) {
-    wh__layout *l = realloc(b->lay, sizeof(wh__layout) * (size_t)b->capv);
-    char *f = l ? realloc(b->fixed, (size_t)b->capv) : NULL;
-    if (l) b->lay = l;
-    if (!f) return 0;
-    b->fixed = f;
-  }
-  return 1;
+  int capl = b->capv, capf = b->capv;
+  return wh__grow((void **)&b->lay, &capl, need, sizeof(wh__layout)) && wh__grow((void **)&b->fixed, &capf, need, 1) &&
+         wh__grow((void **)&b->vals, &b->capv, need, sizeof(wh__value));
 }
 
 static wh_status push(builder *b, const wh__node *n, const int32_t *in) {
-  if (!grow((void **)&b->nodes, &b->capn, b->nn + 1, sizeof(wh__node))) return WH_ERR_OUT_OF_MEMORY;
-  wh__node *d = &b->nodes[b->nn];
-  *d = *n;
-  d->in = malloc(sizeof(int32_t) * (size_t)(n->n_in ? n->n_in : 1));
-  if (!d->in) return WH_ERR_OUT_OF_MEMORY;
-  memcpy(d->in, in, sizeof(int32_t) * (size_t)n->n_in);
-  if (d->out >= 0) b->vals[d->out].producer = b->nn;
-  b->nn++;
-  return WH_OK;
+  wh_status st = wh__nodes_push(&b->nodes, &b->nn, &b->capn, n, in);
+  if (st == WH_OK && n->out >= 0) b->vals[n->out].producer = b->nn - 1;
+  return st;
 }
 
 static const wh__layout LR = {WH_LAY_R, 0, 1};
@@ -113,7 +90,7 @@ static int32_t cached(const builder *b, int32_t v, wh__layout l, int upd) {
 }
 
 static int remember(builder *b, int32_t v, wh__layout l, int upd, int32_t out) {
-  if (!grow((void **)&b->cache, &b->capc, b->nc + 1, sizeof(conv_entry))) return 0;
+  if (!wh__grow((void **)&b->cache, &b->capc, b->nc + 1, sizeof(conv_entry))) return 0;
   b->cache[b->nc++] = (conv_entry){v, l, upd, out};
   return 1;
 }
@@ -251,22 +228,14 @@ wh_status wh__program_shard(const wh_graph *g, wh__program *p, int tp, int index
     }
     st = choose_pairs(&b);
   }
-  wh__layout in_l[64], want[64];
+  /* per-node scratch, sized once for the widest node (the clipping node reads every gradient) */
+  int wide = 1;
+  for (int i = 0; i < p->n_nodes; i++) wide = p->nodes[i].n_in > wide ? p->nodes[i].n_in : wide;
+  wh__layout *in_l = malloc(sizeof(wh__layout) * (size_t)wide), *want = malloc(sizeof(wh__layout) * (size_t)wide);
+  int32_t *in = malloc(sizeof(int32_t) * (size_t)wide);
+  if (!in_l || !want || !in) st = WH_ERR_OUT_OF_MEMORY;
   for (int i = 0; st == WH_OK && i < p->n_nodes; i++) {
     wh__node n = p->nodes[i];
-    if (n.n_in > 64) {
-      /* wide nodes (the clipping node of a big model) keep their inputs as they are, or whole */
-      if (n.op != WH_OP_GLOBAL_NORM_CLIP) {
-        snprintf(msg, cap, "node %d (%s) has %d inputs; operator sharding handles at most 64", i, wh__ops[n.op].name, n.n_in);
-        st = WH_ERR_UNSUPPORTED;
-        break;
-      }
-    }
-    int32_t local[64], *in = n.n_in <= 64 ? local : malloc(sizeof(int32_t) * (size_t)n.n_in);
-    if (!in) {
-      st = WH_ERR_OUT_OF_MEMORY;
-      break;
-    }
     memcpy(in, n.in, sizeof(int32_t) * (size_t)n.n_in);
     wh__layout out = LR;
     if (n.op == WH_OP_GLOBAL_NORM_CLIP) {
@@ -320,8 +289,8 @@ wh_status wh__program_shard(const wh_graph *g, wh__program *p, int tp, int index
     }
     if (st == WH_OK && n.out >= 0) b.lay[n.out] = out;
     if (st == WH_OK) st = push(&b, &n, in);
-    if (in != local) free(in);
   }
+  free(in_l), free(want), free(in);
   if (st == WH_OK)
     for (int v = 0; v < b.nv; v++) {
       wh__layout l = b.lay[v];
@@ -440,32 +409,35 @@ wh__layout wh__tp_layout(const wh_session *s, int32_t v) {
 int wh__tp_dp_world(const wh_session *s, int i) { return s->tpx && s->tpx->dp_ranks ? s->tpx->dp_ranks[i] : i; }
 
 int wh__tp_degree(const wh_session *s) { return s->tpx ? s->tpx->tp : 1; }
-int wh__tp_index(const wh_session *s) { return s->tpx ? s->tpx->index : 0; }
 
 int64_t wh__tp_whole_bytes(const wh_session *s, int32_t v) {
   wh__layout l = wh__tp_layout(s, v);
   return l.kind == WH_LAY_S ? s->bytes[v] * s->tpx->tp : s->bytes[v];
 }
 
+/* Copy between whole value v (data `whole`) and shard `index` of it (data `shard`). */
+static void shard_copy(const wh_session *s, int gather, int32_t v, int index, void *whole, void *shard) {
+  const wh__value *gv = &s->g->values[v];
+  wh__layout l = s->tpx->lay[v];
+  int64_t d[WH_MAX_DIMS];
+  for (int i = 0; i < gv->shape.ndim; i++) d[i] = wh__dim(gv->shape.d[i], s->batch);
+  wh__shard_copy(gather, d, gv->shape.ndim, l.dim, l.groups, s->tpx->tp, index, whole, shard, sizeof(float));
+}
+
 /* The whole value v into out (bytes of the whole): gathered from the replica's shards, or the
  * partial sums added. Collective over the replica's ranks. */
 wh_status wh__tp_whole(wh_session *s, const char *who, int32_t v, void *out) {
   struct wh__tp *t = s->tpx;
-  wh__layout l = t->lay[v];
-  const wh__value *gv = &s->g->values[v];
   size_t part = (size_t)s->bytes[v];
   wh_status st;
-  if (l.kind == WH_LAY_P) {
+  if (t->lay[v].kind == WH_LAY_P) {
     memcpy(out, s->ptr[v], part);
     st = wh_comm_allreduce(t->group, NULL, out, part / sizeof(float), WH_F32, WH_REDUCE_SUM);
   } else {
     void *buf = malloc(part * (size_t)t->tp + 1);
     if (!buf) return wh__session_fail(s, WH_ERR_OUT_OF_MEMORY, "%s: out of memory", who);
     st = wh_comm_allgather(t->group, s->ptr[v], buf, part / sizeof(float), NULL, WH_F32);
-    int64_t d[WH_MAX_DIMS];
-    for (int i = 0; i < gv->shape.ndim; i++) d[i] = wh__dim(gv->shape.d[i], s->batch);
-    for (int r = 0; st == WH_OK && r < t->tp; r++)
-      wh__shard_copy(1, d, gv->shape.ndim, l.dim, l.groups, t->tp, r, out, (char *)buf + part * (size_t)r, sizeof(float));
+    for (int r = 0; st == WH_OK && r < t->tp; r++) shard_copy(s, 1, v, r, out, (char *)buf + part * (size_t)r);
     free(buf);
   }
   if (st != WH_OK)
@@ -476,16 +448,8 @@ wh_status wh__tp_whole(wh_session *s, const char *who, int32_t v, void *out) {
 
 /* This rank's shard of the whole parameter data. */
 void wh__tp_cut(const wh_session *s, int32_t v, const void *whole, void *shard) {
-  const struct wh__tp *t = s->tpx;
-  wh__layout l = t->lay[v];
-  const wh__value *gv = &s->g->values[v];
-  if (l.kind != WH_LAY_S) {
-    memcpy(shard, whole, (size_t)s->bytes[v]);
-    return;
-  }
-  int64_t d[WH_MAX_DIMS];
-  for (int i = 0; i < gv->shape.ndim; i++) d[i] = wh__dim(gv->shape.d[i], s->batch);
-  wh__shard_copy(0, d, gv->shape.ndim, l.dim, l.groups, t->tp, t->index, (void *)whole, shard, sizeof(float));
+  if (s->tpx->lay[v].kind != WH_LAY_S) memcpy(shard, whole, (size_t)s->bytes[v]);
+  else shard_copy(s, 0, v, s->tpx->index, (void *)whole, shard);
 }
 
 void wh__tp_dump_head(const wh_session *s, wh__sb *b) {
