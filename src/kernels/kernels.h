@@ -123,6 +123,11 @@ WH__K(global_norm_clip);
 WH__K(sgd_update);
 WH__K(adamw_update);
 #undef WH__K
+/* Every index in [0, v) (embedding rows) / every label in [0, c) (classes); otherwise a message
+ * naming the first one outside and WH_ERR_INVALID_ARGUMENT (cpu/embedding.c, cpu/softmax.c). */
+wh_status wh__check_rows(wh__exec *ex, const int32_t *ix, int64_t n, int64_t v);
+wh_status wh__check_labels(wh__exec *ex, const int32_t *lab, int64_t rows, int64_t c);
+
 /* the operator-sharding collectives (cpu/collective.c) */
 wh_status wh__cpu_tp_allreduce(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
 wh_status wh__cpu_tp_allgather(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);

@@ -99,13 +99,10 @@ wh_status wh__cpu_tp_embedding(wh__exec *ex, const wh__node *n, const wh__tensor
   const int32_t *ix = (const int32_t *)in[1].data;
   const float *tab = wh__f32(&in[0]);
   float *y = wh__f32(out);
+  wh_status st = wh__check_rows(ex, ix, in[1].numel, v);
+  if (st != WH_OK) return st;
   for (int64_t t = 0; t < in[1].numel; t++) {
     int64_t r = ix[t];
-    if (r < 0 || r >= v) {
-      snprintf(ex->err, (size_t)ex->err_cap, "index %lld at position %lld is outside the table's %lld rows", (long long)r,
-               (long long)t, (long long)v);
-      return WH_ERR_INVALID_ARGUMENT;
-    }
     if (r >= lo && r < lo + vl) memcpy(y + t * d, tab + (r - lo) * d, sizeof(float) * (size_t)d);
     else memset(y + t * d, 0, sizeof(float) * (size_t)d);
   }
@@ -126,17 +123,14 @@ static wh_status ce_stats(wh__exec *ex, const wh__node *n, const wh__tensor *x, 
   }
   double *mx = w, *all = w + rows, *st = all + rows * parts; /* st: [rows] sums, then [rows] targets */
   const float *xs = wh__f32(x);
+  wh_status st_ = wh__check_labels(ex, lab, rows, v);
+  if (st_ != WH_OK) return st_;
   for (int64_t r = 0; r < rows; r++) {
-    if (lab[r] < 0 || lab[r] >= v) {
-      snprintf(ex->err, (size_t)ex->err_cap, "label %d at row %lld is outside [0, %lld)", (int)lab[r], (long long)r,
-               (long long)v);
-      return WH_ERR_INVALID_ARGUMENT;
-    }
     float m = -INFINITY;
     for (int64_t i = 0; i < c; i++) m = xs[r * c + i] > m ? xs[r * c + i] : m;
     mx[r] = m;
   }
-  wh_status st_ = wh_comm_allgather(ex->tp, mx, all, (size_t)rows, NULL, WH_F64);
+  st_ = wh_comm_allgather(ex->tp, mx, all, (size_t)rows, NULL, WH_F64);
   if (st_ != WH_OK) return comm_fail(ex, st_, "row maxima of the logits");
   for (int64_t r = 0; r < rows; r++) {
     double m = all[r];

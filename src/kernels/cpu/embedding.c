@@ -5,7 +5,7 @@
 
 #include "../kernels.h"
 
-static wh_status check_idx(wh__exec *ex, const int32_t *ix, int64_t n, int64_t v) {
+wh_status wh__check_rows(wh__exec *ex, const int32_t *ix, int64_t n, int64_t v) {
   for (int64_t i = 0; i < n; i++)
     if (ix[i] < 0 || ix[i] >= v) {
       if (ex->err)
@@ -31,7 +31,7 @@ static void gather_range(void *arg, int64_t t0, int64_t t1) {
 wh_status wh__cpu_embedding(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
   (void)n;
   int64_t d = in[0].d[1];
-  wh_status s = check_idx(ex, in[1].data, in[1].numel, in[0].d[0]);
+  wh_status s = wh__check_rows(ex, in[1].data, in[1].numel, in[0].d[0]);
   if (s != WH_OK) return s;
   emb_job j = {.src = wh__f32(&in[0]), .dst = wh__f32(out), .ix = in[1].data, .n = in[1].numel, .d = d};
   wh__parallel_for(ex->pool, j.n, 1 + 4096 / (d + 1), gather_range, &j);
@@ -50,7 +50,7 @@ static void scatter_cols(void *arg, int64_t c0, int64_t c1) {
 
 wh_status wh__cpu_embedding_grad(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
   int64_t d = out->d[1];
-  wh_status s = check_idx(ex, in[0].data, in[0].numel, n->ia[0]);
+  wh_status s = wh__check_rows(ex, in[0].data, in[0].numel, n->ia[0]);
   if (s != WH_OK) return s;
   memset(out->data, 0, sizeof(float) * (size_t)out->numel);
   emb_job j = {.src = wh__f32(&in[1]), .dst = wh__f32(out), .ix = in[0].data, .n = in[0].numel, .d = d};

@@ -117,7 +117,7 @@ WH_HOT static void ce_rows(void *arg, int64_t r0, int64_t r1) {
   }
 }
 
-static wh_status check_labels(wh__exec *ex, const int32_t *lab, int64_t rows, int64_t c) {
+wh_status wh__check_labels(wh__exec *ex, const int32_t *lab, int64_t rows, int64_t c) {
   for (int64_t r = 0; r < rows; r++)
     if (lab[r] < 0 || lab[r] >= c) {
       if (ex->err)
@@ -132,7 +132,7 @@ wh_status wh__cpu_cross_entropy(wh__exec *ex, const wh__node *n, const wh__tenso
   (void)n;
   int64_t c = in[0].d[in[0].ndim - 1], rows = c ? in[0].numel / c : 0;
   const int32_t *lab = (const int32_t *)in[1].data;
-  wh_status s = check_labels(ex, lab, rows, c);
+  wh_status s = wh__check_labels(ex, lab, rows, c);
   if (s != WH_OK) return s;
   double *rl = wh__exec_scratch(ex, sizeof(double) * (size_t)(rows ? rows : 1));
   if (!rl) return WH_ERR_OUT_OF_MEMORY;
@@ -165,7 +165,7 @@ wh_status wh__cpu_cross_entropy_grad(wh__exec *ex, const wh__node *n, const wh__
   (void)n;
   int64_t c = in[0].d[in[0].ndim - 1], rows = c ? in[0].numel / c : 0;
   const int32_t *lab = (const int32_t *)in[1].data;
-  wh_status s = check_labels(ex, lab, rows, c);
+  wh_status s = wh__check_labels(ex, lab, rows, c);
   if (s != WH_OK) return s;
   if (rows == 0) return WH_OK;
   row_job j = {.x = wh__f32(&in[0]), .y = wh__f32(out), .labels = lab, .c = c,
