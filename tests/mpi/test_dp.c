@@ -274,23 +274,38 @@ static wh_plan *pinned(const model *m, int n, wh_plan_layout *l, wh_cluster **cl
   return p;
 }
 
+/* The session of this rank for layout l over communicator c (its plan and cluster returned for
+ * destroy_planned). */
+static wh_session *planned(wh_comm *c, const model *m, wh_plan_layout *l, wh_plan **p, wh_cluster **cl) {
+  *p = pinned(m, wh_comm_size(c), l, cl);
+  wh_session_options so = WH_SESSION_OPTIONS_INIT;
+  so.plan = *p;
+  so.comm = c;
+  wh_session *s;
+  CHECK(wh_session_create(ctx, m->g, &so, &s));
+  return s;
+}
+
+static void destroy_planned(wh_session *s, wh_plan *p, wh_cluster *cl, model *m) {
+  wh_session_destroy(s);
+  wh_plan_destroy(p);
+  wh_cluster_destroy(cl);
+  wh_graph_destroy(m->g);
+}
+
 static void run_case(wh_comm *c, int gpt, const char *name, const int64_t *shares, int micro) {
   int n = wh_comm_size(c);
   model m = build(gpt);
   size_t pb;
   float rl[STEPS], dl[STEPS], *rp = reference(&m, rl, &pb), *dp = malloc(pb);
-  wh_session_options so = WH_SESSION_OPTIONS_INIT;
   /* the data-parallel run: a cluster of this many CPU ranks, the layout pinned */
   wh_cluster *cl;
+  wh_plan *p;
   wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
   l.shares = shares;
   l.micro_batches = micro;
   l.zero1 = zero1_;
-  wh_plan *p = pinned(&m, n, &l, &cl);
-  wh_session *s;
-  so.plan = p;
-  so.comm = c;
-  CHECK(wh_session_create(ctx, m.g, &so, &s));
+  wh_session *s = planned(c, &m, &l, &p, &cl);
   if (zero1_) { /* the optimizer state: about 1/n of the one-process session's on each rank */
     wh_memory_stats one = WH_MEMORY_STATS_INIT, sharded = WH_MEMORY_STATS_INIT;
     CHECK(wh_session_memory(s, &sharded));
@@ -313,10 +328,7 @@ static void run_case(wh_comm *c, int gpt, const char *name, const int64_t *share
   check_dump(s, name, gb, n);
   train(&m, s, dl, dp);
   same_as_reference(name, rl, dl, rp, dp, pb);
-  wh_session_destroy(s);
-  wh_plan_destroy(p);
-  wh_cluster_destroy(cl);
-  wh_graph_destroy(m.g);
+  destroy_planned(s, p, cl, &m);
   free(rp), free(dp);
 }
 
@@ -329,18 +341,14 @@ static void run_pipe_case(wh_comm *c, int gpt, const char *name, int stages, con
   model m = build(gpt);
   size_t pb;
   float rl[STEPS], dl[STEPS], *rp = reference(&m, rl, &pb);
-  wh_session_options so = WH_SESSION_OPTIONS_INIT;
   wh_cluster *cl;
+  wh_plan *p;
   wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
   l.stages = stages;
   l.shares = shares;
   l.micro_batches = micro;
   l.schedule = sched;
-  wh_plan *p = pinned(&m, n, &l, &cl);
-  wh_session *s;
-  so.plan = p;
-  so.comm = c;
-  CHECK(wh_session_create(ctx, m.g, &so, &s));
+  wh_session *s = planned(c, &m, &l, &p, &cl);
   char *d = NULL;
   CHECK(wh_session_dump(s, WH_FORMAT_TEXT, &d));
   int peer = stages == n ? 1 : n / stages; /* replica 0 of stage 1 */
@@ -380,10 +388,7 @@ static void run_pipe_case(wh_comm *c, int gpt, const char *name, int stages, con
     printf("%-34s loss %.5f -> %.5f  worst step loss rel err %.2e  params rel err %.2e (stage 0)\n", name, rl[0],
            rl[STEPS - 1], worst, pe);
   free(mine), free(theirs);
-  wh_session_destroy(s);
-  wh_plan_destroy(p);
-  wh_cluster_destroy(cl);
-  wh_graph_destroy(m.g);
+  destroy_planned(s, p, cl, &m);
   free(rp);
 }
 
@@ -395,16 +400,12 @@ static void run_tp_case(wh_comm *c, int gpt, const char *name, int tp, const int
   size_t pb;
   float rl[STEPS], dl[STEPS], *rp = reference(&m, rl, &pb), *dp = malloc(pb);
   wh_cluster *cl;
+  wh_plan *p;
   wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
   l.tp = tp;
   l.shares = shares;
   l.micro_batches = micro;
-  wh_plan *p = pinned(&m, n, &l, &cl);
-  wh_session_options so = WH_SESSION_OPTIONS_INIT;
-  so.plan = p;
-  so.comm = c;
-  wh_session *s;
-  CHECK(wh_session_create(ctx, m.g, &so, &s));
+  wh_session *s = planned(c, &m, &l, &p, &cl);
   EXPECT(params_bytes(m.g, s) == pb, "%s: the session reports %zu parameter bytes, one process %zu", name,
          params_bytes(m.g, s), pb);
   /* parameters split: this rank holds less than the whole model */
@@ -435,10 +436,7 @@ static void run_tp_case(wh_comm *c, int gpt, const char *name, int tp, const int
   wh_free(d);
   train(&m, s, dl, dp);
   same_as_reference(name, rl, dl, rp, dp, pb);
-  wh_session_destroy(s);
-  wh_plan_destroy(p);
-  wh_cluster_destroy(cl);
-  wh_graph_destroy(m.g);
+  destroy_planned(s, p, cl, &m);
   free(rp), free(dp);
 }
 
@@ -484,10 +482,7 @@ static void tp_refusals(wh_comm *c) {
   EXPECT(wh_session_get_param(s, w, out, wb - 4) == WH_ERR_SHAPE && strstr(wh_last_error(ctx), "4096 bytes"),
          "a short buffer for a split parameter is not refused with its whole size: %s", wh_last_error(ctx));
   free(in), free(out);
-  wh_session_destroy(s);
-  wh_plan_destroy(p);
-  wh_cluster_destroy(cl);
-  wh_graph_destroy(m.g);
+  destroy_planned(s, p, cl, &m);
 }
 
 /* One session over comm cc: a data-parallel plan of cc's ranks, equal shares, `micro` micro-batches. */
