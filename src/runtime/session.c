@@ -444,22 +444,21 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
                           val->role == WH_ROLE_PARAM ? "parameter" : "state", val->name ? val->name : "", bytes);
         return WH_ERR_OUT_OF_MEMORY;
       }
-      if (val->role == WH_ROLE_PARAM && wh__tp_layout(s, v).kind == WH_LAY_S) {
-        /* a split parameter: the one-device values, this rank's shard of them */
+      if (val->role == WH_ROLE_PARAM) {
+        /* the one-device values (stored, or initialised whole); a split parameter keeps this rank's shard */
         const wh__value *whole = &g->values[v];
         int64_t cnt = wh__numel(&whole->shape, 1);
-        float *full = whole->data ? NULL : malloc(sizeof(float) * (size_t)cnt + 1);
-        if (!whole->data && !full) {
+        float *src = whole->data ? whole->data
+                     : wh__tp_layout(s, v).kind == WH_LAY_S ? malloc(sizeof(float) * (size_t)cnt + 1)
+                                                            : s->own[v];
+        if (!src) {
           wh_session_destroy(s);
           wh__ctx_set_error(ctx, "wh_session_create: out of memory initialising '%s'", wh_value_name(g, v));
           return WH_ERR_OUT_OF_MEMORY;
         }
-        if (full) init_param(whole, full, cnt);
-        wh__tp_cut(s, v, whole->data ? whole->data : full, s->own[v]);
-        free(full);
-      } else if (val->role == WH_ROLE_PARAM) {
-        if (val->data) memcpy(s->own[v], val->data, bytes);
-        else init_param(val, s->own[v], (int64_t)(bytes / sizeof(float)));
+        if (!whole->data) init_param(whole, src, cnt);
+        if (src != s->own[v]) wh__tp_cut(s, v, src, s->own[v]);
+        if (src != whole->data && src != s->own[v]) free(src);
       }
       s->ptr[v] = s->own[v];
     }

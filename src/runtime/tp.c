@@ -446,9 +446,10 @@ wh_status wh__tp_whole(wh_session *s, const char *who, int32_t v, void *out) {
   return WH_OK;
 }
 
-/* This rank's shard of the whole parameter data. */
+/* This rank's shard of the whole parameter data (all of it when v is not split). */
 void wh__tp_cut(const wh_session *s, int32_t v, const void *whole, void *shard) {
-  if (s->tpx->lay[v].kind != WH_LAY_S) memcpy(shard, whole, (size_t)s->bytes[v]);
+  if (wh__tp_layout(s, v).kind != WH_LAY_S)
+    memcpy(shard, whole, (size_t)wh__numel(&s->g->values[v].shape, s->batch) * wh__dtype_size(s->g->values[v].dtype));
   else shard_copy(s, 0, v, s->tpx->index, (void *)whole, shard);
 }
 
