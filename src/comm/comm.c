@@ -9,17 +9,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../runtime/ctx.h"
+#include "../base/ctx.h"
 #include "wh_config.h"
 #ifdef WH_HAVE_CUDA
 #include <cuda_runtime_api.h>
 #endif
-
-double wh__now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int wh__comm_dtype_ok(wh_dtype dt) { return dt == WH_F32 || dt == WH_F64 || dt == WH_I32 || dt == WH_BF16; }
 

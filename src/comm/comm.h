@@ -8,6 +8,7 @@
 
 #include "whale.h"
 #include "wh_config.h" /* WH_HAVE_NCCL, WH_HAVE_CUDA */
+#include "../base/clock.h"
 
 struct wh_request {
   wh_comm *comm;
@@ -69,7 +70,6 @@ struct wh_comm {
   int dev_bufs;
 };
 
-double wh__now(void);
 /* Elementwise dst += src for count elements of dt (bf16 rounds to nearest even). */
 void wh__reduce_add(void *dst, const void *src, size_t count, wh_dtype dt);
 void wh__reduce_scale(void *dst, size_t count, wh_dtype dt, double k);
@@ -83,7 +83,14 @@ wh_status wh__mpi_create(wh_comm *c, const wh_comm_options *o, char *msg, size_t
 extern const wh__comm_ops wh__nccl_ops;
 wh_status wh__nccl_create(wh_comm *c, const wh_comm_options *o, char *msg, size_t cap);
 #endif
-/* libwhale initialised MPI and should finalise it (called from wh_ctx_destroy) */
-void wh__mpi_finalize_if_owned(void);
+/* MPI, owned here: initialise it when the host did not (then finalised by a hook of ctx's
+ * wh_ctx_destroy) and set ctx's world rank and size; `what` names MPI in messages. */
+#ifdef WH_HAVE_MPI
+wh_status wh__mpi_ensure_init(wh_ctx *ctx, const wh_comm_options *o, const char *what, char *msg, size_t cap);
+/* ctx's rank and size in MPI_COMM_WORLD when MPI is initialised (by the host or by libwhale). */
+void wh__mpi_world(wh_ctx *ctx);
+#else
+static inline void wh__mpi_world(wh_ctx *ctx) { (void)ctx; }
+#endif
 
 #endif

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../runtime/ctx.h"
+#include "../base/ctx.h"
 #include "comm.h"
 
 typedef struct {

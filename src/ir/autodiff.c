@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../runtime/ctx.h"
+#include "../base/ctx.h"
 #include "ir.h"
 
 wh_status wh_backward(wh_graph *g, wh_value loss) {

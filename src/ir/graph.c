@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../runtime/ctx.h"
+#include "../base/ctx.h"
 #include "ir.h"
 
 wh_status wh_graph_create(wh_ctx *ctx, wh_graph **out) {

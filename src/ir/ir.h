@@ -247,6 +247,12 @@ wh__shape wh__lay_local(const wh__shape *g, wh__layout l, int tp);
 int wh__lay_can_split(const wh__shape *sh, int dim, int groups, int tp);
 const char *wh__lay_str(wh__layout l, char *buf, int cap);
 
+/* ---- files (serialize.c) */
+/* Save g to path; a parameter's values come from param_data(arg, value id) when given (NULL when
+ * it has none: the save fails naming it), else from the graph's own stored values (if any). */
+typedef const void *(*wh__param_data_fn)(const void *arg, int32_t v);
+wh_status wh__graph_save_with(const wh_graph *g, wh__param_data_fn param_data, const void *arg, const char *path);
+
 /* ---- autodiff and optimizer (autodiff.c, optim.c) */
 wh_status wh__backward(wh_graph *g, wh_value loss);
 

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "../runtime/ctx.h"
+#include "../base/ctx.h"
 #include "ir.h"
 
 static wh_status check_lr(wh_graph *g, const char *who, const wh_lr *lr) {

@@ -7,9 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../runtime/ctx.h"
-#include "../runtime/fileio.h"
-#include "../runtime/session.h"
+#include "../base/ctx.h"
+#include "../base/fileio.h"
 #include "ir.h"
 #include "whale.pb-c.h"
 
@@ -43,8 +42,7 @@ static int64_t shape_numel_checked(const int64_t *d, size_t nd) {
 
 static int has_symbolic(const wh__shape *s) { return wh__shape_symbolic_count(s) > 0; }
 
-/* Save g; parameter values come from session s when given, else from the graph (if any). */
-static wh_status save_graph(const wh_graph *g, const wh_session *s, const char *path) {
+wh_status wh__graph_save_with(const wh_graph *g, wh__param_data_fn param_data, const void *arg, const char *path) {
   if (!g) return WH_ERR_INVALID_ARGUMENT;
   if (g->status != WH_OK) {
     wh__ctx_set_error(g->ctx, "save '%s': the graph is poisoned by an earlier error: %s", path ? path : "(null)",
@@ -98,8 +96,8 @@ static wh_status save_graph(const wh_graph *g, const wh_session *s, const char *
     m->init = &inits[i];
     m->keep = v->keep != 0;
     const void *data = v->data;
-    if (s && v->role == WH_ROLE_PARAM) {
-      data = wh__session_param_data(s, i);
+    if (param_data && v->role == WH_ROLE_PARAM) {
+      data = param_data(arg, i);
       if (!data) {
         wh__ctx_set_error(g->ctx, "save '%s': the session holds no data for parameter %d ('%s')", path, i,
                           v->name ? v->name : "");
@@ -180,19 +178,7 @@ done:
   return st;
 }
 
-wh_status wh_graph_save(const wh_graph *g, const char *path) { return save_graph(g, NULL, path); }
-
-wh_status wh_session_save(const wh_session *s, const char *path) {
-  if (!s) return WH_ERR_INVALID_ARGUMENT;
-  const wh_graph *g = wh__session_graph(s);
-  if (!g) return WH_ERR_INTERNAL;
-  if (wh__session_sharded(s)) {
-    wh__ctx_set_error(g->ctx, "wh_session_save: this session splits parameters over the ranks of its replica: gather "
-                              "them with wh_session_get_param (collective over those ranks) and save from one rank");
-    return WH_ERR_UNSUPPORTED;
-  }
-  return save_graph(g, s, path);
-}
+wh_status wh_graph_save(const wh_graph *g, const char *path) { return wh__graph_save_with(g, NULL, NULL, path); }
 
 /* ------------------------------------------------------------------ load */
 

@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "../ir/ir.h"
-#include "../runtime/pool.h"
+#include "../base/pool.h"
 
 typedef struct wh__tensor {
   void *data;
@@ -29,6 +29,9 @@ typedef struct wh__exec {
   struct wh__cuda *dev; /* the CUDA context of a device session (NULL on the CPU) */
   wh_comm *tp;          /* operator sharding: the ranks of this replica (NULL without) */
 } wh__exec;
+
+/* Once per context: the CPU kernels' BLAS threading (cpu/matmul.c). */
+void wh__cpu_kernels_init(void);
 
 /* A workspace of at least bytes, valid until the next call; NULL when out of memory. */
 void *wh__exec_scratch(wh__exec *ex, size_t bytes);

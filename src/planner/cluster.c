@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../runtime/ctx.h"
+#include "../base/ctx.h"
 #include "planner.h"
 
 wh_status wh_cluster_create(wh_ctx *ctx, wh_cluster **out) {

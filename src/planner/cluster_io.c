@@ -21,7 +21,8 @@
 #endif
 
 #include "../kernels/kernels.h"
-#include "../runtime/ctx.h"
+#include "../base/clock.h"
+#include "../base/ctx.h"
 #include "planner.h"
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
@@ -614,12 +615,6 @@ static double measured(double v, unit u) {
   return to_si(strtod(b, NULL), u);
 }
 
-static double now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
@@ -637,9 +632,9 @@ static double median(double *v, int n) {
 #define GEMM_REPS 5
 
 static double gemm_once(wh_ctx *ctx, int64_t n, const float *a, const float *b, float *c) {
-  double t0 = now_s();
+  double t0 = wh__now();
   wh__gemm(ctx->pool, 0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-  return now_s() - t0;
+  return wh__now() - t0;
 }
 
 static wh_status probe_gemm(wh_ctx *ctx, double *flops) {
@@ -660,8 +655,8 @@ static wh_status probe_gemm(wh_ctx *ctx, double *flops) {
   gemm_once(ctx, n, a, b, c); /* warm-up at the timed size */
   double t[GEMM_REPS];
   int reps = 0;
-  double start = now_s();
-  while (reps < GEMM_REPS && (reps < 3 || now_s() - start < 0.5)) {
+  double start = wh__now();
+  while (reps < GEMM_REPS && (reps < 3 || wh__now() - start < 0.5)) {
     t[reps] = gemm_once(ctx, n, a, b, c);
     reps++;
   }
@@ -709,18 +704,18 @@ static wh_status probe_memory(wh_ctx *ctx, double *triad_bw, double *copy_bw) {
   j.init = 0;
   double t[TRIAD_REPS];
   for (int r = 0; r < TRIAD_REPS; r++) {
-    double t0 = now_s();
+    double t0 = wh__now();
     wh__parallel_for(ctx->pool, chunks, 1, triad_range, &j);
-    t[r] = now_s() - t0;
+    t[r] = wh__now() - t0;
   }
   double s = median(t, TRIAD_REPS);
   *triad_bw = 24.0 * (double)j.n / (s > 0 ? s : 1e-9);
   /* one thread's memcpy: what one process moves to a peer on the same node through shared memory */
   double tc[3];
   for (int r = 0; r < 3; r++) {
-    double t0 = now_s();
+    double t0 = wh__now();
     memcpy(j.a, j.b, j.n * sizeof(double));
-    tc[r] = now_s() - t0;
+    tc[r] = wh__now() - t0;
   }
   s = median(tc, 3);
   *copy_bw = (double)(j.n * sizeof(double)) / (s > 0 ? s : 1e-9);
@@ -1024,7 +1019,7 @@ static wh_status probe_gpus(wh_ctx *ctx, wh_cluster *c) {
 wh_status wh_cluster_probe(wh_ctx *ctx, wh_cluster **out) {
   if (out) *out = NULL;
   if (!ctx || !out) return WH_ERR_INVALID_ARGUMENT;
-  double t0 = now_s();
+  double t0 = wh__now();
   double flops = 0, triad = 0, copy = 0;
   wh_status st = probe_gemm(ctx, &flops);
   if (st == WH_OK) st = probe_memory(ctx, &triad, &copy);
@@ -1047,7 +1042,7 @@ wh_status wh_cluster_probe(wh_ctx *ctx, wh_cluster **out) {
   st = wh_cluster_add_custom(c, &d, 0, 1);
   wh__log(ctx, WH_LOG_INFO,
           "wh_cluster_probe: CPU, %d threads: GEMM %.1f GFLOP/s, triad %.1f GB/s, copy %.1f GB/s, %.1f GiB (%.2f s)",
-          ctx->num_threads, flops / 1e9, triad / 1e9, copy / 1e9, d.mem_bytes / GIB, now_s() - t0);
+          ctx->num_threads, flops / 1e9, triad / 1e9, copy / 1e9, d.mem_bytes / GIB, wh__now() - t0);
 #ifdef WH_HAVE_CUDA
   if (st == WH_OK) st = probe_gpus(ctx, c);
 #endif

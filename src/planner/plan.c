@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../runtime/strbuf.h"
+#include "../base/strbuf.h"
 #include "planner.h"
 
 static const char *sched_name(const wh_plan *p) {

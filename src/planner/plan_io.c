@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../runtime/ctx.h"
-#include "../runtime/fileio.h"
+#include "../base/ctx.h"
+#include "../base/fileio.h"
 #include "planner.h"
 #include "whale.pb-c.h"
 

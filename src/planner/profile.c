@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../runtime/ctx.h"
+#include "../base/ctx.h"
 #include "planner.h"
 
 /* What the roofline (without any profile) gives per run for every node of op kind `op`. */

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../runtime/ctx.h"
+#include "../base/ctx.h"
 #include "planner.h"
 
 #define INF 1e300

@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "../planner/planner.h"
-#include "ctx.h"
+#include "../base/ctx.h"
 #include "memplan.h"
 #include "session_impl.h"
 

@@ -11,23 +11,17 @@
 #include "../kernels/cuda/cuda.h"
 #include "../kernels/kernels.h"
 #include "../planner/planner.h"
-#include "ctx.h"
+#include "../base/clock.h"
+#include "../base/ctx.h"
 #include "memplan.h"
 #include "program.h"
-#include "session.h"
 #include "session_impl.h"
-#include "strbuf.h"
+#include "../base/strbuf.h"
 #include "wh_config.h"
 
 /* gradient fusion bucket of a data-parallel session */
 #define DP_BUCKET_BYTES ((size_t)4 << 20)
 
-
-static double mono_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* ---- parameter initialisation: counter-based, so a seed gives the same values anywhere */
 
@@ -677,12 +671,12 @@ wh_status wh__session_run_node(wh_session *s, int i) {
   s->kerr[0] = 0;
   wh__kernel_fn k = s->dev ? wh__ops[n->op].cuda : wh__ops[n->op].cpu;
   wh_status st = WH_ERR_UNSUPPORTED;
-  double t0 = s->prof ? mono_s() : 0;
+  double t0 = s->prof ? wh__now() : 0;
   if (k) st = k(&s->ex, n, inp, n->out >= 0 ? &out : NULL);
   else snprintf(s->kerr, sizeof s->kerr, "no kernel for this op on %s", s->dev ? "CUDA" : "the CPU");
   if (s->prof && st == WH_OK) {
     if (s->dev && (st = wh__cuda_sync(s->dev)) != WH_OK) snprintf(s->kerr, sizeof s->kerr, "%s", wh__cuda_error(s->dev));
-    s->prof_s[n->op] += mono_s() - t0;
+    s->prof_s[n->op] += wh__now() - t0;
     s->prof_calls[n->op]++;
   }
   free(heap);
@@ -1052,7 +1046,6 @@ size_t wh_session_bytes(const wh_session *s, wh_value v) {
   return s && wh__valid_value(s->g, v) ? (size_t)wh__tp_whole_bytes(s, v) : 0;
 }
 
-int wh__session_sharded(const wh_session *s) { return s && s->tpx; }
 
 wh_status wh_session_memory(const wh_session *s, wh_memory_stats *out) {
   if (!s || !out || out->struct_size != sizeof *out) return WH_ERR_INVALID_ARGUMENT;
@@ -1070,16 +1063,26 @@ wh_status wh_session_memory(const wh_session *s, wh_memory_stats *out) {
   return WH_OK;
 }
 
-wh_graph *wh__session_graph(const wh_session *s) { return s ? s->g : NULL; }
-
-const void *wh__session_param_data(const wh_session *s, wh_value p) {
-  if (!s || !wh__valid_value(s->g, p) || s->g->values[p].role != WH_ROLE_PARAM) return NULL;
+/* Current contents of parameter p for the graph file (a device session's through a host copy). */
+static const void *param_data(const void *arg, int32_t p) {
+  const wh_session *s = arg;
+  if (!wh__valid_value(s->g, p) || s->g->values[p].role != WH_ROLE_PARAM) return NULL;
   if (!s->dev) return s->ptr[p];
   /* a device session's parameter: a host copy, refreshed at each call */
   wh_session *m = (wh_session *)s;
   if (!m->host_param[p] && !(m->host_param[p] = malloc((size_t)s->bytes[p] + 1))) return NULL;
   if (wh__cuda_copy(s->dev, m->host_param[p], s->ptr[p], (size_t)s->bytes[p], WH__D2H) != WH_OK) return NULL;
   return m->host_param[p];
+}
+
+wh_status wh_session_save(const wh_session *s, const char *path) {
+  if (!s) return WH_ERR_INVALID_ARGUMENT;
+  if (s->tpx) {
+    wh__ctx_set_error(s->ctx, "wh_session_save: this session splits parameters over the ranks of its replica: gather "
+                              "them with wh_session_get_param (collective over those ranks) and save from one rank");
+    return WH_ERR_UNSUPPORTED;
+  }
+  return wh__graph_save_with(s->g, param_data, s, path);
 }
 
 /* ---- inspection: this rank's program as it runs */

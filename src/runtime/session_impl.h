@@ -8,7 +8,7 @@
 #include "../kernels/cuda/cuda.h"
 #include "../kernels/kernels.h"
 #include "program.h"
-#include "strbuf.h"
+#include "../base/strbuf.h"
 
 struct wh__pipe;
 struct wh__zero;

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ctx.h"
+#include "../base/ctx.h"
 #include "../planner/planner.h"
 #include "session_impl.h"
 

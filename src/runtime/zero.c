@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ctx.h"
+#include "../base/ctx.h"
 #include "session_impl.h"
 
 typedef struct {

@@ -13,7 +13,7 @@
 
 #include "whale.h"
 #include "src/comm/comm.h"    /* struct wh_comm: the abort test marks a comm broken */
-#include "src/runtime/ctx.h" /* and clears the context's verdict after it */
+#include "src/base/ctx.h" /* and clears the context's verdict after it */
 #include "../common/expect.h"
 
 static wh_ctx *ctx;

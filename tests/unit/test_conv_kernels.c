@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "src/kernels/kernels.h"
-#include "src/runtime/pool.h"
+#include "src/base/pool.h"
 
 static int n_pass, n_fail;
 

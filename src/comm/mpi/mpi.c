@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../runtime/ctx.h"
+#include "../../base/ctx.h"
 #include "../comm.h"
 #include "liveness.h"
 
@@ -67,12 +67,31 @@ static wh_status setup(wh_comm *c, MPI_Comm parent, char *msg, size_t cap) {
   return WH_OK;
 }
 
-wh_status wh__mpi_create(wh_comm *c, const wh_comm_options *o, char *msg, size_t cap) {
+/* MPI belongs to the host: libwhale initialises it only when nobody did, and then finalises it
+ * when the context is destroyed (unless a communicator broke: finalising would wait on dead peers). */
+static void finalize_hook(wh_ctx *ctx, void *arg) {
+  (void)arg;
+  int inited = 0, fin = 0;
+  MPI_Initialized(&inited);
+  MPI_Finalized(&fin);
+  if (inited && !fin && !ctx->comm_broken) MPI_Finalize();
+}
+
+void wh__mpi_world(wh_ctx *ctx) {
+  int inited = 0, fin = 0;
+  if (MPI_Initialized(&inited) != MPI_SUCCESS || !inited) return;
+  MPI_Finalized(&fin);
+  if (fin) return;
+  MPI_Comm_rank(MPI_COMM_WORLD, &ctx->rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &ctx->size);
+}
+
+wh_status wh__mpi_ensure_init(wh_ctx *ctx, const wh_comm_options *o, const char *what, char *msg, size_t cap) {
   int inited = 0, fin = 0;
   MPI_Initialized(&inited);
   MPI_Finalized(&fin);
   if (fin) {
-    snprintf(msg, cap, "MPI was already finalised");
+    snprintf(msg, cap, "%s was already finalised", what);
     return WH_ERR_STATE;
   }
   if (!inited) {
@@ -86,8 +105,18 @@ wh_status wh__mpi_create(wh_comm *c, const wh_comm_options *o, char *msg, size_t
       mpi_msg(rc, "MPI_Init_thread", msg, cap);
       return WH_ERR_COMM;
     }
-    c->ctx->mpi_owned = 1;
+    if (wh__ctx_on_destroy(ctx, finalize_hook, NULL) != WH_OK) {
+      snprintf(msg, cap, "the context has no room left for MPI's finalisation");
+      return WH_ERR_INTERNAL;
+    }
   }
+  wh__mpi_world(ctx);
+  return WH_OK;
+}
+
+wh_status wh__mpi_create(wh_comm *c, const wh_comm_options *o, char *msg, size_t cap) {
+  wh_status est = wh__mpi_ensure_init(c->ctx, o, "MPI", msg, cap);
+  if (est != WH_OK) return est;
   MPI_Comm parent = o->mpi_comm ? *(const MPI_Comm *)o->mpi_comm : MPI_COMM_WORLD;
   wh_status st = setup(c, parent, msg, cap);
   if (st != WH_OK) return st;
@@ -651,9 +680,3 @@ const wh__comm_ops wh__mpi_ops = {
     m_split, m_service, m_probe, m_destroy,
 };
 
-void wh__mpi_finalize_if_owned(void) {
-  int inited = 0, fin = 0;
-  MPI_Initialized(&inited);
-  MPI_Finalized(&fin);
-  if (inited && !fin) MPI_Finalize();
-}

@@ -24,7 +24,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "../../runtime/ctx.h"
+#include "../../base/ctx.h"
 #include "../comm.h"
 #include "../mpi/liveness.h"
 
@@ -224,25 +224,8 @@ static wh_status agree(MPI_Comm comm, int rank, wh_status mine, char *msg, size_
 
 wh_status wh__nccl_create(wh_comm *c, const wh_comm_options *o, char *msg, size_t cap) {
   double deadline = wh__now() + c->timeout;
-  int inited = 0, fin = 0;
-  MPI_Initialized(&inited);
-  MPI_Finalized(&fin);
-  if (fin) {
-    snprintf(msg, cap, "MPI (NCCL's bootstrap) was already finalised");
-    return WH_ERR_STATE;
-  }
-  if (!inited) {
-    if (o->mpi_comm) {
-      snprintf(msg, cap, "a host communicator was given but MPI is not initialised");
-      return WH_ERR_INVALID_ARGUMENT;
-    }
-    int provided = 0, rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
-    if (rc != MPI_SUCCESS) {
-      mpi_msg(rc, "MPI_Init_thread", msg, cap);
-      return WH_ERR_COMM;
-    }
-    c->ctx->mpi_owned = 1;
-  }
+  wh_status est = wh__mpi_ensure_init(c->ctx, o, "MPI (NCCL's bootstrap)", msg, cap);
+  if (est != WH_OK) return est;
   nccl_impl *m = impl_new();
   if (!m) return WH_ERR_OUT_OF_MEMORY;
   MPI_Comm parent = o->mpi_comm ? *(const MPI_Comm *)o->mpi_comm : MPI_COMM_WORLD;

@@ -8,6 +8,10 @@
 
 #include "../kernels.h"
 
+/* libwhale splits GEMMs across its own pool: BLAS runs one thread per call (process-wide), so no
+ * idle BLAS threads spin against the pool's. */
+void wh__cpu_kernels_init(void) { openblas_set_num_threads(1); }
+
 typedef struct {
   int ta, tb;
   int64_t m, n, k;
