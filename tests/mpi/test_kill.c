@@ -8,7 +8,8 @@
  * MODE allreduce: a few good 4 MB allreduces, a start barrier, then everyone starts one more
  *   (wh_comm_iallreduce); the victim makes one wh_request_test of progress and kills itself,
  *   the others wait in wh_request_wait. (Should that one test finish the allreduce, all go on
- *   to another, until the victim's test leaves one unfinished.)
+ *   to another, until the victim's test leaves one unfinished; the survivors start allreduces
+ *   until one fails, so the victim is always dead before they can stop.)
  * MODE recv: a good ring exchange (send to the right, receive from the left), a start barrier,
  *   then the same exchange again; the victim dies instead of sending. Its right neighbour waits
  *   in wh_comm_recv from it, its left neighbour in the wait for its 1 MB send to it (a
@@ -41,6 +42,13 @@
 static wh_ctx *ctx;
 static int rank_ = -1, size_;
 static const char *outdir;
+
+/* After the start barrier a survivor keeps working until a wait fails; the deadline (set at the
+ * barrier) only bounds an impossible success: the victim dies well within it (within 2 ms, or
+ * at its allreduce VICTIM_LAST_ITER at the latest), and the deadline plus one failing wait stays
+ * under kill_trials.py's hang limit. */
+static double survivor_deadline;
+enum { SURVIVOR_DEADLINE_S = 10, VICTIM_LAST_ITER = 49 };
 
 static double mono(void) {
   struct timespec ts;
@@ -120,11 +128,15 @@ static void run_allreduce(wh_comm *c, int victim) {
     }
   }
   MUST("start barrier", wh_comm_barrier(c));
+  survivor_deadline = mono() + SURVIVOR_DEADLINE_S;
   /* With two ranks on two cores, the victim's one wh_request_test can finish the whole
    * allreduce (the ring loops while data keeps arriving). Then nobody was killed in the middle:
    * everyone goes on to the next allreduce, and the victim dies in the first one its test
-   * leaves unfinished. Every rank starts the same collectives in the same order. */
-  for (int iter = 0; iter < 50; iter++) {
+   * leaves unfinished, or after its last one at the latest. The survivors do not count: they
+   * start allreduce after allreduce until a wait fails, so none can finish its work before the
+   * victim is dead, however the kill falls (only the deadline ends an impossible success). */
+  for (int iter = 0;; iter++) {
+    if (rank_ != victim && mono() > survivor_deadline) break;
     wh_request *rq = NULL;
     MUST("iallreduce start", wh_comm_iallreduce(c, s, o, count, WH_F32, WH_REDUCE_SUM, &rq));
     if (rank_ == victim) {
@@ -133,7 +145,7 @@ static void run_allreduce(wh_comm *c, int victim) {
       if (st != WH_OK) die_from("allreduce (the victim's test)", st, mono());
       char where[64];
       snprintf(where, sizeof where, "in allreduce %d after the start barrier%s", iter, done ? " (finished)" : "");
-      if (!done || iter == 49) victim_dies(where);
+      if (!done || iter == VICTIM_LAST_ITER) victim_dies(where);
       continue;
     }
     double t0 = mono();
@@ -223,12 +235,14 @@ static void run_step(wh_comm *c, int victim, int pipe) {
   MUST("feed", wh_session_feed(s, y, yd, sizeof yd));
   for (int k = 0; k < 3; k++) MUST("step (before the kill)", wh_session_step(s));
   MUST("start barrier", wh_comm_barrier(c));
+  survivor_deadline = mono() + SURVIVOR_DEADLINE_S;
   if (rank_ == victim) {
     pthread_t th;
     if (pthread_create(&th, NULL, kill_soon, NULL) != 0) victim_dies("step (no thread)");
   }
-  /* the victim dies within 2 ms; a step that still completes everywhere is followed by another */
-  for (int k = 0; k < 1000; k++) {
+  /* the victim dies within 2 ms; a step that still completes everywhere is followed by another,
+   * until one fails (the deadline only ends an impossible success) */
+  while (mono() < survivor_deadline) {
     double t0 = mono();
     wh_status st = wh_session_step(s);
     if (st != WH_OK) die_from("step", st, t0);
