@@ -23,6 +23,11 @@ typedef enum wh__role {
   WH_ROLE_STATE = 5  /* optimizer state: persistent, zero-initialised */
 } wh__role;
 
+/* Values that live across runs (caller- or session-owned storage, never in the arena). */
+static inline int wh__role_persistent(wh__role r) {
+  return r == WH_ROLE_PARAM || r == WH_ROLE_STATE || r == WH_ROLE_CONST || r == WH_ROLE_INPUT;
+}
+
 typedef enum wh__phase { WH_PHASE_FORWARD = 0, WH_PHASE_BACKWARD = 1, WH_PHASE_UPDATE = 2 } wh__phase;
 
 typedef struct wh__value {

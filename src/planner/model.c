@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../runtime/program.h"
+#include "../partition/program.h"
 #include "planner.h"
 
 /* per node: the cost at batch 1 and 2 gives the fixed and per-sample parts */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../ir/ir.h"
+#include "../partition/plan.h"
 
 /* ---- devices */
 
@@ -111,43 +112,6 @@ double wh__seg_memory(const wh__model *m, int a, int b, double mb, int inflight,
 /* Ring all-reduce of `bytes` over n devices spanning `nodes` nodes. */
 double wh__allreduce_time(const wh_cluster *c, double bytes, int n, int nodes, double link_bw);
 double wh__p2p_time(const wh_cluster *c, double bytes, int same_node, double link_bw);
-
-/* ---- plans */
-
-typedef enum { WH_SCHED_GPIPE = 0, WH_SCHED_1F1B = 1 } wh__schedule;
-
-typedef struct wh__stage {
-  int seg_first, seg_last;
-  int ndev;
-  int *dev;          /* cluster device indices (data-parallel replicas of this stage) */
-  int64_t *share;    /* samples per micro-batch for each replica */
-  int tp;            /* operator-sharding degree inside each replica (1: none) */
-  int recompute;
-  /* predictions */
-  double t_compute;  /* per micro-batch, slowest replica */
-  double t_allreduce, t_p2p;
-  double mem_peak;   /* worst replica, bytes */
-  double mem_cap;    /* that replica's capacity */
-  double *t_fwd, *t_bwd; /* per replica, per micro-batch (backward includes recompute) */
-  double t_update;       /* the optimizer step, once per training step, after the all-reduce */
-} wh__stage;
-
-struct wh_plan {
-  wh_ctx *ctx;
-  int64_t global_batch;
-  int micro_batches;
-  wh__schedule schedule;
-  int zero1;
-  wh__stage *st;
-  int n_stages;
-  double step_time;        /* the search's estimate */
-  double bubble_time;
-  char *why;               /* explanation of the choice against the runner-up (owned) */
-  int n_devices, n_segments;
-  char (*dev_kind)[32];    /* copy of the cluster's kinds, for printing */
-  int *dev_node;
-  double *dev_mem;
-};
 
 /* A prepared planner for costing many pinned layouts of one graph on one cluster (brute force). */
 typedef struct wh__planner wh__planner;

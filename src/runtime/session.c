@@ -14,7 +14,7 @@
 #include "../base/clock.h"
 #include "../base/ctx.h"
 #include "memplan.h"
-#include "program.h"
+#include "../partition/program.h"
 #include "session_impl.h"
 #include "../base/strbuf.h"
 #include "wh_config.h"

@@ -7,7 +7,7 @@
 #include "../ir/ir.h"
 #include "../kernels/cuda/cuda.h"
 #include "../kernels/kernels.h"
-#include "program.h"
+#include "../partition/program.h"
 #include "../base/strbuf.h"
 
 struct wh__pipe;
@@ -66,10 +66,6 @@ struct wh_session {
   struct wh__tp *tpx;          /* operator sharding (tp.c), NULL otherwise */
   wh_comm *dpc;                /* the gradient and loss reductions: comm, or the ranks of this shard */
 };
-
-static inline int wh__role_persistent(wh__role r) {
-  return r == WH_ROLE_PARAM || r == WH_ROLE_STATE || r == WH_ROLE_CONST || r == WH_ROLE_INPUT;
-}
 
 /* Record the message in the context and return st. */
 wh_status wh__session_fail(wh_session *s, wh_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

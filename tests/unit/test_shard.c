@@ -7,7 +7,7 @@
 
 #include "../common/expect.h"
 #include "src/ir/ir.h"
-#include "src/runtime/program.h"
+#include "src/partition/program.h"
 #include "whale.h"
 
 #define DIMS(...) (int64_t[]){__VA_ARGS__}
