@@ -1,5 +1,6 @@
-/* session_impl.h - the session's insides, shared by session.c (single process, data parallel,
- * devices) and pipeline.c (pipeline-parallel plans). Not part of the public API. */
+/* session_impl.h - the session's insides, shared by the runtime's files: session.c (lifecycle),
+ * exec.c (executor), arena.c (memory plan), device.c, params.c, inspect.c (profile, dumps) and the
+ * strategies (pipeline.c, zero.c, tp.c). Not part of the public API. */
 #ifndef WH_SESSION_IMPL_H
 #define WH_SESSION_IMPL_H
 
@@ -67,12 +68,28 @@ struct wh_session {
   wh_comm *dpc;                /* the gradient and loss reductions: comm, or the ranks of this shard */
 };
 
+/* gradient fusion bucket of a data-parallel session */
+#define DP_BUCKET_BYTES ((size_t)4 << 20)
+
 /* Record the message in the context and return st. */
 wh_status wh__session_fail(wh_session *s, wh_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The value whose storage v shares (itself when none). */
 int32_t wh__session_root(const wh_session *s, int32_t v);
 /* Run program node i on the current pointers; a failure names the node. */
 wh_status wh__session_run_node(wh_session *s, int i);
+
+/* ---- arena.c: the static memory plan at the bound batch (the old arena is replaced) */
+wh_status wh__session_plan_memory(wh_session *s);
+
+/* ---- device.c */
+/* Open the session's CUDA device when o asks for one: the index asked for, else the
+ * communicator's local rank. */
+wh_status wh__session_open_device(wh_session *s, const wh_session_options *o);
+/* Move parameters, optimizer state and constants (initialised on the host) to the device. */
+wh_status wh__session_to_device(wh_session *s);
+
+/* ---- params.c: fill p (numel floats) with v's initialiser */
+void wh__param_init(const wh__value *v, float *p, int64_t numel);
 
 /* ---- pipeline.c */
 /* Set up this rank's stage of a pipeline plan (after the memory plan): node placement, transfers,
