@@ -6,6 +6,7 @@
 
 #include "../base/ctx.h"
 #include "../kernels/cuda/cuda.h"
+#include "../partition/place.h"
 #include "../planner/planner.h"
 #include "session_impl.h"
 
@@ -84,70 +85,22 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
   }
   int64_t share = 0, offset = 0;
   int pipe_stage = -1, pipe_rep = 0, tp = 1;
+  wh__place place;
+  memset(&place, 0, sizeof place);
   if (o.plan) {
-    const wh_plan *pl = o.plan;
-    if (pl->n_devices != wh_comm_size(o.comm)) {
-      wh__ctx_set_error(ctx, "wh_session_create: the plan is for %d devices but the communicator has %d ranks",
-                        pl->n_devices, wh_comm_size(o.comm));
-      return WH_ERR_INVALID_ARGUMENT;
+    char msg[512];
+    wh_status ps = wh__place_find(o.plan, wh_comm_rank(o.comm), wh_comm_size(o.comm), o.deterministic,
+                                  o.device != WH_DEVICE_CPU, &place, msg, sizeof msg);
+    if (ps != WH_OK) {
+      wh__ctx_set_error(ctx, "wh_session_create: %s", msg);
+      return ps;
     }
-    int me = wh_comm_rank(o.comm), found = 0;
-    int pipelined = pl->n_stages > 1;
-    tp = pl->st[0].tp;
-    for (int k = 0; k < pl->n_stages; k++) {
-      int same = pl->st[k].ndev == pl->st[0].ndev;
-      for (int r = 0; same && pipelined && r < pl->st[k].ndev; r++)
-        same = pl->st[k].share[r] == pl->st[0].share[r] && pl->st[k].share[r] > 0;
-      if ((pipelined && pl->st[k].tp != 1) || (pipelined && !same)) {
-        wh__ctx_set_error(ctx, "wh_session_create: this build executes data-parallel plans with or without operator "
-                               "sharding, and pipelines whose stages have the same replicas with the same positive "
-                               "shares and no operator sharding; stage %d has %d device(s) and tp %d",
-                          k, pl->st[k].ndev, pl->st[k].tp);
-        return WH_ERR_UNSUPPORTED;
-      }
-    }
-    if (tp > 1 && (pl->zero1 || o.deterministic || o.device != WH_DEVICE_CPU)) {
-      wh__ctx_set_error(ctx, "wh_session_create: operator sharding (tp %d) runs on the CPU backend, without ZeRO-1 and "
-                             "without the deterministic reduction, in this build", tp);
-      return WH_ERR_UNSUPPORTED;
-    }
-    if ((pipelined && (pl->zero1 || o.deterministic)) || (pl->zero1 && o.deterministic)) {
-      wh__ctx_set_error(ctx, "wh_session_create: %s", pipelined ? "pipeline plans run without ZeRO-1 and without the "
-                                                                 "deterministic reduction in this build"
-                                                               : "ZeRO-1 and the deterministic reduction do not combine");
-      return WH_ERR_UNSUPPORTED;
-    }
-    if (pipelined) {
-      if (o.device != WH_DEVICE_CPU) {
-        wh__ctx_set_error(ctx, "wh_session_create: pipeline plans run on the CPU backend in this build");
-        return WH_ERR_UNSUPPORTED;
-      }
-      for (int k = 0; k < pl->n_stages; k++)
-        for (int r = 0; r < pl->st[k].ndev; r++)
-          if (pl->st[k].dev[r] == me) pipe_stage = k, pipe_rep = r;
-      if (pipe_stage < 0) {
-        wh__ctx_set_error(ctx, "wh_session_create: rank %d has no stage in the plan", me);
-        return WH_ERR_INVALID_ARGUMENT;
-      }
-      share = pl->st[pipe_stage].share[pipe_rep];
-      for (int r = 0; r < pipe_rep; r++) offset += pl->st[pipe_stage].share[r];
-      o.batch = share;
+    share = place.share, offset = place.offset, tp = place.tp;
+    if (place.pipelined) {
+      pipe_stage = place.stage, pipe_rep = place.replica;
       o.inplace = 0; /* values cross ranks while later nodes run: no storage taken over in place */
     }
-    /* replica r holds devices [r * tp, (r + 1) * tp) of the stage and share[r] samples */
-    for (int i = 0; !pipelined && i < pl->st[0].ndev; i++) {
-      if (pl->st[0].dev[i] == me) {
-        share = pl->st[0].share[i / tp];
-        found = 1;
-        break;
-      }
-      if (i % tp == tp - 1) offset += pl->st[0].share[i / tp];
-    }
-    if (!found && !pipelined) {
-      wh__ctx_set_error(ctx, "wh_session_create: rank %d has no place in the plan", me);
-      return WH_ERR_INVALID_ARGUMENT;
-    }
-    if (!pipelined) o.batch = share > 0 ? share : 1; /* a replica without samples still joins the all-reduce */
+    o.batch = place.batch;
   }
   if (o.batch < 1) {
     wh__ctx_set_error(ctx, "wh_session_create: batch must be >= 1, got %lld", (long long)o.batch);
@@ -312,11 +265,6 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
         return st;
       }
     } else if (o.deterministic) {
-      if (s->dev) {
-        wh_session_destroy(s);
-        wh__ctx_set_error(ctx, "wh_session_create: the deterministic reduction runs on the CPU backend in this build");
-        return WH_ERR_UNSUPPORTED;
-      }
       int64_t most = 1;
       for (int v = 0; v < s->n; v++)
         if (s->grad_of_param[v] >= 0 && s->bytes[v] > most) most = s->bytes[v];
@@ -327,11 +275,6 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
         return WH_ERR_OUT_OF_MEMORY;
       }
     } else if (o.plan->zero1) {
-      if (s->dev) {
-        wh_session_destroy(s);
-        wh__ctx_set_error(ctx, "wh_session_create: ZeRO-1 runs on the CPU backend in this build");
-        return WH_ERR_UNSUPPORTED;
-      }
       if ((st = wh__zero_create(s)) != WH_OK) {
         if (st == WH_ERR_OUT_OF_MEMORY) wh__ctx_set_error(ctx, "wh_session_create: out of memory for ZeRO-1 shards");
         wh_session_destroy(s);
