@@ -96,6 +96,7 @@ static const char *role_name(wh__role r) {
     case WH_ROLE_ACT: return "act";
     case WH_ROLE_GRAD: return "grad";
     case WH_ROLE_STATE: return "state";
+    case WH_ROLE_BUFFER: return "buffer";
   }
   return "?";
 }

@@ -20,12 +20,13 @@ typedef enum wh__role {
   WH_ROLE_CONST = 2,
   WH_ROLE_ACT = 3,   /* produced by a forward node */
   WH_ROLE_GRAD = 4,  /* produced by a backward node */
-  WH_ROLE_STATE = 5  /* optimizer state: persistent, zero-initialised */
+  WH_ROLE_STATE = 5, /* optimizer state: persistent, zero-initialised */
+  WH_ROLE_BUFFER = 6 /* programs only: persistent runtime storage (gradient accumulation, shards) */
 } wh__role;
 
 /* Values that live across runs (caller- or session-owned storage, never in the arena). */
 static inline int wh__role_persistent(wh__role r) {
-  return r == WH_ROLE_PARAM || r == WH_ROLE_STATE || r == WH_ROLE_CONST || r == WH_ROLE_INPUT;
+  return r == WH_ROLE_PARAM || r == WH_ROLE_STATE || r == WH_ROLE_CONST || r == WH_ROLE_INPUT || r == WH_ROLE_BUFFER;
 }
 
 typedef enum wh__phase { WH_PHASE_FORWARD = 0, WH_PHASE_BACKWARD = 1, WH_PHASE_UPDATE = 2 } wh__phase;
@@ -237,6 +238,28 @@ typedef enum wh__op {
   WH_OP_TP_EMBEDDING,       /* (rows [lo, lo + V/tp) of the table, indices) -> partial rows; ia: lo, V */
   WH_OP_TP_CROSS_ENTROPY,   /* (logits' columns [lo, lo + V/tp), labels) -> mean loss; ia: lo, V */
   WH_OP_TP_CROSS_ENTROPY_GRAD, /* (logits' columns, labels, dy) -> those columns' gradient; ia: lo, V */
+  /* made only by the partition layer, executed by the runtime (src/runtime/comm_nodes.c): gradient
+   * accumulation over micro-batches, the reductions of data parallelism and ZeRO-1, the transfers
+   * of pipelines. ia[0] of a communicating node is its group (WH_GROUP_* in partition/program.h). */
+  WH_OP_ZERO,               /* () -> buffer, zero-filled */
+  WH_OP_GRAD_ACC,           /* (grad) -> accumulator; ia[1]: first (acc = w g, else acc += w g); fa[0] = w */
+  WH_OP_GRAD_SET,           /* (accumulator) -> grad: the reduced sum becomes the gradient */
+  WH_OP_DP_REDUCE_START,    /* (accumulator): its all-reduce starts (gradient fusion on the host); ia[1]: the gradient */
+  WH_OP_DP_REDUCE_WAIT,     /* (accumulators...): their all-reduces are done */
+  WH_OP_DET_REDUCE,         /* (accumulator): every rank's partial sum gathered, added in rank order */
+  WH_OP_LOSS_ACC,           /* (loss): the step's loss sum (a double) gains w loss; ia[1]: first; fa[0] = w */
+  WH_OP_LOSS_REDUCE,        /* () -> loss: the global mean; ia[1]: this rank contributes, ia[2]: in rank order */
+  WH_OP_SEND,               /* (value): a copy goes to world rank ia[1] (stage ia[4]) with tag ia[2], plus the
+                             * micro-batch when ia[3] */
+  WH_OP_RECV,               /* () -> value: from world rank ia[1] (stage ia[4]), tag as for a send */
+  WH_OP_SEND_WAIT,          /* (): this step's sends have left */
+  WH_OP_ALLREDUCE,          /* (value) -> the same value summed over the group, in place */
+  WH_OP_ZERO_RS_START,      /* (accumulator) -> this rank's shard of the sum (reduce-scatter starts); ia[1]: the gradient */
+  WH_OP_ZERO_RS_WAIT,       /* (shards...): their reduce-scatters are done */
+  WH_OP_ZERO_NORM_CLIP,     /* (shard, param, shard, param, ...) -> clipping coefficient from the shards */
+  WH_OP_ZERO_UPDATE,        /* an update of this rank's shard: (param, grad shard, state shards.., [clip]);
+                             * the update's own attributes, its op in ia[WH_MAX_IATTR - 1] */
+  WH_OP_ZERO_ALLGATHER,     /* (param) -> param whole again, each rank contributing its shard */
   WH_OP_COUNT
 } wh__op;
 

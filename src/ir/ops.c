@@ -875,7 +875,7 @@ static void co_attention(const wh_graph *g, const wh__node *n, int64_t batch, wh
 /* The partitioner's ops are made only inside a rank's program, never in a graph. */
 static wh_status sh_internal(wh_graph *g, const wh__node *n, wh__value *o) {
   (void)o;
-  return wh__graph_fail(g, WH_ERR_INVALID_ARGUMENT, "%s: made only by the operator-sharding partitioner, not in a graph",
+  return wh__graph_fail(g, WH_ERR_INVALID_ARGUMENT, "%s: made only by the partitioner, not in a graph",
                         wh__ops[n->op].name);
 }
 
@@ -893,6 +893,8 @@ static wh_status sh_internal(wh_graph *g, const wh__node *n, wh__value *o) {
   {nm, mi, ma, out, gr != NULL, sh, gr, co, wh__cpu_##k, CUK(k), inp, wh__sr_##sr}
 /* the partitioner's collectives: CPU only in this build */
 #define ROWT(nm, mi, ma, k, inp) {nm, mi, ma, 1, 0, sh_internal, NULL, co_default, wh__cpu_##k, NULL, inp, NULL}
+/* the partition layer's program-only nodes, executed by the runtime */
+#define ROWC(nm, mi, ma, out) {nm, mi, ma, out, 0, sh_internal, NULL, co_default, NULL, NULL, 0, NULL}
 #define NOGRAD NULL
 
 const wh__op_def wh__ops[WH_OP_COUNT] = {
@@ -952,6 +954,23 @@ const wh__op_def wh__ops[WH_OP_COUNT] = {
     [WH_OP_TP_EMBEDDING] = ROWT("tp_embedding", 2, 2, tp_embedding, 0),
     [WH_OP_TP_CROSS_ENTROPY] = ROWT("tp_cross_entropy", 2, 2, tp_cross_entropy, 0),
     [WH_OP_TP_CROSS_ENTROPY_GRAD] = ROWT("tp_cross_entropy_grad", 3, 3, tp_cross_entropy_grad, 1),
+    [WH_OP_ZERO] = ROWC("zero", 0, 0, 1),
+    [WH_OP_GRAD_ACC] = ROWC("grad_acc", 1, 1, 1),
+    [WH_OP_GRAD_SET] = ROWC("grad_set", 1, 1, 1),
+    [WH_OP_DP_REDUCE_START] = ROWC("dp_reduce_start", 1, 1, 0),
+    [WH_OP_DP_REDUCE_WAIT] = ROWC("dp_reduce_wait", 0, -1, 0),
+    [WH_OP_DET_REDUCE] = ROWC("det_reduce", 1, 1, 0),
+    [WH_OP_LOSS_ACC] = ROWC("loss_acc", 1, 1, 0),
+    [WH_OP_LOSS_REDUCE] = ROWC("loss_reduce", 0, 0, 1),
+    [WH_OP_SEND] = ROWC("send", 1, 1, 0),
+    [WH_OP_RECV] = ROWC("recv", 0, 0, 1),
+    [WH_OP_SEND_WAIT] = ROWC("send_wait", 0, 0, 0),
+    [WH_OP_ALLREDUCE] = ROWC("allreduce", 1, 1, 1),
+    [WH_OP_ZERO_RS_START] = ROWC("zero_rs_start", 1, 1, 1),
+    [WH_OP_ZERO_RS_WAIT] = ROWC("zero_rs_wait", 0, -1, 0),
+    [WH_OP_ZERO_NORM_CLIP] = ROWC("zero_norm_clip", 2, -1, 1),
+    [WH_OP_ZERO_UPDATE] = ROWC("zero_update", 2, 5, 0),
+    [WH_OP_ZERO_ALLGATHER] = ROWC("zero_allgather", 1, 1, 1),
 };
 
 int wh__op_find(const char *name) {

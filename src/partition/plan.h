@@ -11,6 +11,9 @@ typedef enum { WH_SCHED_GPIPE = 0, WH_SCHED_1F1B = 1 } wh__schedule;
 
 typedef struct wh__stage {
   int seg_first, seg_last;
+  /* the forward graph nodes [node_first, node_last] of those segments: what the partition places
+   * on the stage (-1: unknown, a plan file from before they were recorded) */
+  int node_first, node_last;
   int ndev;
   int *dev;          /* cluster device indices (data-parallel replicas of this stage) */
   int64_t *share;    /* samples per micro-batch for each replica */
@@ -37,6 +40,7 @@ struct wh_plan {
   double bubble_time;
   char *why;               /* explanation of the choice against the runner-up (owned) */
   int n_devices, n_segments;
+  int n_graph_nodes;       /* nodes of the graph it was made for (0: unknown, an older file) */
   char (*dev_kind)[32];    /* copy of the cluster's kinds, for printing */
   int *dev_node;
   double *dev_mem;

@@ -1,7 +1,7 @@
-/* program.c - schedule a graph into a program. With recompute, a backward node that reads an
- * activation made inside a recompute scope reads a clone instead: the clone's producer (and,
- * recursively, the producers of its recomputable inputs) is re-run right before that node, so the
- * original activation dies after its last forward use. */
+/* program.c - a graph's nodes in order as a program, one part that a single process runs whole.
+ * With recompute, a backward node that reads an activation made inside a recompute scope reads a
+ * clone instead: the clone's producer (and, recursively, the producers of its recomputable inputs)
+ * is re-run right before that node, so the original activation dies after its last forward use. */
 #include "program.h"
 
 #include <stdlib.h>
@@ -124,6 +124,18 @@ wh_status wh__program_build(const wh_graph *g, int recompute, wh__program *out) 
   free(b.clone_of);
   free(b.rscope);
   free(b.boundary);
+  /* one part: every node in order, for the one micro-batch of a single process */
+  if (st == WH_OK && (!(out->parts = calloc(1, sizeof(wh__part))) ||
+                      !(out->order = malloc(sizeof(int32_t) * (size_t)(out->n_nodes + 1)))))
+    st = WH_ERR_OUT_OF_MEMORY;
+  if (st == WH_OK) {
+    for (int i = 0; i < out->n_nodes; i++) out->order[i] = i;
+    out->n_order = out->n_nodes;
+    out->parts[0] = (wh__part){0, 0, 1, 0, out->n_nodes, 0};
+    out->n_parts = 1;
+    out->n_slots = 1;
+    out->loss_stage = -1;
+  }
   if (st != WH_OK) wh__program_free(out);
   return st;
 }
@@ -132,5 +144,11 @@ void wh__program_free(wh__program *p) {
   for (int i = 0; p->nodes && i < p->n_nodes; i++) free(p->nodes[i].in);
   free(p->nodes);
   free(p->values);
+  free(p->parts);
+  free(p->order);
+  for (int i = 0; p->splits && i < p->n_splits; i++) free(p->splits[i].ranks);
+  free(p->splits);
+  free(p->lay);
+  free(p->leaf_stage);
   memset(p, 0, sizeof *p);
 }

@@ -177,6 +177,7 @@ wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_
   }
   if (open) m->seg[ns - 1].last_node = nfwd - 1;
   m->n = ns;
+  m->n_graph_nodes = nn;
   for (int i = nfwd; i < nn; i++) seg_of[i] = -1;
   /* costs, parameters, saved activations */
   m->item = malloc(sizeof(wh__item) * (size_t)(nn + 1));

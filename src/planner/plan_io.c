@@ -16,7 +16,7 @@
 #include "whale.pb-c.h"
 
 #define PLAN_MAGIC "libwhale.plan"
-#define PLAN_FORMAT 1u
+#define PLAN_FORMAT 2u /* 1: no node ranges per stage (read; pipelines then cannot run) */
 #define PLAN_END_MARKER 0x4E4C5057u /* "WPLN" little-endian */
 /* Sanity bounds, far above any plan the planner makes (it searches at most 1024 stages and 256
  * micro-batches), low enough that the simulator's tables stay small and every count fits an int. */
@@ -83,6 +83,8 @@ wh_status wh_plan_save(const wh_plan *p, const char *path) {
     m->t_fwd = g->t_fwd;
     m->n_t_bwd = (size_t)nrep;
     m->t_bwd = g->t_bwd;
+    m->node_first = g->node_first;
+    m->node_last = g->node_last;
   }
   Whale__Plan msg = WHALE__PLAN__INIT;
   msg.magic = (char *)PLAN_MAGIC;
@@ -97,6 +99,7 @@ wh_status wh_plan_save(const wh_plan *p, const char *path) {
   msg.has_why = p->why != NULL;
   msg.why = p->why ? p->why : (char *)"";
   msg.n_segments = p->n_segments;
+  msg.n_graph_nodes = p->n_graph_nodes;
   msg.n_devices = (size_t)nd;
   msg.devices = pd;
   msg.n_stages = (size_t)S;
@@ -139,7 +142,7 @@ static int good(double x) { return isfinite(x) && x >= 0; }
 static wh_status check(const pload *L, const Whale__Plan *m) {
   if (!m->magic || strcmp(m->magic, PLAN_MAGIC) != 0)
     return pfail(L, WH_ERR_CORRUPT, "not a libwhale plan (magic '%.32s')", m->magic ? m->magic : "");
-  if (m->format_version != PLAN_FORMAT)
+  if (m->format_version != PLAN_FORMAT && m->format_version != 1)
     return pfail(L, m->format_version > PLAN_FORMAT ? WH_ERR_UNSUPPORTED : WH_ERR_CORRUPT,
                  "format version %u, this build reads %u", (unsigned)m->format_version, PLAN_FORMAT);
   if (m->end_marker != PLAN_END_MARKER) return pfail(L, WH_ERR_CORRUPT, "truncated (no end marker)");
@@ -180,6 +183,13 @@ static wh_status check(const pload *L, const Whale__Plan *m) {
         (last >= 0 && g->seg_last != last)) {
       st = pfail(L, WH_ERR_CORRUPT, "stage %d: segments %d..%d; expected to start at %d, end in order, the last at %d",
                  s, (int)g->seg_first, (int)g->seg_last, first, (int)m->n_segments - 1);
+      break;
+    }
+    int nf = s ? (int)m->stages[s - 1]->node_last + 1 : 0;
+    if (m->format_version >= 2 && (g->node_first != nf || g->node_last < g->node_first ||
+                                   g->node_last >= m->n_graph_nodes)) {
+      st = pfail(L, WH_ERR_CORRUPT, "stage %d: graph nodes %d..%d; expected to start at %d and end below %d", s,
+                 (int)g->node_first, (int)g->node_last, nf, (int)m->n_graph_nodes);
       break;
     }
     if (g->tp < 1 || g->n_devices < 1 || g->n_devices > (size_t)nd || g->n_devices % (size_t)g->tp) {
@@ -237,6 +247,7 @@ static wh_status build(const pload *L, const Whale__Plan *m, wh_plan **out) {
   p->step_time = m->step_time;
   p->bubble_time = m->bubble_time;
   p->n_segments = m->n_segments;
+  p->n_graph_nodes = m->format_version >= 2 ? m->n_graph_nodes : 0;
   p->n_devices = nd;
   p->why = m->has_why ? strdup(m->why) : NULL;
   p->dev_kind = calloc((size_t)nd, sizeof *p->dev_kind);
@@ -256,6 +267,8 @@ static wh_status build(const pload *L, const Whale__Plan *m, wh_plan **out) {
     size_t nrep = q->n_shares;
     g->seg_first = q->seg_first;
     g->seg_last = q->seg_last;
+    g->node_first = m->format_version >= 2 ? q->node_first : -1;
+    g->node_last = m->format_version >= 2 ? q->node_last : -1;
     g->ndev = (int)q->n_devices;
     g->tp = q->tp;
     g->recompute = q->recompute;

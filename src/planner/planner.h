@@ -96,6 +96,7 @@ typedef struct wh__model {
   wh__item *item;      /* every node's cost, for rooflines per device kind */
   int n_items;
   double param_bytes, opt_bytes_per_param; /* optimizer state per parameter byte (AdamW: 2) */
+  int n_graph_nodes;   /* the graph's nodes (forward, backward, update) */
 } wh__model;
 
 wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_t cap);

@@ -660,6 +660,8 @@ static wh_status materialise(const ctxs *x, const config *cf, const int *cut, wh
     wh__stage *g = &p->st[s];
     g->seg_first = a;
     g->seg_last = cut[s];
+    g->node_first = x->m->seg[a].first_node;
+    g->node_last = x->m->seg[cut[s]].last_node;
     g->ndev = gsize;
     g->tp = cf->tp;
     g->recompute = cf->recompute;
@@ -774,6 +776,7 @@ static wh_status finish(wh_ctx *ctx, const ctxs *x, const config *best, const in
   p->ctx = ctx;
   p->global_batch = x->batch;
   p->n_segments = x->m->n;
+  p->n_graph_nodes = x->m->n_graph_nodes;
   wh_status st = materialise(x, best, cut, p);
   p->n_devices = c->n;
   p->dev_kind = malloc(sizeof(*p->dev_kind) * (size_t)c->n);

@@ -1,5 +1,6 @@
 /* arena.c - the static memory plan of a session at its bound batch: value sizes, lifetimes in
- * program order, reshape views and in-place outputs, then one arena placed by src/runtime/memplan.c. */
+ * program order, reshape views and in-place outputs, then one arena placed by src/runtime/memplan.c;
+ * and the slots (one arena per micro-batch in flight) that share its layout. */
 #include <stdlib.h>
 
 #include "../kernels/cuda/cuda.h"
@@ -29,11 +30,14 @@ wh_status wh__session_plan_memory(wh_session *s) {
   }
   for (int i = 0; i < nn; i++) {
     const wh__node *nd = &pg->nodes[i];
+    for (int k = 0; k < nd->n_in; k++) last[nd->in[k]] = i;
     if (nd->out >= 0) {
-      first[nd->out] = last[nd->out] = i;
+      /* a value written again later (a gradient handed its reduced sum, a received value) lives
+       * from its first writer to its last use */
+      if (first[nd->out] < 0) first[nd->out] = i;
+      last[nd->out] = i > last[nd->out] ? i : last[nd->out];
       if (nd->op == WH_OP_RESHAPE) s->alias[nd->out] = nd->in[0];
     }
-    for (int k = 0; k < nd->n_in; k++) last[nd->in[k]] = i;
   }
   for (int v = 0; v < n; v++)
     if (pg->values[v].keep && first[v] >= 0) last[v] = nn;
@@ -127,5 +131,29 @@ wh_status wh__session_plan_memory(wh_session *s) {
     s->stamp[v] = wh__role_persistent(role) ? 0 : -1;
   }
   free(size), free(off), free(first), free(last);
+  return WH_OK;
+}
+
+wh_status wh__session_plan_slots(wh_session *s) {
+  int m = s->prog.n_slots > 0 ? s->prog.n_slots : 1;
+  if (!s->slot_ptr) {
+    if (!(s->slot_arena = calloc((size_t)m, sizeof(void *))) || !(s->slot_ptr = calloc((size_t)m, sizeof(void **))))
+      return WH_ERR_OUT_OF_MEMORY;
+  }
+  s->slot_arena[0] = s->arena;
+  s->slot_ptr[0] = s->ptr;
+  /* the other slots copy slot 0's layout: values in the arena at the same offsets in their own */
+  for (int k = 1; k < m; k++) {
+    if (posix_memalign(&s->slot_arena[k], WH_ALIGN, (size_t)(s->arena_bytes ? s->arena_bytes : WH_ALIGN)) != 0) {
+      s->slot_arena[k] = NULL;
+      return WH_ERR_OUT_OF_MEMORY;
+    }
+    if (!(s->slot_ptr[k] = malloc(sizeof(void *) * (size_t)(s->n + 1)))) return WH_ERR_OUT_OF_MEMORY;
+    for (int v = 0; v < s->n; v++) {
+      char *q = s->ptr[v];
+      int in_arena = q && q >= (char *)s->arena && q < (char *)s->arena + s->arena_bytes;
+      s->slot_ptr[k][v] = in_arena ? (char *)s->slot_arena[k] + (q - (char *)s->arena) : s->ptr[v];
+    }
+  }
   return WH_OK;
 }

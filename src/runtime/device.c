@@ -33,7 +33,9 @@ wh_status wh__session_open_device(wh_session *s, const wh_session_options *o) {
 wh_status wh__session_to_device(wh_session *s) {
   for (int v = 0; v < s->n; v++) {
     const wh__value *val = &s->prog.values[v];
-    if (val->role != WH_ROLE_PARAM && val->role != WH_ROLE_STATE && val->role != WH_ROLE_CONST) continue;
+    if (val->role != WH_ROLE_PARAM && val->role != WH_ROLE_STATE && val->role != WH_ROLE_CONST &&
+        val->role != WH_ROLE_BUFFER)
+      continue;
     size_t bytes = (size_t)wh__numel(&val->shape, 1) * wh__dtype_size(val->dtype);
     const void *host = s->ptr[v];
     void *d = NULL;

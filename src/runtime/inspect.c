@@ -77,15 +77,15 @@ static void sb_val(wh__sb *b, const wh_session *s, int32_t v, int dot) {
 
 /* The gradient all-reduce buckets, in the order backward fills them (the packing of fusion.c:
  * a gradient of a bucket or more is reduced alone, in place; smaller ones are packed until the
- * next would overflow). bucket[i] is the bucket of node i's gradient output, or -1. */
+ * next would overflow). bucket[i] is the bucket of node i (a reduction's start), or -1. */
 static int dp_buckets(const wh_session *s, int *bucket, int64_t *bucket_bytes) {
   int nb = 0, cur = -1;
-  int64_t used = 0, cap = s->dev || s->zero ? 1 : (int64_t)DP_BUCKET_BYTES; /* device, ZeRO-1: one each */
+  int64_t used = 0, cap = s->dev || s->prog.place.zero1 ? 1 : (int64_t)DP_BUCKET_BYTES; /* device, ZeRO-1: one each */
   for (int i = 0; i < s->prog.n_nodes; i++) {
     const wh__node *n = &s->prog.nodes[i];
     bucket[i] = -1;
-    if (n->phase == WH_PHASE_UPDATE || n->out < 0 || s->grad_of_param[n->out] < 0) continue;
-    int64_t by = s->bytes[n->out];
+    if (n->op != WH_OP_DP_REDUCE_START && n->op != WH_OP_ZERO_RS_START) continue;
+    int64_t by = s->bytes[n->ia[1]]; /* the gradient's bytes */
     if (by == 0) continue;
     if (by >= cap) {
       cur = -1;
@@ -111,25 +111,21 @@ static const char *phase_name(wh__phase p) {
   return p == WH_PHASE_FORWARD ? "forward" : p == WH_PHASE_BACKWARD ? "backward" : "update";
 }
 
-static void dump_text(wh__sb *b, const wh_session *s, const int *bucket, const int64_t *bb, int nb) {
-  const wh__program *pg = &s->prog;
-  int rank = s->dist ? wh_comm_rank(s->comm) : 0, size = s->dist ? wh_comm_size(s->comm) : 1;
-  if (s->dist)
-    wh__sb_printf(b,
-                  "rank %d of %d (%s): data-parallel replica, rows [%lld, %lld) of each %lld-sample micro-batch, "
-                  "%d micro-batch%s, global batch %lld\n",
-                  rank, size, wh_comm_backend_of(s->comm) == WH_COMM_NCCL ? "nccl" : "mpi", (long long)s->offset,
-                  (long long)(s->offset + s->share), (long long)s->mb, s->m, s->m == 1 ? "" : "es",
-                  (long long)s->global_batch);
+/* What a pipeline's send or receive moves, after its node line. */
+static void sb_transfer(wh__sb *b, const wh_session *s, const wh__node *n) {
+  int32_t v = n->op == WH_OP_SEND ? n->in[0] : n->out;
+  const char *when = n->ia[3] ? "per micro-batch" : "once per step";
+  if (n->op == WH_OP_SEND)
+    wh__sb_printf(b, "  => send to rank %lld (%lld bytes, %s)", (long long)n->ia[1], (long long)s->bytes[v], when);
   else
-    wh__sb_printf(b, "single process, batch %lld\n", (long long)s->batch);
-  if (s->tpx) wh__tp_dump_head(s, b);
-  if (s->dev)
-    wh__sb_printf(b, "device: CUDA %d, matrix products in %s\n", s->dev_index,
-                  s->precision == WH_PRECISION_BF16 ? "bf16 (fp32 accumulation)"
-                  : s->precision == WH_PRECISION_TF32 ? "tf32 (fp32 accumulation)" : "fp32");
-  wh__sb_printf(b, "program: %d nodes (%d recomputed, marked '), arena %lld bytes, shapes at batch %lld\n", pg->n_nodes,
-                pg->n_recomputed, (long long)s->arena_bytes, (long long)s->batch);
+    wh__sb_printf(b, "  <= recv %%%d from rank %lld (%lld bytes, %s)", (int)v, (long long)n->ia[1],
+                  (long long)s->bytes[v], when);
+}
+
+/* One line per node: index, phase, op, output and inputs at their local shapes, then what it
+ * communicates. */
+static void node_lines(wh__sb *b, const wh_session *s, const int *bucket) {
+  const wh__program *pg = &s->prog;
   for (int i = 0; i < pg->n_nodes; i++) {
     const wh__node *n = &pg->nodes[i];
     wh__sb_printf(b, "  #%-4d %-8s %-18s ", i, phase_name(n->phase), wh__ops[n->op].name);
@@ -142,12 +138,79 @@ static void dump_text(wh__sb *b, const wh_session *s, const int *bucket, const i
     }
     wh__tp_dump_node(s, n, b);
     if (bucket[i] >= 0)
-      wh__sb_printf(b, "  => %s %d (%lld bytes)", s->zero ? "reduce-scatter" : "all-reduce bucket", bucket[i],
-                    (long long)s->bytes[n->out]);
+      wh__sb_printf(b, "  => %s %d (%lld bytes)", pg->place.zero1 ? "reduce-scatter" : "all-reduce bucket", bucket[i],
+                    (long long)s->bytes[n->ia[1]]);
+    if (n->op == WH_OP_SEND || n->op == WH_OP_RECV) sb_transfer(b, s, n);
     wh__sb_printf(b, "\n");
   }
+}
+
+/* The schedule in one line: how many nodes each part runs. */
+static void schedule_line(wh__sb *b, const wh_session *s) {
+  const wh__program *pg = &s->prog;
+  wh__sb_printf(b, "schedule: %d part%s:", pg->n_parts, pg->n_parts == 1 ? "" : "s");
+  for (int j = 0; j < pg->n_parts; j++) {
+    const wh__part *pt = &pg->parts[j];
+    if (pt->mb < 0) wh__sb_printf(b, "%s once per step %d", j ? "," : "", pt->n);
+    else wh__sb_printf(b, "%s %s%d %d", j ? "," : "", pg->place.pipelined ? (pt->backward ? "B" : "F") : "mb", pt->mb, pt->n);
+  }
+  wh__sb_printf(b, " nodes\n");
+}
+
+static void dump_pipe(wh__sb *b, const wh_session *s) {
+  const wh__program *pg = &s->prog;
+  const wh__place *pc = &pg->place;
+  wh__sb_printf(b, "rank %d of %d: pipeline stage %d of %d, replica %d of %d (rows [%lld, %lld) of each micro-batch), "
+                "%s, %d micro-batches of %lld samples (global batch %lld)\n",
+                wh_comm_rank(s->comm), wh_comm_size(s->comm), pc->stage, pc->n_stages, pc->replica, pc->n_replicas,
+                (long long)pc->offset, (long long)(pc->offset + pc->share), pc->schedule == WH_SCHED_GPIPE ? "GPipe" : "1F1B",
+                pc->micro_batches, (long long)pc->mb, (long long)pc->global_batch);
+  int sends = 0, recvs = 0;
+  for (int i = 0; i < pg->n_nodes; i++) sends += pg->nodes[i].op == WH_OP_SEND, recvs += pg->nodes[i].op == WH_OP_RECV;
+  wh__sb_printf(b, "program: %d nodes on this stage (%d sends, %d receives of the %d values that cross stages), %d "
+                "micro-batch arenas of %lld bytes\n",
+                pg->n_nodes, sends, recvs, pg->n_transfers, pg->n_slots, (long long)s->arena_bytes);
+  schedule_line(b, s);
+  int *none = malloc(sizeof(int) * (size_t)(pg->n_nodes + 1));
+  if (!none) {
+    b->oom = 1;
+    return;
+  }
+  for (int i = 0; i < pg->n_nodes; i++) none[i] = -1;
+  node_lines(b, s, none);
+  free(none);
+  if (pc->n_replicas > 1)
+    wh__sb_printf(b, "  all-reduce sum f32 of each accumulated gradient made here, among the %d replicas of stage %d\n",
+                  pc->n_replicas, pc->stage);
+  if (pg->loss_stage >= 0)
+    wh__sb_printf(b, "  all-reduce sum f64 loss: 8 bytes, after the step, all %d ranks (stage %d contributes)\n",
+                  wh_comm_size(s->comm), pg->loss_stage);
+}
+
+static void dump_text(wh__sb *b, const wh_session *s, const int *bucket, const int64_t *bb, int nb) {
+  const wh__program *pg = &s->prog;
+  const wh__place *pc = &pg->place;
+  int rank = s->dist ? wh_comm_rank(s->comm) : 0, size = s->dist ? wh_comm_size(s->comm) : 1;
+  if (s->dist)
+    wh__sb_printf(b,
+                  "rank %d of %d (%s): data-parallel replica, rows [%lld, %lld) of each %lld-sample micro-batch, "
+                  "%d micro-batch%s, global batch %lld\n",
+                  rank, size, wh_comm_backend_of(s->comm) == WH_COMM_NCCL ? "nccl" : "mpi", (long long)pc->offset,
+                  (long long)(pc->offset + pc->share), (long long)pc->mb, pc->micro_batches,
+                  pc->micro_batches == 1 ? "" : "es", (long long)pc->global_batch);
+  else
+    wh__sb_printf(b, "single process, batch %lld\n", (long long)s->batch);
+  if (s->tpx) wh__tp_dump_head(s, b);
+  if (s->dev)
+    wh__sb_printf(b, "device: CUDA %d, matrix products in %s\n", s->dev_index,
+                  s->precision == WH_PRECISION_BF16 ? "bf16 (fp32 accumulation)"
+                  : s->precision == WH_PRECISION_TF32 ? "tf32 (fp32 accumulation)" : "fp32");
+  wh__sb_printf(b, "program: %d nodes (%d recomputed, marked '), arena %lld bytes, shapes at batch %lld\n", pg->n_nodes,
+                pg->n_recomputed, (long long)s->arena_bytes, (long long)s->batch);
+  if (s->dist) schedule_line(b, s);
+  node_lines(b, s, bucket);
   if (!s->dist) return;
-  if (s->zero) {
+  if (pc->zero1) {
     /* ZeRO-1: a reduce-scatter per gradient, this rank's shard updated, the parameters gathered */
     wh__sb_printf(b, "collectives per step (ZeRO-1: optimizer state sharded %d ways):\n", size);
     long long total = 0;
@@ -161,7 +224,8 @@ static void dump_text(wh__sb *b, const wh_session *s, const int *bucket, const i
     wh__sb_printf(b, "  all-reduce sum f64 loss: 8 bytes, after backward, all %d ranks\n", size);
     return;
   }
-  int dr = wh_comm_rank(s->dpc), ds = wh_comm_size(s->dpc);
+  wh_comm *dpc = s->grp[WH_GROUP_DP];
+  int dr = wh_comm_rank(dpc), ds = wh_comm_size(dpc);
   int next = wh__tp_dp_world(s, (dr + 1) % ds), prev = wh__tp_dp_world(s, (dr - 1 + ds) % ds);
   size = ds;
   wh__sb_printf(b, "collectives per step (%s%s):\n", size > 1 ? "ring all-reduce" : "one rank: local copies",
@@ -173,6 +237,8 @@ static void dump_text(wh__sb *b, const wh_session *s, const int *bucket, const i
                   "receives %lld from rank %d\n",
                   k, (long long)bb[k], wire, next, wire, prev);
   }
+  if (pc->deterministic)
+    wh__sb_printf(b, "  all-gather f32 of every gradient's partial sums, added in rank order, after backward\n");
   wh__sb_printf(b, "  all-reduce sum f64 loss: 8 bytes, after backward, all %d ranks\n", size);
 }
 
@@ -216,7 +282,7 @@ static void dump_dot(wh__sb *b, const wh_session *s, const int *bucket, const in
     wh__sb_printf(b,
                   "  ar%d [shape=octagon, color=red, label=\"%s %d\\n%lld bytes\\nto rank %d, from rank "
                   "%d: %lld bytes each way\"];\n",
-                  k, s->zero ? "reduce-scatter" : "all-reduce bucket", k, (long long)bb[k], (rank + 1) % size,
+                  k, s->prog.place.zero1 ? "reduce-scatter" : "all-reduce bucket", k, (long long)bb[k], (rank + 1) % size,
                   (rank - 1 + size) % size, wire);
   }
   for (int i = 0; i < pg->n_nodes; i++)
@@ -241,10 +307,10 @@ wh_status wh_session_dump(const wh_session *s, wh_format fmt, char **out) {
   if (!bucket || !bb) b.oom = 1;
   int nb = 0;
   if (!b.oom) {
-    if (s->dist && !s->pipe) nb = dp_buckets(s, bucket, bb);
+    if (s->dist && !s->prog.place.pipelined) nb = dp_buckets(s, bucket, bb);
     else
       for (size_t i = 0; i < nn; i++) bucket[i] = -1;
-    if (fmt == WH_FORMAT_TEXT && s->pipe) wh__pipe_dump(s, &b);
+    if (fmt == WH_FORMAT_TEXT && s->prog.place.pipelined) dump_pipe(&b, s);
     else if (fmt == WH_FORMAT_TEXT) dump_text(&b, s, bucket, bb, nb);
     else dump_dot(&b, s, bucket, bb, nb);
   }

@@ -6,8 +6,6 @@
 
 #include "../base/ctx.h"
 #include "../kernels/cuda/cuda.h"
-#include "../partition/place.h"
-#include "../planner/planner.h"
 #include "session_impl.h"
 
 wh_status wh__session_fail(wh_session *s, wh_status st, const char *fmt, ...) {
@@ -22,19 +20,10 @@ wh_status wh__session_fail(wh_session *s, wh_status st, const char *fmt, ...) {
 
 void wh_session_destroy(wh_session *s) {
   if (!s) return;
-  /* first: a bucket still reducing in place writes into the gradient buffers freed below */
-  wh_fusion_destroy(s->fusion);
-  s->fusion = NULL;
-  wh__pipe_destroy(s); /* its sends first; the session's own arena and table stay with the session */
-  wh__zero_destroy(s);
+  /* first: reductions still running write into accumulators, sends read private copies */
+  wh__comm_nodes_close(s);
   wh__tp_destroy(s);
-  free(s->det_buf);
-  wh__program_free(&s->prog);
   if (s->froze && s->g->frozen > 0) s->g->frozen--;
-  if (s->dreq)
-    for (int v = 0; v < s->n; v++)
-      if (s->dreq[v]) wh_request_wait(s->dreq[v]); /* bounded by the comm's deadline */
-  free(s->dreq);
   if (s->own)
     for (int v = 0; v < s->n; v++) {
       if (!s->dev) free(s->own[v]);
@@ -45,6 +34,11 @@ void wh_session_destroy(wh_session *s) {
     for (int v = 0; v < s->n; v++) free(s->host_param[v]);
   free(s->host_param);
   free(s->host_feed);
+  for (int k = 1; s->slot_arena && k < s->prog.n_slots; k++) free(s->slot_arena[k]);
+  for (int k = 1; s->slot_ptr && k < s->prog.n_slots; k++) free(s->slot_ptr[k]);
+  free(s->slot_arena);
+  free(s->slot_ptr);
+  wh__program_free(&s->prog);
   free(s->ptr);
   free(s->bytes);
   free(s->alias);
@@ -52,18 +46,83 @@ void wh_session_destroy(wh_session *s) {
   if (s->dev) wh__cuda_free(s->dev, s->arena);
   else free(s->arena);
   free(s->ex.scratch);
-  if (s->acc)
-    for (int v = 0; v < s->n; v++) {
-      if (!s->dev) free(s->acc[v]);
-      else wh__cuda_free(s->dev, s->acc[v]);
-    }
-  free(s->acc);
   free(s->global_feed);
   free(s->row_bytes);
-  free(s->grad_of_param);
   if (s->dev) wh__cuda_free(s->dev, s->dloss);
   wh__cuda_close(s->dev);
   free(s);
+}
+
+int32_t wh__session_param_of_grad(const wh_session *s, int32_t gv) {
+  const wh_graph *g = s->g;
+  for (int v = 0; v < g->n_grad; v++)
+    if (g->values[v].role == WH_ROLE_PARAM && g->grad[v] == gv && !wh__role_persistent(g->values[gv].role)) return v;
+  return -1;
+}
+
+/* Fail creation: free what was built, keep the message, return st. */
+static wh_status create_fail(wh_session *s, wh_status st, const char *oom) {
+  if (st == WH_ERR_OUT_OF_MEMORY && oom) wh__ctx_set_error(s->ctx, "wh_session_create: %s", oom);
+  wh_session_destroy(s);
+  return st;
+}
+
+/* Session-owned storage of the persistent values: parameters (their one-device values, stored or
+ * initialised whole; a split parameter keeps this rank's shard), optimizer state and the
+ * program's buffers (zeroed). */
+static wh_status own_values(wh_session *s) {
+  wh_graph *g = s->g;
+  for (int v = 0; v < s->n; v++) {
+    const wh__value *val = &s->prog.values[v];
+    size_t bytes = (size_t)wh__numel(&val->shape, 1) * wh__dtype_size(val->dtype);
+    if (val->role == WH_ROLE_CONST) {
+      s->ptr[v] = val->data;
+      continue;
+    }
+    if (val->role != WH_ROLE_PARAM && val->role != WH_ROLE_STATE && val->role != WH_ROLE_BUFFER) continue;
+    if (!(s->own[v] = calloc(bytes ? bytes : 1, 1))) {
+      wh__ctx_set_error(s->ctx, "wh_session_create: out of memory for %s '%s' (%zu bytes)",
+                        val->role == WH_ROLE_PARAM ? "parameter" : val->role == WH_ROLE_STATE ? "state" : "buffer",
+                        val->name ? val->name : "", bytes);
+      return WH_ERR_OUT_OF_MEMORY;
+    }
+    if (val->role == WH_ROLE_PARAM) {
+      const wh__value *whole = &g->values[v];
+      int64_t cnt = wh__numel(&whole->shape, 1);
+      float *src = whole->data ? whole->data
+                   : wh__tp_layout(s, v).kind == WH_LAY_S ? malloc(sizeof(float) * (size_t)cnt + 1)
+                                                          : s->own[v];
+      if (!src) {
+        wh__ctx_set_error(s->ctx, "wh_session_create: out of memory initialising '%s'", wh_value_name(g, v));
+        return WH_ERR_OUT_OF_MEMORY;
+      }
+      if (!whole->data) wh__param_init(whole, src, cnt);
+      if (src != s->own[v]) wh__tp_cut(s, v, src, s->own[v]);
+      if (src != whole->data && src != s->own[v]) free(src);
+    }
+    s->ptr[v] = s->own[v];
+  }
+  return WH_OK;
+}
+
+/* A distributed session slices its inputs by leading rows: bytes per sample of each batched one. */
+static wh_status input_rows(wh_session *s) {
+  wh_graph *g = s->g;
+  for (int v = 0; v < g->n_values; v++) {
+    const wh__value *val = &s->prog.values[v];
+    if (val->role != WH_ROLE_INPUT) continue;
+    int sym = 0;
+    for (int d = 1; d < val->shape.ndim; d++) sym |= val->shape.d[d] < 0;
+    if (sym) {
+      wh__ctx_set_error(s->ctx, "wh_session_create: input '%s' has its batch dimension after the first: a "
+                                "distributed session slices inputs by leading rows",
+                        wh_value_name(g, v));
+      return WH_ERR_UNSUPPORTED;
+    }
+    if (val->shape.ndim == 0 || val->shape.d[0] >= 0) continue; /* no batch dimension: fed whole everywhere */
+    s->row_bytes[v] = wh__numel(&val->shape, 1) * (int64_t)wh__dtype_size(val->dtype);
+  }
+  return WH_OK;
 }
 
 wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *opts, wh_session **out) {
@@ -83,52 +142,32 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
     wh__ctx_set_error(ctx, "wh_session_create: a distributed session needs both a plan and a communicator");
     return WH_ERR_INVALID_ARGUMENT;
   }
-  int64_t share = 0, offset = 0;
-  int pipe_stage = -1, pipe_rep = 0, tp = 1;
-  wh__place place;
-  memset(&place, 0, sizeof place);
-  if (o.plan) {
-    char msg[512];
-    wh_status ps = wh__place_find(o.plan, wh_comm_rank(o.comm), wh_comm_size(o.comm), o.deterministic,
-                                  o.device != WH_DEVICE_CPU, &place, msg, sizeof msg);
-    if (ps != WH_OK) {
-      wh__ctx_set_error(ctx, "wh_session_create: %s", msg);
-      return ps;
-    }
-    share = place.share, offset = place.offset, tp = place.tp;
-    if (place.pipelined) {
-      pipe_stage = place.stage, pipe_rep = place.replica;
-      o.inplace = 0; /* values cross ranks while later nodes run: no storage taken over in place */
-    }
-    o.batch = place.batch;
-  }
-  if (o.batch < 1) {
-    wh__ctx_set_error(ctx, "wh_session_create: batch must be >= 1, got %lld", (long long)o.batch);
-    return WH_ERR_INVALID_ARGUMENT;
-  }
   wh_session *s = calloc(1, sizeof *s);
   if (!s) return WH_ERR_OUT_OF_MEMORY;
   s->ctx = ctx;
   s->g = g;
-  s->batch = o.batch;
   s->recompute = o.recompute != 0;
-  s->inplace = o.inplace != 0;
-  if (wh__program_build(g, s->recompute, &s->prog) != WH_OK) {
+  char msg[512];
+  wh_status st = wh__partition(g, o.plan, o.plan ? wh_comm_rank(o.comm) : 0, o.plan ? wh_comm_size(o.comm) : 1,
+                               s->recompute, o.deterministic, o.device != WH_DEVICE_CPU, &s->prog, msg, sizeof msg);
+  if (st != WH_OK) {
     free(s);
-    wh__ctx_set_error(ctx, "wh_session_create: out of memory building the program");
-    return WH_ERR_OUT_OF_MEMORY;
+    wh__ctx_set_error(ctx, "wh_session_create: %s", msg);
+    return st;
   }
-  if (tp > 1) {
-    wh_status ts = wh__tp_create(s, o.plan, o.comm);
-    if (ts != WH_OK) {
-      if (ts == WH_ERR_OUT_OF_MEMORY) wh__ctx_set_error(ctx, "wh_session_create: out of memory for operator sharding");
-      wh__tp_destroy(s);
-      wh__program_free(&s->prog);
-      free(s);
-      return ts;
-    }
-    s->ex.tp = wh__tp_group(s);
+  const wh__place *pc = &s->prog.place;
+  if (o.plan) {
+    o.batch = pc->batch;
+    if (pc->pipelined) o.inplace = 0; /* values cross ranks while later nodes run: no storage taken over in place */
   }
+  if (o.batch < 1) {
+    wh__ctx_set_error(ctx, "wh_session_create: batch must be >= 1, got %lld", (long long)o.batch);
+    wh__program_free(&s->prog);
+    free(s);
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  s->batch = o.batch;
+  s->inplace = o.inplace != 0;
   s->n = s->prog.n_values;
   size_t n = (size_t)s->n + 1;
   s->ptr = calloc(n, sizeof(void *));
@@ -141,61 +180,37 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
   s->ex.err_cap = sizeof s->kerr;
   s->host_feed = calloc(n, sizeof(void *));
   s->host_param = calloc(n, sizeof(void *));
-  if (!s->ptr || !s->own || !s->bytes || !s->alias || !s->stamp || !s->host_feed || !s->host_param) {
-    wh_session_destroy(s);
-    wh__ctx_set_error(ctx, "wh_session_create: out of memory");
-    return WH_ERR_OUT_OF_MEMORY;
-  }
-  for (int v = 0; v < s->n; v++) {
-    const wh__value *val = &s->prog.values[v];
-    size_t bytes = (size_t)wh__numel(&val->shape, 1) * wh__dtype_size(val->dtype);
-    if (val->role == WH_ROLE_CONST) {
-      s->ptr[v] = val->data;
-    } else if (val->role == WH_ROLE_PARAM || val->role == WH_ROLE_STATE) {
-      s->own[v] = calloc(bytes ? bytes : 1, 1);
-      if (!s->own[v]) {
-        wh_session_destroy(s);
-        wh__ctx_set_error(ctx, "wh_session_create: out of memory for %s '%s' (%zu bytes)",
-                          val->role == WH_ROLE_PARAM ? "parameter" : "state", val->name ? val->name : "", bytes);
-        return WH_ERR_OUT_OF_MEMORY;
-      }
-      if (val->role == WH_ROLE_PARAM) {
-        /* the one-device values (stored, or initialised whole); a split parameter keeps this rank's shard */
-        const wh__value *whole = &g->values[v];
-        int64_t cnt = wh__numel(&whole->shape, 1);
-        float *src = whole->data ? whole->data
-                     : wh__tp_layout(s, v).kind == WH_LAY_S ? malloc(sizeof(float) * (size_t)cnt + 1)
-                                                            : s->own[v];
-        if (!src) {
-          wh_session_destroy(s);
-          wh__ctx_set_error(ctx, "wh_session_create: out of memory initialising '%s'", wh_value_name(g, v));
-          return WH_ERR_OUT_OF_MEMORY;
-        }
-        if (!whole->data) wh__param_init(whole, src, cnt);
-        if (src != s->own[v]) wh__tp_cut(s, v, src, s->own[v]);
-        if (src != whole->data && src != s->own[v]) free(src);
-      }
-      s->ptr[v] = s->own[v];
+  if (!s->ptr || !s->own || !s->bytes || !s->alias || !s->stamp || !s->host_feed || !s->host_param)
+    return create_fail(s, WH_ERR_OUT_OF_MEMORY, "out of memory");
+  if (o.plan) {
+    s->dist = 1;
+    s->comm = o.comm;
+    s->global_feed = calloc(n, sizeof(void *));
+    s->row_bytes = calloc(n, sizeof(int64_t));
+    if (!s->global_feed || !s->row_bytes) return create_fail(s, WH_ERR_OUT_OF_MEMORY, "out of memory");
+    /* the program's communicators: collective, so before anything that could fail on one rank alone */
+    if ((st = wh__comm_nodes_open(s)) != WH_OK) return create_fail(s, st, "out of memory for the communicators");
+    if (pc->tp > 1) {
+      if ((st = wh__tp_create(s)) != WH_OK) return create_fail(s, st, "out of memory for operator sharding");
+      s->ex.tp = s->grp[WH_GROUP_TP];
     }
+    if ((st = input_rows(s)) != WH_OK) return create_fail(s, st, NULL);
   }
-  wh_status st = wh__session_open_device(s, &o);
+  if ((st = own_values(s)) != WH_OK) return create_fail(s, st, NULL);
+  st = wh__session_open_device(s, &o);
   if (st == WH_OK && s->dev) {
     s->ex.dev = s->dev;
     st = wh__session_to_device(s);
   }
-  if (st != WH_OK) {
-    wh_session_destroy(s);
-    return st;
-  }
-  st = wh__session_plan_memory(s);
+  if (st != WH_OK) return create_fail(s, st, NULL);
+  if ((st = wh__session_plan_memory(s)) == WH_OK) st = wh__session_plan_slots(s);
   if (st != WH_OK) {
     if (s->dev)
       wh__ctx_set_error(ctx, "wh_session_create: device memory for intermediates (%lld-byte arena): %s",
                         (long long)s->arena_bytes, wh__cuda_error(s->dev));
     else
       wh__ctx_set_error(ctx, "wh_session_create: out of memory planning intermediates");
-    wh_session_destroy(s);
-    return st;
+    return create_fail(s, st, NULL);
   }
   if (o.plan && wh_comm_backend_of(o.comm) == WH_COMM_NCCL &&
       (!s->dev || wh__cuda_alloc(s->dev, sizeof(double), (void **)&s->dloss) != WH_OK)) {
@@ -203,89 +218,9 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
                                   : "wh_session_create: an NCCL communicator reduces device memory: run the session on "
                                     "CUDA (so.device = WH_DEVICE_CUDA) or use an MPI communicator%s",
                       s->dev ? wh__cuda_error(s->dev) : "");
-    wh_status e = s->dev ? WH_ERR_OUT_OF_MEMORY : WH_ERR_INVALID_ARGUMENT;
-    wh_session_destroy(s);
-    return e;
+    return create_fail(s, s->dev ? WH_ERR_OUT_OF_MEMORY : WH_ERR_INVALID_ARGUMENT, NULL);
   }
-  if (o.plan) {
-    s->dist = 1;
-    s->comm = o.comm;
-    s->dpc = s->tpx ? wh__tp_dp(s) : o.comm;
-    s->m = o.plan->micro_batches;
-    s->global_batch = o.plan->global_batch;
-    s->mb = s->global_batch / s->m;
-    s->share = share;
-    s->offset = offset;
-    s->global_feed = calloc(n, sizeof(void *));
-    s->row_bytes = calloc(n, sizeof(int64_t));
-    s->grad_of_param = malloc(n * sizeof(int32_t));
-    s->acc = calloc(n, sizeof(void *));
-    if (!s->global_feed || !s->row_bytes || !s->grad_of_param || !s->acc) {
-      wh_session_destroy(s);
-      return WH_ERR_OUT_OF_MEMORY;
-    }
-    for (int v = 0; v < s->n; v++) {
-      s->grad_of_param[v] = -1;
-      const wh__value *val = &s->prog.values[v];
-      if (val->role != WH_ROLE_INPUT || v >= g->n_values) continue;
-      int sym = 0;
-      for (int d = 1; d < val->shape.ndim; d++) sym |= val->shape.d[d] < 0;
-      if (sym) {
-        wh__ctx_set_error(ctx, "wh_session_create: input '%s' has its batch dimension after the first: a distributed "
-                               "session slices inputs by leading rows",
-                          wh_value_name(g, v));
-        wh_session_destroy(s);
-        return WH_ERR_UNSUPPORTED;
-      }
-      if (val->shape.ndim == 0 || val->shape.d[0] >= 0) continue; /* no batch dimension: fed whole everywhere */
-      s->row_bytes[v] = wh__numel(&val->shape, 1) * (int64_t)wh__dtype_size(val->dtype);
-    }
-    /* every gradient a node produces is accumulated apart from the value itself: backward may
-     * still read that value (a gradient passed on unchanged), and the all-reduce runs on it while
-     * backward goes on; a gradient that is a constant (the loss seed) needs neither */
-    for (int v = 0; v < g->n_grad; v++)
-      if (g->values[v].role == WH_ROLE_PARAM && g->grad[v] >= 0 && !wh__role_persistent(g->values[g->grad[v]].role) &&
-          s->grad_of_param[g->grad[v]] < 0) {
-        s->grad_of_param[g->grad[v]] = v;
-        if (s->dev ? wh__cuda_alloc(s->dev, (size_t)s->bytes[g->grad[v]] + 1, &s->acc[g->grad[v]]) != WH_OK
-                   : !(s->acc[g->grad[v]] = malloc((size_t)s->bytes[g->grad[v]] + 1))) {
-          wh_session_destroy(s);
-          wh__ctx_set_error(ctx, "wh_session_create: out of memory for gradient accumulation");
-          return WH_ERR_OUT_OF_MEMORY;
-        }
-      }
-    /* on a device each gradient is all-reduced in place where it accumulates (NCCL reads device
-     * memory; the MPI backend stages it through the host); on the host, buckets pack them */
-    if (pipe_stage >= 0) {
-      s->pipe_stage = pipe_stage;
-      if ((st = wh__pipe_create(s, o.plan, pipe_stage, pipe_rep)) != WH_OK) {
-        if (st == WH_ERR_OUT_OF_MEMORY && !strstr(wh_last_error(ctx), "pipeline"))
-          wh__ctx_set_error(ctx, "wh_session_create: out of memory setting up the pipeline stage");
-        wh_session_destroy(s);
-        return st;
-      }
-    } else if (o.deterministic) {
-      int64_t most = 1;
-      for (int v = 0; v < s->n; v++)
-        if (s->grad_of_param[v] >= 0 && s->bytes[v] > most) most = s->bytes[v];
-      s->det = 1;
-      if (!(s->det_buf = malloc((size_t)most * (size_t)wh_comm_size(s->dpc)))) {
-        wh_session_destroy(s);
-        wh__ctx_set_error(ctx, "wh_session_create: out of memory for the deterministic reduction");
-        return WH_ERR_OUT_OF_MEMORY;
-      }
-    } else if (o.plan->zero1) {
-      if ((st = wh__zero_create(s)) != WH_OK) {
-        if (st == WH_ERR_OUT_OF_MEMORY) wh__ctx_set_error(ctx, "wh_session_create: out of memory for ZeRO-1 shards");
-        wh_session_destroy(s);
-        return st;
-      }
-    } else if (s->dev ? !(s->dreq = calloc(n, sizeof(wh_request *)))
-                      : (st = wh_fusion_create(s->dpc, DP_BUCKET_BYTES, WH_F32, WH_REDUCE_SUM, &s->fusion)) != WH_OK) {
-      wh_session_destroy(s);
-      return s->dev ? WH_ERR_OUT_OF_MEMORY : st;
-    }
-  }
+  if (o.plan && (st = wh__comm_nodes_buffers(s)) != WH_OK) return create_fail(s, st, NULL);
   g->frozen++;
   s->froze = 1;
   wh__log(ctx, WH_LOG_INFO,
@@ -318,11 +253,11 @@ wh_status wh_session_feed(wh_session *s, wh_value v, const void *data, size_t by
     return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_feed: value %d is not an input", (int)v);
   if (!data) return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_feed: input '%s': data is NULL", wh_value_name(s->g, v));
   if (s->dist && s->row_bytes[v] > 0) {
-    if ((int64_t)bytes != s->row_bytes[v] * s->global_batch)
+    int64_t gb = s->prog.place.global_batch;
+    if ((int64_t)bytes != s->row_bytes[v] * gb)
       return wh__session_fail(s, WH_ERR_SHAPE, "wh_session_feed: input '%s' of a distributed session takes the global batch of %lld: "
                                    "%lld bytes, got %zu",
-                  wh_value_name(s->g, v), (long long)s->global_batch, (long long)(s->row_bytes[v] * s->global_batch),
-                  bytes);
+                  wh_value_name(s->g, v), (long long)gb, (long long)(s->row_bytes[v] * gb), bytes);
     s->global_feed[v] = data;
     s->ptr[v] = s->dev ? s->own[v] : (void *)data; /* marks it fed; each micro-batch points at its rows */
     return WH_OK;
@@ -373,7 +308,7 @@ wh_status wh_session_fetch(wh_session *s, wh_value v, void *out, size_t bytes) {
   int32_t r = wh__session_root(s, v);
   if (val->role == WH_ROLE_INPUT && !s->ptr[v]) return wh__session_fail(s, WH_ERR_STATE, "wh_session_fetch: input '%s' is not fed", wh_value_name(s->g, v));
   if (!wh__role_persistent(val->role)) {
-    if (s->zero && s->grad_of_param[v] >= 0)
+    if (s->prog.place.zero1 && wh__session_param_of_grad(s, v) >= 0)
       return wh__session_fail(s, WH_ERR_STATE, "wh_session_fetch: '%s' is a gradient of a ZeRO-1 session: each rank keeps only "
                                                "its shard of the sum", wh_value_name(s->g, v));
     if (s->stamp[v] != s->runs || s->runs == 0)
@@ -391,11 +326,12 @@ wh_status wh_session_get_param(wh_session *s, wh_value p, void *out, size_t byte
   if (!s) return WH_ERR_INVALID_ARGUMENT;
   if (!wh__valid_value(s->g, p) || (s->g->values[p].role != WH_ROLE_PARAM && s->g->values[p].role != WH_ROLE_STATE))
     return wh__session_fail(s, WH_ERR_INVALID_ARGUMENT, "wh_session_get_param: value %d is not a parameter", (int)p);
-  if (s->pipe) {
-    int at = wh__pipe_stage_of(s, p);
-    if (at != s->pipe_stage)
+  const wh__place *pc = &s->prog.place;
+  if (pc->pipelined) {
+    int at = s->prog.leaf_stage && s->prog.leaf_stage[p] >= 0 ? s->prog.leaf_stage[p] : pc->stage;
+    if (at != pc->stage)
       return wh__session_fail(s, WH_ERR_STATE, "wh_session_get_param: '%s' lives on pipeline stage %d; this rank runs stage %d",
-                              wh_value_name(s->g, p), at, s->pipe_stage);
+                              wh_value_name(s->g, p), at, pc->stage);
   }
   return copy_out(s, "wh_session_get_param", p, out, bytes);
 }

@@ -1,71 +1,73 @@
 /* session_impl.h - the session's insides, shared by the runtime's files: session.c (lifecycle),
- * exec.c (executor), arena.c (memory plan), device.c, params.c, inspect.c (profile, dumps) and the
- * strategies (pipeline.c, zero.c, tp.c). Not part of the public API. */
+ * exec.c (the executor of a Program's parts), comm_nodes.c (the communication and accumulation
+ * nodes), arena.c (memory plan), device.c, params.c, tp.c (whole values of a sharded program) and
+ * inspect.c (profile, dumps). Not part of the public API. */
 #ifndef WH_SESSION_IMPL_H
 #define WH_SESSION_IMPL_H
 
+#include "../base/strbuf.h"
 #include "../comm/comm.h"
 #include "../ir/ir.h"
 #include "../kernels/cuda/cuda.h"
 #include "../kernels/kernels.h"
 #include "../partition/program.h"
-#include "../base/strbuf.h"
 
-struct wh__pipe;
-struct wh__zero;
 struct wh__tp;
-struct wh_plan;
+
+typedef struct {
+  wh_request *r;
+  void *buf;                   /* the private copy a send reads (the slot may be reused meanwhile) */
+} wh__pending_send;
 
 struct wh_session {
   wh_ctx *ctx;
   wh_graph *g;
-  wh__program prog;    /* what runs: the graph's nodes plus recomputation clones */
+  wh__program prog;            /* what runs: this rank's nodes and their schedule (src/partition) */
   int recompute, inplace;
-  int froze;           /* this session froze its graph (and thaws it when destroyed) */
+  int froze;                   /* this session froze its graph (and thaws it when destroyed) */
   int64_t n_inplace;
   int64_t batch;
   int64_t steps;
   int64_t runs;
-  int n;               /* program values (graph values first) */
-  void **ptr;          /* data of each value at the bound batch */
+  int n;                       /* program values (graph values first) */
+  void **ptr;                  /* data of each value at the bound batch: the current slot's table */
   int64_t *bytes;
-  int32_t *alias;      /* storage shared with another value (reshape views, in-place outputs), or -1 */
-  int64_t *stamp;      /* run that last wrote the value */
-  void **own;          /* session-owned persistent storage (params, state), per value */
+  int32_t *alias;              /* storage shared with another value (reshape views, in-place outputs), or -1 */
+  int64_t *stamp;              /* run that last wrote the value */
+  void **own;                  /* session-owned persistent storage (params, state, buffers), per value */
   void *arena;
   int64_t arena_bytes, inter_bytes, n_inter, live_peak;
+  /* arena slots, one per micro-batch in flight (pipelines); slot 0 is arena and its table */
+  void **slot_arena;
+  void ***slot_ptr;
+  int cur_mb;                  /* the micro-batch of the part being run (-1: once per step) */
   wh__exec ex;
   char kerr[512];
-  /* distributed (data parallel) execution */
-  wh_comm *comm;
-  int dist, m;                 /* micro-batches */
-  int64_t global_batch, mb;    /* samples per step, per micro-batch */
-  int64_t share, offset;       /* this replica's rows of each micro-batch */
+  /* distributed execution */
+  int dist;
+  wh_comm *comm;               /* the session's communicator (borrowed) */
+  wh_comm *grp[WH_GROUP_COUNT];/* the program's groups: grp[WORLD] is comm; the splits are owned */
   const void **global_feed;    /* per input: the caller's global batch */
   int64_t *row_bytes;          /* per input: bytes per sample */
-  int32_t *grad_of_param;      /* per value: the parameter it is the gradient of, or -1 */
-  void **acc;                  /* per parameter gradient: accumulation over micro-batches */
-  wh_fusion *fusion;
+  wh_fusion *fusion;           /* host data parallelism: gradient buckets over grp[DP] */
+  wh_request **pend;           /* per value: its started reduction (device all-reduce, ZeRO-1 reduce-scatter) */
+  wh__pending_send *sends;     /* this step's sends (pipelines) */
+  int n_sends, cap_sends;
+  double loss_acc;             /* the step's weighted loss sum on this rank */
+  float *det_buf;              /* R partial gradients of the largest one (deterministic reduction) */
   /* CUDA: parameters, state, constants, inputs and the arena live on the device; own[] and
    * arena are device memory, host_feed[] the caller's buffers copied in at each run */
   wh__cuda *dev;
   int dev_index, precision;
   const void **host_feed;
   void **host_param;           /* per parameter: a host copy for serialization (device sessions) */
-  wh_request **dreq;           /* per gradient: its all-reduce (device data parallel) */
   double *dloss;               /* device slot for the loss all-reduce over NCCL */
   /* per-op timing (wh_session_profile) */
   int prof;
   int64_t prof_runs;
   double prof_s[WH_OP_COUNT];
   int64_t prof_calls[WH_OP_COUNT];
-  struct wh__pipe *pipe;       /* pipeline-parallel plans (pipeline.c), NULL otherwise */
-  struct wh__zero *zero;       /* ZeRO-1 data parallelism (zero.c), NULL otherwise */
-  int det;                     /* deterministic reduction: gathered, summed in rank order */
-  float *det_buf;              /* R partial gradients of the largest parameter */
-  int pipe_stage;
   struct wh__tp *tpx;          /* operator sharding (tp.c), NULL otherwise */
-  wh_comm *dpc;                /* the gradient and loss reductions: comm, or the ranks of this shard */
 };
 
 /* gradient fusion bucket of a data-parallel session */
@@ -75,11 +77,17 @@ struct wh_session {
 wh_status wh__session_fail(wh_session *s, wh_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The value whose storage v shares (itself when none). */
 int32_t wh__session_root(const wh_session *s, int32_t v);
+/* v's data in the current slot (a view resolved to its root's). */
+void *wh__session_data(wh_session *s, int32_t v);
 /* Run program node i on the current pointers; a failure names the node. */
 wh_status wh__session_run_node(wh_session *s, int i);
+/* The parameter g is the gradient of, -1 (a graph value that no node produces is no gradient here). */
+int32_t wh__session_param_of_grad(const wh_session *s, int32_t g);
 
-/* ---- arena.c: the static memory plan at the bound batch (the old arena is replaced) */
+/* ---- arena.c: the static memory plan at the bound batch (the old arena is replaced), then the
+ * other slots' arenas with the same layout */
 wh_status wh__session_plan_memory(wh_session *s);
+wh_status wh__session_plan_slots(wh_session *s);
 
 /* ---- device.c */
 /* Open the session's CUDA device when o asks for one: the index asked for, else the
@@ -91,35 +99,22 @@ wh_status wh__session_to_device(wh_session *s);
 /* ---- params.c: fill p (numel floats) with v's initialiser */
 void wh__param_init(const wh__value *v, float *p, int64_t numel);
 
-/* ---- pipeline.c */
-/* Set up this rank's stage of a pipeline plan (after the memory plan): node placement, transfers,
- * one arena per micro-batch. */
-wh_status wh__pipe_create(wh_session *s, const struct wh_plan *pl, int stage, int replica);
-void wh__pipe_destroy(wh_session *s);
-wh_status wh__pipe_run(wh_session *s, wh_run_mode mode);
-/* The stage that holds leaf v current: this rank's when one of its nodes reads v. */
-int wh__pipe_stage_of(const wh_session *s, int32_t v);
-/* This rank's part of the program dump: stage, its nodes, sends and receives. */
-void wh__pipe_dump(const wh_session *s, wh__sb *b);
-
-/* ---- zero.c */
-/* Shard the optimizer state of a data-parallel session over its ranks (after the gradients'
- * accumulation buffers exist). */
-wh_status wh__zero_create(wh_session *s);
-void wh__zero_destroy(wh_session *s);
-/* Start the reduce-scatter of a finished gradient accumulation; wait for all of them. */
-wh_status wh__zero_start(wh_session *s, int32_t grad);
-wh_status wh__zero_wait(wh_session *s);
-/* Clip from the shards, update this rank's shards, all-gather the parameters. */
-wh_status wh__zero_update(wh_session *s);
+/* ---- comm_nodes.c: the runtime's own nodes (communication, accumulation, ZeRO-1's update) */
+wh_status wh__comm_node_run(wh_session *s, const wh__node *n);
+/* Wait for this step's sends; report (overwriting the context's message) only when asked: after an
+ * earlier failure the first message is the one that names the cause. */
+wh_status wh__comm_drain(wh_session *s, int report);
+/* Make the program's groups (collective over the session's communicator, in the program's order). */
+wh_status wh__comm_nodes_open(wh_session *s);
+/* What the nodes need once the memory plan exists: gradient fusion, the deterministic reduction's
+ * buffer, request slots. */
+wh_status wh__comm_nodes_buffers(wh_session *s);
+void wh__comm_nodes_close(wh_session *s);
 
 /* ---- tp.c */
-/* Split this rank's program into its shard of the plan's operator sharding (before any storage
- * exists): the replica's and the shard's communicators, local shapes, conversions. */
-wh_status wh__tp_create(wh_session *s, const struct wh_plan *pl, wh_comm *world);
+/* The session's side of operator sharding (after the groups exist): the replica's ranks, layouts. */
+wh_status wh__tp_create(wh_session *s);
 void wh__tp_destroy(wh_session *s);
-wh_comm *wh__tp_group(const wh_session *s);
-wh_comm *wh__tp_dp(const wh_session *s);
 wh__layout wh__tp_layout(const wh_session *s, int32_t v);
 int wh__tp_degree(const wh_session *s);
 /* World rank of rank i of the gradient reduction's communicator. */

@@ -5,88 +5,51 @@
 #include <string.h>
 
 #include "../base/ctx.h"
-#include "../planner/planner.h"
 #include "session_impl.h"
-
-/* ---- the session's side */
 
 struct wh__tp {
   int tp, index, replica, n_rep;
-  wh_comm *group;     /* this replica's ranks, in shard order */
-  wh_comm *dp;        /* the ranks holding this shard, one per replica */
-  int *group_ranks;   /* world ranks of the group */
-  int *dp_ranks;      /* world ranks of the shard's ranks across the replicas */
-  wh__layout *lay;    /* per program value */
-  int counts[3];      /* conversions inserted: all-reduce, all-gather, slice */
+  wh_comm *group;          /* this replica's ranks, in shard order (the program's TP group) */
+  const int *group_ranks;  /* world ranks of the group (the program's split) */
+  const int *dp_ranks;     /* world ranks of the shard's ranks across the replicas */
+  const wh__layout *lay;   /* per program value (the program's) */
+  const int *counts;       /* conversions inserted: all-reduce, all-gather, slice */
 };
 
 void wh__tp_destroy(wh_session *s) {
-  struct wh__tp *t = s->tpx;
-  if (!t) return;
-  wh_comm_destroy(t->group);
-  wh_comm_destroy(t->dp);
-  free(t->group_ranks);
-  free(t->dp_ranks);
-  free(t->lay);
-  free(t);
+  free(s->tpx);
   s->tpx = NULL;
 }
 
-wh_status wh__tp_create(wh_session *s, const wh_plan *pl, wh_comm *world) {
-  const wh__stage *st0 = &pl->st[0];
-  int tp = st0->tp, nrep = st0->ndev / tp, me = wh_comm_rank(world), at = -1;
-  for (int i = 0; i < st0->ndev; i++)
-    if (st0->dev[i] == me) at = i;
-  if (at < 0) {
-    wh__ctx_set_error(s->ctx, "wh_session_create: rank %d has no place in the plan", me);
-    return WH_ERR_INVALID_ARGUMENT;
+/* The split of group `grp` that holds this rank. */
+static const int *member_of(const wh_session *s, int grp) {
+  int me = wh_comm_rank(s->comm);
+  for (int i = 0; i < s->prog.n_splits; i++) {
+    const wh__split *sp = &s->prog.splits[i];
+    for (int k = 0; sp->group == grp && k < sp->n; k++)
+      if (sp->ranks[k] == me) return sp->ranks;
   }
-  struct wh__tp *t = calloc(1, sizeof *t);
-  int *ranks = malloc(sizeof(int) * (size_t)(st0->ndev + 1));
-  if (!t || !ranks) {
-    free(t), free(ranks);
-    return WH_ERR_OUT_OF_MEMORY;
-  }
-  s->tpx = t;
-  t->tp = tp, t->n_rep = nrep, t->replica = at / tp, t->index = at % tp;
-  t->group_ranks = ranks;
-  wh_status rs = WH_OK;
-  /* every rank takes part in every split, in the same order: the replicas, then the shards */
-  for (int r = 0; r < nrep && rs == WH_OK; r++) {
-    wh_comm *c = NULL;
-    rs = wh_comm_split(world, tp, st0->dev + (size_t)r * (size_t)tp, &c);
-    if (c) t->group = c;
-  }
-  if (rs == WH_OK) memcpy(ranks, st0->dev + (size_t)t->replica * (size_t)tp, sizeof(int) * (size_t)tp);
-  int *col = malloc(sizeof(int) * (size_t)nrep);
-  for (int k = 0; k < tp && rs == WH_OK; k++) {
-    if (!col) {
-      rs = WH_ERR_OUT_OF_MEMORY;
-      break;
-    }
-    for (int r = 0; r < nrep; r++) col[r] = st0->dev[r * tp + k];
-    wh_comm *c = NULL;
-    rs = wh_comm_split(world, nrep, col, &c);
-    if (c) {
-      t->dp = c;
-      t->dp_ranks = col;
-      col = malloc(sizeof(int) * (size_t)nrep);
-    }
-  }
-  free(col);
-  if (rs != WH_OK) {
-    if (rs != WH_ERR_OUT_OF_MEMORY)
-      wh__ctx_set_error(s->ctx, "wh_session_create: operator-sharding communicators: %s", wh_last_error(s->ctx));
-    return rs;
-  }
-  char msg[512] = "";
-  rs = wh__program_shard(s->g, &s->prog, tp, t->index, &t->lay, t->counts, msg, sizeof msg);
-  if (rs != WH_OK) wh__ctx_set_error(s->ctx, "wh_session_create: operator sharding: %s", msg);
-  return rs;
+  return NULL;
 }
 
-wh_comm *wh__tp_group(const wh_session *s) { return s->tpx ? s->tpx->group : NULL; }
-wh_comm *wh__tp_dp(const wh_session *s) { return s->tpx ? s->tpx->dp : NULL; }
+wh_status wh__tp_create(wh_session *s) {
+  const wh__place *pc = &s->prog.place;
+  struct wh__tp *t = calloc(1, sizeof *t);
+  if (!t) return WH_ERR_OUT_OF_MEMORY;
+  s->tpx = t;
+  t->tp = pc->tp, t->index = pc->shard, t->replica = pc->replica, t->n_rep = pc->n_replicas;
+  t->group = s->grp[WH_GROUP_TP];
+  t->group_ranks = member_of(s, WH_GROUP_TP);
+  t->dp_ranks = member_of(s, WH_GROUP_DP);
+  t->lay = s->prog.lay;
+  t->counts = s->prog.tp_counts;
+  if (!t->group || !t->group_ranks || !t->dp_ranks || !t->lay) {
+    wh__ctx_set_error(s->ctx, "wh_session_create: operator sharding: rank %d is in no replica's group",
+                      wh_comm_rank(s->comm));
+    return WH_ERR_INTERNAL;
+  }
+  return WH_OK;
+}
 
 wh__layout wh__tp_layout(const wh_session *s, int32_t v) {
   static const wh__layout r = {WH_LAY_R, 0, 1};
