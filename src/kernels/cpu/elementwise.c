@@ -1,5 +1,6 @@
 /* elementwise.c - CPU kernels for elementwise ops: broadcasting binaries, bias, activations and
- * their gradients, dropout. Loops are split by output index, so results never depend on threads. */
+ * their gradients, dropout, and the mean squared error loss with its gradient. Loops are split by
+ * output index (the loss sums in one thread), so results never depend on threads. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -247,5 +248,29 @@ wh_status wh__cpu_dropout(wh__exec *ex, const wh__node *n, const wh__tensor *in,
   j.threshold = t >= 18446744073709549568.0 ? UINT64_MAX : (uint64_t)t;
   if (ex->batch > 0 && out->numel % ex->batch == 0) j.base = ex->row0 * (out->numel / ex->batch);
   wh__parallel_for(ex->pool, out->numel, GRAIN, dropout_range, &j);
+  return WH_OK;
+}
+
+/* ---- mean squared error */
+
+wh_status wh__cpu_mse(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
+  (void)ex, (void)n;
+  const float *p = wh__f32(&in[0]), *t = wh__f32(&in[1]);
+  double acc = 0;
+  for (int64_t i = 0; i < in[0].numel; i++) {
+    double d = (double)p[i] - t[i];
+    acc += d * d;
+  }
+  wh__f32(out)[0] = in[0].numel ? (float)(acc / (double)in[0].numel) : 0.0f;
+  return WH_OK;
+}
+
+wh_status wh__cpu_mse_grad(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
+  (void)ex;
+  const float *p = wh__f32(&in[0]), *t = wh__f32(&in[1]);
+  float *dx = wh__f32(out);
+  int64_t cnt = in[0].numel;
+  float k = cnt ? (float)(n->ia[0]) * 2.0f * wh__f32(&in[2])[0] / (float)cnt : 0.0f;
+  for (int64_t i = 0; i < cnt; i++) dx[i] = k * (p[i] - t[i]);
   return WH_OK;
 }
