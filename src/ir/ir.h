@@ -128,11 +128,6 @@ typedef struct wh__cost {
   double bytes_read, bytes_written;
 } wh__cost;
 
-struct wh__exec;
-struct wh__tensor;
-typedef wh_status (*wh__kernel_fn)(struct wh__exec *ex, const wh__node *n,
-                                   const struct wh__tensor *in, struct wh__tensor *out);
-
 /* ---- operator sharding (shard.c): where a value lives across the tp ranks of one replica */
 typedef enum wh__lay_kind {
   WH_LAY_R = 0, /* replicated: every rank holds all of it */
@@ -168,8 +163,6 @@ typedef struct wh__op_def {
   wh_status (*grad)(wh_graph *g, const wh__node *n, wh_value dy, const int *need, wh_value *dx);
   /* FLOPs and bytes at a given batch size (for the cost model). */
   void (*cost)(const wh_graph *g, const wh__node *n, int64_t batch, wh__cost *c);
-  wh__kernel_fn cpu;    /* one entry per backend */
-  wh__kernel_fn cuda;   /* NULL in builds without the CUDA backend */
   /* Inputs (bit i = input i) the output may overwrite when that input dies at this node and has
    * the output's size: every kernel of the op reads an element (or a row) before writing it. */
   unsigned inplace;
@@ -177,66 +170,10 @@ typedef struct wh__op_def {
   wh__shard_fn shard;
 } wh__op_def;
 
+/* The ops, numbered in the order of ops.def (the one list of ops: see there to add one). */
 typedef enum wh__op {
-  WH_OP_MATMUL = 0,
-  WH_OP_ADD,
-  WH_OP_SUB,
-  WH_OP_MUL,
-  WH_OP_DIV,
-  WH_OP_SCALE,
-  WH_OP_BIAS_ADD,
-  WH_OP_RELU,
-  WH_OP_GELU,
-  WH_OP_TANH,
-  WH_OP_SIGMOID,
-  WH_OP_EXP,
-  WH_OP_LOG,
-  WH_OP_SOFTMAX,
-  WH_OP_LOG_SOFTMAX,
-  WH_OP_SUM,
-  WH_OP_MEAN,
-  WH_OP_RESHAPE,
-  WH_OP_PERMUTE,
-  WH_OP_SLICE,
-  WH_OP_CONCAT,
-  WH_OP_EMBEDDING,
-  WH_OP_CROSS_ENTROPY,
-  WH_OP_MSE,
-  WH_OP_DROPOUT,
-  WH_OP_CONV2D,
-  WH_OP_MAX_POOL2D,
-  WH_OP_AVG_POOL2D,
-  WH_OP_LAYERNORM,       /* (x, gamma, beta); fa[0] = eps; over the last axis */
-  WH_OP_ATTENTION,       /* (qkv [.., T, 3C]); ia[0] = heads; causal, scaled by 1/sqrt(C/heads) */
-  /* backward-only ops */
-  WH_OP_UNARY_GRAD,      /* (saved, dy); ia[0] = the forward op */
-  WH_OP_SOFTMAX_GRAD,    /* (y, dy) */
-  WH_OP_LOG_SOFTMAX_GRAD,/* (y, dy) */
-  WH_OP_SUM_TO,          /* reduce broadcast dims to ia shape */
-  WH_OP_BROADCAST_TO,    /* expand to ia shape; ia[WH_MAX_DIMS+1] = divide by the ratio (mean) */
-  WH_OP_SLICE_GRAD,      /* dy placed in zeros of the input's shape */
-  WH_OP_EMBEDDING_GRAD,  /* (indices, dy) -> [V, D] */
-  WH_OP_CROSS_ENTROPY_GRAD, /* (logits, labels, dy) */
-  WH_OP_MSE_GRAD,        /* (pred, target, dy); ia[0] = sign */
-  WH_OP_CONV2D_GRAD_INPUT,  /* (dy, w) */
-  WH_OP_CONV2D_GRAD_WEIGHT, /* (x, dy) */
-  WH_OP_MAX_POOL2D_GRAD,    /* (x, dy) */
-  WH_OP_AVG_POOL2D_GRAD,    /* (dy) */
-  WH_OP_LAYERNORM_GRAD_INPUT, /* (x, gamma, dy) */
-  WH_OP_LAYERNORM_GRAD_GAMMA, /* (x, dy) -> [C] */
-  WH_OP_ATTENTION_GRAD,     /* (qkv, dy) -> [.., T, 3C] */
-  /* optimizer */
-  WH_OP_GLOBAL_NORM_CLIP,   /* (grads...) -> scalar coefficient min(1, max/(norm+1e-6)) */
-  WH_OP_SGD_UPDATE,         /* (param, grad, [buf], [clip]) */
-  WH_OP_ADAMW_UPDATE,       /* (param, grad, m, v, [clip]) */
-  /* made only by the operator-sharding partitioner, on the ranks of one replica (tp group) */
-  WH_OP_TP_ALLREDUCE,       /* (partial) -> sum over the group */
-  WH_OP_TP_ALLGATHER,       /* (shard) -> whole; ia: dim, groups, parts */
-  WH_OP_TP_SLICE,           /* (whole) -> this rank's shard; ia: dim, groups, parts, index */
-  WH_OP_TP_NORM_CLIP,       /* (grads...) like global_norm_clip; ia[0]: the first ia[0] inputs are shards */
-  WH_OP_TP_EMBEDDING,       /* (rows [lo, lo + V/tp) of the table, indices) -> partial rows; ia: lo, V */
-  WH_OP_TP_CROSS_ENTROPY,   /* (logits' columns [lo, lo + V/tp), labels) -> mean loss; ia: lo, V */
-  WH_OP_TP_CROSS_ENTROPY_GRAD, /* (logits' columns, labels, dy) -> those columns' gradient; ia: lo, V */
+#define WH_OP(id, name, kind, family, kernel, backends) WH_OP_##id,
+#include "ops.def"
   WH_OP_COUNT
 } wh__op;
 

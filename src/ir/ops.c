@@ -1,13 +1,11 @@
 /* ops.c - the op registry: for every op its arity, shape function, gradient builder, cost
- * estimate and kernels. Adding an op means adding its row here plus its kernels. */
+ * estimate and sharding rule. Its kernels are in the kernel tables (kernels/table.c); ops.def lists the ops. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "../kernels/kernels.h"
 #include "ir.h"
 #include "shard.h"
-#include "wh_config.h"
 
 #define IN(i) (&g->values[n->in[i]])
 #define OPN (wh__ops[n->op].name)
@@ -881,77 +879,71 @@ static wh_status sh_internal(wh_graph *g, const wh__node *n, wh__value *o) {
 
 /* ------------------------------------------------------------ the table */
 
-#ifdef WH_HAVE_CUDA_KERNELS
-#define CUK(k) wh__cuk_##k
-#else
-#define CUK(k) NULL
-#endif
-#define ROW(nm, mi, ma, out, sh, gr, co, k) {nm, mi, ma, out, gr != NULL, sh, gr, co, wh__cpu_##k, CUK(k), 0, NULL}
-#define ROWI(nm, mi, ma, out, sh, gr, co, k, inp) {nm, mi, ma, out, gr != NULL, sh, gr, co, wh__cpu_##k, CUK(k), inp, NULL}
+#define ROW(nm, mi, ma, out, sh, gr, co) {nm, mi, ma, out, gr != NULL, sh, gr, co, 0, NULL}
+#define ROWI(nm, mi, ma, out, sh, gr, co, inp) {nm, mi, ma, out, gr != NULL, sh, gr, co, inp, NULL}
 /* with a sharding rule (shard.c) */
-#define ROWS(nm, mi, ma, out, sh, gr, co, k, inp, sr) \
-  {nm, mi, ma, out, gr != NULL, sh, gr, co, wh__cpu_##k, CUK(k), inp, wh__sr_##sr}
-/* the partitioner's collectives: CPU only in this build */
-#define ROWT(nm, mi, ma, k, inp) {nm, mi, ma, 1, 0, sh_internal, NULL, co_default, wh__cpu_##k, NULL, inp, NULL}
+#define ROWS(nm, mi, ma, out, sh, gr, co, inp, sr) {nm, mi, ma, out, gr != NULL, sh, gr, co, inp, wh__sr_##sr}
+/* the partitioner's collectives */
+#define ROWT(nm, mi, ma, inp) {nm, mi, ma, 1, 0, sh_internal, NULL, co_default, inp, NULL}
 #define NOGRAD NULL
 
 const wh__op_def wh__ops[WH_OP_COUNT] = {
-    [WH_OP_MATMUL] = ROWS("matmul", 2, 2, 1, sh_matmul, gr_matmul, co_matmul, matmul, 0, matmul),
-    [WH_OP_ADD] = ROWS("add", 2, 2, 1, sh_binary, gr_add, co_default, binary, 3, binary),
-    [WH_OP_SUB] = ROWS("sub", 2, 2, 1, sh_binary, gr_sub, co_default, binary, 3, binary),
-    [WH_OP_MUL] = ROWS("mul", 2, 2, 1, sh_binary, gr_mul, co_default, binary, 3, binary),
-    [WH_OP_DIV] = ROWS("div", 2, 2, 1, sh_binary, gr_div, co_default, binary, 3, binary),
-    [WH_OP_SCALE] = ROWS("scale", 1, 1, 1, sh_same, gr_scale, co_default, scale, 1, scale),
-    [WH_OP_BIAS_ADD] = ROWS("bias_add", 2, 2, 1, sh_bias_add, gr_bias_add, co_default, bias_add, 1, bias_add),
-    [WH_OP_RELU] = ROWS("relu", 1, 1, 1, sh_same, gr_unary, co_default, unary, 1, unary),
-    [WH_OP_GELU] = ROWS("gelu", 1, 1, 1, sh_same, gr_unary, co_default, unary, 1, unary),
-    [WH_OP_TANH] = ROWS("tanh", 1, 1, 1, sh_same, gr_unary, co_default, unary, 1, unary),
-    [WH_OP_SIGMOID] = ROWS("sigmoid", 1, 1, 1, sh_same, gr_unary, co_default, unary, 1, unary),
-    [WH_OP_EXP] = ROWS("exp", 1, 1, 1, sh_same, gr_unary, co_default, unary, 1, unary),
-    [WH_OP_LOG] = ROWS("log", 1, 1, 1, sh_same, gr_unary, co_default, unary, 1, unary),
-    [WH_OP_SOFTMAX] = ROWS("softmax", 1, 1, 1, sh_lastaxis, gr_softmax, co_default, softmax, 1, lastaxis),
-    [WH_OP_LOG_SOFTMAX] = ROWS("log_softmax", 1, 1, 1, sh_lastaxis, gr_softmax, co_default, log_softmax, 1, lastaxis),
-    [WH_OP_SUM] = ROWS("sum", 1, 1, 1, sh_reduce, gr_reduce, co_default, reduce, 0, reduce),
-    [WH_OP_MEAN] = ROWS("mean", 1, 1, 1, sh_reduce, gr_reduce, co_default, reduce, 0, reduce),
-    [WH_OP_RESHAPE] = ROWS("reshape", 1, 1, 1, sh_reshape, gr_reshape, co_reshape, copy, 0, reshape),
-    [WH_OP_PERMUTE] = ROWS("permute", 1, 1, 1, sh_permute, gr_permute, co_default, permute, 0, permute),
-    [WH_OP_SLICE] = ROWS("slice", 1, 1, 1, sh_slice, gr_slice, co_default, slice, 0, slice),
-    [WH_OP_CONCAT] = ROWS("concat", 1, -1, 1, sh_concat, gr_concat, co_default, concat, 0, slice),
-    [WH_OP_EMBEDDING] = ROWS("embedding", 2, 2, 1, sh_embedding, gr_embedding, co_default, embedding, 0, embedding),
-    [WH_OP_CROSS_ENTROPY] = ROWS("cross_entropy", 2, 2, 1, sh_cross_entropy, gr_cross_entropy, co_default, cross_entropy, 0, cross_entropy),
-    [WH_OP_MSE] = ROW("mse", 2, 2, 1, sh_mse, gr_mse, co_default, mse),
-    [WH_OP_DROPOUT] = ROWI("dropout", 1, 1, 1, sh_dropout, gr_dropout, co_default, dropout, 1),
-    [WH_OP_CONV2D] = ROW("conv2d", 2, 2, 1, sh_conv2d, gr_conv2d, co_conv, conv2d),
-    [WH_OP_MAX_POOL2D] = ROW("max_pool2d", 1, 1, 1, sh_pool2d, gr_max_pool2d, co_default, max_pool2d),
-    [WH_OP_AVG_POOL2D] = ROW("avg_pool2d", 1, 1, 1, sh_pool2d, gr_avg_pool2d, co_default, avg_pool2d),
-    [WH_OP_LAYERNORM] = ROWS("layernorm", 3, 3, 1, sh_layernorm, gr_layernorm, co_default, layernorm, 1, lastaxis),
-    [WH_OP_ATTENTION] = ROWS("attention", 1, 1, 1, sh_attention, gr_attention, co_attention, attention, 0, attention),
-    [WH_OP_UNARY_GRAD] = ROWS("unary_grad", 2, 2, 1, sh_unary_grad, NOGRAD, co_default, unary_grad, 3, unary),
-    [WH_OP_SOFTMAX_GRAD] = ROWS("softmax_grad", 2, 2, 1, sh_pair, NOGRAD, co_default, softmax_grad, 3, lastaxis),
-    [WH_OP_LOG_SOFTMAX_GRAD] = ROWS("log_softmax_grad", 2, 2, 1, sh_pair, NOGRAD, co_default, log_softmax_grad, 3, lastaxis),
-    [WH_OP_SUM_TO] = ROWS("sum_to", 1, 1, 1, sh_sum_to, NOGRAD, co_default, sum_to, 0, sum_to),
-    [WH_OP_BROADCAST_TO] = ROWS("broadcast_to", 1, 1, 1, sh_broadcast_to, NOGRAD, co_default, broadcast_to, 0, broadcast_to),
-    [WH_OP_SLICE_GRAD] = ROWS("slice_grad", 1, 1, 1, sh_slice_grad, NOGRAD, co_default, slice_grad, 0, slice),
-    [WH_OP_EMBEDDING_GRAD] = ROWS("embedding_grad", 2, 2, 1, sh_embedding_grad, NOGRAD, co_default, embedding_grad, 0, embedding_grad),
-    [WH_OP_CROSS_ENTROPY_GRAD] = ROWS("cross_entropy_grad", 3, 3, 1, sh_cross_entropy_grad, NOGRAD, co_default, cross_entropy_grad, 1, cross_entropy),
-    [WH_OP_MSE_GRAD] = ROWI("mse_grad", 3, 3, 1, sh_mse_grad, NOGRAD, co_default, mse_grad, 3),
-    [WH_OP_CONV2D_GRAD_INPUT] = ROW("conv2d_grad_input", 2, 2, 1, sh_conv2d_grad, NOGRAD, co_conv, conv2d_grad_input),
-    [WH_OP_CONV2D_GRAD_WEIGHT] = ROW("conv2d_grad_weight", 2, 2, 1, sh_conv2d_grad, NOGRAD, co_conv, conv2d_grad_weight),
-    [WH_OP_MAX_POOL2D_GRAD] = ROW("max_pool2d_grad", 2, 2, 1, sh_max_pool2d_grad, NOGRAD, co_default, max_pool2d_grad),
-    [WH_OP_AVG_POOL2D_GRAD] = ROW("avg_pool2d_grad", 1, 1, 1, sh_avg_pool2d_grad, NOGRAD, co_default, avg_pool2d_grad),
-    [WH_OP_LAYERNORM_GRAD_INPUT] = ROWS("layernorm_grad_input", 3, 3, 1, sh_layernorm_grad_input, NOGRAD, co_default, layernorm_grad_input, 5, lastaxis),
-    [WH_OP_LAYERNORM_GRAD_GAMMA] = ROW("layernorm_grad_gamma", 2, 2, 1, sh_layernorm_grad_gamma, NOGRAD, co_default, layernorm_grad_gamma),
-    [WH_OP_ATTENTION_GRAD] = ROWS("attention_grad", 2, 2, 1, sh_attention_grad, NOGRAD, co_attention, attention_grad, 0, attention),
-    [WH_OP_GLOBAL_NORM_CLIP] = ROW("global_norm_clip", 1, -1, 1, sh_scalar_out, NOGRAD, co_default, global_norm_clip),
-    [WH_OP_SGD_UPDATE] = ROWS("sgd_update", 2, 4, 0, sh_update, NOGRAD, co_default, sgd_update, 0, update),
-    [WH_OP_ADAMW_UPDATE] = ROWS("adamw_update", 4, 5, 0, sh_update, NOGRAD, co_default, adamw_update, 0, update),
-    [WH_OP_TP_ALLREDUCE] = ROWT("tp_allreduce", 1, 1, tp_allreduce, 1),
-    [WH_OP_TP_ALLGATHER] = ROWT("tp_allgather", 1, 1, tp_allgather, 0),
-    [WH_OP_TP_SLICE] = ROWT("tp_slice", 1, 1, tp_slice, 0),
-    [WH_OP_TP_NORM_CLIP] = ROWT("tp_norm_clip", 1, -1, tp_norm_clip, 0),
-    [WH_OP_TP_EMBEDDING] = ROWT("tp_embedding", 2, 2, tp_embedding, 0),
-    [WH_OP_TP_CROSS_ENTROPY] = ROWT("tp_cross_entropy", 2, 2, tp_cross_entropy, 0),
-    [WH_OP_TP_CROSS_ENTROPY_GRAD] = ROWT("tp_cross_entropy_grad", 3, 3, tp_cross_entropy_grad, 1),
+    [WH_OP_MATMUL] = ROWS("matmul", 2, 2, 1, sh_matmul, gr_matmul, co_matmul, 0, matmul),
+    [WH_OP_ADD] = ROWS("add", 2, 2, 1, sh_binary, gr_add, co_default, 3, binary),
+    [WH_OP_SUB] = ROWS("sub", 2, 2, 1, sh_binary, gr_sub, co_default, 3, binary),
+    [WH_OP_MUL] = ROWS("mul", 2, 2, 1, sh_binary, gr_mul, co_default, 3, binary),
+    [WH_OP_DIV] = ROWS("div", 2, 2, 1, sh_binary, gr_div, co_default, 3, binary),
+    [WH_OP_SCALE] = ROWS("scale", 1, 1, 1, sh_same, gr_scale, co_default, 1, scale),
+    [WH_OP_BIAS_ADD] = ROWS("bias_add", 2, 2, 1, sh_bias_add, gr_bias_add, co_default, 1, bias_add),
+    [WH_OP_RELU] = ROWS("relu", 1, 1, 1, sh_same, gr_unary, co_default, 1, unary),
+    [WH_OP_GELU] = ROWS("gelu", 1, 1, 1, sh_same, gr_unary, co_default, 1, unary),
+    [WH_OP_TANH] = ROWS("tanh", 1, 1, 1, sh_same, gr_unary, co_default, 1, unary),
+    [WH_OP_SIGMOID] = ROWS("sigmoid", 1, 1, 1, sh_same, gr_unary, co_default, 1, unary),
+    [WH_OP_EXP] = ROWS("exp", 1, 1, 1, sh_same, gr_unary, co_default, 1, unary),
+    [WH_OP_LOG] = ROWS("log", 1, 1, 1, sh_same, gr_unary, co_default, 1, unary),
+    [WH_OP_SOFTMAX] = ROWS("softmax", 1, 1, 1, sh_lastaxis, gr_softmax, co_default, 1, lastaxis),
+    [WH_OP_LOG_SOFTMAX] = ROWS("log_softmax", 1, 1, 1, sh_lastaxis, gr_softmax, co_default, 1, lastaxis),
+    [WH_OP_SUM] = ROWS("sum", 1, 1, 1, sh_reduce, gr_reduce, co_default, 0, reduce),
+    [WH_OP_MEAN] = ROWS("mean", 1, 1, 1, sh_reduce, gr_reduce, co_default, 0, reduce),
+    [WH_OP_RESHAPE] = ROWS("reshape", 1, 1, 1, sh_reshape, gr_reshape, co_reshape, 0, reshape),
+    [WH_OP_PERMUTE] = ROWS("permute", 1, 1, 1, sh_permute, gr_permute, co_default, 0, permute),
+    [WH_OP_SLICE] = ROWS("slice", 1, 1, 1, sh_slice, gr_slice, co_default, 0, slice),
+    [WH_OP_CONCAT] = ROWS("concat", 1, -1, 1, sh_concat, gr_concat, co_default, 0, slice),
+    [WH_OP_EMBEDDING] = ROWS("embedding", 2, 2, 1, sh_embedding, gr_embedding, co_default, 0, embedding),
+    [WH_OP_CROSS_ENTROPY] = ROWS("cross_entropy", 2, 2, 1, sh_cross_entropy, gr_cross_entropy, co_default, 0, cross_entropy),
+    [WH_OP_MSE] = ROW("mse", 2, 2, 1, sh_mse, gr_mse, co_default),
+    [WH_OP_DROPOUT] = ROWI("dropout", 1, 1, 1, sh_dropout, gr_dropout, co_default, 1),
+    [WH_OP_CONV2D] = ROW("conv2d", 2, 2, 1, sh_conv2d, gr_conv2d, co_conv),
+    [WH_OP_MAX_POOL2D] = ROW("max_pool2d", 1, 1, 1, sh_pool2d, gr_max_pool2d, co_default),
+    [WH_OP_AVG_POOL2D] = ROW("avg_pool2d", 1, 1, 1, sh_pool2d, gr_avg_pool2d, co_default),
+    [WH_OP_LAYERNORM] = ROWS("layernorm", 3, 3, 1, sh_layernorm, gr_layernorm, co_default, 1, lastaxis),
+    [WH_OP_ATTENTION] = ROWS("attention", 1, 1, 1, sh_attention, gr_attention, co_attention, 0, attention),
+    [WH_OP_UNARY_GRAD] = ROWS("unary_grad", 2, 2, 1, sh_unary_grad, NOGRAD, co_default, 3, unary),
+    [WH_OP_SOFTMAX_GRAD] = ROWS("softmax_grad", 2, 2, 1, sh_pair, NOGRAD, co_default, 3, lastaxis),
+    [WH_OP_LOG_SOFTMAX_GRAD] = ROWS("log_softmax_grad", 2, 2, 1, sh_pair, NOGRAD, co_default, 3, lastaxis),
+    [WH_OP_SUM_TO] = ROWS("sum_to", 1, 1, 1, sh_sum_to, NOGRAD, co_default, 0, sum_to),
+    [WH_OP_BROADCAST_TO] = ROWS("broadcast_to", 1, 1, 1, sh_broadcast_to, NOGRAD, co_default, 0, broadcast_to),
+    [WH_OP_SLICE_GRAD] = ROWS("slice_grad", 1, 1, 1, sh_slice_grad, NOGRAD, co_default, 0, slice),
+    [WH_OP_EMBEDDING_GRAD] = ROWS("embedding_grad", 2, 2, 1, sh_embedding_grad, NOGRAD, co_default, 0, embedding_grad),
+    [WH_OP_CROSS_ENTROPY_GRAD] = ROWS("cross_entropy_grad", 3, 3, 1, sh_cross_entropy_grad, NOGRAD, co_default, 1, cross_entropy),
+    [WH_OP_MSE_GRAD] = ROWI("mse_grad", 3, 3, 1, sh_mse_grad, NOGRAD, co_default, 3),
+    [WH_OP_CONV2D_GRAD_INPUT] = ROW("conv2d_grad_input", 2, 2, 1, sh_conv2d_grad, NOGRAD, co_conv),
+    [WH_OP_CONV2D_GRAD_WEIGHT] = ROW("conv2d_grad_weight", 2, 2, 1, sh_conv2d_grad, NOGRAD, co_conv),
+    [WH_OP_MAX_POOL2D_GRAD] = ROW("max_pool2d_grad", 2, 2, 1, sh_max_pool2d_grad, NOGRAD, co_default),
+    [WH_OP_AVG_POOL2D_GRAD] = ROW("avg_pool2d_grad", 1, 1, 1, sh_avg_pool2d_grad, NOGRAD, co_default),
+    [WH_OP_LAYERNORM_GRAD_INPUT] = ROWS("layernorm_grad_input", 3, 3, 1, sh_layernorm_grad_input, NOGRAD, co_default, 5, lastaxis),
+    [WH_OP_LAYERNORM_GRAD_GAMMA] = ROW("layernorm_grad_gamma", 2, 2, 1, sh_layernorm_grad_gamma, NOGRAD, co_default),
+    [WH_OP_ATTENTION_GRAD] = ROWS("attention_grad", 2, 2, 1, sh_attention_grad, NOGRAD, co_attention, 0, attention),
+    [WH_OP_GLOBAL_NORM_CLIP] = ROW("global_norm_clip", 1, -1, 1, sh_scalar_out, NOGRAD, co_default),
+    [WH_OP_SGD_UPDATE] = ROWS("sgd_update", 2, 4, 0, sh_update, NOGRAD, co_default, 0, update),
+    [WH_OP_ADAMW_UPDATE] = ROWS("adamw_update", 4, 5, 0, sh_update, NOGRAD, co_default, 0, update),
+    [WH_OP_TP_ALLREDUCE] = ROWT("tp_allreduce", 1, 1, 1),
+    [WH_OP_TP_ALLGATHER] = ROWT("tp_allgather", 1, 1, 0),
+    [WH_OP_TP_SLICE] = ROWT("tp_slice", 1, 1, 0),
+    [WH_OP_TP_NORM_CLIP] = ROWT("tp_norm_clip", 1, -1, 0),
+    [WH_OP_TP_EMBEDDING] = ROWT("tp_embedding", 2, 2, 0),
+    [WH_OP_TP_CROSS_ENTROPY] = ROWT("tp_cross_entropy", 2, 2, 0),
+    [WH_OP_TP_CROSS_ENTROPY_GRAD] = ROWT("tp_cross_entropy_grad", 3, 3, 1),
 };
 
 int wh__op_find(const char *name) {

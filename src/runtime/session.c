@@ -669,7 +669,7 @@ wh_status wh__session_run_node(wh_session *s, int i) {
     tensor_of(s, n->out, &out);
   }
   s->kerr[0] = 0;
-  wh__kernel_fn k = s->dev ? wh__ops[n->op].cuda : wh__ops[n->op].cpu;
+  wh__kernel_fn k = s->dev ? wh__cuda_kernels[n->op] : wh__cpu_kernels[n->op];
   wh_status st = WH_ERR_UNSUPPORTED;
   double t0 = s->prof ? wh__now() : 0;
   if (k) st = k(&s->ex, n, inp, n->out >= 0 ? &out : NULL);

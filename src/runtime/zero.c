@@ -162,7 +162,7 @@ wh_status wh__zero_update(wh_session *s) {
       t[k].d[0] = t[k].numel = scalar ? 1 : len;
     }
     s->kerr[0] = 0;
-    if (len > 0 && (st = wh__ops[n->op].cpu(&s->ex, n, t, NULL)) != WH_OK)
+    if (len > 0 && (st = wh__cpu_kernels[n->op](&s->ex, n, t, NULL)) != WH_OK)
       return wh__session_fail(s, st, "wh_session_run: ZeRO-1 update of '%s': %s", wh_value_name(s->g, q->param), s->kerr);
   }
   for (int i = 0; i < z->np; i++) {
