@@ -122,7 +122,7 @@ const char *wh__dtype_name(wh_dtype dt);
 /* NumPy broadcast of a and b into out; 0 if they do not broadcast. */
 int wh__broadcast(const wh__shape *a, const wh__shape *b, wh__shape *out);
 
-/* ---- the op registry (ops.c) */
+/* ---- the op registry (ops.c, ops.def, ops/) */
 typedef struct wh__cost {
   double flops;
   double bytes_read, bytes_written;
@@ -152,17 +152,29 @@ typedef struct wh__shard_q {
 } wh__shard_q;
 typedef void (*wh__shard_fn)(wh__shard_q *q, struct wh__node *n);
 
+/* Who builds an op's nodes (ops.def's kind column). */
+typedef enum wh__op_kind {
+  WH_OPK_FORWARD = 0, /* a public wh_* builder, in user graphs */
+  WH_OPK_BACKWARD,    /* gradient builders */
+  WH_OPK_UPDATE,      /* the optimizer */
+  WH_OPK_PROGRAM      /* only the partitioner, inside a rank's program; refused in graphs */
+} wh__op_kind;
+
+/* An op's registry row: defined with its family in ir/ops/<family>.c (see ops.def). */
 typedef struct wh__op_def {
   const char *name;
+  wh__op_kind kind;
   int min_in, max_in;   /* max_in -1: any number */
   int has_out;
-  int differentiable;   /* has a gradient builder */
   /* Fill out's dtype and shape from the inputs and attrs; fail the graph on mismatch. */
   wh_status (*shape)(wh_graph *g, const wh__node *n, wh__value *out);
-  /* Build dx[i] for the inputs with need[i] (others left WH_NONE) from the output gradient dy. */
+  /* Build dx[i] for the inputs with need[i] (others left WH_NONE) from the output gradient dy;
+   * NULL: the op is not differentiable. */
   wh_status (*grad)(wh_graph *g, const wh__node *n, wh_value dy, const int *need, wh_value *dx);
   /* FLOPs and bytes at a given batch size (for the cost model). */
   void (*cost)(const wh_graph *g, const wh__node *n, int64_t batch, wh__cost *c);
+  /* FLOPs per element for the elementwise estimate most ops' cost is (ir/ops/family.h). */
+  double flops;
   /* Inputs (bit i = input i) the output may overwrite when that input dies at this node and has
    * the output's size: every kernel of the op reads an element (or a row) before writing it. */
   unsigned inplace;
@@ -177,7 +189,8 @@ typedef enum wh__op {
   WH_OP_COUNT
 } wh__op;
 
-extern const wh__op_def wh__ops[WH_OP_COUNT];
+/* The registry: every op's row (ops.c). */
+extern const wh__op_def *const wh__ops[WH_OP_COUNT];
 /* Op index by name, -1 if unknown. */
 int wh__op_find(const char *name);
 

@@ -495,7 +495,7 @@ void wh__pipe_dump(const wh_session *s, wh__sb *b) {
     const wh__node *n = &pg->nodes[i];
     if (!(p->at[i] & mine)) continue;
     const char *ph = n->phase == WH_PHASE_FORWARD ? "forward" : n->phase == WH_PHASE_BACKWARD ? "backward" : "update";
-    wh__sb_printf(b, "  #%-4d %-8s %-18s", i, ph, wh__ops[n->op].name);
+    wh__sb_printf(b, "  #%-4d %-8s %-18s", i, ph, wh__ops[n->op]->name);
     if (n->out >= 0) {
       const char *nm = s->prog.values[n->out].name;
       wh__sb_printf(b, " %s%s%%%d", nm ? nm : "", nm ? " " : "", (int)n->out);

@@ -110,7 +110,7 @@ static wh_status plan(wh_session *s) {
   s->n_inplace = 0;
   for (int i = 0; s->inplace && i < nn; i++) {
     const wh__node *nd = &pg->nodes[i];
-    unsigned mask = wh__ops[nd->op].inplace;
+    unsigned mask = wh__ops[nd->op]->inplace;
     if (nd->out < 0 || !mask || s->alias[nd->out] >= 0) continue;
     for (int k = 0; k < nd->n_in; k++) {
       if (!(mask >> k & 1)) continue;
@@ -682,7 +682,7 @@ wh_status wh__session_run_node(wh_session *s, int i) {
   free(heap);
   if (st != WH_OK) {
     char b[160];
-    return wh__session_fail(s, st, "wh_session_run: node %d (%s%s%s, output %s) failed: %s%s%s", i, wh__ops[n->op].name,
+    return wh__session_fail(s, st, "wh_session_run: node %d (%s%s%s, output %s) failed: %s%s%s", i, wh__ops[n->op]->name,
                 n->out >= 0 && pg->values[n->out].name ? " " : "",
                 n->out >= 0 && pg->values[n->out].name ? pg->values[n->out].name : "",
                 n->out >= 0 ? wh__shape_str(&pg->values[n->out].shape, b, sizeof b) : "-", wh_status_str(st),
@@ -883,7 +883,7 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
       int32_t r = wh__session_root(s, n->in[k]);
       if (pg->values[r].role == WH_ROLE_INPUT && !s->ptr[r])
         return wh__session_fail(s, WH_ERR_STATE, "wh_session_run: input '%s' is not fed (node %d, %s, input %d)",
-                    wh_value_name(g, r), i, wh__ops[n->op].name, k);
+                    wh_value_name(g, r), i, wh__ops[n->op]->name, k);
     }
   }
   s->runs++;
@@ -949,7 +949,7 @@ wh_status wh_session_profile_report(const wh_session *s, char **out) {
   wh__sb_printf(&b, "  %-22s %8s %10s %7s\n", "op", "calls", "ms", "share");
   for (int k = 0; k < n; k++) {
     int i = order[k];
-    wh__sb_printf(&b, "  %-22s %8.1f %10.3f %6.1f%%\n", wh__ops[i].name, (double)s->prof_calls[i] / r,
+    wh__sb_printf(&b, "  %-22s %8.1f %10.3f %6.1f%%\n", wh__ops[i]->name, (double)s->prof_calls[i] / r,
                   1e3 * s->prof_s[i] / r, total > 0 ? 100.0 * s->prof_s[i] / total : 0.0);
   }
   if (b.oom) {
@@ -1166,7 +1166,7 @@ static void dump_text(wh__sb *b, const wh_session *s, const int *bucket, const i
                 pg->n_recomputed, (long long)s->arena_bytes, (long long)s->batch);
   for (int i = 0; i < pg->n_nodes; i++) {
     const wh__node *n = &pg->nodes[i];
-    wh__sb_printf(b, "  #%-4d %-8s %-18s ", i, phase_name(n->phase), wh__ops[n->op].name);
+    wh__sb_printf(b, "  #%-4d %-8s %-18s ", i, phase_name(n->phase), wh__ops[n->op]->name);
     if (n->out >= 0) sb_val(b, s, n->out, 0);
     else wh__sb_printf(b, "-");
     wh__sb_printf(b, " <-");
@@ -1229,7 +1229,7 @@ static void dump_dot(wh__sb *b, const wh_session *s, const int *bucket, const in
     const char *color = n->phase == WH_PHASE_FORWARD ? "black" : n->phase == WH_PHASE_BACKWARD ? "blue" : "gray";
     /* the operator-sharding collectives stand out like the gradient all-reduces */
     int coll = n->op == WH_OP_TP_ALLREDUCE || n->op == WH_OP_TP_ALLGATHER || n->op == WH_OP_TP_NORM_CLIP;
-    wh__sb_printf(b, "  n%d [label=\"#%d %s\\n", i, i, wh__ops[n->op].name);
+    wh__sb_printf(b, "  n%d [label=\"#%d %s\\n", i, i, wh__ops[n->op]->name);
     if (n->out >= 0) sb_val(b, s, n->out, 1);
     if (coll) wh__sb_printf(b, "\\nover the replica's %d ranks, %lld bytes", wh__tp_degree(s),
                             (long long)(n->op == WH_OP_TP_NORM_CLIP ? 8 : s->bytes[n->out]));
