@@ -66,20 +66,6 @@ static inline wh__mm wh__matmul_geom(const wh__node *nd, const wh__tensor *in) {
   return g;
 }
 
-/* Strides of t aligned right against an output of rank nd with dims od; 0 where t broadcasts. */
-static inline void wh__bcast_strides(const wh__tensor *t, int nd, const int64_t *od, int64_t *s) {
-  int64_t st = 1;
-  for (int k = nd - 1; k >= 0; k--) {
-    int tk = t->ndim - nd + k;
-    if (tk < 0) {
-      s[k] = 0;
-      continue;
-    }
-    s[k] = (t->d[tk] == 1 && od[k] != 1) ? 0 : st;
-    st *= t->d[tk];
-  }
-}
-
 typedef wh_status (*wh__kernel_fn)(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
 
 /* Kernels, one per op (or shared by several) and backend: wh__cpu_X (src/kernels/cpu/) and its CUDA
