@@ -62,20 +62,20 @@ wh_status wh_backward(wh_graph *g, wh_value loss) {
     if (n.out < 0 || n.phase != WH_PHASE_FORWARD || grad[n.out] < 0) continue;
     int need[64] = {0}, any = 0;
     if (n.n_in > 64) {
-      wh__graph_fail(g, WH_ERR_UNSUPPORTED, "wh_backward: %s node %d has more than 64 inputs", wh__ops[n.op].name, i);
+      wh__graph_fail(g, WH_ERR_UNSUPPORTED, "wh_backward: %s node %d has more than 64 inputs", wh__ops[n.op]->name, i);
       break;
     }
     for (int j = 0; j < n.n_in; j++) any |= need[j] = req[n.in[j]];
     if (!any) continue;
-    if (!wh__ops[n.op].differentiable) {
-      wh__graph_fail(g, WH_ERR_UNSUPPORTED, "wh_backward: op %s (node %d) has no gradient", wh__ops[n.op].name, i);
+    if (!wh__ops[n.op]->grad) {
+      wh__graph_fail(g, WH_ERR_UNSUPPORTED, "wh_backward: op %s (node %d) has no gradient", wh__ops[n.op]->name, i);
       break;
     }
     wh_value dx[64];
     for (int j = 0; j < n.n_in; j++) dx[j] = WH_NONE;
     g->cur_fwd = i;
     g->cur_scope = n.scope;
-    if (wh__ops[n.op].grad(g, &n, grad[n.out], need, dx) != WH_OK) break;
+    if (wh__ops[n.op]->grad(g, &n, grad[n.out], need, dx) != WH_OK) break;
     for (int j = 0; j < n.n_in; j++) {
       if (!need[j] || dx[j] == WH_NONE) continue;
       int32_t x = n.in[j];

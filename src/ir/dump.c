@@ -86,7 +86,7 @@ static void sb_shape(sbuf *b, wh_dtype dt, const wh__shape *s) {
   sb_puts(b, "]");
 }
 
-static const char *op_name(int op) { return op >= 0 && op < WH_OP_COUNT && wh__ops[op].name ? wh__ops[op].name : "?"; }
+static const char *op_name(int op) { return op >= 0 && op < WH_OP_COUNT && wh__ops[op]->name ? wh__ops[op]->name : "?"; }
 
 static const char *role_name(wh__role r) {
   switch (r) {

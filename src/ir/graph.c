@@ -198,7 +198,7 @@ int32_t wh__value_scope(const wh_graph *g, wh_value v) {
 static wh_status node_append(wh_graph *g, int op, int n_in, const int32_t *in, const int64_t *ia, int n_ia,
                              const double *fa, int n_fa, int *idx) {
   if (op < 0 || op >= WH_OP_COUNT) return wh__graph_fail(g, WH_ERR_INTERNAL, "unknown op %d", op);
-  const wh__op_def *d = &wh__ops[op];
+  const wh__op_def *d = wh__ops[op];
   if (n_in < d->min_in || (d->max_in >= 0 && n_in > d->max_in))
     return wh__graph_fail(g, WH_ERR_INVALID_ARGUMENT, "%s: %d inputs, expected %d..%d", d->name, n_in, d->min_in,
                           d->max_in);
@@ -236,7 +236,7 @@ wh_value wh__node_add(wh_graph *g, int op, int n_in, const int32_t *in, const in
     if (in[i] == WH_NONE) {
       if (g->status == WH_OK)
         wh__graph_fail(g, WH_ERR_INVALID_ARGUMENT, "%s: input %d is WH_NONE",
-                       op >= 0 && op < WH_OP_COUNT ? wh__ops[op].name : "?", i);
+                       op >= 0 && op < WH_OP_COUNT ? wh__ops[op]->name : "?", i);
       return WH_NONE;
     }
   if (wh__graph_check(g) != WH_OK) return WH_NONE;
@@ -246,7 +246,7 @@ wh_value wh__node_add(wh_graph *g, int op, int n_in, const int32_t *in, const in
   out.producer = idx;
   out.scope = g->cur_scope;
   out.role = g->cur_phase == WH_PHASE_FORWARD ? WH_ROLE_ACT : WH_ROLE_GRAD;
-  if (wh__ops[op].shape(g, &g->nodes[idx], &out) != WH_OK) {
+  if (wh__ops[op]->shape(g, &g->nodes[idx], &out) != WH_OK) {
     free(g->nodes[idx].in);
     return WH_NONE; /* the shape function already failed the graph */
   }
@@ -267,7 +267,7 @@ int wh__node_add_noout(wh_graph *g, int op, int n_in, const int32_t *in, const i
   int idx = -1;
   if (node_append(g, op, n_in, in, ia, n_ia, fa, n_fa, &idx) != WH_OK) return -1;
   wh__value dummy = {0};
-  if (wh__ops[op].shape(g, &g->nodes[idx], &dummy) != WH_OK) {
+  if (wh__ops[op]->shape(g, &g->nodes[idx], &dummy) != WH_OK) {
     free(g->nodes[idx].in);
     return -1;
   }

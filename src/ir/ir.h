@@ -123,16 +123,11 @@ const char *wh__dtype_name(wh_dtype dt);
 /* NumPy broadcast of a and b into out; 0 if they do not broadcast. */
 int wh__broadcast(const wh__shape *a, const wh__shape *b, wh__shape *out);
 
-/* ---- the op registry (ops.c) */
+/* ---- the op registry (ops.c, ops.def, ops/) */
 typedef struct wh__cost {
   double flops;
   double bytes_read, bytes_written;
 } wh__cost;
-
-struct wh__exec;
-struct wh__tensor;
-typedef wh_status (*wh__kernel_fn)(struct wh__exec *ex, const wh__node *n,
-                                   const struct wh__tensor *in, struct wh__tensor *out);
 
 /* ---- operator sharding (shard.c): where a value lives across the tp ranks of one replica */
 typedef enum wh__lay_kind {
@@ -158,19 +153,29 @@ typedef struct wh__shard_q {
 } wh__shard_q;
 typedef void (*wh__shard_fn)(wh__shard_q *q, struct wh__node *n);
 
+/* Who builds an op's nodes (ops.def's kind column). */
+typedef enum wh__op_kind {
+  WH_OPK_FORWARD = 0, /* a public wh_* builder, in user graphs */
+  WH_OPK_BACKWARD,    /* gradient builders */
+  WH_OPK_UPDATE,      /* the optimizer */
+  WH_OPK_PROGRAM      /* only the partitioner, inside a rank's program; refused in graphs */
+} wh__op_kind;
+
+/* An op's registry row: defined with its family in ir/ops/<family>.c (see ops.def). */
 typedef struct wh__op_def {
   const char *name;
+  wh__op_kind kind;
   int min_in, max_in;   /* max_in -1: any number */
   int has_out;
-  int differentiable;   /* has a gradient builder */
   /* Fill out's dtype and shape from the inputs and attrs; fail the graph on mismatch. */
   wh_status (*shape)(wh_graph *g, const wh__node *n, wh__value *out);
-  /* Build dx[i] for the inputs with need[i] (others left WH_NONE) from the output gradient dy. */
+  /* Build dx[i] for the inputs with need[i] (others left WH_NONE) from the output gradient dy;
+   * NULL: the op is not differentiable. */
   wh_status (*grad)(wh_graph *g, const wh__node *n, wh_value dy, const int *need, wh_value *dx);
   /* FLOPs and bytes at a given batch size (for the cost model). */
   void (*cost)(const wh_graph *g, const wh__node *n, int64_t batch, wh__cost *c);
-  wh__kernel_fn cpu;    /* one entry per backend */
-  wh__kernel_fn cuda;   /* NULL in builds without the CUDA backend */
+  /* FLOPs per element for the elementwise estimate most ops' cost is (ir/ops/family.h). */
+  double flops;
   /* Inputs (bit i = input i) the output may overwrite when that input dies at this node and has
    * the output's size: every kernel of the op reads an element (or a row) before writing it. */
   unsigned inplace;
@@ -178,92 +183,15 @@ typedef struct wh__op_def {
   wh__shard_fn shard;
 } wh__op_def;
 
+/* The ops, numbered in the order of ops.def (the one list of ops: see there to add one). */
 typedef enum wh__op {
-  WH_OP_MATMUL = 0,
-  WH_OP_ADD,
-  WH_OP_SUB,
-  WH_OP_MUL,
-  WH_OP_DIV,
-  WH_OP_SCALE,
-  WH_OP_BIAS_ADD,
-  WH_OP_RELU,
-  WH_OP_GELU,
-  WH_OP_TANH,
-  WH_OP_SIGMOID,
-  WH_OP_EXP,
-  WH_OP_LOG,
-  WH_OP_SOFTMAX,
-  WH_OP_LOG_SOFTMAX,
-  WH_OP_SUM,
-  WH_OP_MEAN,
-  WH_OP_RESHAPE,
-  WH_OP_PERMUTE,
-  WH_OP_SLICE,
-  WH_OP_CONCAT,
-  WH_OP_EMBEDDING,
-  WH_OP_CROSS_ENTROPY,
-  WH_OP_MSE,
-  WH_OP_DROPOUT,
-  WH_OP_CONV2D,
-  WH_OP_MAX_POOL2D,
-  WH_OP_AVG_POOL2D,
-  WH_OP_LAYERNORM,       /* (x, gamma, beta); fa[0] = eps; over the last axis */
-  WH_OP_ATTENTION,       /* (qkv [.., T, 3C]); ia[0] = heads; causal, scaled by 1/sqrt(C/heads) */
-  /* backward-only ops */
-  WH_OP_UNARY_GRAD,      /* (saved, dy); ia[0] = the forward op */
-  WH_OP_SOFTMAX_GRAD,    /* (y, dy) */
-  WH_OP_LOG_SOFTMAX_GRAD,/* (y, dy) */
-  WH_OP_SUM_TO,          /* reduce broadcast dims to ia shape */
-  WH_OP_BROADCAST_TO,    /* expand to ia shape; ia[WH_MAX_DIMS+1] = divide by the ratio (mean) */
-  WH_OP_SLICE_GRAD,      /* dy placed in zeros of the input's shape */
-  WH_OP_EMBEDDING_GRAD,  /* (indices, dy) -> [V, D] */
-  WH_OP_CROSS_ENTROPY_GRAD, /* (logits, labels, dy) */
-  WH_OP_MSE_GRAD,        /* (pred, target, dy); ia[0] = sign */
-  WH_OP_CONV2D_GRAD_INPUT,  /* (dy, w) */
-  WH_OP_CONV2D_GRAD_WEIGHT, /* (x, dy) */
-  WH_OP_MAX_POOL2D_GRAD,    /* (x, dy) */
-  WH_OP_AVG_POOL2D_GRAD,    /* (dy) */
-  WH_OP_LAYERNORM_GRAD_INPUT, /* (x, gamma, dy) */
-  WH_OP_LAYERNORM_GRAD_GAMMA, /* (x, dy) -> [C] */
-  WH_OP_ATTENTION_GRAD,     /* (qkv, dy) -> [.., T, 3C] */
-  /* optimizer */
-  WH_OP_GLOBAL_NORM_CLIP,   /* (grads...) -> scalar coefficient min(1, max/(norm+1e-6)) */
-  WH_OP_SGD_UPDATE,         /* (param, grad, [buf], [clip]) */
-  WH_OP_ADAMW_UPDATE,       /* (param, grad, m, v, [clip]) */
-  /* made only by the operator-sharding partitioner, on the ranks of one replica (tp group) */
-  WH_OP_TP_ALLREDUCE,       /* (partial) -> sum over the group */
-  WH_OP_TP_ALLGATHER,       /* (shard) -> whole; ia: dim, groups, parts */
-  WH_OP_TP_SLICE,           /* (whole) -> this rank's shard; ia: dim, groups, parts, index */
-  WH_OP_TP_NORM_CLIP,       /* (grads...) like global_norm_clip; ia[0]: the first ia[0] inputs are shards */
-  WH_OP_TP_EMBEDDING,       /* (rows [lo, lo + V/tp) of the table, indices) -> partial rows; ia: lo, V */
-  WH_OP_TP_CROSS_ENTROPY,   /* (logits' columns [lo, lo + V/tp), labels) -> mean loss; ia: lo, V */
-  WH_OP_TP_CROSS_ENTROPY_GRAD, /* (logits' columns, labels, dy) -> those columns' gradient; ia: lo, V */
-  /* made only by the partition layer, executed by the runtime (src/runtime/comm_nodes.c): gradient
-   * accumulation over micro-batches, the reductions of data parallelism and ZeRO-1, the transfers
-   * of pipelines. ia[0] of a communicating node is its group (WH_GROUP_* in partition/program.h). */
-  WH_OP_ZERO,               /* () -> buffer, zero-filled */
-  WH_OP_GRAD_ACC,           /* (grad) -> accumulator; ia[1]: first (acc = w g, else acc += w g); fa[0] = w */
-  WH_OP_GRAD_SET,           /* (accumulator) -> grad: the reduced sum becomes the gradient */
-  WH_OP_DP_REDUCE_START,    /* (accumulator): its all-reduce starts (gradient fusion on the host); ia[1]: the gradient */
-  WH_OP_DP_REDUCE_WAIT,     /* (accumulators...): their all-reduces are done */
-  WH_OP_DET_REDUCE,         /* (accumulator): every rank's partial sum gathered, added in rank order */
-  WH_OP_LOSS_ACC,           /* (loss): the step's loss sum (a double) gains w loss; ia[1]: first; fa[0] = w */
-  WH_OP_LOSS_REDUCE,        /* () -> loss: the global mean; ia[1]: this rank contributes, ia[2]: in rank order */
-  WH_OP_SEND,               /* (value): a copy goes to world rank ia[1] (stage ia[4]) with tag ia[2], plus the
-                             * micro-batch when ia[3] */
-  WH_OP_RECV,               /* () -> value: from world rank ia[1] (stage ia[4]), tag as for a send */
-  WH_OP_SEND_WAIT,          /* (): this step's sends have left */
-  WH_OP_ALLREDUCE,          /* (value) -> the same value summed over the group, in place */
-  WH_OP_ZERO_RS_START,      /* (accumulator) -> this rank's shard of the sum (reduce-scatter starts); ia[1]: the gradient */
-  WH_OP_ZERO_RS_WAIT,       /* (shards...): their reduce-scatters are done */
-  WH_OP_ZERO_NORM_CLIP,     /* (shard, param, shard, param, ...) -> clipping coefficient from the shards */
-  WH_OP_ZERO_UPDATE,        /* an update of this rank's shard: (param, grad shard, state shards.., [clip]);
-                             * the update's own attributes, its op in ia[WH_MAX_IATTR - 1] */
-  WH_OP_ZERO_ALLGATHER,     /* (param) -> param whole again, each rank contributing its shard */
+#define WH_OP(id, name, kind, family, kernel, backends) WH_OP_##id,
+#include "ops.def"
   WH_OP_COUNT
 } wh__op;
 
-extern const wh__op_def wh__ops[WH_OP_COUNT];
+/* The registry: every op's row (ops.c). */
+extern const wh__op_def *const wh__ops[WH_OP_COUNT];
 /* Op index by name, -1 if unknown. */
 int wh__op_find(const char *name);
 

@@ -116,7 +116,7 @@ wh_status wh__graph_save_with(const wh_graph *g, wh__param_data_fn param_data, c
     Whale__Node *m = &nodes[k];
     whale__node__init(m);
     pn[k] = m;
-    m->op = (char *)(n->op >= 0 && n->op < WH_OP_COUNT ? wh__ops[n->op].name : "");
+    m->op = (char *)(n->op >= 0 && n->op < WH_OP_COUNT ? wh__ops[n->op]->name : "");
     m->n_inputs = (size_t)n->n_in;
     m->inputs = n->in;
     m->out = n->out;
@@ -325,7 +325,7 @@ static wh_status add_node(loader *L, int k) {
   if (!n->op || !*n->op) return lfail(L, WH_ERR_CORRUPT, "node %d: no op name", k);
   int op = wh__op_find(n->op);
   if (op < 0 || op >= WH_OP_COUNT) return lfail(L, WH_ERR_CORRUPT, "node %d: unknown op '%.64s'", k, n->op);
-  const wh__op_def *d = &wh__ops[op];
+  const wh__op_def *d = wh__ops[op];
   if (n->n_inputs > (size_t)MAX_ITEMS || (int)n->n_inputs < d->min_in ||
       (d->max_in >= 0 && (int)n->n_inputs > d->max_in))
     return lfail(L, WH_ERR_CORRUPT, "node %d (%s): %zu inputs, the op takes %d..%d", k, d->name, n->n_inputs,

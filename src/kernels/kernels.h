@@ -1,5 +1,5 @@
-/* kernels.h - what a kernel sees: tensors with concrete shapes and the execution context.
- * Kernels are reached through the op registry (src/ir/ops.c), one entry per backend. */
+/* kernels.h - what a kernel sees: tensors with concrete shapes and the execution context; every
+ * kernel's declaration and the per-backend kernel tables, generated from the op list (ir/ops.def). */
 #ifndef WH_KERNELS_H
 #define WH_KERNELS_H
 
@@ -66,79 +66,30 @@ static inline wh__mm wh__matmul_geom(const wh__node *nd, const wh__tensor *in) {
   return g;
 }
 
-/* Strides of t aligned right against an output of rank nd with dims od; 0 where t broadcasts. */
-static inline void wh__bcast_strides(const wh__tensor *t, int nd, const int64_t *od, int64_t *s) {
-  int64_t st = 1;
-  for (int k = nd - 1; k >= 0; k--) {
-    int tk = t->ndim - nd + k;
-    if (tk < 0) {
-      s[k] = 0;
-      continue;
-    }
-    s[k] = (t->d[tk] == 1 && od[k] != 1) ? 0 : st;
-    st *= t->d[tk];
-  }
-}
+typedef wh_status (*wh__kernel_fn)(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
 
-/* Kernels, one per op and backend: wh__cpu_X (src/kernels/cpu/) and its CUDA twin wh__cuk_X
- * (src/kernels/cuda/, in builds with the CUDA backend). */
-#define WH__K(name)                                                                                  \
-  wh_status wh__cpu_##name(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out); \
-  wh_status wh__cuk_##name(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out)
-WH__K(matmul);
-WH__K(binary);
-WH__K(scale);
-WH__K(bias_add);
-WH__K(unary);
-WH__K(unary_grad);
-WH__K(softmax);
-WH__K(log_softmax);
-WH__K(softmax_grad);
-WH__K(log_softmax_grad);
-WH__K(reduce);
-WH__K(sum_to);
-WH__K(broadcast_to);
-WH__K(copy);
-WH__K(permute);
-WH__K(slice);
-WH__K(slice_grad);
-WH__K(concat);
-WH__K(embedding);
-WH__K(embedding_grad);
-WH__K(cross_entropy);
-WH__K(cross_entropy_grad);
-WH__K(mse);
-WH__K(mse_grad);
-WH__K(dropout);
-WH__K(conv2d);
-WH__K(conv2d_grad_input);
-WH__K(conv2d_grad_weight);
-WH__K(max_pool2d);
-WH__K(max_pool2d_grad);
-WH__K(avg_pool2d);
-WH__K(avg_pool2d_grad);
-WH__K(layernorm);
-WH__K(layernorm_grad_input);
-WH__K(layernorm_grad_gamma);
-WH__K(attention);
-WH__K(attention_grad);
-WH__K(global_norm_clip);
-WH__K(sgd_update);
-WH__K(adamw_update);
-#undef WH__K
+/* Kernels, one per op (or shared by several) and backend: wh__cpu_X (src/kernels/cpu/) and its CUDA
+ * twin wh__cuk_X (src/kernels/cuda/, in builds with the CUDA backend), as ops.def names them. */
+#define WH__KDECL(name) wh_status name(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
+#define WH__KDECL_ALL(k) WH__KDECL(wh__cpu_##k) WH__KDECL(wh__cuk_##k)
+#define WH__KDECL_CPU(k) WH__KDECL(wh__cpu_##k)
+#define WH__KDECL_NONE(k)
+#define WH_OP(id, name, kind, family, kernel, backends) WH__KDECL_##backends(kernel)
+#include "../ir/ops.def"
+#undef WH__KDECL
+#undef WH__KDECL_ALL
+#undef WH__KDECL_CPU
+#undef WH__KDECL_NONE
+
+/* The kernel of each op on each backend (table.c): NULL where the backend has none, and every CUDA
+ * entry NULL in builds without the CUDA kernels. */
+extern const wh__kernel_fn wh__cpu_kernels[WH_OP_COUNT];
+extern const wh__kernel_fn wh__cuda_kernels[WH_OP_COUNT];
+
 /* Every index in [0, v) (embedding rows) / every label in [0, c) (classes); otherwise a message
  * naming the first one outside and WH_ERR_INVALID_ARGUMENT (cpu/embedding.c, cpu/softmax.c). */
 wh_status wh__check_rows(wh__exec *ex, const int32_t *ix, int64_t n, int64_t v);
 wh_status wh__check_labels(wh__exec *ex, const int32_t *lab, int64_t rows, int64_t c);
-
-/* the operator-sharding collectives (cpu/collective.c) */
-wh_status wh__cpu_tp_allreduce(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
-wh_status wh__cpu_tp_allgather(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
-wh_status wh__cpu_tp_slice(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
-wh_status wh__cpu_tp_norm_clip(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
-wh_status wh__cpu_tp_embedding(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
-wh_status wh__cpu_tp_cross_entropy(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
-wh_status wh__cpu_tp_cross_entropy_grad(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out);
 
 /* Copy between a whole tensor of dims d[0..nd) and shard `index` of `parts` of it along dim,
  * that dimension viewed as [groups, parts, rest]: to the shard (gather 0) or back (gather 1). */

@@ -25,7 +25,16 @@
 
 #include "partition_impl.h"
 
-int wh__op_is_runtime(int op) { return op >= WH_OP_ZERO && op <= WH_OP_ZERO_ALLGATHER; }
+/* ops.def's program-only ops without a kernel on any backend: the runtime runs those itself */
+#define WH__RUNTIME_ALL 0
+#define WH__RUNTIME_CPU 0
+#define WH__RUNTIME_NONE 1
+static const unsigned char runtime_op[WH_OP_COUNT] = {
+#define WH_OP(id, name, kind, family, kernel, backends) [WH_OP_##id] = WH__RUNTIME_##backends,
+#include "../ir/ops.def"
+};
+
+int wh__op_is_runtime(int op) { return op >= 0 && op < WH_OP_COUNT && runtime_op[op]; }
 
 /* ---- the builder */
 

@@ -257,8 +257,8 @@ wh_status wh__program_shard(const wh_graph *g, wh__program *p, int tp, int index
       for (int k = 0; k < n.n_in; k++) in_l[k] = b.lay[in[k]], want[k] = LR;
       wh__shard_q q = {b.vals, tp, index, in_l, want, LR};
       wh__node orig = n;
-      if (wh__ops[n.op].shard) {
-        wh__ops[n.op].shard(&q, &n);
+      if (wh__ops[n.op]->shard) {
+        wh__ops[n.op]->shard(&q, &n);
         /* partial sums the rule will have summed: ask again with them whole, so that the other
          * inputs are not gathered for nothing */
         int again = 0;
@@ -268,7 +268,7 @@ wh_status wh__program_shard(const wh_graph *g, wh__program *p, int tp, int index
           n = orig;
           for (int k = 0; k < n.n_in; k++) want[k] = LR;
           q.out = LR;
-          wh__ops[n.op].shard(&q, &n);
+          wh__ops[n.op]->shard(&q, &n);
         }
       }
       out = q.out;
@@ -276,7 +276,7 @@ wh_status wh__program_shard(const wh_graph *g, wh__program *p, int tp, int index
         if (!b.fixed[in[k]]) fix(&b, in[k], want[k]); /* a parameter or state read the first time */
         int32_t c = convert(&b, in[k], want[k], &n);
         if (c == -2) {
-          snprintf(msg, cap, "node %d (%s): its sharding rule asked for partial sums of input %d", i, wh__ops[n.op].name, k);
+          snprintf(msg, cap, "node %d (%s): its sharding rule asked for partial sums of input %d", i, wh__ops[n.op]->name, k);
           st = WH_ERR_INTERNAL;
         } else if (c < 0) {
           st = WH_ERR_OUT_OF_MEMORY;

@@ -529,7 +529,7 @@ static json_object *device_json(saver *S, const wh__device *d, int count) {
     }
     char fb[32]; /* 9 significant digits: the file loads back to the same float */
     snprintf(fb, sizeof fb, "%.9g", (double)d->op_scale[k]);
-    put(S, sc, wh__ops[k].name, json_object_new_double_s(strtod(fb, NULL), fb));
+    put(S, sc, wh__ops[k]->name, json_object_new_double_s(strtod(fb, NULL), fb));
   }
   if (sc) put(S, o, "op_time_scale", sc);
   return o;

@@ -11,8 +11,8 @@
 /* per node: the cost at batch 1 and 2 gives the fixed and per-sample parts */
 static void node_cost(const wh_graph *g, const wh__node *n, double *f, double *y) {
   wh__cost c1, c2;
-  wh__ops[n->op].cost(g, n, 1, &c1);
-  wh__ops[n->op].cost(g, n, 2, &c2);
+  wh__ops[n->op]->cost(g, n, 1, &c1);
+  wh__ops[n->op]->cost(g, n, 2, &c2);
   double b1 = c1.bytes_read + c1.bytes_written, b2 = c2.bytes_read + c2.bytes_written;
   f[1] = c2.flops - c1.flops;
   f[0] = c1.flops - f[1];
@@ -227,9 +227,9 @@ wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_
   for (int s = 0; s < ns; s++) {
     wh__segment *sg = &m->seg[s];
     m->param_bytes += sg->param_bytes;
-    if (sg->stage_hint >= 0) snprintf(sg->name, sizeof sg->name, "stage%d:%s", sg->stage_hint, wh__ops[g->nodes[sg->first_node].op].name);
-    else snprintf(sg->name, sizeof sg->name, "%s..%s", wh__ops[g->nodes[sg->first_node].op].name,
-                  wh__ops[g->nodes[sg->last_node].op].name);
+    if (sg->stage_hint >= 0) snprintf(sg->name, sizeof sg->name, "stage%d:%s", sg->stage_hint, wh__ops[g->nodes[sg->first_node].op]->name);
+    else snprintf(sg->name, sizeof sg->name, "%s..%s", wh__ops[g->nodes[sg->first_node].op]->name,
+                  wh__ops[g->nodes[sg->last_node].op]->name);
   }
   tp_analysis(g, m, param_seg, used_by_bwd);
   free(last_fwd_use), free(seg_of), free(used_by_bwd), free(param_seg);

@@ -21,7 +21,7 @@ static double roofline_ms(const wh_graph *g, int op, int64_t batch, const wh__de
     const wh__node *n = &g->nodes[i];
     if (n->op != op) continue;
     wh__cost c;
-    wh__ops[op].cost(g, n, batch, &c);
+    wh__ops[op]->cost(g, n, batch, &c);
     t += wh__node_time(&d, op, c.flops, c.bytes_read + c.bytes_written, 1);
     (*nodes)++;
   }

@@ -52,7 +52,7 @@ wh_status wh__session_plan_memory(wh_session *s) {
   s->n_inplace = 0;
   for (int i = 0; s->inplace && i < nn; i++) {
     const wh__node *nd = &pg->nodes[i];
-    unsigned mask = wh__ops[nd->op].inplace;
+    unsigned mask = wh__ops[nd->op]->inplace;
     if (nd->out < 0 || !mask || s->alias[nd->out] >= 0) continue;
     for (int k = 0; k < nd->n_in; k++) {
       if (!(mask >> k & 1)) continue;

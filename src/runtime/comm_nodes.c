@@ -171,7 +171,7 @@ static wh_status zero_update(wh_session *s, const wh__node *n) {
   wh__node u = *n;
   u.op = (int)n->ia[WH_MAX_IATTR - 1];
   s->kerr[0] = 0;
-  wh_status st = wh__ops[u.op].cpu(&s->ex, &u, t, NULL);
+  wh_status st = wh__cpu_kernels[u.op](&s->ex, &u, t, NULL);
   if (st != WH_OK)
     return wh__session_fail(s, st, "wh_session_run: ZeRO-1 update of '%s': %s", wh_value_name(s->g, prm), s->kerr);
   return WH_OK;
@@ -293,7 +293,7 @@ wh_status wh__comm_node_run(wh_session *s, const wh__node *n) {
     case WH_OP_ZERO_ALLGATHER: return zero_allgather(s, n);
     default: break;
   }
-  return wh__session_fail(s, WH_ERR_INTERNAL, "wh_session_run: node op %s is not the runtime's", wh__ops[n->op].name);
+  return wh__session_fail(s, WH_ERR_INTERNAL, "wh_session_run: node op %s is not the runtime's", wh__ops[n->op]->name);
 }
 
 wh_status wh__comm_nodes_open(wh_session *s) {

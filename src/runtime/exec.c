@@ -58,7 +58,7 @@ wh_status wh__session_run_node(wh_session *s, int i) {
     return cs;
   }
   s->kerr[0] = 0;
-  wh__kernel_fn k = s->dev ? wh__ops[n->op].cuda : wh__ops[n->op].cpu;
+  wh__kernel_fn k = s->dev ? wh__cuda_kernels[n->op] : wh__cpu_kernels[n->op];
   wh_status st = WH_ERR_UNSUPPORTED;
   double t0 = s->prof ? wh__now() : 0;
   if (k) st = k(&s->ex, n, inp, n->out >= 0 ? &out : NULL);
@@ -71,7 +71,7 @@ wh_status wh__session_run_node(wh_session *s, int i) {
   free(heap);
   if (st != WH_OK) {
     char b[160];
-    return wh__session_fail(s, st, "wh_session_run: node %d (%s%s%s, output %s) failed: %s%s%s", i, wh__ops[n->op].name,
+    return wh__session_fail(s, st, "wh_session_run: node %d (%s%s%s, output %s) failed: %s%s%s", i, wh__ops[n->op]->name,
                 n->out >= 0 && pg->values[n->out].name ? " " : "",
                 n->out >= 0 && pg->values[n->out].name ? pg->values[n->out].name : "",
                 n->out >= 0 ? wh__shape_str(&pg->values[n->out].shape, b, sizeof b) : "-", wh_status_str(st),
@@ -153,7 +153,7 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
       int32_t r = wh__session_root(s, n->in[k]);
       if (pg->values[r].role == WH_ROLE_INPUT && !s->ptr[r])
         return wh__session_fail(s, WH_ERR_STATE, "wh_session_run: input '%s' is not fed (node %d, %s, input %d)",
-                    wh_value_name(g, r), i, wh__ops[n->op].name, k);
+                    wh_value_name(g, r), i, wh__ops[n->op]->name, k);
     }
   }
   s->runs++;

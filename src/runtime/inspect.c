@@ -39,7 +39,7 @@ wh_status wh_session_profile_report(const wh_session *s, char **out) {
   wh__sb_printf(&b, "  %-22s %8s %10s %7s\n", "op", "calls", "ms", "share");
   for (int k = 0; k < n; k++) {
     int i = order[k];
-    wh__sb_printf(&b, "  %-22s %8.1f %10.3f %6.1f%%\n", wh__ops[i].name, (double)s->prof_calls[i] / r,
+    wh__sb_printf(&b, "  %-22s %8.1f %10.3f %6.1f%%\n", wh__ops[i]->name, (double)s->prof_calls[i] / r,
                   1e3 * s->prof_s[i] / r, total > 0 ? 100.0 * s->prof_s[i] / total : 0.0);
   }
   if (b.oom) {
@@ -128,7 +128,7 @@ static void node_lines(wh__sb *b, const wh_session *s, const int *bucket) {
   const wh__program *pg = &s->prog;
   for (int i = 0; i < pg->n_nodes; i++) {
     const wh__node *n = &pg->nodes[i];
-    wh__sb_printf(b, "  #%-4d %-8s %-18s ", i, phase_name(n->phase), wh__ops[n->op].name);
+    wh__sb_printf(b, "  #%-4d %-8s %-18s ", i, phase_name(n->phase), wh__ops[n->op]->name);
     if (n->out >= 0) sb_val(b, s, n->out, 0);
     else wh__sb_printf(b, "-");
     wh__sb_printf(b, " <-");
@@ -261,7 +261,7 @@ static void dump_dot(wh__sb *b, const wh_session *s, const int *bucket, const in
     const char *color = n->phase == WH_PHASE_FORWARD ? "black" : n->phase == WH_PHASE_BACKWARD ? "blue" : "gray";
     /* the operator-sharding collectives stand out like the gradient all-reduces */
     int coll = n->op == WH_OP_TP_ALLREDUCE || n->op == WH_OP_TP_ALLGATHER || n->op == WH_OP_TP_NORM_CLIP;
-    wh__sb_printf(b, "  n%d [label=\"#%d %s\\n", i, i, wh__ops[n->op].name);
+    wh__sb_printf(b, "  n%d [label=\"#%d %s\\n", i, i, wh__ops[n->op]->name);
     if (n->out >= 0) sb_val(b, s, n->out, 1);
     if (coll) wh__sb_printf(b, "\\nover the replica's %d ranks, %lld bytes", wh__tp_degree(s),
                             (long long)(n->op == WH_OP_TP_NORM_CLIP ? 8 : s->bytes[n->out]));

@@ -1071,7 +1071,7 @@ static double roofline_ms(const wh_graph *g, const wh__device *d, int64_t batch,
   for (int i = 0; i < g->n_nodes; i++)
     if (g->nodes[i].op == op) {
       wh__cost c;
-      wh__ops[op].cost(g, &g->nodes[i], batch, &c);
+      wh__ops[op]->cost(g, &g->nodes[i], batch, &c);
       t += wh__node_time(&plain, op, c.flops, c.bytes_read + c.bytes_written, 1);
     }
   return 1e3 * t;

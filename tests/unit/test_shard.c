@@ -30,7 +30,7 @@ static wh__shard_q ask(int op, int nin, const wh__layout *in, wh__layout *want, 
   n->out = 7;
   for (int k = 0; k < nin; k++) want[k] = R;
   wh__shard_q q = {vals, tp, 0, in, want, R};
-  wh__ops[op].shard(&q, n);
+  wh__ops[op]->shard(&q, n);
   return q;
 }
 
@@ -233,7 +233,7 @@ static void partition_gpt(int tp, int heads) {
   free(lay);
   wh__program_free(&p);
   /* an internal op cannot be built into a graph */
-  EXPECT(wh__op_find("tp_allreduce") == WH_OP_TP_ALLREDUCE && wh__ops[WH_OP_TP_ALLREDUCE].shape(g, &(wh__node){.op = WH_OP_TP_ALLREDUCE}, NULL) != WH_OK &&
+  EXPECT(wh__op_find("tp_allreduce") == WH_OP_TP_ALLREDUCE && wh__ops[WH_OP_TP_ALLREDUCE]->shape(g, &(wh__node){.op = WH_OP_TP_ALLREDUCE}, NULL) != WH_OK &&
              strstr(wh_last_error(ctx), "partitioner"),
          "the partitioner's ops are refused in graphs: %s", wh_last_error(ctx));
   wh_graph_destroy(g);

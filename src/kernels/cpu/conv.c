@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../conv_geom.h"
+#include "../kmath.h"
 
 /* Below this many inner-loop steps per range, threading costs more than it saves. */
 #define WH__CONV_GRAIN_WORK 4096
@@ -207,7 +208,8 @@ wh_status wh__cpu_conv2d_grad_weight(wh__exec *ex, const wh__node *n, const wh__
   return WH_OK;
 }
 
-/* ---- pooling: one (n, c) plane per work item; a plane is read and written by one range only */
+/* ---- pooling: one (n, c) plane per work item; a plane is read and written by one range only;
+ * windows: ../kmath.h */
 
 typedef struct {
   int64_t H, W, OH, OW, k, s, p;
@@ -216,32 +218,6 @@ typedef struct {
   float *y;        /* forward output, or dx in backward */
 } pool_job;
 
-static void clip_window(int64_t o, int64_t k, int64_t s, int64_t p, int64_t len, int64_t *lo, int64_t *hi) {
-  int64_t b = o * s - p, e = b + k;
-  *lo = b < 0 ? 0 : b;
-  *hi = e > len ? len : e;
-}
-
-/* Index (within the plane) of the first maximum of a window in row-major order, padding never
- * winning; a NaN counts as the maximum so it propagates as in PyTorch. -1 for an empty window. */
-static int64_t window_argmax(const pool_job *j, const float *xp, int64_t oh, int64_t ow) {
-  int64_t h0, h1, w0, w1;
-  clip_window(oh, j->k, j->s, j->p, j->H, &h0, &h1);
-  clip_window(ow, j->k, j->s, j->p, j->W, &w0, &w1);
-  int64_t best = -1;
-  float bv = -INFINITY;
-  for (int64_t ih = h0; ih < h1; ih++) {
-    for (int64_t iw = w0; iw < w1; iw++) {
-      float v = xp[ih * j->W + iw];
-      if (best < 0 || v > bv || (isnan(v) && !isnan(bv))) {
-        best = ih * j->W + iw;
-        bv = v;
-      }
-    }
-  }
-  return best;
-}
-
 static void max_fwd_range(void *arg, int64_t p0, int64_t p1) {
   const pool_job *j = arg;
   for (int64_t pl = p0; pl < p1; pl++) {
@@ -249,7 +225,7 @@ static void max_fwd_range(void *arg, int64_t p0, int64_t p1) {
     float *yp = j->y + pl * j->OH * j->OW;
     for (int64_t oh = 0; oh < j->OH; oh++) {
       for (int64_t ow = 0; ow < j->OW; ow++) {
-        int64_t a = window_argmax(j, xp, oh, ow);
+        int64_t a = wh__pool_argmax(xp, j->H, j->W, j->k, j->s, j->p, oh, ow);
         /* an all-padding window (padding > kernel/2) has no input to pick; 0 keeps it finite */
         yp[oh * j->OW + ow] = a < 0 ? 0.0f : xp[a];
       }
@@ -266,7 +242,7 @@ static void max_bwd_range(void *arg, int64_t p0, int64_t p1) {
     memset(dxp, 0, (size_t)(j->H * j->W) * sizeof *dxp);
     for (int64_t oh = 0; oh < j->OH; oh++) {
       for (int64_t ow = 0; ow < j->OW; ow++) {
-        int64_t a = window_argmax(j, xp, oh, ow);
+        int64_t a = wh__pool_argmax(xp, j->H, j->W, j->k, j->s, j->p, oh, ow);
         if (a >= 0) dxp[a] += dyp[oh * j->OW + ow];
       }
     }
@@ -281,10 +257,10 @@ static void avg_fwd_range(void *arg, int64_t p0, int64_t p1) {
     float *yp = j->y + pl * j->OH * j->OW;
     for (int64_t oh = 0; oh < j->OH; oh++) {
       int64_t h0, h1;
-      clip_window(oh, j->k, j->s, j->p, j->H, &h0, &h1);
+      wh__pool_window(oh, j->k, j->s, j->p, j->H, &h0, &h1);
       for (int64_t ow = 0; ow < j->OW; ow++) {
         int64_t w0, w1;
-        clip_window(ow, j->k, j->s, j->p, j->W, &w0, &w1);
+        wh__pool_window(ow, j->k, j->s, j->p, j->W, &w0, &w1);
         float acc = 0.0f;
         for (int64_t ih = h0; ih < h1; ih++)
           for (int64_t iw = w0; iw < w1; iw++) acc += xp[ih * j->W + iw];
@@ -303,10 +279,10 @@ static void avg_bwd_range(void *arg, int64_t p0, int64_t p1) {
     memset(dxp, 0, (size_t)(j->H * j->W) * sizeof *dxp);
     for (int64_t oh = 0; oh < j->OH; oh++) {
       int64_t h0, h1;
-      clip_window(oh, j->k, j->s, j->p, j->H, &h0, &h1);
+      wh__pool_window(oh, j->k, j->s, j->p, j->H, &h0, &h1);
       for (int64_t ow = 0; ow < j->OW; ow++) {
         int64_t w0, w1;
-        clip_window(ow, j->k, j->s, j->p, j->W, &w0, &w1);
+        wh__pool_window(ow, j->k, j->s, j->p, j->W, &w0, &w1);
         float g = dyp[oh * j->OW + ow] * inv;
         for (int64_t ih = h0; ih < h1; ih++)
           for (int64_t iw = w0; iw < w1; iw++) dxp[ih * j->W + iw] += g;

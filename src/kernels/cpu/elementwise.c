@@ -1,10 +1,11 @@
 /* elementwise.c - CPU kernels for elementwise ops: broadcasting binaries, bias, activations and
- * their gradients, dropout. Loops are split by output index, so results never depend on threads. */
+ * their gradients, dropout, and the mean squared error loss with its gradient. Loops are split by
+ * output index (the loss sums in one thread), so results never depend on threads. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "../kernels.h"
+#include "../kmath.h"
 #include "fastmath.h"
 
 #define GRAIN 16384
@@ -148,9 +149,6 @@ wh_status wh__cpu_bias_add(wh__exec *ex, const wh__node *n, const wh__tensor *in
 
 /* ---- activations */
 
-#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
-#define GELU_C 0.044715f
-
 WH_HOT static void unary_range(void *arg, int64_t b0, int64_t e0) {
   map_job *j = arg;
   const float *x = j->x;
@@ -158,11 +156,7 @@ WH_HOT static void unary_range(void *arg, int64_t b0, int64_t e0) {
   switch (j->op) {
     case WH_OP_RELU: for (int64_t i = b0; i < e0; i++) y[i] = x[i] > 0 ? x[i] : 0.0f; break;
     case WH_OP_GELU:
-      /* 0.5 v (1 + tanh(u)) = v * sigmoid(2u): one exp, no cancellation */
-      for (int64_t i = b0; i < e0; i++) {
-        float v = x[i];
-        y[i] = v * wh__sigmoidf(2.0f * GELU_K * (v + GELU_C * v * v * v));
-      }
+      for (int64_t i = b0; i < e0; i++) y[i] = x[i] * wh__sigmoidf(wh__gelu_2u(x[i]));
       break;
     case WH_OP_TANH: for (int64_t i = b0; i < e0; i++) y[i] = wh__tanhf(x[i]); break;
     case WH_OP_SIGMOID: for (int64_t i = b0; i < e0; i++) y[i] = wh__sigmoidf(x[i]); break;
@@ -185,13 +179,7 @@ WH_HOT static void unary_grad_range(void *arg, int64_t b0, int64_t e0) {
   switch (j->op) {
     case WH_OP_RELU: for (int64_t i = b0; i < e0; i++) dx[i] = s[i] > 0 ? dy[i] : 0.0f; break;
     case WH_OP_GELU:
-      /* with sg = sigmoid(2u): gelu = v sg, gelu' = sg + v sg (1 - sg) 2u' */
-      for (int64_t i = b0; i < e0; i++) {
-        float v = s[i], v2 = v * v;
-        float sg = wh__sigmoidf(2.0f * GELU_K * (v + GELU_C * v2 * v));
-        float du = 2.0f * GELU_K * (1.0f + 3.0f * GELU_C * v2);
-        dx[i] = dy[i] * (sg + v * sg * (1.0f - sg) * du);
-      }
+      for (int64_t i = b0; i < e0; i++) dx[i] = wh__gelu_grad(s[i], wh__sigmoidf(wh__gelu_grad_2u(s[i])), dy[i]);
       break;
     case WH_OP_TANH: for (int64_t i = b0; i < e0; i++) dx[i] = dy[i] * (1.0f - s[i] * s[i]); break;
     case WH_OP_SIGMOID: for (int64_t i = b0; i < e0; i++) dx[i] = dy[i] * s[i] * (1.0f - s[i]); break;
@@ -206,31 +194,17 @@ wh_status wh__cpu_unary_grad(wh__exec *ex, const wh__node *n, const wh__tensor *
   return WH_OK;
 }
 
-/* ---- dropout: the keep decision is a hash of (seed, step, index), so backward and any rank
- * holding the same elements reproduce the mask without storing it. */
-
-static inline uint64_t mix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+/* ---- dropout: the mask (../kmath.h) is a hash of (seed, step, index), not stored */
 
 typedef struct {
   const float *x;
   float *y;
-  int64_t base; /* global index of element 0: masks follow the sample, not the rank or slice */
-  uint64_t key;
-  uint64_t threshold; /* drop when hash < threshold */
-  float scale;
+  wh__dropout d;
 } drop_job;
 
 WH_HOT static void dropout_range(void *arg, int64_t b0, int64_t e0) {
   drop_job *j = arg;
-  for (int64_t i = b0; i < e0; i++) {
-    uint64_t h = mix64(j->key ^ mix64((uint64_t)(i + j->base)));
-    j->y[i] = h < j->threshold ? 0.0f : j->x[i] * j->scale;
-  }
+  for (int64_t i = b0; i < e0; i++) j->y[i] = wh__dropout_apply(&j->d, i, j->x[i]);
 }
 
 wh_status wh__cpu_dropout(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
@@ -239,13 +213,31 @@ wh_status wh__cpu_dropout(wh__exec *ex, const wh__node *n, const wh__tensor *in,
     if (out->data != in[0].data) memcpy(out->data, in[0].data, (size_t)out->numel * sizeof(float));
     return WH_OK;
   }
-  uint64_t seed;
-  memcpy(&seed, &n->ia[0], sizeof seed);
-  drop_job j = {.x = wh__f32(&in[0]), .y = wh__f32(out), .key = mix64(seed ^ mix64((uint64_t)ex->step)),
-                .scale = (float)(1.0 / (1.0 - p))};
-  double t = p * 18446744073709551616.0; /* p * 2^64, kept below 2^64 for the cast */
-  j.threshold = t >= 18446744073709549568.0 ? UINT64_MAX : (uint64_t)t;
-  if (ex->batch > 0 && out->numel % ex->batch == 0) j.base = ex->row0 * (out->numel / ex->batch);
+  drop_job j = {.x = wh__f32(&in[0]), .y = wh__f32(out), .d = wh__dropout_of(ex, n, out->numel)};
   wh__parallel_for(ex->pool, out->numel, GRAIN, dropout_range, &j);
+  return WH_OK;
+}
+
+/* ---- mean squared error */
+
+wh_status wh__cpu_mse(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
+  (void)ex, (void)n;
+  const float *p = wh__f32(&in[0]), *t = wh__f32(&in[1]);
+  double acc = 0;
+  for (int64_t i = 0; i < in[0].numel; i++) {
+    double d = (double)p[i] - t[i];
+    acc += d * d;
+  }
+  wh__f32(out)[0] = in[0].numel ? (float)(acc / (double)in[0].numel) : 0.0f;
+  return WH_OK;
+}
+
+wh_status wh__cpu_mse_grad(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
+  (void)ex;
+  const float *p = wh__f32(&in[0]), *t = wh__f32(&in[1]);
+  float *dx = wh__f32(out);
+  int64_t cnt = in[0].numel;
+  float k = cnt ? (float)(n->ia[0]) * 2.0f * wh__f32(&in[2])[0] / (float)cnt : 0.0f;
+  for (int64_t i = 0; i < cnt; i++) dx[i] = k * (p[i] - t[i]);
   return WH_OK;
 }

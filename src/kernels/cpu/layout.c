@@ -2,7 +2,7 @@
  * cannot alias), permute, slice and its gradient, concat. */
 #include <string.h>
 
-#include "../kernels.h"
+#include "../kmath.h"
 
 static size_t esize(const wh__tensor *t) { return wh__dtype_size(t->dtype); }
 
@@ -44,11 +44,8 @@ wh_status wh__cpu_permute(wh__exec *ex, const wh__node *n, const wh__tensor *in,
   if (out->numel == 0) return WH_OK;
   if (x->ndim == 0) return wh__cpu_copy(ex, n, in, out);
   perm_job j = {.x = x->data, .y = out->data, .es = esize(x), .nd = x->ndim};
-  int64_t st[WH_MAX_DIMS], s = 1;
-  for (int k = x->ndim - 1; k >= 0; k--) {
-    st[k] = s;
-    s *= x->d[k];
-  }
+  int64_t st[WH_MAX_DIMS];
+  wh__row_strides(x, st);
   for (int k = 0; k < x->ndim; k++) {
     j.od[k] = out->d[k];
     j.xs[k] = st[n->ia[k]];
@@ -66,17 +63,11 @@ static void copy_axis(const char *src, int64_t src_axis, int64_t src_off, char *
            (size_t)(len * inner) * es);
 }
 
-static void outer_inner(const wh__tensor *t, int ax, int64_t *outer, int64_t *inner) {
-  *outer = *inner = 1;
-  for (int k = 0; k < ax; k++) *outer *= t->d[k];
-  for (int k = ax + 1; k < t->ndim; k++) *inner *= t->d[k];
-}
-
 wh_status wh__cpu_slice(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
   (void)ex;
   int ax = (int)n->ia[0];
   int64_t outer, inner;
-  outer_inner(&in[0], ax, &outer, &inner);
+  wh__outer_inner(&in[0], ax, &outer, &inner);
   copy_axis(in[0].data, in[0].d[ax], n->ia[1], out->data, out->d[ax], 0, out->d[ax], outer, inner, esize(out));
   return WH_OK;
 }
@@ -85,7 +76,7 @@ wh_status wh__cpu_slice_grad(wh__exec *ex, const wh__node *n, const wh__tensor *
   (void)ex;
   int ax = (int)n->ia[0];
   int64_t outer, inner;
-  outer_inner(out, ax, &outer, &inner);
+  wh__outer_inner(out, ax, &outer, &inner);
   memset(out->data, 0, (size_t)out->numel * esize(out));
   copy_axis(in[0].data, in[0].d[ax], 0, out->data, out->d[ax], n->ia[1], in[0].d[ax], outer, inner, esize(out));
   return WH_OK;
@@ -95,7 +86,7 @@ wh_status wh__cpu_concat(wh__exec *ex, const wh__node *n, const wh__tensor *in, 
   (void)ex;
   int ax = (int)n->ia[0];
   int64_t outer, inner, off = 0;
-  outer_inner(out, ax, &outer, &inner);
+  wh__outer_inner(out, ax, &outer, &inner);
   for (int i = 0; i < n->n_in; i++) {
     copy_axis(in[i].data, in[i].d[ax], 0, out->data, out->d[ax], off, in[i].d[ax], outer, inner, esize(out));
     off += in[i].d[ax];

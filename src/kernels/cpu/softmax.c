@@ -1,6 +1,6 @@
 /* softmax.c - CPU kernels over the last axis (softmax, log-softmax and their gradients) and the
- * losses (cross-entropy with integer labels, mean squared error). Per-row work is threaded; the
- * final sums run in row order so a loss is the same for any thread count. */
+ * cross-entropy loss with integer labels. Per-row work is threaded; the final sums run in row
+ * order so a loss is the same for any thread count. */
 #include <math.h>
 #include <stdio.h>
 
@@ -171,29 +171,5 @@ wh_status wh__cpu_cross_entropy_grad(wh__exec *ex, const wh__node *n, const wh__
   row_job j = {.x = wh__f32(&in[0]), .y = wh__f32(out), .labels = lab, .c = c,
                .gscale = wh__f32(&in[2])[0] / (float)rows};
   wh__parallel_for(ex->pool, rows, 1 + 8192 / (c + 1), ce_grad_rows, &j);
-  return WH_OK;
-}
-
-/* ---- mean squared error */
-
-wh_status wh__cpu_mse(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
-  (void)ex, (void)n;
-  const float *p = wh__f32(&in[0]), *t = wh__f32(&in[1]);
-  double acc = 0;
-  for (int64_t i = 0; i < in[0].numel; i++) {
-    double d = (double)p[i] - t[i];
-    acc += d * d;
-  }
-  wh__f32(out)[0] = in[0].numel ? (float)(acc / (double)in[0].numel) : 0.0f;
-  return WH_OK;
-}
-
-wh_status wh__cpu_mse_grad(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
-  (void)ex;
-  const float *p = wh__f32(&in[0]), *t = wh__f32(&in[1]);
-  float *dx = wh__f32(out);
-  int64_t cnt = in[0].numel;
-  float k = cnt ? (float)(n->ia[0]) * 2.0f * wh__f32(&in[2])[0] / (float)cnt : 0.0f;
-  for (int64_t i = 0; i < cnt; i++) dx[i] = k * (p[i] - t[i]);
   return WH_OK;
 }

@@ -6,6 +6,7 @@
 
 #include "common.cuh"
 #include "../conv_geom.h"
+#include "../kmath.h"
 
 #define WH__CONV_THREADS 256
 /* Column matrices are built for as many images at once as fit this many bytes (at least one). */
@@ -220,7 +221,7 @@ extern "C" wh_status wh__cuk_conv2d_grad_weight(wh__exec *ex, const wh__node *n,
 }
 
 /* ---- pooling: one thread per output element (forward) or per input element (backward);
- * geometry: ../conv_geom.h */
+ * geometry: ../conv_geom.h, windows: ../kmath.h */
 
 /* The checked geometry of pooling kernel k. */
 static wh_status pool_begin(wh__exec *ex, const wh__node *n, const wh__tensor *in, const wh__tensor *out,
@@ -228,41 +229,6 @@ static wh_status pool_begin(wh__exec *ex, const wh__node *n, const wh__tensor *i
   const char *why;
   wh_status st = pool_setup(k, n, in, out, j, &why);
   return st == WH_OK ? WH_OK : fail(ex, st, op, why);
-}
-
-__device__ static void clip_window(int64_t o, int64_t k, int64_t s, int64_t p, int64_t len, int64_t *lo,
-                                   int64_t *hi) {
-  int64_t b = o * s - p, e = b + k;
-  *lo = b < 0 ? 0 : b;
-  *hi = e > len ? len : e;
-}
-
-/* Outputs [*lo, *hi) along one axis whose window covers input position i. */
-__device__ static void covering(int64_t i, const pool_geom &j, int64_t nout, int64_t *lo, int64_t *hi) {
-  int64_t d = i + j.p - j.k;
-  *lo = d < 0 ? 0 : d / j.s + 1;
-  int64_t h = (i + j.p) / j.s + 1;
-  *hi = h > nout ? nout : h;
-}
-
-/* Index (within the plane) of the first maximum of a window in row-major order, padding never
- * winning; a NaN counts as the maximum so it propagates. -1 for an empty window. */
-__device__ static int64_t window_argmax(const pool_geom &j, const float *xp, int64_t oh, int64_t ow) {
-  int64_t h0, h1, w0, w1;
-  clip_window(oh, j.k, j.s, j.p, j.H, &h0, &h1);
-  clip_window(ow, j.k, j.s, j.p, j.W, &w0, &w1);
-  int64_t best = -1;
-  float bv = -INFINITY;
-  for (int64_t ih = h0; ih < h1; ih++) {
-    for (int64_t iw = w0; iw < w1; iw++) {
-      float v = xp[ih * j.W + iw];
-      if (best < 0 || v > bv || (isnan(v) && !isnan(bv))) {
-        best = ih * j.W + iw;
-        bv = v;
-      }
-    }
-  }
-  return best;
 }
 
 #define WH__GRID_LOOP(idx, total)                                                   \
@@ -273,7 +239,7 @@ static __global__ void max_fwd_kernel(pool_geom j, const float *__restrict__ x, 
   WH__GRID_LOOP(idx, total) {
     int64_t ow = idx % j.OW, t = idx / j.OW, oh = t % j.OH, pl = t / j.OH;
     const float *xp = x + pl * j.H * j.W;
-    int64_t a = window_argmax(j, xp, oh, ow);
+    int64_t a = wh__pool_argmax(xp, j.H, j.W, j.k, j.s, j.p, oh, ow);
     /* an all-padding window has no input to pick; 0 keeps it finite */
     y[idx] = a < 0 ? 0.0f : xp[a];
   }
@@ -283,7 +249,7 @@ static __global__ void max_argmax_kernel(pool_geom j, const float *__restrict__ 
                                   int64_t total) {
   WH__GRID_LOOP(idx, total) {
     int64_t ow = idx % j.OW, t = idx / j.OW, oh = t % j.OH, pl = t / j.OH;
-    arg[idx] = window_argmax(j, x + pl * j.H * j.W, oh, ow);
+    arg[idx] = wh__pool_argmax(x + pl * j.H * j.W, j.H, j.W, j.k, j.s, j.p, oh, ow);
   }
 }
 
@@ -293,8 +259,8 @@ static __global__ void max_bwd_kernel(pool_geom j, const int64_t *__restrict__ a
   WH__GRID_LOOP(idx, total) {
     int64_t iw = idx % j.W, t = idx / j.W, ih = t % j.H, pl = t / j.H;
     int64_t h0, h1, w0, w1, me = ih * j.W + iw;
-    covering(ih, j, j.OH, &h0, &h1);
-    covering(iw, j, j.OW, &w0, &w1);
+    wh__pool_covering(ih, j.k, j.s, j.p, j.OH, &h0, &h1);
+    wh__pool_covering(iw, j.k, j.s, j.p, j.OW, &w0, &w1);
     const int64_t *ap = arg + pl * j.OH * j.OW;
     const float *dyp = dy + pl * j.OH * j.OW;
     float acc = 0.0f;
@@ -311,8 +277,8 @@ static __global__ void avg_fwd_kernel(pool_geom j, const float *__restrict__ x, 
     int64_t ow = idx % j.OW, t = idx / j.OW, oh = t % j.OH, pl = t / j.OH;
     const float *xp = x + pl * j.H * j.W;
     int64_t h0, h1, w0, w1;
-    clip_window(oh, j.k, j.s, j.p, j.H, &h0, &h1);
-    clip_window(ow, j.k, j.s, j.p, j.W, &w0, &w1);
+    wh__pool_window(oh, j.k, j.s, j.p, j.H, &h0, &h1);
+    wh__pool_window(ow, j.k, j.s, j.p, j.W, &w0, &w1);
     float acc = 0.0f;
     for (int64_t ih = h0; ih < h1; ih++)
       for (int64_t iw = w0; iw < w1; iw++) acc += xp[ih * j.W + iw];
@@ -325,8 +291,8 @@ static __global__ void avg_bwd_kernel(pool_geom j, const float *__restrict__ dy,
   WH__GRID_LOOP(idx, total) {
     int64_t iw = idx % j.W, t = idx / j.W, ih = t % j.H, pl = t / j.H;
     int64_t h0, h1, w0, w1;
-    covering(ih, j, j.OH, &h0, &h1);
-    covering(iw, j, j.OW, &w0, &w1);
+    wh__pool_covering(ih, j.k, j.s, j.p, j.OH, &h0, &h1);
+    wh__pool_covering(iw, j.k, j.s, j.p, j.OW, &w0, &w1);
     const float *dyp = dy + pl * j.OH * j.OW;
     float acc = 0.0f;
     /* the product is rounded before the add, as on the CPU (no contraction into an fma) */

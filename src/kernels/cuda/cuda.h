@@ -1,6 +1,7 @@
 /* cuda.h - the CUDA backend as the runtime sees it (plain C): one device context per session
- * (device, stream, cuBLASLt handle, workspaces), device memory, copies, and the kernel table.
- * Built when the CUDA toolkit, nvcc and cuBLASLt are found (WH_HAVE_CUDA_KERNELS). */
+ * (device, stream, cuBLASLt handle, workspaces), device memory and copies; its kernels are reached
+ * through wh__cuda_kernels (../kernels.h). Built when the CUDA toolkit, nvcc and cuBLASLt are found
+ * (WH_HAVE_CUDA_KERNELS). */
 #ifndef WH_CUDA_H
 #define WH_CUDA_H
 
@@ -31,8 +32,5 @@ wh_status wh__cuda_zero(wh__cuda *d, void *p, size_t bytes);
 wh_status wh__cuda_sync(wh__cuda *d);
 /* acc = w g (first) or acc += w g, n floats, on the stream. */
 wh_status wh__cuda_axpy(wh__cuda *d, float *acc, const float *g, int64_t n, float w, int first);
-
-/* The CUDA kernel of op, NULL where the backend has none. */
-wh__kernel_fn wh__cuda_kernel(int op);
 
 #endif

@@ -1,13 +1,10 @@
 /* elementwise.cu - CUDA kernels for elementwise ops: broadcasting binaries, scale, bias, activations
  * and their gradients, dropout, and the mean squared error loss with its gradient. Contiguous maps
  * move float4s when every pointer allows it; results match the CPU kernels element for element. */
-#include <string.h>
-
 #include "common.cuh"
+#include "../kmath.h"
 
 #define THREADS 256
-#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
-#define GELU_C 0.044715f
 
 static inline int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
@@ -253,8 +250,7 @@ template <int OP>
 struct unary_f : fn_base {
   __device__ float operator()(float x, int64_t) const {
     if (OP == WH_OP_RELU) return x > 0 ? x : 0.0f;
-    /* 0.5 v (1 + tanh(u)) = v * sigmoid(2u) */
-    if (OP == WH_OP_GELU) return x * dsigmoid(2.0f * GELU_K * (x + GELU_C * x * x * x));
+    if (OP == WH_OP_GELU) return x * dsigmoid(wh__gelu_2u(x));
     if (OP == WH_OP_TANH) return tanhf(x);
     if (OP == WH_OP_SIGMOID) return dsigmoid(x);
     if (OP == WH_OP_EXP) return expf(x);
@@ -282,13 +278,7 @@ template <int OP>
 struct unary_grad_f : fn_base {
   __device__ float operator()(float s, float d) const {
     if (OP == WH_OP_RELU) return s > 0 ? d : 0.0f;
-    if (OP == WH_OP_GELU) {
-      /* with sg = sigmoid(2u): gelu = v sg, gelu' = sg + v sg (1 - sg) 2u' */
-      float v2 = s * s;
-      float sg = dsigmoid(2.0f * GELU_K * (s + GELU_C * v2 * s));
-      float du = 2.0f * GELU_K * (1.0f + 3.0f * GELU_C * v2);
-      return d * (sg + s * sg * (1.0f - sg) * du);
-    }
+    if (OP == WH_OP_GELU) return wh__gelu_grad(s, dsigmoid(wh__gelu_grad_2u(s)), d);
     if (OP == WH_OP_TANH) return d * (1.0f - s * s);
     if (OP == WH_OP_SIGMOID) return d * s * (1.0f - s);
     if (OP == WH_OP_EXP) return d * s;
@@ -310,24 +300,11 @@ extern "C" wh_status wh__cuk_unary_grad(wh__exec *ex, const wh__node *n, const w
   }
 }
 
-/* ---- dropout: the keep decision is the CPU's hash of (seed, step, global index), bit for bit */
-
-static __host__ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+/* ---- dropout: the CPU's mask (../kmath.h), bit for bit */
 
 struct dropout_f : fn_base {
-  int64_t base;       /* global index of element 0 */
-  uint64_t key;
-  uint64_t threshold; /* drop when hash < threshold */
-  float scale;
-  __device__ float operator()(float x, int64_t i) const {
-    uint64_t h = mix64(key ^ mix64((uint64_t)(i + base)));
-    return h < threshold ? 0.0f : x * scale;
-  }
+  wh__dropout d;
+  __device__ float operator()(float x, int64_t i) const { return wh__dropout_apply(&d, i, x); }
 };
 
 extern "C" wh_status wh__cuk_dropout(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
@@ -340,15 +317,8 @@ extern "C" wh_status wh__cuk_dropout(wh__exec *ex, const wh__node *n, const wh__
     if (e != cudaSuccess) return wh__cu_fail(ex, e, "dropout (copy)");
     return WH_OK;
   }
-  uint64_t seed;
-  memcpy(&seed, &n->ia[0], sizeof seed);
   dropout_f f;
-  f.key = mix64(seed ^ mix64((uint64_t)ex->step));
-  f.scale = (float)(1.0 / (1.0 - p));
-  double t = p * 18446744073709551616.0; /* p * 2^64, kept below 2^64 for the cast */
-  f.threshold = t >= 18446744073709549568.0 ? UINT64_MAX : (uint64_t)t;
-  f.base = 0;
-  if (ex->batch > 0 && out->numel % ex->batch == 0) f.base = ex->row0 * (out->numel / ex->batch);
+  f.d = wh__dropout_of(ex, n, out->numel);
   return map1(ex, wh__f32(&in[0]), wh__f32(out), out->numel, f, "dropout");
 }
 

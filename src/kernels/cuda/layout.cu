@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "common.cuh"
+#include "../kmath.h"
 
 #define THREADS 256
 #define SEGS 32 /* concat inputs per launch */
@@ -108,19 +109,13 @@ static wh_status seg_launch(wh__exec *ex, int u, const segs &s, void *dst, int64
   }
 }
 
-static void outer_inner(const wh__tensor *t, int ax, int64_t *outer, int64_t *inner) {
-  *outer = *inner = 1;
-  for (int k = 0; k < ax; k++) *outer *= t->d[k];
-  for (int k = ax + 1; k < t->ndim; k++) *inner *= t->d[k];
-}
-
 static int64_t numel_max(int64_t a, int64_t b) { return a > b ? a : b; }
 
 extern "C" wh_status wh__cuk_slice(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
   if (out->numel == 0) return WH_OK;
   int ax = (int)n->ia[0];
   int64_t outer, inner, len = out->d[ax];
-  outer_inner(&in[0], ax, &outer, &inner);
+  wh__outer_inner(&in[0], ax, &outer, &inner);
   uint64_t blk = (uint64_t)inner * esize(out); /* bytes per index along the axis */
   int u = unit_of(blk | addr(in[0].data) | addr(out->data));
   int64_t ib = (int64_t)(blk / (uint64_t)u);
@@ -140,7 +135,7 @@ extern "C" wh_status wh__cuk_slice_grad(wh__exec *ex, const wh__node *n, const w
   if (out->numel == 0) return WH_OK;
   int ax = (int)n->ia[0];
   int64_t outer, inner, len = in[0].d[ax];
-  outer_inner(out, ax, &outer, &inner);
+  wh__outer_inner(out, ax, &outer, &inner);
   uint64_t blk = (uint64_t)inner * esize(out);
   int u = unit_of(blk | addr(in[0].data) | addr(out->data));
   int64_t ib = (int64_t)(blk / (uint64_t)u);
@@ -160,7 +155,7 @@ extern "C" wh_status wh__cuk_concat(wh__exec *ex, const wh__node *n, const wh__t
   if (out->numel == 0) return WH_OK;
   int ax = (int)n->ia[0];
   int64_t outer, inner;
-  outer_inner(out, ax, &outer, &inner);
+  wh__outer_inner(out, ax, &outer, &inner);
   uint64_t blk = (uint64_t)inner * esize(out);
   uint64_t bits = blk | addr(out->data);
   for (int i = 0; i < n->n_in; i++)
@@ -299,11 +294,8 @@ extern "C" wh_status wh__cuk_permute(wh__exec *ex, const wh__node *n, const wh__
   if (out->numel == 0) return WH_OK;
   if (x->ndim == 0) return wh__cuk_copy(ex, n, in, out);
   size_t es = esize(x);
-  int64_t st[WH_MAX_DIMS], s = 1;
-  for (int k = x->ndim - 1; k >= 0; k--) {
-    st[k] = s;
-    s *= x->d[k];
-  }
+  int64_t st[WH_MAX_DIMS];
+  wh__row_strides(x, st);
   perm_geo g = {};
   for (int k = 0; k < x->ndim; k++) {
     int64_t dk = out->d[k], xk = st[n->ia[k]];
@@ -318,7 +310,7 @@ extern "C" wh_status wh__cuk_permute(wh__exec *ex, const wh__node *n, const wh__
     }
   }
   if (g.r <= 1) return wh__cuk_copy(ex, n, in, out); /* the order of elements does not change */
-  s = 1;
+  int64_t s = 1;
   for (int k = g.r - 1; k >= 0; k--) {
     g.os[k] = s;
     s *= g.d[k];
