@@ -2,6 +2,7 @@
  * cases by name, runs each under a jump target that CHECK returns to, and prints the counts line. */
 #include "runner.h"
 
+#include <fnmatch.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,13 +35,31 @@ void wt_fail_at(const char *file, int line, const char *fmt, ...) {
   va_end(ap);
 }
 
-/* Print this process's counts, or the whole run's when every rank gets here (totals); c gets them. */
+void wt_expect_say(int ok, const char *file, int line, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  if (ok) {
+    wt_passed++;
+    if (wt_rank >= 0) printf("rank %d ", wt_rank);
+    printf("ok   ");
+    vprintf(fmt, ap);
+    printf("\n");
+    fflush(stdout);
+  } else {
+    vfail(file, line, fmt, ap);
+  }
+  va_end(ap);
+}
+
+/* Print the counts of the whole run when every rank gets here and the suite sums them (totals),
+ * else this process's (prefixed with its rank, when it has one); c gets them. */
 static void counts_line(int whole, int c[2]) {
   c[0] = wt_passed, c[1] = wt_failed;
-  if (whole && suite_ && suite_->totals) suite_->totals(c);
-  if (whole && wt_rank > 0) return;
-  if (!whole && wt_rank >= 0) printf("rank %d ", wt_rank);
-  printf("%s: %d passed, %d failed%s\n", label_, c[0], c[1], whole ? "" : " (this process, stopped early)");
+  int summed = whole && suite_ && suite_->totals;
+  if (summed) suite_->totals(c);
+  if (summed && wt_rank > 0) return;
+  if (!summed && wt_rank >= 0) printf("rank %d ", wt_rank);
+  printf("%s: %d passed, %d failed%s\n", label_, c[0], c[1], whole ? "" : " (stopped early)");
   fflush(stdout);
 }
 
@@ -50,8 +69,10 @@ _Noreturn void wt_abort_at(const char *file, int line, const char *fmt, ...) {
   vfail(file, line, fmt, ap);
   va_end(ap);
   if (current_ && !(suite_ && suite_->check_ends_process)) longjmp(case_jmp_, 1);
-  int c[2];
-  counts_line(0, c);
+  if (suite_) { /* a test: its counts so far; a benchmark's check has none */
+    int c[2];
+    counts_line(0, c);
+  }
   exit(1);
 }
 
@@ -115,9 +136,9 @@ int wt_main(const wt_suite *suite, const wt_case *cases, int n, int argc, char *
   int rc = 0;
   for (int w = 0; w < nwant; w++) {
     int known = 0;
-    for (int i = 0; i < n; i++) known |= !strcmp(cases[i].name, want[w]);
+    for (int i = 0; i < n; i++) known |= !fnmatch(want[w], cases[i].name, 0);
     if (!known) {
-      fprintf(stderr, "%s: no case '%s' (--list shows them)\n", argv[0], want[w]);
+      fprintf(stderr, "%s: no case matches '%s' (--list shows them)\n", argv[0], want[w]);
       rc = 2;
     }
   }
@@ -128,17 +149,24 @@ int wt_main(const wt_suite *suite, const wt_case *cases, int n, int argc, char *
   }
   ran_all_ = nwant == 0;
   if (suite->setup && (rc = suite->setup(nrest, rest)) != 0) {
+    if (rc != 77) { /* a set-up that failed is a failure, counted and closed with the counts line */
+      if (!wt_failed) wt_failed = 1;
+      int c[2];
+      counts_line(0, c);
+    }
     free(rest), free(want);
     return rc;
   }
   int ran = 0;
   for (int i = 0; i < n; i++) {
     int chosen = nwant == 0;
-    for (int w = 0; w < nwant; w++) chosen |= !strcmp(cases[i].name, want[w]);
+    for (int w = 0; w < nwant; w++) chosen |= !fnmatch(want[w], cases[i].name, 0);
     if (chosen) ran += run_one(&cases[i]);
   }
+  if (wt_rank <= 0) printf("# %d case%s run, %d skipped\n", ran, ran == 1 ? "" : "s", skipped_);
   int c[2];
-  counts_line(1, c); /* before teardown: totals may need the suite's communicator */
+  /* the last line (scripts read it); before teardown: totals may need the suite's communicator */
+  counts_line(1, c);
   if (suite->teardown) suite->teardown();
   free(rest), free(want);
   if (c[1]) return 1;

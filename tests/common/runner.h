@@ -1,5 +1,6 @@
 /* runner.h - one way to register a test's cases and run them: a binary lists its cases with --list
- * and runs some with --case NAME (repeatable), all of them otherwise, and ends with its counts line.
+ * and runs some with --case NAME (repeatable; a shell pattern such as 'attention*' selects every
+ * case it matches), all of them otherwise, and ends with its counts line.
  *
  *   static const wt_case cases[] = {{"round_trip", round_trip, NULL}, ...};
  *   int main(int argc, char **argv) { return wt_main(&suite, cases, WT_COUNT(cases), argc, argv); }
@@ -20,11 +21,12 @@ typedef struct wt_case {
 typedef struct wt_suite {
   const char *label; /* the counts line's "LABEL: N passed, N failed"; wt_label() may set it later */
   /* Optional: before the first case, with the arguments the runner did not take; returns 0 to go
-   * on, or an exit status (77 to skip the binary). Not called by --list. */
+   * on, or an exit status: 77 skips the binary, any other counts as a failure (the counts line
+   * follows). Not called by --list. */
   int (*setup)(int argc, char **argv);
   void (*teardown)(void); /* optional: after the last case (when setup returned 0) */
-  /* Optional: turn this process's counts {passed, failed} into the whole run's (sum over ranks);
-   * only rank 0 (or a process without a rank) prints the counts line. */
+  /* Optional: turn this process's counts {passed, failed} into the whole run's (sum over ranks),
+   * which rank 0 prints; without it every process prints its own (with its rank once set). */
   void (*totals)(int counts[2]);
   /* Ranks of an MPI job run each case together: a rank that abandons one alone would leave the
    * others waiting, so a CHECK failure ends the process (mpirun then ends the others). */
