@@ -20,6 +20,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include "check.h" /* CHECK: a failed call ends this rank, and mpirun then the job */
 #include "whale.h"
 
 #define MAX_SIZES 16
@@ -34,31 +35,20 @@ static wh_ctx *ctx;
 static wh_comm *wc;
 static float *sendbuf, *recvbuf;
 
-static void die(const char *what, wh_status s) {
-  fprintf(stderr, "rank %d: %s: %s: %s\n", rank_, what, wh_status_str(s), wh_last_error(ctx));
-  MPI_Abort(MPI_COMM_WORLD, 1);
-}
-
-#define WH(call)                        \
-  do {                                  \
-    wh_status s_ = (call);              \
-    if (s_ != WH_OK) die(#call, s_);    \
-  } while (0)
-
 /* One operation of `bytes` (nccl-tests size) on one side. */
 static void run_once(int op, int whale, size_t bytes) {
   size_t count = bytes / sizeof(float);
   switch (op) {
     case OP_ALLREDUCE:
       if (whale)
-        WH(wh_comm_allreduce(wc, sendbuf, recvbuf, count, WH_F32, WH_REDUCE_SUM));
+        CHECK(wh_comm_allreduce(wc, sendbuf, recvbuf, count, WH_F32, WH_REDUCE_SUM));
       else
         MPI_Allreduce(sendbuf, recvbuf, (int)count, MPI_FLOAT, MPI_SUM, mcomm);
       break;
     case OP_ALLGATHER: {
       size_t per = count / (size_t)nranks;
       if (whale)
-        WH(wh_comm_allgather(wc, sendbuf, recvbuf, per, NULL, WH_F32));
+        CHECK(wh_comm_allgather(wc, sendbuf, recvbuf, per, NULL, WH_F32));
       else
         MPI_Allgather(sendbuf, (int)per, MPI_FLOAT, recvbuf, (int)per, MPI_FLOAT, mcomm);
       break;
@@ -68,16 +58,16 @@ static void run_once(int op, int whale, size_t bytes) {
       if (rank_ > 1) break;
       if (rank_ == 0) {
         if (whale) {
-          WH(wh_comm_send(wc, sendbuf, count, WH_F32, 1, TAG));
-          WH(wh_comm_recv(wc, recvbuf, count, WH_F32, 1, TAG));
+          CHECK(wh_comm_send(wc, sendbuf, count, WH_F32, 1, TAG));
+          CHECK(wh_comm_recv(wc, recvbuf, count, WH_F32, 1, TAG));
         } else {
           MPI_Send(sendbuf, (int)count, MPI_FLOAT, 1, TAG, mcomm);
           MPI_Recv(recvbuf, (int)count, MPI_FLOAT, 1, TAG, mcomm, MPI_STATUS_IGNORE);
         }
       } else {
         if (whale) {
-          WH(wh_comm_recv(wc, recvbuf, count, WH_F32, 0, TAG));
-          WH(wh_comm_send(wc, recvbuf, count, WH_F32, 0, TAG));
+          CHECK(wh_comm_recv(wc, recvbuf, count, WH_F32, 0, TAG));
+          CHECK(wh_comm_send(wc, recvbuf, count, WH_F32, 0, TAG));
         } else {
           MPI_Recv(recvbuf, (int)count, MPI_FLOAT, 0, TAG, mcomm, MPI_STATUS_IGNORE);
           MPI_Send(recvbuf, (int)count, MPI_FLOAT, 0, TAG, mcomm);
@@ -174,15 +164,16 @@ int main(int argc, char **argv) {
 
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  wt_rank = rank_; /* CHECK names the rank */
   MPI_Comm_size(MPI_COMM_WORLD, &nranks);
   MPI_Comm_dup(MPI_COMM_WORLD, &mcomm);
   wh_ctx_options co = WH_CTX_OPTIONS_INIT;
   co.num_threads = 1; /* no kernel pool threads competing with the ranks */
-  WH(wh_ctx_create(&ctx, &co));
+  CHECK(wh_ctx_create(&ctx, &co));
   wh_comm_options o = WH_COMM_OPTIONS_INIT;
   MPI_Comm world = MPI_COMM_WORLD;
   o.mpi_comm = &world;
-  WH(wh_comm_create(ctx, &o, &wc));
+  CHECK(wh_comm_create(ctx, &o, &wc));
 
   size_t sizes[MAX_SIZES];
   int nsizes = 0;

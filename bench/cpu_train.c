@@ -10,19 +10,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "gpt2.h"
+#include "check.h"
+#include "gpt.h"
 #include "whale.h"
 
 #define DIMS(...) (int64_t[]){__VA_ARGS__}
-#define CHECK(call)                                                                            \
-  do {                                                                                         \
-    wh_status st_ = (call);                                                                    \
-    if (st_ != WH_OK) {                                                                        \
-      fprintf(stderr, "%s failed: %s: %s\n", #call, wh_status_str(st_), wh_last_error(ctx)); \
-      exit(1);                                                                                 \
-    }                                                                                          \
-  } while (0)
-
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -89,9 +81,9 @@ static result bench_mlp(wh_ctx *ctx, int steps) {
   CHECK(wh_graph_create(ctx, &g));
   wh_value x = wh_input(g, "x", WH_F32, 2, DIMS(WH_BATCH, IN));
   wh_value y = wh_input(g, "y", WH_I32, 1, DIMS(WH_BATCH));
-  wh_value h = wh_relu(g, gpt2_linear(g, x, "fc1", IN, H, 1));
-  h = wh_relu(g, gpt2_linear(g, h, "fc2", H, H, 2));
-  wh_value loss = wh_cross_entropy(g, gpt2_linear(g, h, "fc3", H, OUT, 3), y);
+  wh_value h = wh_relu(g, gpt_linear(g, x, "fc1", IN, H, 1, 0.02f));
+  h = wh_relu(g, gpt_linear(g, h, "fc2", H, H, 2, 0.02f));
+  wh_value loss = wh_cross_entropy(g, gpt_linear(g, h, "fc3", H, OUT, 3, 0.02f), y);
   CHECK(wh_backward(g, loss));
   float *xd = malloc(sizeof(float) * (size_t)(B * IN));
   int32_t *yd = malloc(sizeof(int32_t) * (size_t)B);
@@ -105,11 +97,12 @@ static result bench_mlp(wh_ctx *ctx, int steps) {
 
 static result bench_gpt(wh_ctx *ctx, int steps) {
   const int B = 16, T = 128, V = 256;
-  const gpt2_config cfg = {V, T, 256, 4, 4};
+  gpt_options o = GPT_OPTIONS_INIT; /* the GPT-2 shape torch_train.py builds too */
+  o.vocab = V, o.context = T, o.width = 256, o.layers = 4, o.heads = 4;
   wh_graph *g;
   CHECK(wh_graph_create(ctx, &g));
-  gpt2 m;
-  if (!gpt2_build(g, &cfg, &m)) {
+  gpt_model m;
+  if (!gpt_build(g, &o, &m)) {
     fprintf(stderr, "build: %s\n", wh_graph_error(g));
     exit(1);
   }

@@ -12,20 +12,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "gpt2.h"
+#include "check.h"
+#include "gpt.h"
 #include "whale.h"
 
 static wh_ctx *ctx;
-
-#define CHECK(call)                                                                            \
-  do {                                                                                         \
-    wh_status st_ = (call);                                                                    \
-    if (st_ != WH_OK) {                                                                        \
-      fprintf(stderr, "%s failed: %s: %s\n", #call, wh_status_str(st_), wh_last_error(ctx)); \
-      printf("{\"error\": \"%s\"}\n", wh_status_str(st_));                                     \
-      return 1;                                                                                \
-    }                                                                                          \
-  } while (0)
 
 static double now(void) {
   struct timespec t;
@@ -39,7 +30,7 @@ static int cmp_d(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-  gpt2_config c = {50304, 1024, 768, 12, 12};
+  gpt_options c = GPT_OPTIONS_INIT; /* GPT-2 124M */
   int batch = 16, steps = 20, profile = 0;
   wh_precision prec = WH_PRECISION_BF16;
   for (int i = 1; i < argc; i++) {
@@ -69,8 +60,8 @@ int main(int argc, char **argv) {
   CHECK(wh_ctx_create(&ctx, &co));
   wh_graph *g;
   CHECK(wh_graph_create(ctx, &g));
-  gpt2 m;
-  if (!gpt2_build(g, &c, &m)) {
+  gpt_model m;
+  if (!gpt_build(g, &c, &m)) {
     fprintf(stderr, "build: %s\n", wh_graph_error(g));
     return 1;
   }

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gpt.h"
 #include "whale.h"
 
 #define VOCAB 256
@@ -37,10 +38,6 @@ typedef struct {
   float lr;
   const char *data, *cluster;
 } config;
-
-typedef struct {
-  wh_value tokens, targets, logits, loss;
-} gpt;
 
 static double now(void) {
   struct timespec ts;
@@ -84,61 +81,19 @@ static unsigned char *load_corpus(const char *dir, size_t *len) {
   return buf;
 }
 
-#define P(name, ...) wh_param(g, name, WH_F32, __VA_ARGS__)
-#define DIMS(...) (int64_t[]){__VA_ARGS__}
-
-static wh_value linear(wh_graph *g, wh_value x, const char *name, int in, int out, uint64_t seed, float std) {
-  char wn[64], bn[64];
-  snprintf(wn, sizeof wn, "%s.w", name);
-  snprintf(bn, sizeof bn, "%s.b", name);
-  wh_value w = P(wn, 2, DIMS(out, in), WH_INIT(WH_INIT_NORMAL, 0, std, seed));
-  wh_value b = P(bn, 1, DIMS(out), WH_INIT(WH_INIT_ZEROS, 0, 0, 0));
-  return wh_bias_add(g, wh_matmul(g, x, w, 0, 1), b, -1);
-}
-
-static wh_value layernorm(wh_graph *g, wh_value x, const char *name, int c) {
-  char gn[64], bn[64];
-  snprintf(gn, sizeof gn, "%s.g", name);
-  snprintf(bn, sizeof bn, "%s.b", name);
-  return wh_layernorm(g, x, P(gn, 1, DIMS(c), WH_INIT(WH_INIT_ONES, 0, 0, 0)),
-                      P(bn, 1, DIMS(c), WH_INIT(WH_INIT_ZEROS, 0, 0, 0)), 1e-5f);
-}
-
-/* GPT-2 shape: pre-norm blocks, tied input/output embedding, learned positions. */
-static gpt build(wh_graph *g, const config *c) {
-  gpt m;
-  int C = c->width, T = c->context;
-  float std = 0.02f, proj_std = 0.02f / sqrtf(2.0f * (float)c->layers);
-  m.tokens = wh_input(g, "tokens", WH_I32, 2, DIMS(WH_BATCH, T));
-  m.targets = wh_input(g, "targets", WH_I32, 2, DIMS(WH_BATCH, T));
-  wh_value wte = P("wte", 2, DIMS(VOCAB, C), WH_INIT(WH_INIT_NORMAL, 0, std, 1));
-  wh_value wpe = P("wpe", 2, DIMS(T, C), WH_INIT(WH_INIT_NORMAL, 0, std, 2));
-  wh_value x = wh_add(g, wh_embedding(g, wte, m.tokens), wpe);
-  for (int l = 0; l < c->layers; l++) {
-    char nm[64];
-    uint64_t seed = 100 + 10 * (uint64_t)l;
-    wh_scope_stage(g);     /* a natural pipeline cut: recorded, used by the planner */
-    wh_scope_recompute(g); /* activation checkpointing per block (session option) */
-    snprintf(nm, sizeof nm, "h%d.ln1", l);
-    wh_value h = layernorm(g, x, nm, C);
-    snprintf(nm, sizeof nm, "h%d.attn.qkv", l);
-    wh_value qkv = linear(g, h, nm, C, 3 * C, seed + 1, std);
-    wh_value a = wh_attention(g, qkv, c->heads);
-    snprintf(nm, sizeof nm, "h%d.attn.proj", l);
-    x = wh_add(g, x, linear(g, a, nm, C, C, seed + 2, proj_std));
-    snprintf(nm, sizeof nm, "h%d.ln2", l);
-    h = layernorm(g, x, nm, C);
-    snprintf(nm, sizeof nm, "h%d.mlp.fc", l);
-    h = wh_gelu(g, linear(g, h, nm, C, 4 * C, seed + 3, std));
-    snprintf(nm, sizeof nm, "h%d.mlp.proj", l);
-    x = wh_add(g, x, linear(g, h, nm, 4 * C, C, seed + 4, proj_std));
-    wh_scope_end(g);
-    wh_scope_end(g);
-  }
-  x = layernorm(g, x, "ln_f", C);
-  m.logits = wh_matmul(g, x, wte, 0, 1); /* weight tying: wte is used twice */
+/* GPT-2 shape (examples/models/gpt.h): pre-norm blocks, tied input/output embedding, learned
+ * positions; each block a natural pipeline cut (recorded, used by the planner) and an activation
+ * checkpointing scope (the session's recompute option). */
+static gpt_model build(wh_graph *g, const config *c) {
+  gpt_options o = GPT_OPTIONS_INIT;
+  o.vocab = VOCAB, o.context = c->context, o.width = c->width, o.layers = c->layers, o.heads = c->heads;
+  o.names = GPT_NAMES_LONG;
+  o.pos_std = 0.02f;
+  o.scaled_proj = 1; /* the residual projections at 0.02 / sqrt(2 layers), as GPT-2 */
+  o.stage_per_block = o.recompute_per_block = 1;
+  gpt_model m;
+  gpt_build(g, &o, &m); /* the caller reads wh_graph_status */
   wh_value_set_name(g, m.logits, "logits");
-  m.loss = wh_cross_entropy(g, m.logits, m.targets);
   wh_value_set_name(g, m.loss, "loss");
   return m;
 }
@@ -171,7 +126,7 @@ static void fill_batch(const unsigned char *text, size_t len, int b, int t, int3
 /* The fraction of the probed compute and bandwidth that this model's step reaches on one rank: the
  * cost model's prediction of one rank's step (at a replica's share of the batch, on the probed
  * figures) over the measured median of a few steps of a throwaway session. */
-static double calibrate(wh_ctx *ctx, wh_graph *g, const gpt *m, const config *c, int ranks, const double *fig,
+static double calibrate(wh_ctx *ctx, wh_graph *g, const gpt_model *m, const config *c, int ranks, const double *fig,
                         const unsigned char *text) {
   int64_t lb = c->batch / ranks > 0 ? c->batch / ranks : 1;
   size_t n = (size_t)lb * (size_t)c->context;
@@ -216,7 +171,7 @@ static double calibrate(wh_ctx *ctx, wh_graph *g, const gpt *m, const config *c,
   return frac < 0.02 ? 0.02 : frac > 1.0 ? 1.0 : frac;
 }
 
-static float eval_loss(wh_ctx *ctx, wh_session *s, const gpt *m, const unsigned char *text, size_t len, int batch,
+static float eval_loss(wh_ctx *ctx, wh_session *s, const gpt_model *m, const unsigned char *text, size_t len, int batch,
                        int t, int batches, int32_t *tok, int32_t *tgt) {
   uint64_t saved = rng_state;
   rng_state = 0xfeedfacecafebeefull; /* the same validation windows every time */
@@ -293,7 +248,7 @@ int main(int argc, char **argv) {
       nval, h_unigram);
   wh_graph *g;
   CHECK(wh_graph_create(ctx, &g));
-  gpt m = build(g, &c);
+  gpt_model m = build(g, &c);
   CHECK(wh_graph_status(g));
   CHECK(wh_graph_keep(g, m.logits));
   CHECK(wh_backward(g, m.loss));

@@ -11,27 +11,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gpt.h"
 #include "whale.h"
-#include "gpt2.h"
-#include "../common/expect.h"
+#include "../common/runner.h"
 
 #define STEPS 5
 #define B 4
 
 static wh_ctx *ctx;
 
-#define OK(call)                                                                    \
-  do {                                                                              \
-    wh_status s_ = (call);                                                          \
-    if (s_ != WH_OK) {                                                              \
-      printf("FAIL %s:%d: %s: %s: %s\n", __FILE__, __LINE__, #call, wh_status_str(s_), \
-             wh_last_error(ctx));                                                   \
-      failed++;                                                                     \
-      goto out;                                                                     \
-    }                                                                               \
-  } while (0)
-
-static const gpt2_config CFG = {97, 32, 64, 2, 4};
+/* a small GPT-2 (examples/models/gpt.h): vocabulary 97, context 32, width 64, 2 layers, 4 heads */
+static gpt_options cfg(void) {
+  gpt_options o = GPT_OPTIONS_INIT;
+  o.vocab = 97, o.context = 32, o.width = 64, o.layers = 2, o.heads = 4;
+  return o;
+}
 static int32_t tok[B * 32], tgt[B * 32];
 
 static double rel(const float *a, const float *ref, size_t n) {
@@ -69,21 +63,18 @@ typedef struct {
 } run;
 
 /* One GRAD run then STEPS training steps of session s. */
-static int trace(wh_graph *g, const gpt2 *m, wh_session *s, size_t pb, run *r) {
+static void trace(wh_graph *g, const gpt_model *m, wh_session *s, size_t pb, run *r) {
   r->grad = malloc(pb), r->params = malloc(pb);
-  OK(wh_session_feed(s, m->tokens, tok, sizeof tok));
-  OK(wh_session_feed(s, m->targets, tgt, sizeof tgt));
-  OK(wh_session_run(s, WH_RUN_GRAD));
-  OK(wh_session_fetch(s, m->loss, &r->loss0, sizeof(float)));
-  OK(gather(g, s, 1, r->grad));
+  CHECK(wh_session_feed(s, m->tokens, tok, sizeof tok));
+  CHECK(wh_session_feed(s, m->targets, tgt, sizeof tgt));
+  CHECK(wh_session_run(s, WH_RUN_GRAD));
+  CHECK(wh_session_fetch(s, m->loss, &r->loss0, sizeof(float)));
+  CHECK(gather(g, s, 1, r->grad));
   for (int k = 0; k < STEPS; k++) {
-    OK(wh_session_step(s));
-    OK(wh_session_fetch(s, m->loss, &r->losses[k], sizeof(float)));
+    CHECK(wh_session_step(s));
+    CHECK(wh_session_fetch(s, m->loss, &r->losses[k], sizeof(float)));
   }
-  OK(gather(g, s, 0, r->params));
-  return 1;
-out:
-  return 0;
+  CHECK(gather(g, s, 0, r->params));
 }
 
 static void run_free(run *r) {
@@ -108,7 +99,7 @@ static void compare(const char *name, const run *a, const run *ref, size_t n, do
          a->losses[STEPS - 1], lg, gr, wl, pr);
 }
 
-static void data_parallel(wh_graph *g, const gpt2 *m, wh_comm_backend be, const run *ref, size_t pb) {
+static void data_parallel(wh_graph *g, const gpt_model *m, wh_comm_backend be, const run *ref, size_t pb) {
   const char *name = be == WH_COMM_NCCL ? "dp nccl (2 micro)" : "dp mpi (2 micro)";
   wh_comm *c = NULL;
   wh_cluster *cl = NULL;
@@ -118,23 +109,23 @@ static void data_parallel(wh_graph *g, const gpt2 *m, wh_comm_backend be, const 
   wh_comm_options co = WH_COMM_OPTIONS_INIT;
   co.backend = be;
   co.timeout_s = 60;
-  OK(wh_comm_create(ctx, &co, &c));
-  OK(wh_cluster_create(ctx, &cl));
-  OK(wh_cluster_add(cl, "H100", 0, 1));
+  CHECK(wh_comm_create(ctx, &co, &c));
+  CHECK(wh_cluster_create(ctx, &cl));
+  CHECK(wh_cluster_add(cl, "H100", 0, 1));
   wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
   int dev0 = 0;
   int64_t share = B / 2;
   l.devices = &dev0;
   l.shares = &share;
   l.micro_batches = 2;
-  OK(wh_plan_create_pinned(ctx, g, cl, B, &l, &p));
+  CHECK(wh_plan_create_pinned(ctx, g, cl, B, &l, &p));
   wh_session_options so = WH_SESSION_OPTIONS_INIT;
   so.plan = p;
   so.comm = c;
   so.device = WH_DEVICE_CUDA;
-  OK(wh_session_create(ctx, g, &so, &s));
-  if (trace(g, m, s, pb, &r)) compare(name, &r, ref, pb / sizeof(float), 1e-5, 1e-4, 1e-4);
-out:
+  CHECK(wh_session_create(ctx, g, &so, &s));
+  trace(g, m, s, pb, &r);
+  compare(name, &r, ref, pb / sizeof(float), 1e-5, 1e-4, 1e-4);
   run_free(&r);
   wh_session_destroy(s);
   wh_plan_destroy(p);
@@ -159,7 +150,14 @@ static void refusals(wh_graph *g) {
   EXPECT(s == NULL, "a refused session is NULL");
 }
 
-int main(void) {
+/* The fixture: the graph with backward and AdamW, and its CPU run that every case is compared with. */
+static wh_graph *graph;
+static gpt_model model;
+static run ref;
+static size_t pb;
+
+static int setup(int argc, char **argv) {
+  (void)argc, (void)argv;
   if (wh_cuda_device_count() < 1) {
     printf("no CUDA device (or no CUDA backend in this build): skipped\n");
     return 77;
@@ -167,54 +165,72 @@ int main(void) {
   wh_ctx_options o = WH_CTX_OPTIONS_INIT;
   o.num_threads = 1;
   if (wh_ctx_create(&ctx, &o) != WH_OK) return 1;
-  for (int i = 0; i < B * CFG.context; i++) tok[i] = (i * 7 + i / 5) % CFG.vocab, tgt[i] = (i * 7 + 1) % CFG.vocab;
-  wh_graph *g = NULL;
-  wh_session *cpu = NULL, *dev = NULL;
-  run ref = {0}, r = {0};
-  gpt2 m;
-  OK(wh_graph_create(ctx, &g));
-  if (!gpt2_build(g, &CFG, &m)) {
-    printf("FAIL build: %s\n", wh_graph_error(g));
-    failed++;
-    goto out;
+  const gpt_options c = cfg();
+  for (int i = 0; i < B * c.context; i++) tok[i] = (i * 7 + i / 5) % c.vocab, tgt[i] = (i * 7 + 1) % c.vocab;
+  CHECK(wh_graph_create(ctx, &graph));
+  if (!gpt_build(graph, &c, &model)) {
+    wt_fail_at(__FILE__, __LINE__, "build: %s", wh_graph_error(graph));
+    return 1;
   }
-  OK(wh_backward(g, m.loss));
+  CHECK(wh_backward(graph, model.loss));
   wh_adamw_options ao = WH_ADAMW_OPTIONS_INIT;
   ao.lr.lr = 3e-3f;
-  OK(wh_optimizer_adamw(g, &ao));
+  CHECK(wh_optimizer_adamw(graph, &ao));
   wh_session_options so = WH_SESSION_OPTIONS_INIT;
   so.batch = B;
-  OK(wh_session_create(ctx, g, &so, &cpu));
-  size_t pb = all_params_bytes(g, cpu);
-  if (!trace(g, &m, cpu, pb, &ref)) goto out;
+  wh_session *cpu = NULL;
+  CHECK(wh_session_create(ctx, graph, &so, &cpu));
+  pb = all_params_bytes(graph, cpu);
+  trace(graph, &model, cpu, pb, &ref);
   wh_session_destroy(cpu);
-  cpu = NULL;
-  static const struct {
-    wh_precision p;
-    const char *name;
-    double gtol, ltol, ptol;
-  } modes[] = {{WH_PRECISION_F32, "cuda fp32", 1e-5, 1e-4, 1e-4},
-               {WH_PRECISION_TF32, "cuda tf32", 3e-2, 1e-2, 3e-2},
-               {WH_PRECISION_BF16, "cuda bf16", 3e-2, 1e-2, 3e-2}};
-  for (int i = 0; i < 3; i++) {
-    so.device = WH_DEVICE_CUDA;
-    so.precision = modes[i].p;
-    OK(wh_session_create(ctx, g, &so, &dev));
-    if (trace(g, &m, dev, pb, &r)) compare(modes[i].name, &r, &ref, pb / sizeof(float), modes[i].gtol, modes[i].ltol, modes[i].ptol);
-    run_free(&r);
-    wh_session_destroy(dev);
-    dev = NULL;
-  }
-  data_parallel(g, &m, WH_COMM_NCCL, &ref, pb);
-  data_parallel(g, &m, WH_COMM_MPI, &ref, pb);
-  refusals(g);
-out:
+  return 0;
+}
+
+static void teardown(void) {
   run_free(&ref);
-  run_free(&r);
-  wh_session_destroy(cpu);
-  wh_session_destroy(dev);
-  wh_graph_destroy(g);
+  wh_graph_destroy(graph);
   wh_ctx_destroy(ctx);
-  printf("cuda_gpt: %d passed, %d failed\n", passed, failed);
-  return failed ? 1 : 0;
+}
+
+typedef struct {
+  wh_precision p;
+  const char *name;
+  double gtol, ltol, ptol;
+} mode;
+
+static void on_device(const void *arg) {
+  const mode *md = arg;
+  wh_session_options so = WH_SESSION_OPTIONS_INIT;
+  so.batch = B;
+  so.device = WH_DEVICE_CUDA;
+  so.precision = md->p;
+  wh_session *dev = NULL;
+  run r = {0};
+  CHECK(wh_session_create(ctx, graph, &so, &dev));
+  trace(graph, &model, dev, pb, &r);
+  compare(md->name, &r, &ref, pb / sizeof(float), md->gtol, md->ltol, md->ptol);
+  run_free(&r);
+  wh_session_destroy(dev);
+}
+
+static void dp(const void *arg) { data_parallel(graph, &model, *(const wh_comm_backend *)arg, &ref, pb); }
+
+static void refused(const void *arg) {
+  (void)arg;
+  refusals(graph);
+}
+
+static const mode modes[] = {{WH_PRECISION_F32, "cuda fp32", 1e-5, 1e-4, 1e-4},
+                             {WH_PRECISION_TF32, "cuda tf32", 3e-2, 1e-2, 3e-2},
+                             {WH_PRECISION_BF16, "cuda bf16", 3e-2, 1e-2, 3e-2}};
+static const wh_comm_backend backends[] = {WH_COMM_NCCL, WH_COMM_MPI};
+
+static const wt_case cases[] = {
+    {"fp32", on_device, &modes[0]},     {"tf32", on_device, &modes[1]}, {"bf16", on_device, &modes[2]},
+    {"dp_nccl", dp, &backends[0]},      {"dp_mpi", dp, &backends[1]},   {"refusals", refused, NULL},
+};
+
+int main(int argc, char **argv) {
+  const wt_suite suite = {"cuda_gpt", setup, teardown, NULL, 0};
+  return wt_main(&suite, cases, WT_COUNT(cases), argc, argv);
 }

@@ -14,23 +14,15 @@
 #include "whale.h"
 #include "src/comm/comm.h"    /* struct wh_comm: the abort test marks a comm broken */
 #include "src/base/ctx.h" /* and clears the context's verdict after it */
-#include "../common/expect.h"
+#include "../common/runner.h"
 
 static wh_ctx *ctx;
 
-#define OK(call)                                                                        \
-  do {                                                                                  \
-    wh_status s_ = (call);                                                              \
-    EXPECT(s_ == WH_OK, "%s: %s: %s", #call, wh_status_str(s_), wh_last_error(ctx));     \
-  } while (0)
-
-#define CUDA(call)                                                                      \
-  do {                                                                                  \
-    cudaError_t e_ = (call);                                                            \
-    if (e_ != cudaSuccess) {                                                            \
-      printf("rank %d: %s: %s\n", rank_, #call, cudaGetErrorString(e_));                \
-      exit(1);                                                                          \
-    }                                                                                   \
+/* A CUDA call the case depends on (the runner ends the process: the ranks run each case together). */
+#define CUDA(call)                                                                            \
+  do {                                                                                        \
+    cudaError_t e_ = (call);                                                                  \
+    if (e_ != cudaSuccess) wt_abort_at(__FILE__, __LINE__, "%s: %s", #call, cudaGetErrorString(e_)); \
   } while (0)
 
 static const wh_dtype dtypes[] = {WH_F32, WH_BF16};
@@ -159,11 +151,11 @@ static void collectives(wh_comm *c, const char *backend) {
 
       /* allreduce, out of place: the send buffer is left alone */
       void *send = dev_values(d, count, me, 0), *recv = dev_fill(d, count, -1);
-      OK(wh_comm_allreduce(c, send, recv, count, d, WH_REDUCE_SUM));
+      EXPECT_OK(wh_comm_allreduce(c, send, recv, count, d, WH_REDUCE_SUM));
       check("allreduce sum", backend, d, count, recv, count, ref_reduced, &a, 0);
       check("allreduce send untouched", backend, d, count, send, count, ref_own, &a, 0);
       /* in place, average */
-      OK(wh_comm_allreduce(c, NULL, send, count, d, WH_REDUCE_AVG));
+      EXPECT_OK(wh_comm_allreduce(c, NULL, send, count, d, WH_REDUCE_AVG));
       a.op = WH_REDUCE_AVG;
       check("allreduce avg in place", backend, d, count, send, count, ref_reduced, &a, avg_tol);
       a.op = WH_REDUCE_SUM;
@@ -173,10 +165,10 @@ static void collectives(wh_comm *c, const char *backend) {
       /* two in flight at once, waited in reverse order */
       void *x = dev_values(d, count, me, 0), *y = dev_values(d, count, me, 0);
       wh_request *rx = NULL, *ry = NULL;
-      OK(wh_comm_iallreduce(c, NULL, x, count, d, WH_REDUCE_SUM, &rx));
-      OK(wh_comm_iallreduce(c, NULL, y, count, d, WH_REDUCE_SUM, &ry));
-      if (ry) OK(wh_request_wait(ry));
-      if (rx) OK(wh_request_wait(rx));
+      EXPECT_OK(wh_comm_iallreduce(c, NULL, x, count, d, WH_REDUCE_SUM, &rx));
+      EXPECT_OK(wh_comm_iallreduce(c, NULL, y, count, d, WH_REDUCE_SUM, &ry));
+      if (ry) EXPECT_OK(wh_request_wait(ry));
+      if (rx) EXPECT_OK(wh_request_wait(rx));
       check("iallreduce x", backend, d, count, x, count, ref_reduced, &a, 0);
       check("iallreduce y", backend, d, count, y, count, ref_reduced, &a, 0);
       cudaFree(x);
@@ -185,7 +177,7 @@ static void collectives(wh_comm *c, const char *backend) {
       /* reduce-scatter: send holds n blocks, values continue across them */
       send = dev_values(d, count * (size_t)n, me, 0);
       recv = dev_fill(d, count, -1);
-      OK(wh_comm_reduce_scatter(c, send, recv, count, d, WH_REDUCE_SUM));
+      EXPECT_OK(wh_comm_reduce_scatter(c, send, recv, count, d, WH_REDUCE_SUM));
       check("reduce_scatter", backend, d, count, recv, count, ref_scattered, &a, 0);
       cudaFree(send);
       cudaFree(recv);
@@ -193,7 +185,7 @@ static void collectives(wh_comm *c, const char *backend) {
       /* all-gather, equal blocks, from a separate send buffer */
       send = dev_values(d, count, me, 0);
       recv = dev_fill(d, count * (size_t)n, -1);
-      OK(wh_comm_allgather(c, send, recv, count, NULL, d));
+      EXPECT_OK(wh_comm_allgather(c, send, recv, count, NULL, d));
       check("allgather", backend, d, count, recv, count * (size_t)n, ref_gathered, &a, 0);
       cudaFree(send);
       cudaFree(recv);
@@ -209,7 +201,7 @@ static void collectives(wh_comm *c, const char *backend) {
       void *own = dev_values(d, counts[me], me, 0);
       CUDA(cudaMemcpy((char *)recv + off * dsize(d), own, counts[me] * dsize(d), cudaMemcpyDeviceToDevice));
       a.counts = counts;
-      OK(wh_comm_allgather(c, NULL, recv, 0, counts, d));
+      EXPECT_OK(wh_comm_allgather(c, NULL, recv, 0, counts, d));
       check("allgather unequal in place", backend, d, count, recv, total, ref_gathered, &a, 0);
       a.counts = NULL;
       cudaFree(own);
@@ -218,12 +210,12 @@ static void collectives(wh_comm *c, const char *backend) {
 
       /* broadcast from the last rank */
       void *buf = me == n - 1 ? dev_values(d, count, me, 0) : dev_fill(d, count, -1);
-      OK(wh_comm_broadcast(c, buf, count, d, n - 1));
+      EXPECT_OK(wh_comm_broadcast(c, buf, count, d, n - 1));
       check("broadcast", backend, d, count, buf, count, ref_root, &a, 0);
       cudaFree(buf);
     }
   }
-  OK(wh_comm_barrier(c));
+  EXPECT_OK(wh_comm_barrier(c));
 }
 
 /* A ring of point-to-point messages on device buffers: rank r sends to r+1, receives from r-1.
@@ -237,14 +229,14 @@ static void ring(wh_comm *c, const char *backend, int tag) {
   int right = (me + 1) % n, left = (me + n - 1) % n;
   wh_request *rs = NULL, *rr = NULL;
   if (me == 0) {
-    OK(wh_comm_isend(c, send, count, d, right, tag, &rs));
-    OK(wh_comm_irecv(c, recv, count, d, left, tag, &rr));
+    EXPECT_OK(wh_comm_isend(c, send, count, d, right, tag, &rs));
+    EXPECT_OK(wh_comm_irecv(c, recv, count, d, left, tag, &rr));
   } else {
-    OK(wh_comm_irecv(c, recv, count, d, left, tag, &rr));
-    OK(wh_comm_isend(c, send, count, d, right, tag, &rs));
+    EXPECT_OK(wh_comm_irecv(c, recv, count, d, left, tag, &rr));
+    EXPECT_OK(wh_comm_isend(c, send, count, d, right, tag, &rs));
   }
-  if (rr) OK(wh_request_wait(rr));
-  if (rs) OK(wh_request_wait(rs));
+  if (rr) EXPECT_OK(wh_request_wait(rr));
+  if (rs) EXPECT_OK(wh_request_wait(rs));
   ref_args a = {n, me, WH_REDUCE_SUM, count, NULL, left};
   check("send/recv ring", backend, d, count, recv, count, ref_root, &a, 0);
   cudaFree(send);
@@ -252,12 +244,13 @@ static void ring(wh_comm *c, const char *backend, int tag) {
 }
 
 #ifdef WH_HAVE_NCCL
-static void test_nccl(void) {
+static void test_nccl(const void *arg) {
+  (void)arg;
   wh_comm_options o = WH_COMM_OPTIONS_INIT;
   o.backend = WH_COMM_NCCL;
   o.timeout_s = 120;
   wh_comm *c = NULL;
-  OK(wh_comm_create(ctx, &o, &c));
+  EXPECT_OK(wh_comm_create(ctx, &o, &c));
   if (!c) return;
   EXPECT(wh_comm_backend_of(c) == WH_COMM_NCCL, "backend");
   collectives(c, "nccl");
@@ -274,7 +267,7 @@ static void test_nccl(void) {
   /* a sub-communicator of rank 0 alone (ncclCommSplit; the others pass NOCOLOR) */
   int only0 = 0;
   wh_comm *sub = NULL;
-  OK(wh_comm_split(c, 1, &only0, &sub));
+  EXPECT_OK(wh_comm_split(c, 1, &only0, &sub));
   EXPECT((sub != NULL) == (wh_comm_rank(c) == 0), "split membership");
   if (sub) {
     EXPECT(wh_comm_size(sub) == 1 && wh_comm_rank(sub) == 0, "split: rank %d of %d", wh_comm_rank(sub),
@@ -289,26 +282,27 @@ static void test_nccl(void) {
   wh_status s = wh_comm_iallreduce(c, NULL, &h, 1, WH_F32, WH_REDUCE_SUM, &rq);
   EXPECT(s != WH_OK && !rq, "nccl allreduce of host memory: %s, want an error", wh_status_str(s));
   if (rq) wh_request_wait(rq);
-  OK(wh_comm_barrier(c));
+  EXPECT_OK(wh_comm_barrier(c));
   wh_comm_destroy(c);
 }
 
 /* The abort path. With several ranks, rank 0 starts an allreduce the others never join: its wait
  * passes the deadline, comm.c breaks the comm, and destroy must abort the hung kernel rather than
  * wait on it. With one rank nothing can hang: a broken comm with an operation queued is aborted. */
-static void test_abort(void) {
+static void test_abort(const void *arg) {
+  (void)arg;
   wh_comm_options o = WH_COMM_OPTIONS_INIT;
   o.backend = WH_COMM_NCCL;
   o.timeout_s = 10;
   wh_comm *c = NULL;
-  OK(wh_comm_create(ctx, &o, &c));
+  EXPECT_OK(wh_comm_create(ctx, &o, &c));
   if (!c) return;
   int n = wh_comm_size(c), me = wh_comm_rank(c);
   size_t count = 1u << 20;
   void *b = dev_values(WH_F32, count, me, 0);
   if (n > 1 && me == 0) {
     wh_request *rq = NULL;
-    OK(wh_comm_iallreduce(c, NULL, b, count, WH_F32, WH_REDUCE_SUM, &rq));
+    EXPECT_OK(wh_comm_iallreduce(c, NULL, b, count, WH_F32, WH_REDUCE_SUM, &rq));
     wh_status s = rq ? wh_request_wait(rq) : WH_ERR_INTERNAL;
     EXPECT(s == WH_ERR_TIMEOUT, "an allreduce no peer joins: %s, want timed out (%s)", wh_status_str(s),
            wh_last_error(ctx));
@@ -317,7 +311,7 @@ static void test_abort(void) {
     EXPECT(c->broken, "a timed-out wait breaks the comm");
   } else if (n == 1) {
     wh_request *rq = NULL;
-    OK(wh_comm_iallreduce(c, NULL, b, count, WH_F32, WH_REDUCE_SUM, &rq));
+    EXPECT_OK(wh_comm_iallreduce(c, NULL, b, count, WH_F32, WH_REDUCE_SUM, &rq));
     c->broken = 1; /* as a failed wait leaves it */
     /* the request stays unfinished on the comm's list: destroy releases it (freeing it here would
      * leave the list pointing at freed memory) */
@@ -336,7 +330,7 @@ static void test_abort(void) {
 
   /* a healthy comm with nothing pending: finalised and destroyed, promptly */
   c = NULL;
-  OK(wh_comm_create(ctx, &o, &c));
+  EXPECT_OK(wh_comm_create(ctx, &o, &c));
   t1 = wh__now();
   wh_comm_destroy(c);
   EXPECT(wh__now() - t1 < 20, "destroy of a healthy comm took %.1f s", wh__now() - t1);
@@ -344,11 +338,12 @@ static void test_abort(void) {
 
 #endif /* WH_HAVE_NCCL */
 
-static void test_mpi_staging(void) {
+static void test_mpi_staging(const void *arg) {
+  (void)arg;
   wh_comm_options o = WH_COMM_OPTIONS_INIT;
   o.timeout_s = 120;
   wh_comm *c = NULL;
-  OK(wh_comm_create(ctx, &o, &c));
+  EXPECT_OK(wh_comm_create(ctx, &o, &c));
   if (!c) return;
   collectives(c, "mpi-staged");
   ring(c, "mpi-staged", 7);
@@ -359,12 +354,12 @@ static void test_mpi_staging(void) {
   float *hs = malloc(count * sizeof(float));
   for (size_t i = 0; i < count; i++) hs[i] = (float)value(me, i);
   void *recv = dev_fill(WH_F32, count, -1);
-  OK(wh_comm_allreduce(c, hs, recv, count, WH_F32, WH_REDUCE_SUM));
+  EXPECT_OK(wh_comm_allreduce(c, hs, recv, count, WH_F32, WH_REDUCE_SUM));
   ref_args a = {n, me, WH_REDUCE_SUM, count, NULL, 0};
   check("allreduce host->device", "mpi-staged", WH_F32, count, recv, count, ref_reduced, &a, 0);
   /* and the CPU path is untouched: host buffers only */
   float *hr = malloc(count * sizeof(float));
-  OK(wh_comm_allreduce(c, hs, hr, count, WH_F32, WH_REDUCE_SUM));
+  EXPECT_OK(wh_comm_allreduce(c, hs, hr, count, WH_F32, WH_REDUCE_SUM));
   long bad = -1;
   for (size_t i = 0; i < count && bad < 0; i++)
     if (hr[i] != (float)reduced(n, i, WH_REDUCE_SUM)) bad = (long)i;
@@ -375,7 +370,10 @@ static void test_mpi_staging(void) {
   wh_comm_destroy(c);
 }
 
-int main(void) {
+static int all_own; /* every local rank has a GPU of its own (NCCL's condition) */
+
+static int setup(int argc, char **argv) {
+  (void)argc, (void)argv;
   int ndev = 0;
   cudaError_t e = cudaGetDeviceCount(&ndev);
   if (e != cudaSuccess || ndev < 1) {
@@ -390,37 +388,73 @@ int main(void) {
   /* the MPI comm first: it initialises MPI and tells the local rank, hence the device */
   wh_comm_options o = WH_COMM_OPTIONS_INIT;
   wh_comm *w = NULL;
-  OK(wh_comm_create(ctx, &o, &w));
-  if (!w) return 1;
-  rank_ = wh_comm_rank(w);
+  CHECK(wh_comm_create(ctx, &o, &w));
+  wt_rank = wh_comm_rank(w);
   int local = wh_comm_local_rank(w), local_size = wh_comm_local_size(w), size = wh_comm_size(w);
   CUDA(cudaSetDevice(local % ndev));
   /* NCCL needs a GPU per rank; every rank must reach the same verdict */
-  int own_gpu = local_size <= ndev, all_own = 0;
+  int own_gpu = local_size <= ndev;
   int *flags = malloc(sizeof(int) * (size_t)size);
-  OK(wh_comm_allgather(w, &own_gpu, flags, 1, NULL, WH_I32));
+  EXPECT_OK(wh_comm_allgather(w, &own_gpu, flags, 1, NULL, WH_I32));
   all_own = 1;
   for (int i = 0; i < size; i++) all_own &= flags[i];
   free(flags);
   wh_comm_destroy(w);
-
-  test_mpi_staging();
-  if (rank_ == 0) printf("mpi staging: %d passed, %d failed so far\n", passed, failed);
 #ifdef WH_HAVE_NCCL
-  if (all_own) {
-    test_nccl();
-    if (rank_ == 0) printf("nccl: %d passed, %d failed so far\n", passed, failed);
-    test_abort();
-  } else if (rank_ == 0) {
+  if (!all_own && wt_rank == 0)
     printf("%d ranks on a node with %d GPU(s): NCCL checks skipped (one GPU per rank)\n", local_size, ndev);
-  }
 #else
-  (void)all_own;
-  if (rank_ == 0) printf("built without NCCL: NCCL checks skipped\n");
+  if (wt_rank == 0) printf("built without NCCL: NCCL checks skipped\n");
 #endif
+  return 0;
+}
 
-  int totals[2] = {passed, failed};
-  printf("rank %d: %d passed, %d failed\n", rank_, totals[0], totals[1]);
-  wh_ctx_destroy(ctx);
-  return failed ? 1 : 0;
+static void mpi_staging(const void *arg) {
+  test_mpi_staging(arg);
+  if (wt_rank == 0) printf("mpi staging: %d passed, %d failed so far\n", wt_passed, wt_failed);
+}
+
+/* NCCL and its abort path: one GPU per rank, in a build with NCCL */
+static int nccl_here(void) {
+#ifdef WH_HAVE_NCCL
+  if (all_own) return 1;
+  wt_skip("NCCL needs a GPU per rank");
+#else
+  wt_skip("built without NCCL");
+#endif
+  return 0;
+}
+
+static void nccl(const void *arg) {
+  if (!nccl_here()) return;
+#ifdef WH_HAVE_NCCL
+  test_nccl(arg);
+  if (wt_rank == 0) printf("nccl: %d passed, %d failed so far\n", wt_passed, wt_failed);
+#else
+  (void)arg;
+#endif
+}
+
+static void nccl_abort(const void *arg) {
+  if (!nccl_here()) return;
+#ifdef WH_HAVE_NCCL
+  test_abort(arg);
+#else
+  (void)arg;
+#endif
+}
+
+static void teardown(void) { wh_ctx_destroy(ctx); }
+
+static const wt_case cases[] = {
+    {"mpi_staging", mpi_staging, NULL},
+    {"nccl", nccl, NULL},
+    {"nccl_abort", nccl_abort, NULL},
+};
+
+/* No totals: the world communicator is gone before the cases (the abort case breaks comms), so
+ * every rank prints its own counts line. */
+int main(int argc, char **argv) {
+  const wt_suite suite = {"nccl", setup, teardown, NULL, 1};
+  return wt_main(&suite, cases, WT_COUNT(cases), argc, argv);
 }

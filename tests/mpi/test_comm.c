@@ -9,15 +9,9 @@
 #include <string.h>
 
 #include "whale.h"
-#include "../common/expect.h"
+#include "../common/runner.h"
 
 static wh_ctx *ctx;
-#define OK(call)                                                                                   \
-  do {                                                                                             \
-    wh_status s_ = (call);                                                                         \
-    EXPECT(s_ == WH_OK, "%s: %s: %s", #call, wh_status_str(s_), wh_last_error(ctx));                \
-  } while (0)
-
 static const wh_dtype dtypes[] = {WH_F32, WH_F64, WH_I32, WH_BF16};
 static const char *dname(wh_dtype d) {
   return d == WH_F32 ? "f32" : d == WH_F64 ? "f64" : d == WH_I32 ? "i32" : "bf16";
@@ -90,7 +84,7 @@ static void test_allreduce(wh_comm *c, size_t count) {
         char *s = malloc(count * dsize(d) + 1), *o = malloc(count * dsize(d) + 1);
         for (size_t i = 0; i < count; i++) put(s, d, i, value(r, i));
         if (inplace) memcpy(o, s, count * dsize(d));
-        OK(wh_comm_allreduce(c, inplace ? NULL : s, o, count, d, (wh_reduce_op)op));
+        EXPECT_OK(wh_comm_allreduce(c, inplace ? NULL : s, o, count, d, (wh_reduce_op)op));
         size_t bad = mismatches(o, d, count, 0, n, (wh_reduce_op)op);
         EXPECT(bad == 0, "allreduce %s %s %s count %zu ranks %d: %zu wrong", dname(d), op ? "avg" : "sum",
                inplace ? "in place" : "out of place", count, n, bad);
@@ -108,7 +102,7 @@ static void test_reduce_scatter(wh_comm *c, size_t per) {
     for (int op = 0; op < 2; op++) {
       char *s = malloc(per * (size_t)n * dsize(d) + 1), *o = malloc(per * dsize(d) + 1);
       for (size_t i = 0; i < per * (size_t)n; i++) put(s, d, i, value(r, i));
-      OK(wh_comm_reduce_scatter(c, s, o, per, d, (wh_reduce_op)op));
+      EXPECT_OK(wh_comm_reduce_scatter(c, s, o, per, d, (wh_reduce_op)op));
       size_t bad = mismatches(o, d, per, per * (size_t)r, n, (wh_reduce_op)op);
       EXPECT(bad == 0, "reduce_scatter %s %s per-rank %zu ranks %d: %zu wrong", dname(d), op ? "avg" : "sum", per, n,
              bad);
@@ -128,7 +122,7 @@ static void test_allgather(wh_comm *c, size_t base, int unequal) {
       size_t off = 0;
       for (int i = 0; i < r; i++) off += counts[i];
       for (size_t i = 0; i < counts[r]; i++) put(inplace ? o : s, d, (inplace ? off : 0) + i, value(r, i));
-      OK(wh_comm_allgather(c, inplace ? NULL : s, o, base, unequal ? counts : NULL, d));
+      EXPECT_OK(wh_comm_allgather(c, inplace ? NULL : s, o, base, unequal ? counts : NULL, d));
       size_t bad = 0, at = 0;
       for (int q = 0; q < n; q++)
         for (size_t i = 0; i < counts[q]; i++, at++)
@@ -149,7 +143,7 @@ static void test_broadcast(wh_comm *c, size_t count) {
       char *b = calloc(count + 1, dsize(d));
       if (r == root)
         for (size_t i = 0; i < count; i++) put(b, d, i, value(root, i));
-      OK(wh_comm_broadcast(c, b, count, d, root));
+      EXPECT_OK(wh_comm_broadcast(c, b, count, d, root));
       size_t bad = 0;
       for (size_t i = 0; i < count; i++) bad += get(b, d, i) != value(root, i);
       EXPECT(bad == 0, "broadcast %s root %d count %zu: %zu wrong", dname(d), root, count, bad);
@@ -173,12 +167,12 @@ static void test_p2p(wh_comm *c, size_t count) {
         in[slot] = calloc(count + 1, dsize(d));
         out[slot] = malloc(count * dsize(d) + 1);
         for (size_t i = 0; i < count; i++) put(out[slot], d, i, value(r * 2 + t, i + (size_t)p));
-        OK(wh_comm_irecv(c, in[slot], count, d, p, 100 + t, &rq[nr++]));
-        OK(wh_comm_isend(c, out[slot], count, d, p, 100 + t, &rq[nr++]));
+        EXPECT_OK(wh_comm_irecv(c, in[slot], count, d, p, 100 + t, &rq[nr++]));
+        EXPECT_OK(wh_comm_isend(c, out[slot], count, d, p, 100 + t, &rq[nr++]));
       }
     }
     for (int i = nr - 1; i >= 0; i--) /* complete out of order */
-      if (rq[i]) OK(wh_request_wait(rq[i]));
+      if (rq[i]) EXPECT_OK(wh_request_wait(rq[i]));
     for (int p = 0; p < n; p++) {
       if (p == r) continue;
       for (int t = 0; t < 2; t++) {
@@ -200,7 +194,7 @@ static void test_split(wh_comm *c) {
     if (i % 2) odd[no++] = i;
   if (no > 0) {
     wh_comm *sub = NULL;
-    OK(wh_comm_split(c, no, odd, &sub));
+    EXPECT_OK(wh_comm_split(c, no, odd, &sub));
     EXPECT((sub != NULL) == (r % 2 == 1), "membership of the odd group");
     if (sub) {
       int want = -1;
@@ -210,7 +204,7 @@ static void test_split(wh_comm *c) {
              wh_comm_rank(sub), wh_comm_size(sub), want, no);
       test_allreduce(sub, 1001);
       test_allgather(sub, 17, 1);
-      OK(wh_comm_barrier(sub));
+      EXPECT_OK(wh_comm_barrier(sub));
       wh_comm_destroy(sub);
     }
   }
@@ -218,7 +212,7 @@ static void test_split(wh_comm *c) {
     int rest[4], nrst = 0;
     for (int i = 1; i < n; i++) rest[nrst++] = i;
     wh_comm *sub = NULL;
-    OK(wh_comm_split(c, nrst, rest, &sub));
+    EXPECT_OK(wh_comm_split(c, nrst, rest, &sub));
     EXPECT((sub != NULL) == (r != 0), "membership of ranks 1..n-1");
     if (sub) {
       test_reduce_scatter(sub, 33);
@@ -235,14 +229,14 @@ static void test_fusion(wh_comm *c) {
   const size_t sizes[] = {1, 7, 300, 5000, 2, 20000, 64, 1};
   float *t[8];
   wh_fusion *f;
-  OK(wh_fusion_create(c, 4096, WH_F32, WH_REDUCE_AVG, &f));
+  EXPECT_OK(wh_fusion_create(c, 4096, WH_F32, WH_REDUCE_AVG, &f));
   for (int round = 0; round < 2; round++) {
     for (int k = 0; k < 8; k++) {
       t[k] = malloc(sizes[k] * sizeof(float));
       for (size_t i = 0; i < sizes[k]; i++) t[k][i] = (float)value(r, i + (size_t)k);
-      OK(wh_fusion_add(f, t[k], sizes[k]));
+      EXPECT_OK(wh_fusion_add(f, t[k], sizes[k]));
     }
-    OK(wh_fusion_wait(f));
+    EXPECT_OK(wh_fusion_wait(f));
     for (int k = 0; k < 8; k++) {
       size_t bad = 0;
       for (size_t i = 0; i < sizes[k]; i++) bad += t[k][i] != (float)reduced(n, i + (size_t)k, WH_F32, WH_REDUCE_AVG);
@@ -264,11 +258,11 @@ static void test_wait_order(wh_comm *c) {
   for (int k = 0; k < K; k++) {
     buf[k] = malloc(sizeof(float) * N);
     for (size_t i = 0; i < N; i++) buf[k][i] = (float)value(r, i + (size_t)k);
-    OK(wh_comm_iallreduce(c, NULL, buf[k], N, WH_F32, WH_REDUCE_SUM, &rq[k]));
+    EXPECT_OK(wh_comm_iallreduce(c, NULL, buf[k], N, WH_F32, WH_REDUCE_SUM, &rq[k]));
   }
   for (int i = 0; i < K; i++) {
     int k = r % 2 ? K - 1 - i : i; /* odd ranks wait in reverse */
-    OK(wh_request_wait(rq[k]));
+    EXPECT_OK(wh_request_wait(rq[k]));
   }
   for (int k = 0; k < K; k++) {
     size_t bad = 0;
@@ -290,23 +284,20 @@ static void test_errors(wh_comm *c) {
   EXPECT(wh_comm_broadcast(c, &x, 1, WH_F32, n) == WH_ERR_INVALID_ARGUMENT, "broadcast root out of range");
 }
 
-int main(int argc, char **argv) {
-  int big = argc > 1 && !strcmp(argv[1], "--big");
-  wh_ctx_options o = WH_CTX_OPTIONS_INIT;
-  o.num_threads = 1;
-  if (wh_ctx_create(&ctx, &o) != WH_OK) return 1;
-  wh_comm *c = NULL;
-  wh_comm_options co = WH_COMM_OPTIONS_INIT;
-  co.timeout_s = 10;
-  if (wh_comm_create(ctx, &co, &c) != WH_OK) {
-    printf("wh_comm_create: %s\n", wh_last_error(ctx));
-    return 1;
-  }
-  rank_ = wh_comm_rank(c);
-  int n = wh_comm_size(c);
+static wh_comm *comm;
+static int big; /* --big: also 64 MB transfers */
+
+static void launcher(const void *arg) {
+  (void)arg;
+  int n = wh_comm_size(comm);
   wh_launch_info li = wh_launch_detect();
-  EXPECT(li.size == 1 || (li.rank == rank_ && li.size == n), "launcher says %d of %d (%s)", li.rank, li.size,
+  EXPECT(li.size == 1 || (li.rank == wt_rank && li.size == n), "launcher says %d of %d (%s)", li.rank, li.size,
          li.launcher);
+}
+
+static void collectives(const void *arg) {
+  (void)arg;
+  wh_comm *c = comm;
   const size_t counts[] = {0, 1, 1001, 262147};
   for (int i = 0; i < 4; i++) {
     test_allreduce(c, counts[i]);
@@ -316,51 +307,95 @@ int main(int argc, char **argv) {
     test_broadcast(c, counts[i]);
     test_p2p(c, counts[i]);
   }
-  if (big) {
-    /* 64 MB: f32 and bf16 allreduce, f32 allgather and point-to-point */
-    size_t mb64 = (size_t)64 << 20;
-    char *s = malloc(mb64), *o2 = malloc(mb64);
-    for (int k = 0; k < 4; k += 3) {
-      wh_dtype d = dtypes[k];
-      size_t cnt = mb64 / dsize(d);
-      for (size_t i = 0; i < cnt; i++) put(s, d, i, value(rank_, i));
-      OK(wh_comm_allreduce(c, s, o2, cnt, d, WH_REDUCE_SUM));
-      EXPECT(mismatches(o2, d, cnt, 0, n, WH_REDUCE_SUM) == 0, "64 MB allreduce %s", dname(d));
-    }
-    size_t per = mb64 / 4 / (size_t)n;
-    for (size_t i = 0; i < per; i++) put(s, WH_F32, i, value(rank_, i));
-    OK(wh_comm_allgather(c, s, o2, per, NULL, WH_F32));
-    size_t bad = 0;
-    for (int q = 0; q < n; q++)
-      for (size_t i = 0; i < per; i += 97) bad += get(o2, WH_F32, (size_t)q * per + i) != value(q, i);
-    EXPECT(bad == 0, "64 MB allgather: %zu wrong", bad);
-    if (n > 1) {
-      size_t cnt = mb64 / 4;
-      int peer = rank_ ^ 1;
-      if (peer < n) {
-        for (size_t i = 0; i < cnt; i++) put(s, WH_F32, i, value(rank_, i));
-        wh_request *a, *b;
-        OK(wh_comm_irecv(c, o2, cnt, WH_F32, peer, 7, &a));
-        OK(wh_comm_isend(c, s, cnt, WH_F32, peer, 7, &b));
-        OK(wh_request_wait(a));
-        OK(wh_request_wait(b));
-        bad = 0;
-        for (size_t i = 0; i < cnt; i += 101) bad += get(o2, WH_F32, i) != value(peer, i);
-        EXPECT(bad == 0, "64 MB send/recv: %zu wrong", bad);
-      }
-    }
-    free(s), free(o2);
+}
+
+/* 64 MB: f32 and bf16 allreduce, f32 allgather and point-to-point */
+static void big_transfers(const void *arg) {
+  (void)arg;
+  if (!big) {
+    wt_skip("64 MB transfers run with --big");
+    return;
   }
-  test_split(c);
-  test_wait_order(c);
-  test_fusion(c);
-  test_errors(c);
-  OK(wh_comm_barrier(c));
-  /* totals over all ranks */
-  int32_t tot[2] = {passed, failed};
-  wh_comm_allreduce(c, NULL, tot, 2, WH_I32, WH_REDUCE_SUM);
-  if (rank_ == 0) printf("comm (%d ranks): %d passed, %d failed\n", n, tot[0], tot[1]);
-  wh_comm_destroy(c);
+  wh_comm *c = comm;
+  int n = wh_comm_size(c);
+  size_t mb64 = (size_t)64 << 20;
+  char *s = malloc(mb64), *o2 = malloc(mb64);
+  for (int k = 0; k < 4; k += 3) {
+    wh_dtype d = dtypes[k];
+    size_t cnt = mb64 / dsize(d);
+    for (size_t i = 0; i < cnt; i++) put(s, d, i, value(wt_rank, i));
+    EXPECT_OK(wh_comm_allreduce(c, s, o2, cnt, d, WH_REDUCE_SUM));
+    EXPECT(mismatches(o2, d, cnt, 0, n, WH_REDUCE_SUM) == 0, "64 MB allreduce %s", dname(d));
+  }
+  size_t per = mb64 / 4 / (size_t)n;
+  for (size_t i = 0; i < per; i++) put(s, WH_F32, i, value(wt_rank, i));
+  EXPECT_OK(wh_comm_allgather(c, s, o2, per, NULL, WH_F32));
+  size_t bad = 0;
+  for (int q = 0; q < n; q++)
+    for (size_t i = 0; i < per; i += 97) bad += get(o2, WH_F32, (size_t)q * per + i) != value(q, i);
+  EXPECT(bad == 0, "64 MB allgather: %zu wrong", bad);
+  if (n > 1) {
+    size_t cnt = mb64 / 4;
+    int peer = wt_rank ^ 1;
+    if (peer < n) {
+      for (size_t i = 0; i < cnt; i++) put(s, WH_F32, i, value(wt_rank, i));
+      wh_request *a, *b;
+      EXPECT_OK(wh_comm_irecv(c, o2, cnt, WH_F32, peer, 7, &a));
+      EXPECT_OK(wh_comm_isend(c, s, cnt, WH_F32, peer, 7, &b));
+      EXPECT_OK(wh_request_wait(a));
+      EXPECT_OK(wh_request_wait(b));
+      bad = 0;
+      for (size_t i = 0; i < cnt; i += 101) bad += get(o2, WH_F32, i) != value(peer, i);
+      EXPECT(bad == 0, "64 MB send/recv: %zu wrong", bad);
+    }
+  }
+  free(s), free(o2);
+}
+
+static void split(const void *arg) { (void)arg, test_split(comm); }
+static void wait_order(const void *arg) { (void)arg, test_wait_order(comm); }
+static void fusion(const void *arg) { (void)arg, test_fusion(comm); }
+static void errors(const void *arg) { (void)arg, test_errors(comm); }
+static void barrier(const void *arg) {
+  (void)arg;
+  EXPECT_OK(wh_comm_barrier(comm));
+}
+
+static int setup(int argc, char **argv) {
+  big = argc > 1 && !strcmp(argv[1], "--big");
+  wh_ctx_options o = WH_CTX_OPTIONS_INIT;
+  o.num_threads = 1;
+  if (wh_ctx_create(&ctx, &o) != WH_OK) return 1;
+  wh_comm_options co = WH_COMM_OPTIONS_INIT;
+  co.timeout_s = 10;
+  if (wh_comm_create(ctx, &co, &comm) != WH_OK) {
+    printf("wh_comm_create: %s\n", wh_last_error(ctx));
+    return 1;
+  }
+  wt_rank = wh_comm_rank(comm);
+  wt_label("comm (%d ranks)", wh_comm_size(comm));
+  return 0;
+}
+
+/* totals over all ranks */
+static void totals(int c[2]) {
+  int32_t tot[2] = {c[0], c[1]};
+  wh_comm_allreduce(comm, NULL, tot, 2, WH_I32, WH_REDUCE_SUM);
+  c[0] = tot[0], c[1] = tot[1];
+}
+
+static void teardown(void) {
+  wh_comm_destroy(comm);
   wh_ctx_destroy(ctx);
-  return tot[1] ? 1 : 0;
+}
+
+static const wt_case cases[] = {
+    {"launcher", launcher, NULL}, {"collectives", collectives, NULL}, {"big", big_transfers, NULL},
+    {"split", split, NULL},       {"wait_order", wait_order, NULL},   {"fusion", fusion, NULL},
+    {"errors", errors, NULL},     {"barrier", barrier, NULL},
+};
+
+int main(int argc, char **argv) {
+  const wt_suite suite = {"comm", setup, teardown, totals, 1};
+  return wt_main(&suite, cases, WT_COUNT(cases), argc, argv);
 }

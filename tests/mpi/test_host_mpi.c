@@ -6,12 +6,12 @@
 #include <string.h>
 
 #include "whale.h"
+#include "../common/runner.h"
 
-int main(int argc, char **argv) {
-  int provided, world_rank, world_size, failed = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
-  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+static int world_rank, world_size;
+
+static void host_owns_mpi(const void *arg) {
+  (void)arg;
   /* the host's own layout: even and odd world ranks */
   MPI_Comm half;
   MPI_Comm_split(MPI_COMM_WORLD, world_rank % 2, world_rank, &half);
@@ -19,53 +19,54 @@ int main(int argc, char **argv) {
   MPI_Comm_rank(half, &half_rank);
   MPI_Comm_size(half, &half_size);
 
-  wh_ctx *ctx;
-  if (wh_ctx_create(&ctx, NULL) != WH_OK) return 1;
-  if (wh_ctx_rank(ctx) != world_rank || wh_ctx_size(ctx) != world_size) {
-    printf("rank %d: context sees %d of %d\n", world_rank, wh_ctx_rank(ctx), wh_ctx_size(ctx));
-    failed++;
-  }
+  wh_ctx *ctx = NULL;
+  CHECK(wh_ctx_create(&ctx, NULL));
+  EXPECT(wh_ctx_rank(ctx) == world_rank && wh_ctx_size(ctx) == world_size, "context sees %d of %d", wh_ctx_rank(ctx),
+         wh_ctx_size(ctx));
   wh_comm_options o = WH_COMM_OPTIONS_INIT;
   o.mpi_comm = &half;
   o.timeout_s = 10;
   wh_comm *c;
-  if (wh_comm_create(ctx, &o, &c) != WH_OK) {
-    printf("rank %d: wh_comm_create: %s\n", world_rank, wh_last_error(ctx));
-    return 1;
-  }
-  if (wh_comm_rank(c) != half_rank || wh_comm_size(c) != half_size) {
-    printf("rank %d: comm rank %d of %d, host says %d of %d\n", world_rank, wh_comm_rank(c), wh_comm_size(c),
-           half_rank, half_size);
-    failed++;
-  }
+  CHECK(wh_comm_create(ctx, &o, &c));
+  EXPECT(wh_comm_rank(c) == half_rank && wh_comm_size(c) == half_size, "comm rank %d of %d, host says %d of %d",
+         wh_comm_rank(c), wh_comm_size(c), half_rank, half_size);
   float v = (float)(world_rank + 1);
-  if (wh_comm_allreduce(c, NULL, &v, 1, WH_F32, WH_REDUCE_SUM) != WH_OK) {
-    printf("rank %d: allreduce: %s\n", world_rank, wh_last_error(ctx));
-    failed++;
-  }
+  EXPECT_OK(wh_comm_allreduce(c, NULL, &v, 1, WH_F32, WH_REDUCE_SUM));
   float want = 0;
   for (int r = world_rank % 2; r < world_size; r += 2) want += (float)(r + 1);
-  if (v != want) {
-    printf("rank %d: allreduce over the host's half gave %g, want %g\n", world_rank, v, want);
-    failed++;
-  }
+  EXPECT(v == want, "allreduce over the host's half gave %g, want %g", v, want);
   wh_comm_destroy(c);
   wh_ctx_destroy(ctx);
   int inited = 0, fin = 0;
   MPI_Initialized(&inited);
   MPI_Finalized(&fin);
-  if (!inited || fin) {
-    printf("rank %d: libwhale finalised the host's MPI\n", world_rank);
-    failed++;
-  }
+  EXPECT(inited && !fin, "libwhale finalised the host's MPI");
   /* the host's communicator still works */
   int total = 0, one = 1;
   MPI_Allreduce(&one, &total, 1, MPI_INT, MPI_SUM, half);
-  if (total != half_size) failed++;
-  int all_failed = 0;
-  MPI_Allreduce(&failed, &all_failed, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  if (world_rank == 0) printf("host_mpi: %d passed, %d failed\n", all_failed ? 0 : 1, all_failed ? 1 : 0);
+  EXPECT(total == half_size, "the host's communicator summed %d ranks of %d", total, half_size);
   MPI_Comm_free(&half);
-  MPI_Finalize();
-  return all_failed ? 1 : 0;
+}
+
+static int setup(int argc, char **argv) {
+  int provided;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+  wt_rank = world_rank;
+  return 0;
+}
+
+static void totals(int c[2]) {
+  int mine[2] = {c[0], c[1]};
+  MPI_Allreduce(mine, c, 2, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+}
+
+static void teardown(void) { MPI_Finalize(); }
+
+static const wt_case cases[] = {{"host_owns_mpi", host_owns_mpi, NULL}};
+
+int main(int argc, char **argv) {
+  const wt_suite suite = {"host_mpi", setup, teardown, totals, 1};
+  return wt_main(&suite, cases, WT_COUNT(cases), argc, argv);
 }

@@ -1,11 +1,12 @@
 /* parity.c - checks libwhale against PyTorch on the dumps written by torch_ref.py: logits, loss
  * and gradients of one forward/backward, then 10 AdamW and 10 SGD steps (losses, final params).
  * Models: mlp, convnet, gpt (a 2-layer GPT as examples/gpt_text.c builds it). */
+#include "gpt.h"
+#include "runner.h"
 #include "tdump.h"
 #include "whale.h"
 
 #include <math.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,49 +20,18 @@
 
 static wh_ctx *ctx;
 static const char *model_name = "?";
-static int passed, failed;
+static tdump *dump_;
 
-/* A failed libwhale call ends the current phase (forward/backward, AdamW, SGD): later checks of
- * that phase would only repeat it, but the other phases still run. Outside a phase it ends the
- * program. What a phase holds is kept here so the jump out can release it. */
-static jmp_buf phase_jmp;
-static int in_phase;
+/* A failed libwhale call (CHECK) or a fatal mismatch ends the current case (forward/backward,
+ * AdamW, SGD): later checks of that case would only repeat it, but the other cases still run.
+ * What a case holds is kept here so that the next one (or the teardown) can release it. */
 static wh_graph *cur_graph;
 static wh_session *cur_session;
 
-static void summary(void) { printf("parity %s: %d passed, %d failed\n", model_name, passed, failed); }
-
-static void bail(void) {
-  failed++;
-  if (in_phase) longjmp(phase_jmp, 1);
-  summary();
-  exit(1);
-}
-
-static void die_status(wh_status st, const char *what, int line) {
-  printf("FAIL %s: %s (%s:%d): %s\n", what, wh_status_str(st), __FILE__, line,
-         ctx ? wh_last_error(ctx) : "(no context)");
-  bail();
-}
-
-#define CHECK(call)                                     \
-  do {                                                  \
-    wh_status st_ = (call);                             \
-    if (st_ != WH_OK) die_status(st_, #call, __LINE__); \
-  } while (0)
-
-static void die(const char *msg) {
-  printf("FAIL %s\n", msg);
-  bail();
-}
+_Noreturn static void die(const char *msg) { wt_abort_at(__FILE__, __LINE__, "%s", msg); }
 
 static void report(const char *what, double err, double tol) {
-  int ok = err <= tol; /* false for NaN */
-  printf("%s %-28s rel_err %.3e (tol %.0e)\n", ok ? "ok  " : "FAIL", what, err, tol);
-  if (ok)
-    passed++;
-  else
-    failed++;
+  EXPECT_SAY(err <= tol, "%-28s rel_err %.3e (tol %.0e)", what, err, tol); /* false for NaN */
 }
 
 static void log_cb(wh_log_level level, const char *msg, void *user) {
@@ -83,12 +53,18 @@ typedef struct model {
 
 static model_kind kind;
 
-static wh_value param(model *m, const char *name, int ndim, const int64_t *dims) {
+/* The parameter table: every parameter in creation order, with its name in the dump. */
+static void register_param(void *user, wh_value p, const char *name) {
+  model *m = user;
   if (m->nparams == MAX_PARAMS) die("too many parameters: raise MAX_PARAMS");
   if (strlen(name) >= MAX_NAME) die("parameter name too long: raise MAX_NAME");
-  wh_value p = wh_param(m->g, name, WH_F32, ndim, dims, WH_INIT(WH_INIT_ZEROS, 0, 0, 0));
   strcpy(m->names[m->nparams], name);
   m->params[m->nparams++] = p;
+}
+
+static wh_value param(model *m, const char *name, int ndim, const int64_t *dims) {
+  wh_value p = wh_param(m->g, name, WH_F32, ndim, dims, WH_INIT(WH_INIT_ZEROS, 0, 0, 0));
+  register_param(m, p, name);
   return p;
 }
 
@@ -126,55 +102,19 @@ static void build_convnet(model *m) {
   m->logits = linear(m, h, "fc.w", "fc.b", 32, 10);
 }
 
-/* The GPT of examples/gpt_text.c, small: vocab 64, context 16, width 32, 4 heads, 2 layers. */
-#define GPT_V 64
-#define GPT_T 16
-#define GPT_C 32
-#define GPT_HEADS 4
-#define GPT_LAYERS 2
-
-static wh_value gpt_layernorm(model *m, wh_value x, const char *prefix) {
-  char gn[MAX_NAME], bn[MAX_NAME];
-  snprintf(gn, sizeof gn, "%s.g", prefix);
-  snprintf(bn, sizeof bn, "%s.b", prefix);
-  wh_value gamma = param(m, gn, 1, (int64_t[]){GPT_C});
-  wh_value beta = param(m, bn, 1, (int64_t[]){GPT_C});
-  return wh_layernorm(m->g, x, gamma, beta, 1e-5f);
-}
-
-static wh_value gpt_linear(model *m, wh_value x, const char *prefix, int64_t in, int64_t out) {
-  char wn[MAX_NAME], bn[MAX_NAME];
-  snprintf(wn, sizeof wn, "%s.w", prefix);
-  snprintf(bn, sizeof bn, "%s.b", prefix);
-  return linear(m, x, wn, bn, in, out);
-}
-
+/* The GPT of examples/gpt_text.c (examples/models/gpt.h), small: vocab 64, context 16, width 32,
+ * 4 heads, 2 layers; every parameter zero until the dump's values are set. */
 static void build_gpt(model *m) {
-  wh_graph *g = m->g;
-  const int64_t C = GPT_C;
-  m->x = wh_input(g, "tokens", WH_I32, 2, (int64_t[]){WH_BATCH, GPT_T});
-  m->labels = wh_input(g, "targets", WH_I32, 2, (int64_t[]){WH_BATCH, GPT_T});
-  wh_value wte = param(m, "wte", 2, (int64_t[]){GPT_V, C});
-  wh_value wpe = param(m, "wpe", 2, (int64_t[]){GPT_T, C});
-  wh_value x = wh_add(g, wh_embedding(g, wte, m->x), wpe); /* [B,T,C] + [T,C] */
-  for (int l = 0; l < GPT_LAYERS; l++) {
-    char nm[MAX_NAME];
-    snprintf(nm, sizeof nm, "h%d.ln1", l);
-    wh_value h = gpt_layernorm(m, x, nm);
-    snprintf(nm, sizeof nm, "h%d.attn.qkv", l);
-    wh_value qkv = gpt_linear(m, h, nm, C, 3 * C);
-    wh_value a = wh_attention(g, qkv, GPT_HEADS);
-    snprintf(nm, sizeof nm, "h%d.attn.proj", l);
-    x = wh_add(g, x, gpt_linear(m, a, nm, C, C));
-    snprintf(nm, sizeof nm, "h%d.ln2", l);
-    h = gpt_layernorm(m, x, nm);
-    snprintf(nm, sizeof nm, "h%d.mlp.fc", l);
-    h = wh_gelu(g, gpt_linear(m, h, nm, C, 4 * C));
-    snprintf(nm, sizeof nm, "h%d.mlp.proj", l);
-    x = wh_add(g, x, gpt_linear(m, h, nm, 4 * C, C));
-  }
-  x = gpt_layernorm(m, x, "ln_f");
-  m->logits = wh_matmul(g, x, wte, 0, 1); /* weight tying: wte is used twice */
+  gpt_options o = GPT_OPTIONS_INIT;
+  o.vocab = 64, o.context = 16, o.width = 32, o.layers = 2, o.heads = 4;
+  o.names = GPT_NAMES_LONG;
+  o.zero_init = 1;
+  o.ln_gain_first = 1;
+  o.on_param = register_param;
+  o.user = m;
+  gpt_model g;
+  gpt_build(m->g, &o, &g); /* build() reads the graph's status */
+  m->x = g.tokens, m->labels = g.targets, m->logits = g.logits, m->loss = g.loss;
 }
 
 /* A new graph with the model, its loss and gradients; logits kept for fetching. */
@@ -187,21 +127,17 @@ static void build(model *m) {
   case MODEL_CONVNET: build_convnet(m); break;
   case MODEL_GPT: build_gpt(m); break;
   }
-  m->loss = wh_cross_entropy(m->g, m->logits, m->labels);
-  if (wh_graph_status(m->g) != WH_OK) {
-    printf("FAIL building the %s graph: %s: %s\n", model_name, wh_status_str(wh_graph_status(m->g)),
-           wh_graph_error(m->g));
-    bail();
-  }
+  if (kind != MODEL_GPT) m->loss = wh_cross_entropy(m->g, m->logits, m->labels); /* the GPT's has it */
+  if (wh_graph_status(m->g) != WH_OK)
+    wt_abort_at(__FILE__, __LINE__, "building the %s graph: %s: %s", model_name, wh_status_str(wh_graph_status(m->g)),
+                wh_graph_error(m->g));
   CHECK(wh_graph_keep(m->g, m->logits));
   CHECK(wh_backward(m->g, m->loss));
   if (wh_graph_num_params(m->g) != m->nparams) die("wh_graph_num_params disagrees with the model");
   for (int i = 0; i < m->nparams; i++) {
     if (wh_graph_param(m->g, i) != m->params[i]) die("wh_graph_param order is not creation order");
-    if (wh_grad(m->g, m->params[i]) == WH_NONE) {
-      printf("FAIL wh_grad(%s) is WH_NONE: %s\n", m->names[i], wh_last_error(ctx));
-      bail();
-    }
+    if (wh_grad(m->g, m->params[i]) == WH_NONE)
+      wt_abort_at(__FILE__, __LINE__, "wh_grad(%s) is WH_NONE: %s", m->names[i], wh_last_error(ctx));
   }
 }
 
@@ -209,14 +145,9 @@ static void build(model *m) {
 
 static const tdump_tensor *need(const tdump *d, const char *name, uint32_t dtype) {
   const tdump_tensor *t = tdump_get(d, name);
-  if (!t) {
-    printf("FAIL the dump has no tensor '%s'\n", name);
-    bail();
-  }
-  if (t->dtype != dtype) {
-    printf("FAIL the dump's tensor '%s' has dtype %u, want %u\n", name, t->dtype, dtype);
-    bail();
-  }
+  if (!t) wt_abort_at(__FILE__, __LINE__, "the dump has no tensor '%s'", name);
+  if (t->dtype != dtype)
+    wt_abort_at(__FILE__, __LINE__, "the dump's tensor '%s' has dtype %u, want %u", name, t->dtype, dtype);
   return t;
 }
 
@@ -226,8 +157,7 @@ static size_t bytes_of(const tdump_tensor *t) { return (size_t)t->numel * 4; }
 static float *fetch(wh_session *s, wh_value v, const tdump_tensor *ref, const char *what) {
   size_t have = wh_session_bytes(s, v), want = bytes_of(ref);
   if (have != want) {
-    printf("FAIL %-28s size %zu bytes, PyTorch has %zu\n", what, have, want);
-    failed++;
+    wt_fail_at(__FILE__, __LINE__, "%-28s size %zu bytes, PyTorch has %zu", what, have, want);
     return NULL;
   }
   float *buf = malloc(want ? want : 1);
@@ -322,6 +252,7 @@ static void report_thirds(const float *got, const tdump_tensor *ref, const char 
 }
 
 static void check_forward_backward(const tdump *d) {
+  release_phase(); /* what an ended case left */
   model m;
   build(&m);
   wh_session *s = open_session(&m, d);
@@ -358,16 +289,13 @@ static void check_forward_backward(const tdump *d) {
     unchanged = unchanged && memcmp(got, t->data, bytes_of(t)) == 0;
     free(got);
   }
-  printf("%s %-28s\n", unchanged ? "ok  " : "FAIL", "WH_RUN_GRAD leaves params");
-  if (unchanged)
-    passed++;
-  else
-    failed++;
+  EXPECT_SAY(unchanged, "%-28s", "WH_RUN_GRAD leaves params");
 
   release_phase();
 }
 
 static void check_training(const tdump *d, const char *opt) {
+  release_phase(); /* what an ended case left */
   model m;
   build(&m);
   if (strcmp(opt, "adamw") == 0 && kind == MODEL_GPT) {
@@ -419,12 +347,7 @@ static void check_training(const tdump *d, const char *opt) {
     report(what, fabs((double)loss - ref) / fmax(fabs((double)ref), 1e-30), TOL_LOSS);
   }
   int64_t steps = wh_session_steps(s);
-  printf("%s %s steps taken %lld (want %d)\n", steps == STEPS ? "ok  " : "FAIL", opt,
-         (long long)steps, STEPS);
-  if (steps == STEPS)
-    passed++;
-  else
-    failed++;
+  EXPECT_SAY(steps == STEPS, "%s steps taken %lld (want %d)", opt, (long long)steps, STEPS);
 
   for (int i = 0; i < m.nparams; i++) {
     snprintf(name, sizeof name, "%s.final.%s", opt, m.names[i]);
@@ -444,7 +367,14 @@ static void check_training(const tdump *d, const char *opt) {
   release_phase();
 }
 
-int main(int argc, char **argv) {
+static void forward_backward(const void *arg) {
+  (void)arg;
+  check_forward_backward(dump_);
+}
+
+static void training(const void *arg) { check_training(dump_, arg); }
+
+static int setup(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "mlp") == 0)
     kind = MODEL_MLP;
   else if (argc == 3 && strcmp(argv[1], "convnet") == 0)
@@ -452,37 +382,36 @@ int main(int argc, char **argv) {
   else if (argc == 3 && strcmp(argv[1], "gpt") == 0)
     kind = MODEL_GPT;
   else {
-    fprintf(stderr, "usage: %s mlp|convnet|gpt DUMPFILE\n", argv[0]);
+    fprintf(stderr, "usage: %s [--case NAME] mlp|convnet|gpt DUMPFILE\n", argv[0]);
     return 2;
   }
   model_name = argv[1];
-  tdump *d = tdump_load(argv[2]);
-  if (!d) die("cannot load the dump");
+  wt_label("parity %s", model_name);
+  if (!(dump_ = tdump_load(argv[2]))) die("cannot load the dump");
 
   /* One thread: the reference ran single-threaded and the bounds are tight. */
   wh_ctx_options co = WH_CTX_OPTIONS_INIT;
   co.num_threads = 1;
   co.log_fn = log_cb;
   co.log_level = WH_LOG_WARN;
-  wh_status st = wh_ctx_create(&ctx, &co);
-  if (st != WH_OK) die_status(st, "wh_ctx_create", __LINE__);
+  CHECK(wh_ctx_create(&ctx, &co));
   printf("libwhale %s, %s\n", wh_version(), wh_build_info());
+  return 0;
+}
 
-  for (int phase = 0; phase < 3; phase++) {
-    in_phase = 1;
-    if (setjmp(phase_jmp) == 0) {
-      if (phase == 0)
-        check_forward_backward(d);
-      else
-        check_training(d, phase == 1 ? "adamw" : "sgd");
-    } else {
-      release_phase(); /* a check failed fatally; the next phase starts clean */
-    }
-    in_phase = 0;
-  }
-
+static void teardown(void) {
+  release_phase();
   wh_ctx_destroy(ctx);
-  tdump_free(d);
-  summary();
-  return failed ? 1 : 0;
+  tdump_free(dump_);
+}
+
+static const wt_case cases[] = {
+    {"forward_backward", forward_backward, NULL},
+    {"adamw", training, "adamw"},
+    {"sgd", training, "sgd"},
+};
+
+int main(int argc, char **argv) {
+  const wt_suite suite = {"parity", setup, teardown, NULL, 0};
+  return wt_main(&suite, cases, WT_COUNT(cases), argc, argv);
 }

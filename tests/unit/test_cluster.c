@@ -8,12 +8,13 @@
 #include <unistd.h>
 
 #include "whale.h"
-#include "../common/expect.h"
+#include "../common/runner.h"
 
 static int has(const char *msg, const char *part) { return msg && strstr(msg, part) != NULL; }
 #define SHOW(s) ((s) ? (const char *)(s) : "(null)")
 
 static char dir[64];
+static wh_ctx *ctx;
 static void plan_tiny(wh_ctx *ctx, const wh_cluster *c, const char *what);
 
 static const char *tmp_path(const char *name) {
@@ -69,7 +70,8 @@ static const char *valid_json =
     "  ]\n"
     "}\n";
 
-static void test_valid(wh_ctx *ctx) {
+static void test_valid(const void *arg) {
+  (void)arg;
   const char *p = tmp_path("valid.json");
   write_file(p, valid_json);
   wh_cluster *c = NULL;
@@ -96,7 +98,8 @@ static void test_valid(wh_ctx *ctx) {
 
 /* ---- every class of error names the file, the JSON path and what is wrong */
 
-static void test_errors(wh_ctx *ctx) {
+static void test_errors(const void *arg) {
+  (void)arg;
   struct {
     const char *json;
     const char *part[3]; /* substrings the message must hold */
@@ -212,7 +215,8 @@ static void round_trip(wh_ctx *ctx, const wh_cluster *c, const char *name) {
   wh_cluster_destroy(r);
 }
 
-static void test_round_trip(wh_ctx *ctx) {
+static void test_round_trip(const void *arg) {
+  (void)arg;
   wh_cluster *c = NULL;
   wh_cluster_create(ctx, &c);
   wh_cluster_set_links(c, 37.3e9, 1.7e-6, 3.3e9 / 7, 23.9e-6);
@@ -354,7 +358,8 @@ static void print_log(wh_log_level level, const char *msg, void *user) {
   printf("  log: %s\n", msg);
 }
 
-static void test_probe(void) {
+static void test_probe(const void *arg) {
+  (void)arg;
   wh_ctx_options o = WH_CTX_OPTIONS_INIT;
   o.log_fn = print_log;
   o.log_level = WH_LOG_INFO;
@@ -403,26 +408,35 @@ static void test_probe(void) {
   wh_ctx_destroy(ctx);
 }
 
-int main(void) {
+static int setup(int argc, char **argv) {
+  (void)argc, (void)argv;
   snprintf(dir, sizeof dir, "/tmp/whale-cluster-XXXXXX");
   if (!mkdtemp(dir)) {
     printf("mkdtemp failed\n");
     return 1;
   }
-  wh_ctx *ctx = NULL;
   wh_ctx_options o = WH_CTX_OPTIONS_INIT;
   o.num_threads = 1;
-  if (wh_ctx_create(&ctx, &o) != WH_OK) return 1;
-  test_valid(ctx);
-  test_errors(ctx);
-  test_round_trip(ctx);
+  return wh_ctx_create(&ctx, &o) != WH_OK;
+}
+
+static void teardown(void) {
   wh_ctx_destroy(ctx);
-  test_probe();
   const char *files[] = {"valid.json", "bad.json", "look.json", "probed.json", "built-1.json", "built-2.json",
                          "valid-1.json", "valid-2.json", "empty-1.json", "empty-2.json", "probed-1.json",
                          "probed-2.json", "noisy-1.json", "noisy-2.json"};
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) unlink(tmp_path(files[i]));
   rmdir(dir);
-  printf("cluster: %d passed, %d failed\n", passed, failed);
-  return failed ? 1 : 0;
+}
+
+static const wt_case cases[] = {
+    {"valid", test_valid, NULL},
+    {"errors", test_errors, NULL},
+    {"round_trip", test_round_trip, NULL},
+    {"probe", test_probe, NULL}, /* a context of its own, logging at info level */
+};
+
+int main(int argc, char **argv) {
+  const wt_suite suite = {"cluster", setup, teardown, NULL, 0};
+  return wt_main(&suite, cases, WT_COUNT(cases), argc, argv);
 }

@@ -7,8 +7,7 @@
 
 #include "src/kernels/kernels.h"
 #include "src/base/pool.h"
-
-static int n_pass, n_fail;
+#include "../common/runner.h"
 
 /* ---- small helpers */
 
@@ -50,11 +49,7 @@ static void poison(wh__tensor *t) {
 }
 
 static void record(int ok, const char *what, const char *geom, const char *pool, double err) {
-  printf("%s %-24s %-44s %-9s rel_err=%.3g\n", ok ? "ok  " : "FAIL", what, geom, pool, err);
-  if (ok)
-    n_pass++;
-  else
-    n_fail++;
+  EXPECT_SAY(ok, "%-24s %-44s %-9s rel_err=%.3g", what, geom, pool, err);
 }
 
 /* max |got - ref| relative to max |ref|; NaN in got counts as failure. */
@@ -336,15 +331,12 @@ static void run_error_cases(void) {
   free(py.data);
 }
 
-int main(void) {
-  wh__pool *p2 = NULL, *p3 = NULL;
-  if (wh__pool_create(2, &p2) != WH_OK || wh__pool_create(3, &p3) != WH_OK) {
-    printf("FAIL could not create thread pools\n");
-    return 1;
-  }
-  pool_cfg pools[] = {{"serial", NULL}, {"2 threads", p2}, {"3 threads", p3}};
-  int np = (int)(sizeof pools / sizeof pools[0]);
+static wh__pool *p2, *p3;
+static pool_cfg pools[3];
+static const int np = 3;
 
+static void convs_case(const void *arg) {
+  (void)arg;
   static const conv_case convs[] = {
       /* N  C  H   W  O  KH KW s  p */
       {2, 3, 7, 5, 4, 3, 3, 1, 1},    /* same padding, non-square image */
@@ -359,7 +351,10 @@ int main(void) {
       {1, 2, 3, 3, 2, 3, 3, 3, 2},    /* padding larger than the remaining input */
   };
   for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++) run_conv_case(&convs[i], pools, np);
+}
 
+static void pools_case(const void *arg) {
+  (void)arg;
   static const pool_case pls[] = {
       /* N  C  H   W  k  s  p */
       {2, 3, 7, 5, 3, 2, 1},
@@ -372,11 +367,37 @@ int main(void) {
   };
   for (size_t i = 0; i < sizeof pls / sizeof pls[0]; i++)
     for (int k = DATA_RANDOM; k <= DATA_NEGATIVE; k++) run_pool_case(&pls[i], (data_kind)k, pools, np);
+}
 
+static void errors_case(const void *arg) {
+  (void)arg;
   run_error_cases();
+}
 
+static int setup(int argc, char **argv) {
+  (void)argc, (void)argv;
+  if (wh__pool_create(2, &p2) != WH_OK || wh__pool_create(3, &p3) != WH_OK) {
+    printf("FAIL could not create thread pools\n");
+    return 1;
+  }
+  pools[0] = (pool_cfg){"serial", NULL};
+  pools[1] = (pool_cfg){"2 threads", p2};
+  pools[2] = (pool_cfg){"3 threads", p3};
+  return 0;
+}
+
+static void teardown(void) {
   wh__pool_destroy(p2);
   wh__pool_destroy(p3);
-  printf("%d passed, %d failed\n", n_pass, n_fail);
-  return n_fail ? 1 : 0;
+}
+
+static const wt_case cases[] = {
+    {"conv2d", convs_case, NULL},
+    {"pool2d", pools_case, NULL},
+    {"errors", errors_case, NULL},
+};
+
+int main(int argc, char **argv) {
+  const wt_suite suite = {"conv_kernels", setup, teardown, NULL, 0};
+  return wt_main(&suite, cases, WT_COUNT(cases), argc, argv);
 }

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "whale.h"
-#include "../common/expect.h"
+#include "../common/runner.h"
 
 #define DIMS(...) (int64_t[]){__VA_ARGS__}
 #define B 4
@@ -15,6 +15,8 @@
 #define V 64
 #define L 3
 #define STEPS 5
+
+static wh_ctx *ctx;
 
 static wh_value P(wh_graph *g, const char *fmt, int l, int nd, const int64_t *d, wh_init init) {
   char nm[64];
@@ -113,7 +115,8 @@ static int train(wh_ctx *ctx, wh_graph *g, wh_value tok, wh_value tgt, wh_value 
 
 /* A reshape view inside a recompute scope, read by a backward matmul: the view's root must live
  * as long as the view (the chain runs through a clone), or dW comes out of reused memory. */
-static void test_recomputed_view(wh_ctx *ctx) {
+static void test_recomputed_view(const void *arg) {
+  (void)arg;
   wh_graph *g;
   wh_graph_create(ctx, &g);
   wh_value in = wh_input(g, "in", WH_F32, 2, DIMS(WH_BATCH, 4 * 8));
@@ -148,19 +151,18 @@ static void test_recomputed_view(wh_ctx *ctx) {
   wh_graph_destroy(g);
 }
 
-int main(void) {
-  wh_ctx *ctx;
-  wh_ctx_options co = WH_CTX_OPTIONS_INIT;
-  co.num_threads = 2;
-  if (wh_ctx_create(&ctx, &co) != WH_OK) return 1;
+/* The three memory plans train the same GPT: bitwise the same, each peak lower than the last. */
+static void test_plans(const void *arg) {
+  (void)arg;
   wh_value tok, tgt, loss;
   wh_graph *g = build(ctx, &tok, &tgt, &loss);
   EXPECT(wh_graph_status(g) == WH_OK, "build: %s", wh_graph_error(g));
   run_result base, inpl, reco;
   if (train(ctx, g, tok, tgt, loss, 0, 0, &base) || train(ctx, g, tok, tgt, loss, 1, 0, &inpl) ||
       train(ctx, g, tok, tgt, loss, 1, 1, &reco)) {
-    printf("memory: 0 passed, 1 failed\n");
-    return 1;
+    EXPECT(0, "a training run failed");
+    wh_graph_destroy(g);
+    return;
   }
   printf("%-24s %12s %12s %8s %11s\n", "plan", "arena bytes", "live peak", "in-place", "recomputed");
   const run_result *rs[3] = {&base, &inpl, &reco};
@@ -186,11 +188,26 @@ int main(void) {
   EXPECT(memcmp(base.params, inpl.params, base.nparams) == 0, "final parameters differ with in-place");
   EXPECT(memcmp(base.params, reco.params, base.nparams) == 0, "final parameters differ with recompute");
   printf("losses: %.6f ... %.6f, all three runs bitwise equal: %s\n", base.loss[0], base.loss[STEPS - 1],
-         failed ? "no" : "yes");
+         wt_failed ? "no" : "yes");
   free(base.params), free(inpl.params), free(reco.params);
-  test_recomputed_view(ctx);
   wh_graph_destroy(g);
-  wh_ctx_destroy(ctx);
-  printf("memory: %d passed, %d failed\n", passed, failed);
-  return failed ? 1 : 0;
+}
+
+static int setup(int argc, char **argv) {
+  (void)argc, (void)argv;
+  wh_ctx_options co = WH_CTX_OPTIONS_INIT;
+  co.num_threads = 2;
+  return wh_ctx_create(&ctx, &co) != WH_OK;
+}
+
+static void teardown(void) { wh_ctx_destroy(ctx); }
+
+static const wt_case cases[] = {
+    {"plans", test_plans, NULL},
+    {"recomputed_view", test_recomputed_view, NULL},
+};
+
+int main(int argc, char **argv) {
+  const wt_suite suite = {"memory", setup, teardown, NULL, 0};
+  return wt_main(&suite, cases, WT_COUNT(cases), argc, argv);
 }

@@ -12,7 +12,9 @@
 
 #include "models.h"
 #include "whale.h"
-#include "../common/expect.h"
+#include "../common/runner.h"
+
+static wh_ctx *ctx;
 
 static double now(void) {
   struct timespec ts;
@@ -102,12 +104,10 @@ typedef struct {
   const char *source;
 } model_case;
 
-int main(void) {
-  wh_ctx *ctx = NULL;
-  if (wh_ctx_create(&ctx, NULL) != WH_OK) {
-    printf("cannot create a context\nmodels: 0 passed, 1 failed\n");
-    return 1;
-  }
+/* Every model of the catalogue: parameter counts against the closed forms and the published
+ * figures, its loss and stage scopes; GPT-3 175B builds fast and small. */
+static void catalogue(const void *arg) {
+  (void)arg;
   const model_case cases[] = {
       /* gpt3-175b first: its build time and memory peak are measured on a fresh process */
       {"gpt3-175b", gpt_params(96, 12288, 49152, 50304, 2048), 175.0e9, 0.01, 0, 0, 96,
@@ -198,7 +198,11 @@ int main(void) {
   long hwm_all = vm_hwm_kb();
   EXPECT(hwm_all > 0 && hwm_all < 300 * 1024, "all models: process peak RSS %.1f MB (limit 300 MB)", hwm_all / 1024.0);
 
-  /* exact GPT-2 counts at the unpadded vocabulary */
+}
+
+/* exact GPT-2 counts at the unpadded vocabulary */
+static void gpt2_exact(const void *arg) {
+  (void)arg;
   {
     const struct {
       const char *preset;
@@ -219,7 +223,11 @@ int main(void) {
     }
   }
 
-  /* shapes, names and stage placement of a small GPT */
+}
+
+/* shapes, names and stage placement of a small GPT */
+static void small_gpt(const void *arg) {
+  (void)arg;
   {
     wh_graph *g = NULL;
     wh_graph_create(ctx, &g);
@@ -238,7 +246,11 @@ int main(void) {
     wh_graph_destroy(g);
   }
 
-  /* non-default sizes */
+}
+
+/* non-default sizes */
+static void sizes(const void *arg) {
+  (void)arg;
   {
     wh_graph *g = NULL;
     wh_graph_create(ctx, &g);
@@ -264,7 +276,11 @@ int main(void) {
     wh_graph_destroy(g);
   }
 
-  /* failures: unknown names leave the graph alone; bad shapes poison it with a message */
+}
+
+/* failures: unknown names leave the graph alone; bad shapes poison it with a message */
+static void failures(const void *arg) {
+  (void)arg;
   {
     wh_graph *g = NULL;
     wh_graph_create(ctx, &g);
@@ -281,7 +297,28 @@ int main(void) {
     wh_graph_destroy(g);
   }
 
-  wh_ctx_destroy(ctx);
-  printf("models: %d passed, %d failed\n", passed, failed);
-  return failed ? 1 : 0;
+}
+
+static int setup(int argc, char **argv) {
+  (void)argc, (void)argv;
+  if (wh_ctx_create(&ctx, NULL) != WH_OK) {
+    printf("FAIL cannot create a context\n");
+    return 1;
+  }
+  return 0;
+}
+
+static void teardown(void) { wh_ctx_destroy(ctx); }
+
+static const wt_case cases[] = {
+    {"catalogue", catalogue, NULL}, /* first: gpt3-175b's build time and peak are measured on a fresh process */
+    {"gpt2_exact", gpt2_exact, NULL},
+    {"small_gpt", small_gpt, NULL},
+    {"sizes", sizes, NULL},
+    {"failures", failures, NULL},
+};
+
+int main(int argc, char **argv) {
+  const wt_suite suite = {"models", setup, teardown, NULL, 0};
+  return wt_main(&suite, cases, WT_COUNT(cases), argc, argv);
 }

@@ -14,10 +14,10 @@
  * A case whose backward fails still has its forward checked, from a graph without gradients.
  * Shape errors (layernorm, attention): the builder returns WH_NONE, the graph holds WH_ERR_SHAPE
  * and its message names the op.
- * One line per check ("ok  <case> ..." or "FAIL <case> ..."); the closing line is
- * "ops: N passed, N failed"; exit 0 iff nothing failed.
- * Environment: TEST_OPS_THREADS (default 1) sets the main context's thread count; TEST_OPS_FILTER
- * runs only the cases whose name contains it. */
+ * One line per check ("ok   <case> ..." or "FAIL file:line: <case> ..."); the closing line is
+ * "ops: N passed, N failed"; exit 0 iff nothing failed. --list names the cases (table, dropout,
+ * shape errors, coverage) and --case PATTERN runs those it matches (tests/common/runner.h).
+ * Environment: TEST_OPS_THREADS (default 1) sets the main context's thread count. */
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,8 +26,7 @@
 
 #include "harness.h"
 #include "whale.h"
-
-static int n_pass, n_fail;
+#include "../common/runner.h"
 
 /* Test-side allocations: out of memory is not a libwhale failure, so stop outright. */
 static void *xmalloc(size_t n) {
@@ -44,14 +43,14 @@ static wh_ctx *CTX;
 static void check(int ok, const char *cname, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  printf("%s %s ", ok ? "ok " : "FAIL", cname);
-  vprintf(fmt, ap);
-  printf("\n");
+  int n = vsnprintf(NULL, 0, fmt, ap);
   va_end(ap);
-  if (ok)
-    n_pass++;
-  else
-    n_fail++;
+  char *msg = xmalloc((size_t)n + 1);
+  va_start(ap, fmt);
+  vsnprintf(msg, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  EXPECT_SAY(ok, "%s %s", cname, msg);
+  free(msg);
 }
 
 static void fail_status(const char *cname, const char *what, wh_status st) {
@@ -1766,8 +1765,64 @@ static void error_case(const ecase *e) {
 
 /* ---------------------------------------------------------------- main */
 
+static wh_ctx *ctx_par; /* PARITY_THREADS threads, for the thread-parity checks */
+
+static void table_case(const void *arg) {
+  const tcase *c = arg;
+  run_case(c);
+  if (ctx_par && (c->flags & (F_FD_SUBSET | F_THREADS))) thread_parity(c, ctx_par);
+}
+
+static void dropout_case(const void *arg) {
+  (void)arg;
+  dropout_checks();
+}
+
+static void shape_error_case(const void *arg) { error_case(arg); }
+
+/* Every public op has a table case: only meaningful over the whole table. */
+static void coverage_case(const void *arg) {
+  (void)arg;
+  if (!wt_running_all()) {
+    wt_skip("counts the ops the other cases covered");
+    return;
+  }
+  char buf[512];
+  size_t k = 0;
+  int nc = 0;
+  for (int i = 0; i < N_OPS; i++)
+    if (covered[i]) k += (size_t)snprintf(buf + k, sizeof buf - k, " %s", ALL_OPS[i]), nc++;
+  printf("# ops covered (%d/%d):%s\n", nc, N_OPS, buf);
+  for (int i = 0; i < N_OPS; i++)
+    if (!covered[i]) check(0, "coverage", "op %s has no case", ALL_OPS[i]);
+  check(nc == N_OPS, "coverage", "%d/%d public ops have a case", nc, N_OPS);
+}
+
+static int host_setup(int argc, char **argv) {
+  (void)argc, (void)argv;
+  const char *th = getenv("TEST_OPS_THREADS");
+  wh_ctx_options co = WH_CTX_OPTIONS_INIT;
+  co.num_threads = th ? atoi(th) : 1;
+  wh_status st = wh_ctx_create(&CTX, &co);
+  if (st != WH_OK) {
+    printf("FAIL ctx_create: %s\n", wh_status_str(st));
+    return 1;
+  }
+  printf("# libwhale %s, %s, %d thread(s), %d table cases\n", wh_version(), wh_build_info(), wh_ctx_threads(CTX), N_CASES);
+  wh_ctx_options cp = WH_CTX_OPTIONS_INIT;
+  cp.num_threads = PARITY_THREADS;
+  if ((st = wh_ctx_create(&ctx_par, &cp)) != WH_OK) check(0, "threads", "ctx_create(%d threads): %s", PARITY_THREADS, wh_status_str(st));
+  return 0;
+}
+
+static void host_teardown(void) {
+  wh_ctx_destroy(ctx_par);
+  wh_ctx_destroy(CTX);
+}
+
 /* TEST_OPS_DEVICE=cuda: every table case once on each backend, compared (exit 77 without a GPU). */
-static int device_main(const char *filter) {
+static int device_setup(int argc, char **argv) {
+  (void)argc, (void)argv;
   if (wh_cuda_device_count() < 1) {
     printf("# no CUDA device (or a build without the CUDA backend): skipped\n");
     return 77;
@@ -1776,7 +1831,7 @@ static int device_main(const char *filter) {
   co.num_threads = 1;
   wh_status st = wh_ctx_create(&CTX, &co);
   if (st != WH_OK) {
-    printf("FAIL ctx_create: %s\nops: 0 passed, 1 failed\n", wh_status_str(st));
+    printf("FAIL ctx_create: %s\n", wh_status_str(st));
     return 1;
   }
   const char *prec = getenv("TEST_OPS_PRECISION");
@@ -1784,54 +1839,27 @@ static int device_main(const char *filter) {
   if (prec && !strcmp(prec, "tf32")) DEV_PREC = WH_PRECISION_TF32;
   printf("# libwhale %s, %s: CUDA (%s) against CPU, %d table cases\n", wh_version(), wh_build_info(),
          DEV_PREC == WH_PRECISION_BF16 ? "bf16" : DEV_PREC == WH_PRECISION_TF32 ? "tf32" : "fp32", N_CASES);
-  for (int i = 0; i < N_CASES; i++)
-    if (!filter || strstr(CASES[i].name, filter)) device_parity(&CASES[i]);
-  wh_ctx_destroy(CTX);
-  printf("ops: %d passed, %d failed\n", n_pass, n_fail);
-  return n_fail ? 1 : 0;
+  return 0;
 }
 
-int main(void) {
-  const char *th = getenv("TEST_OPS_THREADS"), *filter = getenv("TEST_OPS_FILTER");
+static void device_case(const void *arg) { device_parity(arg); }
+
+static void device_teardown(void) { wh_ctx_destroy(CTX); }
+
+int main(int argc, char **argv) {
   const char *dev = getenv("TEST_OPS_DEVICE");
-  if (dev && strcmp(dev, "cuda") == 0) return device_main(filter);
-  wh_ctx_options co = WH_CTX_OPTIONS_INIT;
-  co.num_threads = th ? atoi(th) : 1;
-  wh_status st = wh_ctx_create(&CTX, &co);
-  if (st != WH_OK) {
-    printf("FAIL ctx_create: %s\n", wh_status_str(st));
-    printf("ops: 0 passed, 1 failed\n");
-    return 1;
+  int device = dev && strcmp(dev, "cuda") == 0, n = 0;
+  /* the table's rows are the cases; on the host also dropout, the shape errors and coverage */
+  wt_case *cases = xmalloc(sizeof(wt_case) * (size_t)(N_CASES + N_ECASES + 2));
+  for (int i = 0; i < N_CASES; i++) cases[n++] = (wt_case){CASES[i].name, device ? device_case : table_case, &CASES[i]};
+  if (!device) {
+    cases[n++] = (wt_case){"dropout", dropout_case, NULL};
+    for (int i = 0; i < N_ECASES; i++) cases[n++] = (wt_case){ECASES[i].name, shape_error_case, &ECASES[i]};
+    cases[n++] = (wt_case){"coverage", coverage_case, NULL};
   }
-  printf("# libwhale %s, %s, %d thread(s), %d table cases\n", wh_version(), wh_build_info(), wh_ctx_threads(CTX), N_CASES);
-  wh_ctx *ctx_par = NULL;
-  wh_ctx_options cp = WH_CTX_OPTIONS_INIT;
-  cp.num_threads = PARITY_THREADS;
-  if ((st = wh_ctx_create(&ctx_par, &cp)) != WH_OK) check(0, "threads", "ctx_create(%d threads): %s", PARITY_THREADS, wh_status_str(st));
-  int ran = 0;
-  for (int i = 0; i < N_CASES; i++) {
-    if (filter && !strstr(CASES[i].name, filter)) continue;
-    run_case(&CASES[i]);
-    if (ctx_par && (CASES[i].flags & (F_FD_SUBSET | F_THREADS))) thread_parity(&CASES[i], ctx_par);
-    ran++;
-  }
-  wh_ctx_destroy(ctx_par);
-  if (!filter || strstr("dropout", filter)) dropout_checks(), ran++;
-  for (int i = 0; i < N_ECASES; i++)
-    if (!filter || strstr(ECASES[i].name, filter)) error_case(&ECASES[i]), ran++;
-  if (!filter) {
-    char buf[512];
-    size_t k = 0;
-    int nc = 0;
-    for (int i = 0; i < N_OPS; i++)
-      if (covered[i]) k += (size_t)snprintf(buf + k, sizeof buf - k, " %s", ALL_OPS[i]), nc++;
-    printf("# ops covered (%d/%d):%s\n", nc, N_OPS, buf);
-    for (int i = 0; i < N_OPS; i++)
-      if (!covered[i]) check(0, "coverage", "op %s has no case", ALL_OPS[i]);
-    check(nc == N_OPS, "coverage", "%d/%d public ops have a case", nc, N_OPS);
-  }
-  printf("# %d cases run\n", ran);
-  wh_ctx_destroy(CTX);
-  printf("ops: %d passed, %d failed\n", n_pass, n_fail);
-  return n_fail ? 1 : 0;
+  const wt_suite host = {"ops", host_setup, host_teardown, NULL, 0};
+  const wt_suite gpu = {"ops", device_setup, device_teardown, NULL, 0};
+  int rc = wt_main(device ? &gpu : &host, cases, n, argc, argv);
+  free(cases);
+  return rc;
 }

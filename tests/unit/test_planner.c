@@ -11,7 +11,6 @@
  * Prints one line per check and ends with "planner: N passed, N failed". */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,26 +19,14 @@
 #include "models.h"
 #include "src/planner/planner.h"
 #include "whale.h"
+#include "../common/runner.h"
 
-static int passed, failed;
 static wh_ctx *ctx;
 static char tmpdir[64];
 
-static void check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(int ok, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("%s ", ok ? "ok  " : "FAIL");
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  fflush(stdout);
-  ok ? passed++ : failed++;
-}
-
-static void die(const char *what, wh_status st) {
-  fprintf(stderr, "fatal: %s: %s (%s)\n", what, wh_status_str(st), wh_last_error(ctx));
-  exit(2);
+/* A setup call that failed: this case cannot go on. */
+_Noreturn static void die(const char *what, wh_status st) {
+  wt_abort_at(__FILE__, __LINE__, "fatal: %s: %s (%s)", what, wh_status_str(st), wh_last_error(ctx));
 }
 
 static void expect_refused(const wh_graph *g, const wh_cluster *c, int64_t batch, const wh_plan_layout *l,
@@ -217,7 +204,7 @@ static void vet(const wh_plan *p, const wh_cluster *c, const char *what) {
   int n = wh_cluster_size(c);
   int64_t *sh = calloc((size_t)n, sizeof *sh);
   int parsed = parse_explain(p, &x) && wh_plan_shares(p, sh, n) == WH_OK;
-  check(parsed && x.S == wh_plan_num_stages(p) && x.m == wh_plan_micro_batches(p) &&
+  EXPECT_SAY(parsed && x.S == wh_plan_num_stages(p) && x.m == wh_plan_micro_batches(p) &&
             x.st[x.S - 1].last == wh_plan_num_segments(p) - 1,
         "%s: explanation parses (%d stages, %d micro-batches, segments 0..%d)", what, x.S, x.m,
         wh_plan_num_segments(p) - 1);
@@ -235,7 +222,7 @@ static void vet(const wh_plan *p, const wh_cluster *c, const char *what) {
     }
     sums &= sum == mb && x.batch == (long long)p->global_batch;
   }
-  check(sums && agree && devs == n, "%s: every stage's shares sum to the micro-batch %lld (global %lld / %d), "
+  EXPECT_SAY(sums && agree && devs == n, "%s: every stage's shares sum to the micro-batch %lld (global %lld / %d), "
         "wh_plan_shares agrees, all %d devices used", what, mb, x.batch, x.m, n);
   int mem_ok = 1;
   double worst = 0;
@@ -247,7 +234,7 @@ static void vet(const wh_plan *p, const wh_cluster *c, const char *what) {
     mem_ok &= found;
     worst = fmax(worst, p->st[s].mem_peak / p->st[s].mem_cap);
   }
-  check(mem_ok, "%s: every stage's predicted peak within its capacity (worst %.1f%%)", what, 100 * worst);
+  EXPECT_SAY(mem_ok, "%s: every stage's predicted peak within its capacity (worst %.1f%%)", what, 100 * worst);
   int order = 1, pairs = 0;
   for (int s = 0; s < x.S; s++)
     for (int a = 0; a < x.st[s].nrep; a++)
@@ -258,13 +245,14 @@ static void vet(const wh_plan *p, const wh_cluster *c, const char *what) {
         pairs++;
         order &= x.st[s].share[a] >= x.st[s].share[b];
       }
-  check(order, "%s: faster replicas carry shares >= slower ones of equal memory (%d pairs)", what, pairs);
+  EXPECT_SAY(order, "%s: faster replicas carry shares >= slower ones of equal memory (%d pairs)", what, pairs);
   free(sh);
 }
 
 /* ------------------------------------------------------------------ shares */
 
-static void test_shares(void) {
+static void test_shares(const void *arg) {
+  (void)arg;
   printf("-- shares\n");
   wh_graph *g = bench_model("gpt2-124m");
   const char *kinds[] = {"V100-16GB", "P100-16GB"};
@@ -277,7 +265,7 @@ static void test_shares(void) {
   vet(dp, c, "gpt2-124m DP on 4 V100-16GB + 4 P100-16GB");
   int64_t sh[8];
   wh_plan_shares(dp, sh, 8);
-  check(sh[0] > sh[7] && sh[0] + sh[7] > 0, "DP: a V100 gets strictly more than a P100 of the same memory (%lld vs %lld)",
+  EXPECT_SAY(sh[0] > sh[7] && sh[0] + sh[7] > 0, "DP: a V100 gets strictly more than a P100 of the same memory (%lld vs %lld)",
         (long long)sh[0], (long long)sh[7]);
   wh_plan_destroy(dp);
 
@@ -302,11 +290,11 @@ static void test_shares(void) {
   l.schedule = WH_SCHEDULE_1F1B;
   wh_plan *mx;
   wh_status st = wh_plan_create_pinned(ctx, g, c, 32, &l, &mx);
-  check(st == WH_OK, "pinned hybrid with mixed kinds per stage plans (%s)", wh_status_str(st));
+  EXPECT_SAY(st == WH_OK, "pinned hybrid with mixed kinds per stage plans (%s)", wh_status_str(st));
   if (st == WH_OK) {
     vet(mx, c, "gpt2-124m pinned mixed hybrid");
     wh_plan_shares(mx, sh, 8);
-    check(sh[0] > sh[4], "mixed stage: V100 share %lld > P100 share %lld", (long long)sh[0], (long long)sh[4]);
+    EXPECT_SAY(sh[0] > sh[4], "mixed stage: V100 share %lld > P100 share %lld", (long long)sh[0], (long long)sh[4]);
     wh_plan_destroy(mx);
   }
   wh_cluster_destroy(c);
@@ -348,7 +336,8 @@ static int dp_fits(const wh_plan *p, const wh_cluster *c, double fixed, double p
 
 /* A fast device with little memory beside a slow one with plenty: water-filling gives the fast one
  * exactly what its memory holds, where with ample memory it would take more. */
-static void test_memory_cap(void) {
+static void test_memory_cap(const void *arg) {
+  (void)arg;
   printf("-- memory-capped water-filling\n");
   mlp_cfg mc = {.blocks = 2, .per_block = 1, .width = 2048};
   wh_graph *g = mlp(&mc);
@@ -371,7 +360,7 @@ static void test_memory_cap(void) {
   double t_free = wh_plan_step_time(p);
   wh_plan_destroy(p);
   wh_cluster_destroy(c);
-  check(free_sh[0] > 2 * free_sh[1], "ample memory: the 10x faster device takes most of the batch (%lld vs %lld)",
+  EXPECT_SAY(free_sh[0] > 2 * free_sh[1], "ample memory: the 10x faster device takes most of the batch (%lld vs %lld)",
         (long long)free_sh[0], (long long)free_sh[1]);
 
   /* capped: the fast device holds only half its free share */
@@ -384,7 +373,7 @@ static void test_memory_cap(void) {
   int64_t sh[2];
   wh_plan_shares(p, sh, 2);
   int over, fits = dp_fits(p, c, fixed, per, &over);
-  check(fits && sh[0] == capsh && sh[1] == batch - capsh && wh_plan_step_time(p) > t_free,
+  EXPECT_SAY(fits && sh[0] == capsh && sh[1] == batch - capsh && wh_plan_step_time(p) > t_free,
         "capped: the fast device gets exactly what its memory holds (%lld, free %lld), the slow one the rest (%lld), "
         "step %.4f > %.4f s", (long long)sh[0], (long long)free_sh[0], (long long)sh[1], wh_plan_step_time(p), t_free);
   wh_plan_destroy(p);
@@ -395,12 +384,12 @@ static void test_memory_cap(void) {
   l.devices = devices;
   l.shares = more;
   wh_status st = wh_plan_create_pinned(ctx, g, c, batch, &l, &p);
-  check(st == WH_ERR_OUT_OF_MEMORY && *wh_last_error(ctx), "pinned: one more sample on the capped device is refused "
+  EXPECT_SAY(st == WH_ERR_OUT_OF_MEMORY && *wh_last_error(ctx), "pinned: one more sample on the capped device is refused "
         "(%s: %.60s...)", wh_status_str(st), wh_last_error(ctx));
   if (st == WH_OK) wh_plan_destroy(p);
   l.shares = same;
   st = wh_plan_create_pinned(ctx, g, c, batch, &l, &p);
-  check(st == WH_OK, "pinned: the planner's capped shares themselves fit (%s)", wh_status_str(st));
+  EXPECT_SAY(st == WH_OK, "pinned: the planner's capped shares themselves fit (%s)", wh_status_str(st));
   if (st == WH_OK) wh_plan_destroy(p);
   wh_cluster_destroy(c);
   wh_graph_destroy(g);
@@ -408,7 +397,8 @@ static void test_memory_cap(void) {
 
 /* ------------------------------------------------------------------ memory */
 
-static void test_too_large(void) {
+static void test_too_large(const void *arg) {
+  (void)arg;
   printf("-- a model too large\n");
   mlp_cfg mc = {.blocks = 8, .per_block = 1, .width = 16384};
   wh_graph *g = mlp(&mc);
@@ -428,7 +418,7 @@ static void test_too_large(void) {
   wh_status st = wh_plan_create(ctx, g, c, &o, &p);
   char want[64];
   snprintf(want, sizeof want, "%.2f GB of parameters", bytes / 1e9);
-  check(st == WH_ERR_OUT_OF_MEMORY && p == NULL && strstr(wh_last_error(ctx), want),
+  EXPECT_SAY(st == WH_ERR_OUT_OF_MEMORY && p == NULL && strstr(wh_last_error(ctx), want),
         "%.2f GB of weights on 2 T4: %s, message names '%s': %s", bytes / 1e9, wh_status_str(st), want,
         wh_last_error(ctx));
   wh_cluster_destroy(c);
@@ -437,7 +427,8 @@ static void test_too_large(void) {
 
 /* Corners of the memory model: more device kinds in one stage than the water-filling tracks; a
  * device that cannot hold the weights at all; the memory a pinned plan reports. */
-static void test_memory_edges(void) {
+static void test_memory_edges(const void *arg) {
+  (void)arg;
   printf("-- memory corners\n");
   mlp_cfg mc = {.blocks = 2, .per_block = 1, .width = 2048};
   wh_graph *g = mlp(&mc);
@@ -457,7 +448,7 @@ static void test_memory_edges(void) {
   int64_t sh[17];
   wh_plan_shares(p, sh, 17);
   int over, fits = dp_fits(p, c, fixed, per, &over);
-  check(fits, "17 kinds in one stage: every device holds its share (the tiny one gets "
+  EXPECT_SAY(fits, "17 kinds in one stage: every device holds its share (the tiny one gets "
         "%lld of at most 2; first over: %d)", (long long)sh[16], over);
   wh_plan_destroy(p);
   wh_cluster_destroy(c);
@@ -469,7 +460,7 @@ static void test_memory_edges(void) {
   o.global_batch = 32;
   p = (wh_plan *)&o;
   wh_status st = wh_plan_create(ctx, g, c, &o, &p);
-  check(st == WH_ERR_OUT_OF_MEMORY && p == NULL, "data parallelism with a device of half the weights' memory is "
+  EXPECT_SAY(st == WH_ERR_OUT_OF_MEMORY && p == NULL, "data parallelism with a device of half the weights' memory is "
         "refused (%s), not planned with a zero share", wh_status_str(st));
   if (st == WH_OK) wh_plan_destroy(p);
   int64_t zero[2] = {32, 0};
@@ -484,7 +475,7 @@ static void test_memory_edges(void) {
     vet(p, c, "weights too large for one device, free search");
     wh_plan_destroy(p);
   } else {
-    check(st == WH_ERR_OUT_OF_MEMORY, "weights too large for one device, free search: %s", wh_status_str(st));
+    EXPECT_SAY(st == WH_ERR_OUT_OF_MEMORY, "weights too large for one device, free search: %s", wh_status_str(st));
   }
   wh_cluster_destroy(c);
 
@@ -495,7 +486,7 @@ static void test_memory_edges(void) {
   l.shares = uneven;
   st = wh_plan_create_pinned(ctx, g, c, 128, &l, &p);
   double want = fixed + per * 127;
-  check(st == WH_OK && fabs(p->st[0].mem_peak - want) <= 1e-9 * want, "pinned shares 1 + 127: reported peak %.6f GB "
+  EXPECT_SAY(st == WH_OK && fabs(p->st[0].mem_peak - want) <= 1e-9 * want, "pinned shares 1 + 127: reported peak %.6f GB "
         "is the memory of 127 samples (%.6f GB)", st == WH_OK ? p->st[0].mem_peak / 1e9 : 0, want / 1e9);
   if (st == WH_OK) wh_plan_destroy(p);
   wh_cluster_destroy(c);
@@ -504,7 +495,8 @@ static void test_memory_edges(void) {
 
 /* ------------------------------------------------------------------- hints */
 
-static void test_hints(void) {
+static void test_hints(const void *arg) {
+  (void)arg;
   printf("-- hints\n");
   wh_cluster *c = cluster_new();
   add_custom(c, "gpu", 10e12, 32e9, 0, 4);
@@ -529,7 +521,7 @@ static void test_hints(void) {
   vet(p, c, "replicate hint");
   int ok = parse_explain(p, &x);
   for (int s = 0; ok && s < x.S; s++) ok = x.st[s].nrep == k;
-  check(ok && free_rep != k, "wh_scope_replicate(g, %d): %d stages, each with %d replicas (unhinted: %d)", k, x.S,
+  EXPECT_SAY(ok && free_rep != k, "wh_scope_replicate(g, %d): %d stages, each with %d replicas (unhinted: %d)", k, x.S,
         x.st[0].nrep, free_rep);
   wh_plan_destroy(p);
   wh_graph_destroy(g);
@@ -542,7 +534,7 @@ static void test_hints(void) {
   vet(p, c, "split hint");
   ok = parse_explain(p, &x);
   for (int s = 0; ok && s < x.S; s++) ok = x.st[s].tp == mc.split;
-  check(ok && free_tp != mc.split, "wh_scope_split(g, %d): tp %d in all %d stages (unhinted: tp %d)", mc.split,
+  EXPECT_SAY(ok && free_tp != mc.split, "wh_scope_split(g, %d): tp %d in all %d stages (unhinted: tp %d)", mc.split,
         x.st[0].tp, x.S, free_tp);
   wh_plan_destroy(p);
   wh_graph_destroy(g);
@@ -570,7 +562,7 @@ static void test_hints(void) {
   vet(p, c2, "stage scopes");
   ok = parse_explain(p, &x) && wh_plan_num_segments(p) == nseg && nseg == 13;
   for (int s = 0; ok && s < x.S - 1; s++) ok = x.st[s].last % 4 == 3;
-  check(ok && free_cut % 4 != 3, "stage scopes: %d segments, stage 0 ends at segment %d, a block end (unscoped: %d)",
+  EXPECT_SAY(ok && free_cut % 4 != 3, "stage scopes: %d segments, stage 0 ends at segment %d, a block end (unscoped: %d)",
         nseg, x.st[0].last, free_cut);
   /* a pinned layout is the caller's: its cut is costed as given, even inside a scope */
   int cut[2] = {free_cut, nseg - 1};
@@ -581,7 +573,7 @@ static void test_hints(void) {
   wh_plan *q;
   wh_status st = wh_plan_create_pinned(ctx, g, c2, 64, &l, &q);
   ok = st == WH_OK && parse_explain(q, &x) && x.st[0].last == free_cut && x.st[1].first == free_cut + 1 && x.pinned;
-  check(ok, "pinned cut at segment %d inside a stage scope is costed as given (%s)", free_cut, wh_status_str(st));
+  EXPECT_SAY(ok, "pinned cut at segment %d inside a stage scope is costed as given (%s)", free_cut, wh_status_str(st));
   if (st == WH_OK) wh_plan_destroy(q);
   wh_plan_destroy(p);
   wh_graph_destroy(g);
@@ -608,7 +600,7 @@ static void test_hints(void) {
     wh_plan_destroy(p);
     wh_cluster_destroy(c4);
   }
-  check(all && free_m != sc.pipeline, "wh_set_pipeline(g, %d): pipelined plans of 2 and 4 stages use %d "
+  EXPECT_SAY(all && free_m != sc.pipeline, "wh_set_pipeline(g, %d): pipelined plans of 2 and 4 stages use %d "
         "micro-batches (unhinted: %d)", sc.pipeline, sc.pipeline, free_m);
   wh_graph_destroy(g);
   wh_cluster_destroy(c2);
@@ -622,12 +614,13 @@ static void expect_refused(const wh_graph *g, const wh_cluster *c, int64_t batch
   wh_plan *p = (wh_plan *)l;
   wh_status st = wh_plan_create_pinned(ctx, g, c, batch, l, &p);
   const char *msg = wh_last_error(ctx);
-  check((st == WH_ERR_INVALID_ARGUMENT || st == WH_ERR_OUT_OF_MEMORY) && p == NULL && *msg,
+  EXPECT_SAY((st == WH_ERR_INVALID_ARGUMENT || st == WH_ERR_OUT_OF_MEMORY) && p == NULL && *msg,
         "pinned, %s: refused with %s: %.110s", what, wh_status_str(st), msg);
   if (st == WH_OK) wh_plan_destroy(p);
 }
 
-static void test_pinned(void) {
+static void test_pinned(const void *arg) {
+  (void)arg;
   printf("-- pinned layouts\n");
   mlp_cfg mc = {.blocks = 4, .per_block = 1, .width = 1024};
   wh_graph *g = mlp(&mc);
@@ -652,7 +645,7 @@ static void test_pinned(void) {
        x.st[0].last == 3 && x.st[1].first == 4 && x.st[1].last == 8;
   for (int s = 0; ok && s < 2; s++)
     for (int r = 0; r < 2; r++) ok = ok && x.st[s].dev[r][0] == devices[2 * s + r] && x.st[s].share[r] == shares[2 * s + r];
-  check(ok, "a valid pinned layout is costed as given: explanation says pinned, cuts 3 | 8, devices and shares as "
+  EXPECT_SAY(ok, "a valid pinned layout is costed as given: explanation says pinned, cuts 3 | 8, devices and shares as "
         "listed, GPipe x 4 (%s)", wh_status_str(st));
   if (st == WH_OK) {
     vet(p, c, "pinned");
@@ -772,7 +765,7 @@ static void closed_form(int S, int reps, int m, wh_schedule sched, int skew) {
     p2p = fmax(p2p, p->st[s].t_p2p);
   }
   const char *sn = sched == WH_SCHEDULE_GPIPE ? "GPipe" : "1F1B";
-  check(consistent, "%s, S=%d x %d%s: stage times consistent: per replica forward f %.6f s < backward b %.6f s, "
+  EXPECT_SAY(consistent, "%s, S=%d x %d%s: stage times consistent: per replica forward f %.6f s < backward b %.6f s, "
         "f + b of the slowest replica is the stage's compute", sn, S, reps, skew ? " (skewed)" : "", f_lo, b_lo);
   double k = m + S - 1, lo = 0, hi = 0;
   for (int s = 0; s < S; s++) {
@@ -783,14 +776,14 @@ static void closed_form(int S, int reps, int m, wh_schedule sched, int skew) {
   hi += 2 * k * p2p;
   double t = sim(p, c), together = k * (f_lo + b_lo) + armax; /* if every stage ended at once */
   int teeth = skew ? together > hi * 1.05 : (reps == 1 || p->st[0].t_allreduce > 0.05 * t);
-  check(t >= lo * (1 - 1e-12) && t <= hi * (1 + 1e-12) && hi / lo - 1 < 0.01 && teeth,
+  EXPECT_SAY(t >= lo * (1 - 1e-12) && t <= hi * (1 + 1e-12) && hi / lo - 1 < 0.01 && teeth,
         "%s, S=%d x %d replicas, m=%d%s: simulated %.6f s within the closed form [%.6f, %.6f] (all-reduce of stage 0 "
         "%.6f s, of stage %d %.6f s%s)", sn, S, reps, m, skew ? ", skewed all-reduce" : "", t, lo, hi,
         p->st[0].t_allreduce, S - 1, p->st[S - 1].t_allreduce, skew ? "; not the tail of a simultaneous end" : "");
   /* the search drains backward slots stage by stage, so a slow all-reduce in a late stage is
    * costed as the simulator plays it too */
   double e = wh_plan_step_time(p);
-  check(fabs(e - t) <= 0.01 * t, "%s, S=%d x %d, m=%d%s: search estimate %.6f s within 1%% of the simulation %.6f s",
+  EXPECT_SAY(fabs(e - t) <= 0.01 * t, "%s, S=%d x %d, m=%d%s: search estimate %.6f s within 1%% of the simulation %.6f s",
         sn, S, reps, m, skew ? ", skewed all-reduce" : "", e, t);
   wh_plan_destroy(p);
   free(devices), free(cut);
@@ -819,7 +812,7 @@ static void recompute_times(void) {
       double f0 = p[0]->st[s].t_fwd[r], b0 = p[0]->st[s].t_bwd[r], f1 = p[1]->st[s].t_fwd[r], b1 = p[1]->st[s].t_bwd[r];
       ok &= f0 > 0 && f1 == f0 && fabs(b1 - (b0 + f0)) <= 1e-9 * b1;
     }
-  check(ok && wh_plan_step_time(p[1]) > wh_plan_step_time(p[0]), "recompute: forward times unchanged, backward "
+  EXPECT_SAY(ok && wh_plan_step_time(p[1]) > wh_plan_step_time(p[0]), "recompute: forward times unchanged, backward "
         "times grow by exactly the forward (stage 0: f %.6f, b %.6f -> %.6f s)", p[0]->st[0].t_fwd[0],
         p[0]->st[0].t_bwd[0], p[1]->st[0].t_bwd[0]);
   wh_plan_destroy(p[0]), wh_plan_destroy(p[1]);
@@ -827,7 +820,8 @@ static void recompute_times(void) {
   wh_graph_destroy(g);
 }
 
-static void test_simulator(void) {
+static void test_simulator(const void *arg) {
+  (void)arg;
   printf("-- simulator against closed forms\n");
   closed_form(4, 1, 8, WH_SCHEDULE_GPIPE, 0);
   closed_form(4, 1, 8, WH_SCHEDULE_1F1B, 0);
@@ -854,7 +848,7 @@ static void test_simulator(void) {
     all &= fabs(t - e) <= 1e-9 * e && wh_plan_num_stages(p) == 1;
     wh_plan_destroy(p);
   }
-  check(all, "single-stage DP on 2 V100 + 2 P100 + 2 T4, batches 12..48: simulate == wh_plan_step_time (worst "
+  EXPECT_SAY(all, "single-stage DP on 2 V100 + 2 P100 + 2 T4, batches 12..48: simulate == wh_plan_step_time (worst "
         "relative gap %.2e)", worst);
   wh_graph_destroy(g);
   wh_cluster_destroy(c);
@@ -914,20 +908,20 @@ static void round_trip(const wh_plan *p, const wh_cluster *c, const char *what, 
   wh_plan *q = NULL;
   wh_status lt = st == WH_OK ? wh_plan_load(ctx, path, &q) : st;
   int ok = lt == WH_OK && same_plan(p, q, c, why, sizeof why);
-  check(ok, "%s: save/load round trip: identical explanation, DOT, accessors and simulation (%s %s)", what,
+  EXPECT_SAY(ok, "%s: save/load round trip: identical explanation, DOT, accessors and simulation (%s %s)", what,
         wh_status_str(lt), why);
   if (!q) return;
   /* a loaded plan saves to the same bytes */
   size_t l1 = 0, l2 = 0;
   char *b1 = read_all(path, &l1), *b2 = NULL;
   if (wh_plan_save(q, path2) == WH_OK) b2 = read_all(path2, &l2);
-  check(b1 && b2 && l1 == l2 && !memcmp(b1, b2, l1), "%s: the loaded plan saves to the same %zu bytes", what, l1);
+  EXPECT_SAY(b1 && b2 && l1 == l2 && !memcmp(b1, b2, l1), "%s: the loaded plan saves to the same %zu bytes", what, l1);
   free(b2);
   /* simulating on a cluster of another size is refused, for the loaded plan as for the original */
   wh_cluster *other = cluster_new();
   add_custom(other, "gpu", 1e12, 1e12, 0, wh_cluster_size(c) + 1);
   wh_sim_result r = WH_SIM_RESULT_INIT;
-  check(wh_plan_simulate(q, other, &r) == WH_ERR_INVALID_ARGUMENT &&
+  EXPECT_SAY(wh_plan_simulate(q, other, &r) == WH_ERR_INVALID_ARGUMENT &&
             wh_plan_simulate(p, other, &r) == WH_ERR_INVALID_ARGUMENT,
         "%s: simulating on a cluster of %d devices instead of %d is refused", what, wh_cluster_size(other),
         wh_cluster_size(c));
@@ -951,7 +945,7 @@ static void round_trip(const wh_plan *p, const wh_cluster *c, const char *what, 
       if (s == WH_OK) wh_plan_destroy(t);
     }
   }
-  check(trunc_ok, "%s: all %zu truncations load as WH_ERR_CORRUPT with a message (first exception at %zu)", what, l1,
+  EXPECT_SAY(trunc_ok, "%s: all %zu truncations load as WH_ERR_CORRUPT with a message (first exception at %zu)", what, l1,
         first_bad);
   /* byte flips: refused with a message, or a plan that explains, dumps and simulates */
   const uint8_t masks[] = {0x01, 0x04, 0x80, 0xff};
@@ -979,13 +973,14 @@ static void round_trip(const wh_plan *p, const wh_cluster *c, const char *what, 
       wh_free(e), wh_free(d);
       wh_plan_destroy(t);
     }
-  check(flip_ok && rejected > 0, "%s: %d byte flips: %d refused with a status and message, %d still decode to a plan "
+  EXPECT_SAY(flip_ok && rejected > 0, "%s: %d byte flips: %d refused with a status and message, %d still decode to a plan "
         "that explains, dumps and simulates", what, flips, rejected, valid);
   free(b1);
   remove(bad);
 }
 
-static void test_round_trip(void) {
+static void test_round_trip(const void *arg) {
+  (void)arg;
   printf("-- save / load\n");
   wh_graph *g = bench_model("gpt2-124m");
   const char *kinds[] = {"V100-32GB", "P100-16GB"};
@@ -1025,12 +1020,12 @@ static void test_round_trip(void) {
   tmp_path(path, sizeof path, "missing.pb");
   p = (wh_plan *)&o;
   wh_status st = wh_plan_load(ctx, path, &p);
-  check(st == WH_ERR_IO && p == NULL && strstr(wh_last_error(ctx), "missing.pb"), "loading a missing file: %s: %s",
+  EXPECT_SAY(st == WH_ERR_IO && p == NULL && strstr(wh_last_error(ctx), "missing.pb"), "loading a missing file: %s: %s",
         wh_status_str(st), wh_last_error(ctx));
   tmp_path(gpath, sizeof gpath, "graph.pb");
   st = wh_graph_save(g, gpath);
   st = st == WH_OK ? wh_plan_load(ctx, gpath, &p) : st;
-  check(st == WH_ERR_CORRUPT && p == NULL, "loading a saved graph as a plan: %s: %.100s", wh_status_str(st),
+  EXPECT_SAY(st == WH_ERR_CORRUPT && p == NULL, "loading a saved graph as a plan: %s: %.100s", wh_status_str(st),
         wh_last_error(ctx));
   remove(gpath);
   o.stages = 1;
@@ -1038,8 +1033,8 @@ static void test_round_trip(void) {
   p = plan(g, c, &o, "dp");
   tmp_path(path, sizeof path, "no/such/dir/plan.pb");
   st = wh_plan_save(p, path);
-  check(st == WH_ERR_IO && *wh_last_error(ctx), "saving into a missing directory: %s", wh_status_str(st));
-  check(wh_plan_save(NULL, path) == WH_ERR_INVALID_ARGUMENT && wh_plan_save(p, NULL) == WH_ERR_INVALID_ARGUMENT &&
+  EXPECT_SAY(st == WH_ERR_IO && *wh_last_error(ctx), "saving into a missing directory: %s", wh_status_str(st));
+  EXPECT_SAY(wh_plan_save(NULL, path) == WH_ERR_INVALID_ARGUMENT && wh_plan_save(p, NULL) == WH_ERR_INVALID_ARGUMENT &&
             wh_plan_save(p, "") == WH_ERR_INVALID_ARGUMENT && wh_plan_load(NULL, path, &p) == WH_ERR_INVALID_ARGUMENT &&
             wh_plan_load(ctx, NULL, &p) == WH_ERR_INVALID_ARGUMENT &&
             wh_plan_load(ctx, path, NULL) == WH_ERR_INVALID_ARGUMENT,
@@ -1077,7 +1072,8 @@ static double roofline_ms(const wh_graph *g, const wh__device *d, int64_t batch,
   return 1e3 * t;
 }
 
-static void test_profile(void) {
+static void test_profile(const void *arg) {
+  (void)arg;
   mlp_cfg mc = {2, 2, 64, 0, 0, 0, 0, 0, 0};
   wh_graph *g = mlp(&mc);
   const int64_t batch = 32;
@@ -1094,18 +1090,18 @@ static void test_profile(void) {
                               "  matmul                     12.0 %10.9f   60.0%%\n  relu 4.0 %.9f 1.0%%\n",
              k * mm, k * mm, relu);
     wh_status st = wh_cluster_set_profile(c, 0, g, batch, rep);
-    check(st == WH_OK, "profile with matmul at %d x the roofline: %s", k, wh_last_error(ctx));
+    EXPECT_SAY(st == WH_OK, "profile with matmul at %d x the roofline: %s", k, wh_last_error(ctx));
     t[k] = pinned_step(g, c, batch);
   }
-  check(fabs(t[1] - t0) <= 1e-6 * t0 && t[2] > t[1] && fabs((t[3] - t[2]) - (t[2] - t[1])) <= 1e-6 * t0,
+  EXPECT_SAY(fabs(t[1] - t0) <= 1e-6 * t0 && t[2] > t[1] && fabs((t[3] - t[2]) - (t[2] - t[1])) <= 1e-6 * t0,
         "a measured matmul time moves the prediction linearly (%.6g, %.6g, %.6g, %.6g)", t0, t[1], t[2], t[3]);
-  check(c->dev[1].op_scale[WH_OP_MATMUL] == c->dev[0].op_scale[WH_OP_MATMUL] && c->dev[2].op_scale[WH_OP_MATMUL] == 0,
+  EXPECT_SAY(c->dev[1].op_scale[WH_OP_MATMUL] == c->dev[0].op_scale[WH_OP_MATMUL] && c->dev[2].op_scale[WH_OP_MATMUL] == 0,
         "the profile reaches every device of the profiled kind and no other");
   /* the file keeps it */
   char path[128];
   tmp_path(path, sizeof path, "profiled.json");
   wh_cluster *back = NULL;
-  check(wh_cluster_save(c, path) == WH_OK && wh_cluster_load(ctx, path, &back) == WH_OK &&
+  EXPECT_SAY(wh_cluster_save(c, path) == WH_OK && wh_cluster_load(ctx, path, &back) == WH_OK &&
             back->dev[0].op_scale[WH_OP_MATMUL] == c->dev[0].op_scale[WH_OP_MATMUL] &&
             back->dev[0].op_scale[WH_OP_RELU] == c->dev[0].op_scale[WH_OP_RELU] &&
             fabs(pinned_step(g, back, batch) - t[3]) <= 1e-12 * t[3],
@@ -1113,16 +1109,16 @@ static void test_profile(void) {
   wh_cluster_destroy(back);
   remove(path);
   /* what is refused, by name */
-  check(wh_cluster_set_profile(c, 0, g, batch, "matmul 1 2 3%\n") == WH_ERR_INVALID_ARGUMENT &&
+  EXPECT_SAY(wh_cluster_set_profile(c, 0, g, batch, "matmul 1 2 3%\n") == WH_ERR_INVALID_ARGUMENT &&
             strstr(wh_last_error(ctx), "profile:"),
         "a report without its header is refused: %s", wh_last_error(ctx));
-  check(wh_cluster_set_profile(c, 0, g, batch, "profile: x\n  warp_drive 1 2.0 3.0%\n") == WH_ERR_INVALID_ARGUMENT &&
+  EXPECT_SAY(wh_cluster_set_profile(c, 0, g, batch, "profile: x\n  warp_drive 1 2.0 3.0%\n") == WH_ERR_INVALID_ARGUMENT &&
             strstr(wh_last_error(ctx), "warp_drive"),
         "an unknown op is refused by name: %s", wh_last_error(ctx));
-  check(wh_cluster_set_profile(c, 0, g, batch, "profile: x\n  conv2d 1 2.0 3.0%\n") == WH_ERR_INVALID_ARGUMENT &&
+  EXPECT_SAY(wh_cluster_set_profile(c, 0, g, batch, "profile: x\n  conv2d 1 2.0 3.0%\n") == WH_ERR_INVALID_ARGUMENT &&
             strstr(wh_last_error(ctx), "no op"),
         "a report about none of the graph's ops is refused: %s", wh_last_error(ctx));
-  check(wh_cluster_set_profile(c, 7, g, batch, "profile: x\n") == WH_ERR_INVALID_ARGUMENT &&
+  EXPECT_SAY(wh_cluster_set_profile(c, 7, g, batch, "profile: x\n") == WH_ERR_INVALID_ARGUMENT &&
             strstr(wh_last_error(ctx), "device"),
         "a device out of range is refused: %s", wh_last_error(ctx));
   /* a real profile: this machine's CPU session of the same graph, then a plan for one CPU device
@@ -1142,11 +1138,11 @@ static void test_profile(void) {
   for (int i = 0; i < 5; i++) wh_session_step(s);
   char *rep = NULL;
   double total = 0;
-  check(wh_session_profile_report(s, &rep) == WH_OK && sscanf(rep, "profile: %*d runs on the CPU, %lf ms", &total) == 1,
+  EXPECT_SAY(wh_session_profile_report(s, &rep) == WH_OK && sscanf(rep, "profile: %*d runs on the CPU, %lf ms", &total) == 1,
         "a profile report");
-  check(wh_cluster_set_profile(one, 0, g, batch, rep) == WH_OK, "the session's own report is taken: %s", wh_last_error(ctx));
+  EXPECT_SAY(wh_cluster_set_profile(one, 0, g, batch, rep) == WH_OK, "the session's own report is taken: %s", wh_last_error(ctx));
   double pred = 1e3 * pinned_step(g, one, batch);
-  check(fabs(pred / total - 1) < 0.25, "profiled prediction %.3f ms against the %.3f ms the profile measured", pred, total);
+  EXPECT_SAY(fabs(pred / total - 1) < 0.25, "profiled prediction %.3f ms against the %.3f ms the profile measured", pred, total);
   wh_free(rep);
   free(x);
   wh_session_destroy(s);
@@ -1156,7 +1152,8 @@ static void test_profile(void) {
 }
 
 /* zero1 = -1: the search shards the optimizer state when that alone fits, and not otherwise. */
-static void test_zero1_search(void) {
+static void test_zero1_search(const void *arg) {
+  (void)arg;
   mlp_cfg mc = {2, 2, 1024, 0, 0, 0, 0, 0, 0};
   wh_graph *g = mlp(&mc);
   double P = 4.0 * 1024 * 1024 * 4; /* parameter bytes: plain DP holds 4P (weights, gradients, AdamW m and v) */
@@ -1171,18 +1168,18 @@ static void test_zero1_search(void) {
     o.zero1 = -1;
     wh_plan *p = NULL;
     wh_status st = wh_plan_create(ctx, g, c, &o, &p);
-    check(st == WH_OK && p && p->zero1 == tight, "%s memory: the search %s ZeRO-1 (%s)", tight ? "tight" : "ample",
+    EXPECT_SAY(st == WH_OK && p && p->zero1 == tight, "%s memory: the search %s ZeRO-1 (%s)", tight ? "tight" : "ample",
           tight ? "chooses" : "leaves out", st == WH_OK ? "planned" : wh_last_error(ctx));
     if (p && tight) {
       char *ex = NULL;
-      check(wh_plan_explain(p, &ex) == WH_OK && strstr(ex, "ZeRO-1"), "the explanation says ZeRO-1");
+      EXPECT_SAY(wh_plan_explain(p, &ex) == WH_OK && strstr(ex, "ZeRO-1"), "the explanation says ZeRO-1");
       wh_free(ex);
     }
     wh_plan_destroy(p);
     o.zero1 = 0;
     p = NULL;
     st = wh_plan_create(ctx, g, c, &o, &p);
-    check(tight ? st == WH_ERR_OUT_OF_MEMORY : st == WH_OK && p->zero1 == 0, "zero1 = 0 never shards (%s)",
+    EXPECT_SAY(tight ? st == WH_ERR_OUT_OF_MEMORY : st == WH_OK && p->zero1 == 0, "zero1 = 0 never shards (%s)",
           wh_status_str(st));
     wh_plan_destroy(p);
     wh_cluster_destroy(c);
@@ -1190,25 +1187,36 @@ static void test_zero1_search(void) {
   wh_graph_destroy(g);
 }
 
-int main(void) {
+static int setup(int argc, char **argv) {
+  (void)argc, (void)argv;
   if (wh_ctx_create(&ctx, NULL) != WH_OK) return 2;
   snprintf(tmpdir, sizeof tmpdir, "/tmp/wh_test_planner_XXXXXX");
   if (!mkdtemp(tmpdir)) {
     perror("mkdtemp");
     return 2;
   }
-  test_shares();
-  test_memory_cap();
-  test_too_large();
-  test_memory_edges();
-  test_hints();
-  test_pinned();
-  test_simulator();
-  test_round_trip();
-  test_profile();
-  test_zero1_search();
+  return 0;
+}
+
+static void teardown(void) {
   rmdir(tmpdir);
   wh_ctx_destroy(ctx);
-  printf("planner: %d passed, %d failed\n", passed, failed);
-  return failed ? 1 : 0;
+}
+
+static const wt_case cases[] = {
+    {"shares", test_shares, NULL},
+    {"memory_cap", test_memory_cap, NULL},
+    {"too_large", test_too_large, NULL},
+    {"memory_edges", test_memory_edges, NULL},
+    {"hints", test_hints, NULL},
+    {"pinned", test_pinned, NULL},
+    {"simulator", test_simulator, NULL},
+    {"round_trip", test_round_trip, NULL},
+    {"profile", test_profile, NULL},
+    {"zero1_search", test_zero1_search, NULL},
+};
+
+int main(int argc, char **argv) {
+  const wt_suite suite = {"planner", setup, teardown, NULL, 0};
+  return wt_main(&suite, cases, WT_COUNT(cases), argc, argv);
 }

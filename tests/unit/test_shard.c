@@ -1,11 +1,11 @@
 /* test_shard.c - the op registry's sharding rules one by one (reshape, matmul, broadcasting,
  * attention, reductions), and the partitioner on whole graphs: which parameters it splits, which
- * collectives it inserts, the local shapes. Execution against one process is tests/mpi/test_dp.c. */
+ * collectives it inserts, the local shapes. Execution against one process is tests/mpi/test_tp.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/expect.h"
+#include "../common/runner.h"
 #include "src/ir/ir.h"
 #include "src/partition/program.h"
 #include "whale.h"
@@ -36,7 +36,8 @@ static wh__shard_q ask(int op, int nin, const wh__layout *in, wh__layout *want, 
 
 static int same(wh__layout a, wh__layout b) { return wh__lay_eq(a, b); }
 
-static void rules(void) {
+static void rules(const void *arg) {
+  (void)arg;
   wh__node n;
   wh__layout want[4];
   /* reshape [B, 8, 16] -> [8B, 16], split on the features: stays on the features */
@@ -239,14 +240,32 @@ static void partition_gpt(int tp, int heads) {
   wh_graph_destroy(g);
 }
 
-int main(void) {
+typedef struct {
+  int tp, heads;
+} split;
+
+static void partition(const void *arg) {
+  const split *a = arg;
+  partition_gpt(a->tp, a->heads);
+}
+
+static int setup(int argc, char **argv) {
+  (void)argc, (void)argv;
   wh_ctx_options o = WH_CTX_OPTIONS_INIT;
-  if (wh_ctx_create(&ctx, &o) != WH_OK) return 1;
-  rules();
-  partition_gpt(2, 4);
-  partition_gpt(4, 4);
-  partition_gpt(4, 2);
-  printf("tests: %d passed, %d failed\n", passed, failed);
-  wh_ctx_destroy(ctx);
-  return failed ? 1 : 0;
+  return wh_ctx_create(&ctx, &o) != WH_OK;
+}
+
+static void teardown(void) { wh_ctx_destroy(ctx); }
+
+static const split splits[] = {{2, 4}, {4, 4}, {4, 2}};
+static const wt_case cases[] = {
+    {"rules", rules, NULL},
+    {"gpt_tp2_heads4", partition, &splits[0]},
+    {"gpt_tp4_heads4", partition, &splits[1]},
+    {"gpt_tp4_heads2", partition, &splits[2]},
+};
+
+int main(int argc, char **argv) {
+  const wt_suite suite = {"shard", setup, teardown, NULL, 0};
+  return wt_main(&suite, cases, WT_COUNT(cases), argc, argv);
 }
