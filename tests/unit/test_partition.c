@@ -5,9 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/expect.h"
+#include "../common/runner.h"
 #include "src/partition/program.h"
 #include "whale.h"
+
+static wh_ctx *ctx;
 
 enum { B = 24, IN = 12, H = 16, OUT = 5, LAYERS = 4, MAX_RANKS = 8 };
 
@@ -18,7 +20,7 @@ typedef struct {
 
 /* An MLP of LAYERS hidden layers, AdamW with clipping; tied: the first layer's weight read again
  * by the last layer (a parameter two stages share). */
-static model build(wh_ctx *ctx, int tied) {
+static model build(int tied) {
   model m = {NULL, 0};
   wh_graph_create(ctx, &m.g);
   wh_graph *g = m.g;
@@ -51,7 +53,7 @@ typedef struct {
   int n;
 } world;
 
-static int partition_all(wh_ctx *ctx, const model *m, int n, const wh_plan_layout *l, world *w, int det) {
+static int partition_all(const model *m, int n, const wh_plan_layout *l, world *w, int det) {
   wh_cluster *c;
   wh_plan *pl = NULL;
   wh_cluster_create(ctx, &c);
@@ -162,8 +164,9 @@ static int simulate(const world *w, int eval, char *why, size_t cap) {
   return done == n && !left;
 }
 
-static void single(wh_ctx *ctx) {
-  model m = build(ctx, 0);
+static void single(const void *arg) {
+  (void)arg;
+  model m = build(0);
   wh__program p;
   char msg[256];
   EXPECT(wh__partition(m.g, NULL, 0, 1, 0, 0, 0, &p, msg, sizeof msg) == WH_OK, "one process: %s", msg);
@@ -177,12 +180,13 @@ static void single(wh_ctx *ctx) {
   wh_graph_destroy(m.g);
 }
 
-static void data_parallel(wh_ctx *ctx) {
-  model m = build(ctx, 0);
+static void data_parallel(const void *arg) {
+  (void)arg;
+  model m = build(0);
   world w;
   wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
   l.micro_batches = 3;
-  if (partition_all(ctx, &m, 2, &l, &w, 0)) {
+  if (partition_all(&m, 2, &l, &w, 0)) {
     for (int r = 0; r < 2; r++) {
       const wh__program *p = &w.p[r];
       EXPECT(p->n_parts == 4 && count_op(p, WH_OP_DP_REDUCE_START) == m.n_params &&
@@ -204,7 +208,7 @@ static void data_parallel(wh_ctx *ctx) {
   int64_t shares[2] = {0, B};
   l.micro_batches = 1;
   l.shares = shares;
-  if (partition_all(ctx, &m, 2, &l, &w, 0)) {
+  if (partition_all(&m, 2, &l, &w, 0)) {
     const wh__program *p = &w.p[0];
     EXPECT(count_op(p, WH_OP_MATMUL) == 0 && count_op(p, WH_OP_ZERO) == m.n_params &&
                count_op(p, WH_OP_DP_REDUCE_START) == m.n_params && p->place.share == 0,
@@ -214,7 +218,7 @@ static void data_parallel(wh_ctx *ctx) {
   }
   l.shares = NULL;
   /* the deterministic mode gathers and sums in rank order after backward */
-  if (partition_all(ctx, &m, 2, &l, &w, 1)) {
+  if (partition_all(&m, 2, &l, &w, 1)) {
     EXPECT(count_op(&w.p[1], WH_OP_DET_REDUCE) == m.n_params && count_op(&w.p[1], WH_OP_DP_REDUCE_START) == 0 &&
                count_in_parts(&w.p[1], WH_OP_DET_REDUCE, -1) == m.n_params,
            "deterministic: %d rank-ordered reductions", count_op(&w.p[1], WH_OP_DET_REDUCE));
@@ -222,7 +226,7 @@ static void data_parallel(wh_ctx *ctx) {
   }
   /* ZeRO-1: a reduce-scatter per gradient, each rank's shard of the state, the updates on shards */
   l.zero1 = 1;
-  if (partition_all(ctx, &m, 3, &l, &w, 0)) {
+  if (partition_all(&m, 3, &l, &w, 0)) {
     int64_t state = 0, whole = 0;
     for (int r = 0; r < 3; r++) {
       const wh__program *p = &w.p[r];
@@ -243,8 +247,9 @@ static void data_parallel(wh_ctx *ctx) {
   wh_graph_destroy(m.g);
 }
 
-static void pipelines(wh_ctx *ctx) {
-  model m = build(ctx, 1);
+static void pipelines(const void *arg) {
+  (void)arg;
+  model m = build(1);
   world w;
   char why[256] = "";
   for (int shape = 0; shape < 4; shape++) {
@@ -254,7 +259,7 @@ static void pipelines(wh_ctx *ctx) {
     l.micro_batches = 4;
     l.schedule = shape == 1 ? WH_SCHEDULE_GPIPE : WH_SCHEDULE_1F1B;
     const char *name = shape == 0 ? "PP 2 1F1B" : shape == 1 ? "PP 2 GPipe" : shape == 2 ? "PP 3 1F1B" : "DP 2 x PP 2";
-    if (!partition_all(ctx, &m, n, &l, &w, 0)) continue;
+    if (!partition_all(&m, n, &l, &w, 0)) continue;
     int sends = 0, recvs = 0, splits_ok = 1, accs = 0;
     for (int r = 0; r < n; r++) {
       sends += count_op(&w.p[r], WH_OP_SEND), recvs += count_op(&w.p[r], WH_OP_RECV);
@@ -280,7 +285,7 @@ static void pipelines(wh_ctx *ctx) {
   wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
   l.stages = 2;
   l.micro_batches = 2;
-  if (partition_all(ctx, &m, 2, &l, &w, 0)) {
+  if (partition_all(&m, 2, &l, &w, 0)) {
     wh__program *p = &w.p[1];
     for (int i = 0; i < p->n_order; i++)
       if (p->nodes[p->order[i]].op == WH_OP_RECV) {
@@ -293,12 +298,13 @@ static void pipelines(wh_ctx *ctx) {
   wh_graph_destroy(m.g);
 }
 
-static void sharding(wh_ctx *ctx) {
-  model m = build(ctx, 0);
+static void sharding(const void *arg) {
+  (void)arg;
+  model m = build(0);
   world w;
   wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
   l.tp = 2;
-  if (partition_all(ctx, &m, 4, &l, &w, 0)) {
+  if (partition_all(&m, 4, &l, &w, 0)) {
     /* 2 replicas of tp 2: the replicas' groups, then the shards' groups, on every rank alike */
     int ok = 1;
     for (int r = 0; r < 4; r++) {
@@ -313,14 +319,21 @@ static void sharding(wh_ctx *ctx) {
   wh_graph_destroy(m.g);
 }
 
-int main(void) {
-  wh_ctx *ctx;
-  wh_ctx_create(&ctx, NULL);
-  single(ctx);
-  data_parallel(ctx);
-  pipelines(ctx);
-  sharding(ctx);
-  wh_ctx_destroy(ctx);
-  printf("partition: %d passed, %d failed\n", passed, failed);
-  return failed ? 1 : 0;
+static int setup(int argc, char **argv) {
+  (void)argc, (void)argv;
+  return wh_ctx_create(&ctx, NULL) != WH_OK;
+}
+
+static void teardown(void) { wh_ctx_destroy(ctx); }
+
+static const wt_case cases[] = {
+    {"single", single, NULL},
+    {"data_parallel", data_parallel, NULL},
+    {"pipelines", pipelines, NULL},
+    {"sharding", sharding, NULL},
+};
+
+int main(int argc, char **argv) {
+  const wt_suite suite = {"partition", setup, teardown, NULL, 0};
+  return wt_main(&suite, cases, WT_COUNT(cases), argc, argv);
 }
