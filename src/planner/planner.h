@@ -54,6 +54,11 @@ static inline double wh__node_time(const wh__device *d, int op, double flops, do
 #define WH_EFF_FLOPS_DEFAULT 0.6
 #define WH_EFF_BW_DEFAULT 0.75
 
+/* A measurement as cluster files keep it (cluster_io.c): 4 significant digits in the file's unit
+ * for it, TFLOP/s, GB/s or a plain fraction; what wh_cluster_probe records. */
+typedef enum { WH__UNIT_TF, WH__UNIT_GBPS, WH__UNIT_ONE } wh__file_unit;
+double wh__cluster_measured(double v, wh__file_unit u);
+
 struct wh_cluster {
   wh_ctx *ctx;
   wh__device *dev;
