@@ -20,8 +20,7 @@ static int same_class(const wh__device *a, const wh__device *b) {
 }
 
 static void costtab_free(wh__costtab *t) {
-  free(t->class_of), free(t->rep), free(t->fwd), free(t->bwd), free(t->upd), free(t->param), free(t->act), free(t->peak_max),
-      free(t->tpf), free(t->param_pre), free(t->act_pre);
+  free(t->class_of), free(t->rep), free(t->fwd), free(t->bwd), free(t->upd);
   memset(t, 0, sizeof *t);
 }
 
@@ -42,14 +41,7 @@ static wh_status costtab_build(const wh__model *m, const wh_cluster *c, wh__cost
   t->fwd = calloc(rows, sizeof(wh__lin));
   t->bwd = calloc(rows, sizeof(wh__lin));
   t->upd = calloc(rows, sizeof(wh__lin));
-  t->param = calloc((size_t)n + 1, sizeof(double));
-  t->act = calloc((size_t)n + 1, sizeof(double));
-  t->peak_max = calloc((size_t)n + 1, sizeof(double));
-  t->tpf = calloc((size_t)n + 1, sizeof(double));
-  t->param_pre = calloc((size_t)n + 2, sizeof(double));
-  t->act_pre = calloc((size_t)n + 2, sizeof(double));
-  if (!t->fwd || !t->bwd || !t->upd || !t->param || !t->act || !t->peak_max || !t->tpf || !t->param_pre || !t->act_pre)
-    return WH_ERR_OUT_OF_MEMORY;
+  if (!t->fwd || !t->bwd || !t->upd) return WH_ERR_OUT_OF_MEMORY;
   for (int k = 0; k < t->nclass; k++) {
     const wh__device *d = &c->dev[t->rep[k]];
     wh__lin *fw = t->fwd + (size_t)k * (size_t)(n + 1), *bw = t->bwd + (size_t)k * (size_t)(n + 1);
@@ -66,10 +58,6 @@ static wh_status costtab_build(const wh__model *m, const wh_cluster *c, wh__cost
       bw[s].t0 += bw[s - 1].t0, bw[s].t1 += bw[s - 1].t1;
       up[s].t0 += up[s - 1].t0, up[s].t1 += up[s - 1].t1;
     }
-  }
-  for (int s = 0; s < n; s++) {
-    t->param_pre[s + 1] = t->param_pre[s] + m->seg[s].param_bytes;
-    t->act_pre[s + 1] = t->act_pre[s] + m->seg[s].act_bytes;
   }
   return WH_OK;
 }
@@ -100,16 +88,17 @@ static double range_bwd_fraction(const wh__costtab *t, int k, int a, int b, int 
   return tot > 0 ? (tot - f) / tot : 0;
 }
 
-/* ---- exported cost helpers (also used by the simulator and tests) */
+/* ---- communication: alpha-beta per link level */
 
-double wh__allreduce_time(const wh_cluster *c, double bytes, int n, int nodes, double link_bw) {
+/* Ring all-reduce of `bytes` over n devices spanning `nodes` nodes. */
+static double allreduce_time(const wh_cluster *c, double bytes, int n, int nodes, double link_bw) {
   if (n <= 1 || bytes <= 0) return 0;
   double bw = nodes > 1 ? c->inter_bw : (c->intra_bw > 0 ? c->intra_bw : link_bw);
   double lat = nodes > 1 ? c->inter_lat : c->intra_lat;
   return 2.0 * (n - 1) / n * bytes / bw + 2.0 * (n - 1) * lat;
 }
 
-double wh__p2p_time(const wh_cluster *c, double bytes, int same_node, double link_bw) {
+static double p2p_time(const wh_cluster *c, double bytes, int same_node, double link_bw) {
   if (bytes <= 0) return 0;
   double bw = same_node ? (c->intra_bw > 0 ? c->intra_bw : link_bw) : c->inter_bw;
   return bytes / bw + (same_node ? c->intra_lat : c->inter_lat);
@@ -264,7 +253,7 @@ static double water_fill(const wh__costing *x, const wh__config *cf, const wh__g
     if (cf->tp > 1) {
       double scale = frac / cf->tp + 1 - frac;
       t0[k] *= scale;
-      t1[k] = t1[k] * scale + wh__allreduce_time(x->c, tpc, cf->tp, 1, gr->link);
+      t1[k] = t1[k] * scale + allreduce_time(x->c, tpc, cf->tp, 1, gr->link);
     }
     double room = gr->cap[k] - ml.fixed;
     /* every replica holds the stage's weights, gradients and optimizer state, even with no samples */
@@ -392,11 +381,11 @@ static double stage_cost_x(const wh__costing *x, const wh__config *cf, const wh_
   }
   double grad = RSUM(x->rg, param, a, b);
   if (cf->tp > 1) grad /= cf->tp;
-  *t_ar = wh__allreduce_time(x->c, grad, gr->nrep, gr->nodes, gr->link);
+  *t_ar = allreduce_time(x->c, grad, gr->nrep, gr->nodes, gr->link);
   *t_p2p = 0;
   if (b < x->m->n - 1 && s + 1 < cf->S)
     /* the boundary activation forward and its gradient backward, for this micro-batch */
-    *t_p2p = 2 * wh__p2p_time(x->c, x->m->seg[b].out_bytes * (double)(x->batch / cf->m) / gr->nrep,
+    *t_p2p = 2 * p2p_time(x->c, x->m->seg[b].out_bytes * (double)(x->batch / cf->m) / gr->nrep,
                               gr->next_same_node, gr->link);
   *t_comp = tc;
   return tc + *t_p2p;
@@ -530,7 +519,7 @@ static wh_status materialise(const wh__costing *x, const wh__config *cf, const i
         double fl = RSUM(x->rg, flops, a, cut[s]), frac = fl > 0 ? RSUM(x->rg, tpflops, a, cut[s]) / fl : 0;
         double tot = lt.t0 * (frac / cf->tp + 1 - frac) +
                      sh * (lt.t1 * (frac / cf->tp + 1 - frac) +
-                           wh__allreduce_time(x->c, RSUM(x->rg, tpc, a, cut[s]), cf->tp, 1, gr[s].link));
+                           allreduce_time(x->c, RSUM(x->rg, tpc, a, cut[s]), cf->tp, 1, gr[s].link));
         f *= tot / tt, bw *= tot / tt;
       }
       g->t_fwd[r] = f;

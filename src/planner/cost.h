@@ -20,8 +20,6 @@ typedef struct {
   int *class_of;    /* device -> class */
   int *rep;         /* class -> a device of it */
   wh__lin *fwd, *bwd, *upd; /* [class][n+1] prefix sums */
-  double *param, *act, *peak_max, *tpf;   /* per segment */
-  double *param_pre, *act_pre;  /* [n+1] */
   int n;
 } wh__costtab;
 

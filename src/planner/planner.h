@@ -106,17 +106,7 @@ typedef struct wh__model {
 wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_t cap);
 void wh__model_free(wh__model *m);
 
-/* ---- cost model */
-
-/* Seconds for segments [a, b] on device d for `samples` samples, forward + backward (+ the
- * forward again when recompute). */
-double wh__seg_time(const wh__model *m, int a, int b, const wh__device *d, double samples, int recompute);
-/* Bytes resident on a device holding segments [a, b] with micro-batch mb, `inflight` micro-batches
- * of activations kept, data-parallel degree dp (for ZeRO-1 sharding of optimizer state). */
-double wh__seg_memory(const wh__model *m, int a, int b, double mb, int inflight, int recompute, int zero1, int dp);
-/* Ring all-reduce of `bytes` over n devices spanning `nodes` nodes. */
-double wh__allreduce_time(const wh_cluster *c, double bytes, int n, int nodes, double link_bw);
-double wh__p2p_time(const wh_cluster *c, double bytes, int same_node, double link_bw);
+/* ---- cost model and search: cost.h */
 
 /* A prepared planner for costing many pinned layouts of one graph on one cluster (brute force). */
 typedef struct wh__planner wh__planner;

@@ -32,7 +32,4 @@ wh_status wh__cuda_sync(wh__cuda *d);
 /* acc = w g (first) or acc += w g, n floats, on the stream. */
 wh_status wh__cuda_axpy(wh__cuda *d, float *acc, const float *g, int64_t n, float w, int first);
 
-/* The CUDA kernel of op, NULL where the backend has none. */
-wh__kernel_fn wh__cuda_kernel(int op);
-
 #endif
