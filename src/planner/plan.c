@@ -1,4 +1,5 @@
-/* plan.c - reading a plan: the explanation (per stage and replica) and a DOT rendering. */
+/* plan.c - reading a plan once the planner made it: its accessors, the explanation (per stage and
+ * replica) and a DOT rendering; and freeing it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,5 +69,46 @@ wh_status wh_plan_dump(const wh_plan *p, wh_format fmt, char **out) {
     return WH_ERR_OUT_OF_MEMORY;
   }
   *out = b.s;
+  return WH_OK;
+}
+
+static void plan_free_stages(wh_plan *p) {
+  for (int s = 0; s < p->n_stages; s++) {
+    free(p->st[s].dev);
+    free(p->st[s].share);
+    free(p->st[s].t_fwd);
+    free(p->st[s].t_bwd);
+  }
+  free(p->st);
+  p->st = NULL;
+  p->n_stages = 0;
+}
+
+void wh_plan_destroy(wh_plan *p) {
+  if (!p) return;
+  plan_free_stages(p);
+  free(p->why);
+  free(p->dev_kind);
+  free(p->dev_node);
+  free(p->dev_mem);
+  free(p);
+}
+
+int wh_plan_num_segments(const wh_plan *p) { return p ? p->n_segments : 0; }
+
+double wh_plan_step_time(const wh_plan *p) { return p ? p->step_time : 0; }
+int wh_plan_num_stages(const wh_plan *p) { return p ? p->n_stages : 0; }
+int wh_plan_micro_batches(const wh_plan *p) { return p ? p->micro_batches : 0; }
+wh_schedule wh_plan_schedule(const wh_plan *p) {
+  return p ? (p->schedule == WH_SCHED_1F1B ? WH_SCHEDULE_1F1B : WH_SCHEDULE_GPIPE) : WH_SCHEDULE_AUTO;
+}
+
+wh_status wh_plan_shares(const wh_plan *p, int64_t *shares, int n) {
+  if (!p || !shares || n < p->n_devices) return WH_ERR_INVALID_ARGUMENT;
+  for (int i = 0; i < n; i++) shares[i] = 0;
+  for (int s = 0; s < p->n_stages; s++) {
+    const wh__stage *g = &p->st[s];
+    for (int i = 0; i < g->ndev; i++) shares[g->dev[i]] = g->share[i / g->tp];
+  }
   return WH_OK;
 }

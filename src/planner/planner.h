@@ -54,6 +54,11 @@ static inline double wh__node_time(const wh__device *d, int op, double flops, do
 #define WH_EFF_FLOPS_DEFAULT 0.6
 #define WH_EFF_BW_DEFAULT 0.75
 
+/* A measurement as cluster files keep it (cluster_io.c): 4 significant digits in the file's unit
+ * for it, TFLOP/s, GB/s or a plain fraction; what wh_cluster_probe records. */
+typedef enum { WH__UNIT_TF, WH__UNIT_GBPS, WH__UNIT_ONE } wh__file_unit;
+double wh__cluster_measured(double v, wh__file_unit u);
+
 struct wh_cluster {
   wh_ctx *ctx;
   wh__device *dev;
@@ -102,17 +107,7 @@ typedef struct wh__model {
 wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_t cap);
 void wh__model_free(wh__model *m);
 
-/* ---- cost model */
-
-/* Seconds for segments [a, b] on device d for `samples` samples, forward + backward (+ the
- * forward again when recompute). */
-double wh__seg_time(const wh__model *m, int a, int b, const wh__device *d, double samples, int recompute);
-/* Bytes resident on a device holding segments [a, b] with micro-batch mb, `inflight` micro-batches
- * of activations kept, data-parallel degree dp (for ZeRO-1 sharding of optimizer state). */
-double wh__seg_memory(const wh__model *m, int a, int b, double mb, int inflight, int recompute, int zero1, int dp);
-/* Ring all-reduce of `bytes` over n devices spanning `nodes` nodes. */
-double wh__allreduce_time(const wh_cluster *c, double bytes, int n, int nodes, double link_bw);
-double wh__p2p_time(const wh_cluster *c, double bytes, int same_node, double link_bw);
+/* ---- cost model and search: cost.h */
 
 /* A prepared planner for costing many pinned layouts of one graph on one cluster (brute force). */
 typedef struct wh__planner wh__planner;
