@@ -409,3 +409,41 @@ wh_status wh__partition(const wh_graph *g, const wh_plan *pl, int rank, int size
   }
   return st;
 }
+
+wh__hold wh__program_hold(const wh__program *p, const wh_graph *g, int32_t v) {
+  wh__hold h;
+  memset(&h, 0, sizeof h);
+  if (v < 0 || v >= g->n_values || v >= p->n_values) return h;
+  wh__role role = g->values[v].role;
+  if (role != WH_ROLE_PARAM && role != WH_ROLE_STATE) return h;
+  const wh__place *pc = &p->place;
+  if (!p->distributed) {
+    h.kind = WH_HOLD_WHOLE, h.writer = 1;
+    return h;
+  }
+  int first_stage = pc->stage;
+  if (pc->pipelined) {
+    uint64_t rd = p->reader_stages ? p->reader_stages[v] : 0;
+    if (!(rd >> pc->stage & 1)) return h; /* another stage's */
+    for (first_stage = 0; !(rd >> first_stage & 1); first_stage++) {}
+  }
+  int lead = first_stage == pc->stage && pc->replica == 0;
+  int64_t numel = wh__numel(&g->values[v].shape, 1), local = wh__numel(&p->values[v].shape, 1);
+  if (p->lay && p->lay[v].kind == WH_LAY_S) {
+    h.kind = WH_HOLD_SPLIT, h.writer = lead;
+    h.dim = p->lay[v].dim, h.groups = p->lay[v].groups, h.parts = pc->tp, h.index = pc->shard;
+    return h;
+  }
+  if (pc->zero1 && role == WH_ROLE_STATE && local < numel + (numel == 0)) {
+    /* ZeRO-1's shard: R contiguous chunks of the flattened state, this rank's the replica-th */
+    int64_t chunk = (numel + pc->n_replicas - 1) / pc->n_replicas;
+    if (chunk < 1) chunk = 1;
+    h.kind = WH_HOLD_RANGE, h.writer = 1;
+    h.lo = chunk * pc->replica < numel ? chunk * pc->replica : numel;
+    h.hi = h.lo + local;
+    return h;
+  }
+  h.kind = WH_HOLD_WHOLE;
+  h.writer = lead && pc->shard == 0;
+  return h;
+}

@@ -57,6 +57,7 @@ typedef struct wh__program {
   /* pipelines: for every graph leaf the stage whose nodes read it (-1: none), and the transfers
    * this rank takes part in (for the dump) */
   int *leaf_stage;
+  uint64_t *reader_stages; /* per value, the stages whose nodes read it (pipelines; NULL otherwise) */
   int n_transfers;
   int loss_stage;
 } wh__program;
@@ -83,6 +84,20 @@ wh_status wh__program_shard(const wh_graph *g, wh__program *p, int tp, int index
  * on_device are the session's; failures say why in msg. */
 wh_status wh__partition(const wh_graph *g, const wh_plan *pl, int rank, int size, int recompute, int deterministic,
                         int on_device, wh__program *out, char *msg, size_t cap);
+
+/* What part of persistent graph value v (a parameter or optimizer state) this rank holds, and
+ * whether it writes that part when the whole state is saved: every part of every value has
+ * exactly one writer among the ranks (replica 0 of the stage that reads it first; each shard of a
+ * split value; each rank's range of ZeRO-1's state). */
+typedef enum { WH_HOLD_NONE = 0, WH_HOLD_WHOLE, WH_HOLD_SPLIT, WH_HOLD_RANGE } wh__hold_kind;
+typedef struct wh__hold {
+  wh__hold_kind kind;
+  int writer;          /* this rank writes its part */
+  /* SPLIT: dimension dim of the whole viewed as [groups, parts, rest]; this rank holds [:, index, :] */
+  int dim, groups, parts, index;
+  int64_t lo, hi;      /* RANGE: elements [lo, hi) of the whole, flattened */
+} wh__hold;
+wh__hold wh__program_hold(const wh__program *p, const wh_graph *g, int32_t v);
 
 /* Node kinds the runtime itself executes (communication, accumulation), not a kernel. */
 int wh__op_is_runtime(int op);

@@ -226,11 +226,11 @@ wh_status wh__part_stages(wh__pb *b, const wh_plan *pl) {
   uint64_t mine = (uint64_t)1 << me;
   p->leaf_stage = malloc(sizeof(int) * (size_t)(q.nv + 1));
   uint64_t *rd = calloc((size_t)q.nv + 1, sizeof(uint64_t));
+  p->reader_stages = rd; /* the program owns it */
   if (!p->leaf_stage || !rd) b->st = WH_ERR_OUT_OF_MEMORY;
   for (int i = 0; rd && i < q.nn; i++)
     for (int k = 0; k < b->base[i].n_in; k++) rd[b->base[i].in[k]] |= q.at[i];
   for (int v = 0; p->leaf_stage && v < q.nv; v++) p->leaf_stage[v] = rd[v] & mine ? me : rd[v] ? stage_of_bits(rd[v]) : -1;
-  free(rd);
   p->n_transfers = q.nx;
   p->loss_stage = q.loss_stage;
   for (int i = 0; i < 2 * q.nv + 2; i++) recv_of[i] = -1;

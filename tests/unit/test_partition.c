@@ -53,6 +53,43 @@ typedef struct {
   int n;
 } world;
 
+/* Every element of every parameter and optimizer state has exactly one writer among the ranks
+ * (what a checkpoint of the whole state relies on). */
+static int writers_tile(const world *w, const model *m, char *why, size_t cap) {
+  const wh_graph *g = m->g;
+  for (int v = 0; v < g->n_values; v++) {
+    if (g->values[v].role != WH_ROLE_PARAM && g->values[v].role != WH_ROLE_STATE) continue;
+    const wh__shape *sh = &g->values[v].shape;
+    int64_t numel = wh__numel(sh, 1);
+    int *seen = calloc((size_t)numel + 1, sizeof(int));
+    for (int r = 0; r < w->n; r++) {
+      wh__hold h = wh__program_hold(&w->p[r], g, v);
+      if (!h.writer) continue;
+      if (h.kind == WH_HOLD_WHOLE || h.kind == WH_HOLD_RANGE) {
+        int64_t lo = h.kind == WH_HOLD_WHOLE ? 0 : h.lo, hi = h.kind == WH_HOLD_WHOLE ? numel : h.hi;
+        for (int64_t e = lo; e < hi; e++) seen[e]++;
+      } else if (h.kind == WH_HOLD_SPLIT) {
+        int64_t outer = 1, inner = 1, d = sh->d[h.dim];
+        for (int k = 0; k < h.dim; k++) outer *= sh->d[k];
+        for (int k = h.dim + 1; k < sh->ndim; k++) inner *= sh->d[k];
+        int64_t per = d / h.groups / h.parts;
+        for (int64_t o = 0; o < outer; o++)
+          for (int64_t gi = 0; gi < h.groups; gi++)
+            for (int64_t j = 0; j < per; j++)
+              for (int64_t i = 0; i < inner; i++)
+                seen[(o * d + (gi * h.parts + h.index) * per + j) * inner + i]++;
+      }
+    }
+    int64_t bad = -1;
+    for (int64_t e = 0; e < numel && bad < 0; e++)
+      if (seen[e] != 1) bad = e;
+    if (bad >= 0) snprintf(why, cap, "'%s' element %lld has %d writers", wh_value_name((wh_graph *)g, v), (long long)bad, seen[bad]);
+    free(seen);
+    if (bad >= 0) return 0;
+  }
+  return 1;
+}
+
 static int partition_all(const model *m, int n, const wh_plan_layout *l, world *w, int det) {
   wh_cluster *c;
   wh_plan *pl = NULL;
@@ -67,6 +104,10 @@ static int partition_all(const model *m, int n, const wh_plan_layout *l, world *
     EXPECT(st == WH_OK, "partition of rank %d of %d: %s", r, n, msg);
     if (st == WH_OK) w->n++;
   }
+  char why[256] = "";
+  if (st == WH_OK)
+    EXPECT(writers_tile(w, m, why, sizeof why), "%d ranks (%d stages, tp %d, zero1 %d): one writer per element: %s", n,
+           l->stages, l->tp, l->zero1, why);
   wh_plan_destroy(pl);
   wh_cluster_destroy(c);
   return st == WH_OK;
