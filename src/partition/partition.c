@@ -189,7 +189,7 @@ static wh_status part_dp(wh__pb *b) {
      * is padded to R equal blocks for the reduce-scatter; the update's state keeps this rank's shard */
     for (int i = 0; i < b->n_base && b->st == WH_OK; i++) {
       const wh__node *n = &b->base[i];
-      if (n->op == WH_OP_GLOBAL_NORM_CLIP) clip = i;
+      if (n->op == WH_OP_GLOBAL_NORM_CLIP || n->op == WH_OP_TP_NORM_CLIP) clip = i;
       if (n->op != WH_OP_SGD_UPDATE && n->op != WH_OP_ADAMW_UPDATE) continue;
       zparam *q = &zp[nz++];
       q->node = i, q->param = n->in[0], q->grad = n->in[1];
@@ -280,9 +280,19 @@ static wh_status part_dp(wh__pb *b) {
       if (!in) {
         b->st = WH_ERR_OUT_OF_MEMORY;
       } else {
-        for (int i = 0; i < nz; i++) in[2 * i] = shard[zp[i].grad], in[2 * i + 1] = zp[i].param;
+        /* the gradients split by operator sharding first: their squares are summed over the
+         * replica's ranks too, the whole ones (alike on every shard) only over the shard's ranks */
+        int k = 0, nsplit = 0;
+        for (int pass = 0; pass < 2; pass++)
+          for (int i = 0; i < nz; i++) {
+            int split = p->lay && p->lay[zp[i].grad].kind == WH_LAY_S;
+            if (split != (pass == 0)) continue;
+            in[2 * k] = shard[zp[i].grad], in[2 * k + 1] = zp[i].param, k++;
+            nsplit += split;
+          }
         const wh__node *cn = &b->base[clip];
-        wh__pb_once(b, wh__pb_node(b, WH_OP_ZERO_NORM_CLIP, WH_PHASE_UPDATE, cn->fwd, in, 2 * nz, cn->out, grp, 1,
+        int64_t cia[3] = {WH_GROUP_DP, nsplit, pc->tp > 1 ? WH_GROUP_TP : -1};
+        wh__pb_once(b, wh__pb_node(b, WH_OP_ZERO_NORM_CLIP, WH_PHASE_UPDATE, cn->fwd, in, 2 * nz, cn->out, cia, 3,
                                    cn->fa, 1));
         free(in);
       }
@@ -373,12 +383,13 @@ wh_status wh__partition(const wh_graph *g, const wh_plan *pl, int rank, int size
       wh__program_free(out);
       return st;
     }
-    /* every rank takes part in every split, in the same order: the replicas, then the shards */
-    const wh__stage *s0 = &pl->st[0];
+    /* every rank takes part in every split, in the same order: each stage's replicas, then (without
+     * a pipeline) the shards across the replicas; a pipeline's stage groups follow (stages.c) */
     int *col = malloc(sizeof(int) * (size_t)(pc.n_replicas + 1));
-    for (int r = 0; col && r < pc.n_replicas && b.st == WH_OK; r++) wh__pb_split(&b, WH_GROUP_TP, pc.tp, s0->dev + r * pc.tp);
-    for (int k = 0; col && k < pc.tp && b.st == WH_OK; k++) {
-      for (int r = 0; r < pc.n_replicas; r++) col[r] = s0->dev[r * pc.tp + k];
+    for (int k = 0; col && k < pl->n_stages && b.st == WH_OK; k++)
+      for (int r = 0; r < pc.n_replicas && b.st == WH_OK; r++) wh__pb_split(&b, WH_GROUP_TP, pc.tp, pl->st[k].dev + r * pc.tp);
+    for (int k = 0; col && !pc.pipelined && k < pc.tp && b.st == WH_OK; k++) {
+      for (int r = 0; r < pc.n_replicas; r++) col[r] = pl->st[0].dev[r * pc.tp + k];
       wh__pb_split(&b, WH_GROUP_DP, pc.n_replicas, col);
     }
     if (!col) b.st = WH_ERR_OUT_OF_MEMORY;
@@ -428,19 +439,25 @@ wh__hold wh__program_hold(const wh__program *p, const wh_graph *g, int32_t v) {
     for (first_stage = 0; !(rd >> first_stage & 1); first_stage++) {}
   }
   int lead = first_stage == pc->stage && pc->replica == 0;
+  int split = p->lay && p->lay[v].kind == WH_LAY_S;
   int64_t numel = wh__numel(&g->values[v].shape, 1), local = wh__numel(&p->values[v].shape, 1);
-  if (p->lay && p->lay[v].kind == WH_LAY_S) {
-    h.kind = WH_HOLD_SPLIT, h.writer = lead;
+  int64_t part = split ? numel / pc->tp : numel; /* what operator sharding leaves this rank */
+  int ranged = pc->zero1 && role == WH_ROLE_STATE && local < part + (part == 0);
+  h.lo = 0, h.hi = part;
+  if (ranged) {
+    /* ZeRO-1's shard: R contiguous chunks of the (flattened) part, this rank's the replica-th */
+    int64_t chunk = (part + pc->n_replicas - 1) / pc->n_replicas;
+    if (chunk < 1) chunk = 1;
+    h.lo = chunk * pc->replica < part ? chunk * pc->replica : part;
+    h.hi = h.lo + local;
+  }
+  if (split) {
+    h.kind = WH_HOLD_SPLIT, h.writer = ranged ? first_stage == pc->stage : lead;
     h.dim = p->lay[v].dim, h.groups = p->lay[v].groups, h.parts = pc->tp, h.index = pc->shard;
     return h;
   }
-  if (pc->zero1 && role == WH_ROLE_STATE && local < numel + (numel == 0)) {
-    /* ZeRO-1's shard: R contiguous chunks of the flattened state, this rank's the replica-th */
-    int64_t chunk = (numel + pc->n_replicas - 1) / pc->n_replicas;
-    if (chunk < 1) chunk = 1;
-    h.kind = WH_HOLD_RANGE, h.writer = 1;
-    h.lo = chunk * pc->replica < numel ? chunk * pc->replica : numel;
-    h.hi = h.lo + local;
+  if (ranged) {
+    h.kind = WH_HOLD_RANGE, h.writer = pc->shard == 0 && first_stage == pc->stage;
     return h;
   }
   h.kind = WH_HOLD_WHOLE;

@@ -93,9 +93,10 @@ typedef enum { WH_HOLD_NONE = 0, WH_HOLD_WHOLE, WH_HOLD_SPLIT, WH_HOLD_RANGE } w
 typedef struct wh__hold {
   wh__hold_kind kind;
   int writer;          /* this rank writes its part */
-  /* SPLIT: dimension dim of the whole viewed as [groups, parts, rest]; this rank holds [:, index, :] */
+  /* SPLIT: dimension dim of the whole viewed as [groups, parts, rest]; this rank's part is
+   * [:, index, :] (of which it holds elements [lo, hi), flattened: all of it unless ZeRO-1 shards it) */
   int dim, groups, parts, index;
-  int64_t lo, hi;      /* RANGE: elements [lo, hi) of the whole, flattened */
+  int64_t lo, hi;      /* RANGE: elements [lo, hi) of the whole, flattened; SPLIT: of this rank's part */
 } wh__hold;
 wh__hold wh__program_hold(const wh__program *p, const wh_graph *g, int32_t v);
 

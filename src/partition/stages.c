@@ -204,7 +204,8 @@ wh_status wh__part_stages(wh__pb *b, const wh_plan *pl) {
   memset(&q, 0, sizeof q);
   q.nodes = b->base, q.nn = b->n_base, q.values = p->values, q.nv = p->n_values, q.S = S;
   int rank_of[MAX_STAGES];
-  for (int s = 0; s < S; s++) rank_of[s] = pl->st[s].dev[pc->replica];
+  int tp = pc->tp;
+  for (int s = 0; s < S; s++) rank_of[s] = pl->st[s].dev[pc->replica * tp + pc->shard];
   q.at = calloc((size_t)q.nn + 1, sizeof(uint64_t));
   int *recv_of = malloc(sizeof(int) * (size_t)(2 * q.nv + 2)); /* transfer -> its receive node, -1 */
   int *seq = malloc(sizeof(int) * (size_t)(4 * m + 2));
@@ -220,8 +221,14 @@ wh_status wh__part_stages(wh__pb *b, const wh_plan *pl) {
     free(q.at), free(q.x), free(q.x_mb), free(q.x_upd), free(recv_of), free(seq);
     return b->st = st;
   }
-  /* one communicator per stage over its replicas: collective, every rank takes part in each */
-  for (int s = 0; s < S && R > 1; s++) wh__pb_split(b, WH_GROUP_STAGE, R, pl->st[s].dev);
+  /* one communicator per stage and shard over the stage's replicas: collective, every rank takes
+   * part in each */
+  int col[MAX_STAGES * 16];
+  for (int s = 0; s < S && R > 1; s++)
+    for (int k = 0; k < tp; k++) {
+      for (int r = 0; r < R && r < MAX_STAGES * 16; r++) col[r] = pl->st[s].dev[r * tp + k];
+      wh__pb_split(b, WH_GROUP_STAGE, R, col);
+    }
   /* which stage holds each leaf current: this rank's when one of its nodes reads it */
   uint64_t mine = (uint64_t)1 << me;
   p->leaf_stage = malloc(sizeof(int) * (size_t)(q.nv + 1));
@@ -232,6 +239,10 @@ wh_status wh__part_stages(wh__pb *b, const wh_plan *pl) {
     for (int k = 0; k < b->base[i].n_in; k++) rd[b->base[i].in[k]] |= q.at[i];
   for (int v = 0; p->leaf_stage && v < q.nv; v++) p->leaf_stage[v] = rd[v] & mine ? me : rd[v] ? stage_of_bits(rd[v]) : -1;
   p->n_transfers = q.nx;
+  if (R > MAX_STAGES * 16) {
+    snprintf(b->msg, b->cap, "%d replicas per stage (at most %d)", R, MAX_STAGES * 16);
+    b->st = WH_ERR_UNSUPPORTED;
+  }
   p->loss_stage = q.loss_stage;
   for (int i = 0; i < 2 * q.nv + 2; i++) recv_of[i] = -1;
   float w = (float)((double)pc->share / (double)pc->global_batch);
@@ -301,7 +312,8 @@ wh_status wh__part_stages(wh__pb *b, const wh_plan *pl) {
   }
   wh__pb_once(b, wh__pb_node(b, WH_OP_SEND_WAIT, WH_PHASE_FORWARD, -1, NULL, 0, -1, NULL, 0, NULL, 0));
   if (g->loss >= 0) {
-    int64_t ia[3] = {WH_GROUP_WORLD, q.loss_stage == me, 0};
+    /* one rank per replica adds the loss: the shards of a replica each hold all of it */
+    int64_t ia[3] = {WH_GROUP_WORLD, q.loss_stage == me && pc->shard == 0, 0};
     wh__pb_once(b, wh__pb_node(b, WH_OP_LOSS_REDUCE, WH_PHASE_FORWARD, -1, NULL, 0, g->loss, ia, 3, NULL, 0));
   }
   /* the parts: this stage's order of micro-batch halves, each in its own slot, then the step's end */

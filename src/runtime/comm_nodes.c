@@ -131,21 +131,25 @@ static wh_status det_reduce(wh_session *s, const wh__node *n) {
   return WH_OK;
 }
 
-/* ZeRO-1: clipping from the shards' sums of squares (inputs: shard, parameter, ...). */
+/* ZeRO-1: clipping from the shards' sums of squares (inputs: shard, parameter, ...; the first ia[1]
+ * pairs split by operator sharding, whose squares the replica's ranks, group ia[2], add up too). */
 static wh_status zero_norm_clip(wh_session *s, const wh__node *n) {
   wh_comm *c = group(s, n);
-  int me = wh_comm_rank(c);
-  double total = 0;
+  int me = wh_comm_rank(c), nsplit = (int)n->ia[1];
+  double total[2] = {0, 0}; /* split, whole */
   for (int k = 0; k + 1 < n->n_in; k += 2) {
     const float *sh = s->ptr[n->in[k]];
     int64_t lo, hi;
     shard_range(s->bytes[n->in[k + 1]] / (int64_t)sizeof(float), s->bytes[n->in[k]] / (int64_t)sizeof(float), me, &lo,
                 &hi);
-    for (int64_t e = 0; e < hi - lo; e++) total += (double)sh[e] * sh[e];
+    double *t = &total[k / 2 >= nsplit];
+    for (int64_t e = 0; e < hi - lo; e++) *t += (double)sh[e] * sh[e];
   }
-  wh_status st = wh_comm_allreduce(c, NULL, &total, 1, WH_F64, WH_REDUCE_SUM);
+  wh_status st = wh_comm_allreduce(c, NULL, total, 2, WH_F64, WH_REDUCE_SUM);
+  if (st == WH_OK && n->ia[2] >= 0 && nsplit > 0)
+    st = wh_comm_allreduce(s->grp[n->ia[2]], NULL, &total[0], 1, WH_F64, WH_REDUCE_SUM);
   if (st != WH_OK) return wh__session_fail(s, st, "wh_session_run: ZeRO-1 gradient norm: %s", wh_last_error(s->ctx));
-  double coef = n->fa[0] / (sqrt(total) + 1e-6);
+  double coef = n->fa[0] / (sqrt(total[0] + total[1]) + 1e-6);
   *(float *)wh__session_data(s, n->out) = (float)(coef < 1.0 ? coef : 1.0);
   return WH_OK;
 }

@@ -141,6 +141,8 @@ static void node_lines(wh__sb *b, const wh_session *s, const int *bucket) {
       wh__sb_printf(b, "  => %s %d (%lld bytes)", pg->place.zero1 ? "reduce-scatter" : "all-reduce bucket", bucket[i],
                     (long long)s->bytes[n->ia[1]]);
     if (n->op == WH_OP_SEND || n->op == WH_OP_RECV) sb_transfer(b, s, n);
+    if (n->op == WH_OP_GRAD_ACC || n->op == WH_OP_LOSS_ACC)
+      wh__sb_printf(b, "  (%s)", n->ia[1] ? "first micro-batch: sets" : "later micro-batches: adds");
     wh__sb_printf(b, "\n");
   }
 }
@@ -165,6 +167,7 @@ static void dump_pipe(wh__sb *b, const wh_session *s) {
                 wh_comm_rank(s->comm), wh_comm_size(s->comm), pc->stage, pc->n_stages, pc->replica, pc->n_replicas,
                 (long long)pc->offset, (long long)(pc->offset + pc->share), pc->schedule == WH_SCHED_GPIPE ? "GPipe" : "1F1B",
                 pc->micro_batches, (long long)pc->mb, (long long)pc->global_batch);
+  if (s->tpx) wh__tp_dump_head(s, b);
   int sends = 0, recvs = 0;
   for (int i = 0; i < pg->n_nodes; i++) sends += pg->nodes[i].op == WH_OP_SEND, recvs += pg->nodes[i].op == WH_OP_RECV;
   wh__sb_printf(b, "program: %d nodes on this stage (%d sends, %d receives of the %d values that cross stages), %d "

@@ -43,7 +43,7 @@ wh_status wh__tp_create(wh_session *s) {
   t->dp_ranks = member_of(s, WH_GROUP_DP);
   t->lay = s->prog.lay;
   t->counts = s->prog.tp_counts;
-  if (!t->group || !t->group_ranks || !t->dp_ranks || !t->lay) {
+  if (!t->group || !t->group_ranks || !t->lay) {
     wh__ctx_set_error(s->ctx, "wh_session_create: operator sharding: rank %d is in no replica's group",
                       wh_comm_rank(s->comm));
     return WH_ERR_INTERNAL;

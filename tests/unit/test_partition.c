@@ -72,12 +72,12 @@ static int writers_tile(const world *w, const model *m, char *why, size_t cap) {
         int64_t outer = 1, inner = 1, d = sh->d[h.dim];
         for (int k = 0; k < h.dim; k++) outer *= sh->d[k];
         for (int k = h.dim + 1; k < sh->ndim; k++) inner *= sh->d[k];
-        int64_t per = d / h.groups / h.parts;
-        for (int64_t o = 0; o < outer; o++)
-          for (int64_t gi = 0; gi < h.groups; gi++)
-            for (int64_t j = 0; j < per; j++)
-              for (int64_t i = 0; i < inner; i++)
-                seen[(o * d + (gi * h.parts + h.index) * per + j) * inner + i]++;
+        int64_t per = d / h.groups / h.parts, ld = per * h.groups;
+        for (int64_t f = h.lo; f < h.hi; f++) { /* local element f of the part: [outer, groups * per, inner] */
+          int64_t i = f % inner, j = f / inner % ld, o = f / inner / ld, gi = j / per;
+          seen[(o * d + (gi * h.parts + h.index) * per + j % per) * inner + i]++;
+        }
+        (void)outer;
       }
     }
     int64_t bad = -1;
@@ -355,6 +355,40 @@ static void sharding(const void *arg) {
             p->place.shard == r % 2 && p->place.replica == r / 2 && count_op(p, WH_OP_TP_ALLREDUCE) > 0;
     }
     EXPECT(ok, "DP 2 x TP 2: groups, places and the sharding rewrite on every rank");
+    free_all(&w);
+  }
+  /* ZeRO-1 and the deterministic reduction over the shards' replicas */
+  l.zero1 = 1;
+  if (partition_all(&m, 4, &l, &w, 0)) {
+    EXPECT(count_op(&w.p[3], WH_OP_ZERO_RS_START) == m.n_params && count_op(&w.p[3], WH_OP_ZERO_NORM_CLIP) == 1 &&
+               count_op(&w.p[3], WH_OP_TP_NORM_CLIP) == 0,
+           "DP 2 x TP 2 with ZeRO-1: reduce-scatters of the shards, clipping from them");
+    free_all(&w);
+  }
+  l.zero1 = 0;
+  if (partition_all(&m, 4, &l, &w, 1)) {
+    EXPECT(count_op(&w.p[1], WH_OP_DET_REDUCE) == m.n_params, "DP 2 x TP 2 deterministic: rank-ordered reductions");
+    free_all(&w);
+  }
+  wh_graph_destroy(m.g);
+  /* sharding inside pipeline stages: each shard talks to the same shard of the next stage */
+  m = build(1);
+  char why[256] = "";
+  for (int dp = 1; dp <= 2; dp++) {
+    wh_plan_layout lp = WH_PLAN_LAYOUT_INIT;
+    lp.stages = 2, lp.tp = 2, lp.micro_batches = 4;
+    int n = 4 * dp;
+    if (!partition_all(&m, n, &lp, &w, 0)) continue;
+    int ok = 1;
+    for (int r = 0; r < n; r++) {
+      const wh__program *p = &w.p[r];
+      ok &= p->place.tp == 2 && p->place.stage == r / (2 * dp) && p->place.shard == r % 2 &&
+            count_op(p, WH_OP_TP_ALLREDUCE) > 0 && p->n_splits == 2 * dp + (dp > 1 ? 4 : 0);
+      for (int i = 0; i < p->n_nodes; i++)
+        if (p->nodes[i].op == WH_OP_SEND || p->nodes[i].op == WH_OP_RECV) ok &= p->nodes[i].ia[1] % 2 == r % 2;
+    }
+    EXPECT(ok, "DP %d x PP 2 x TP 2: places, groups, and transfers between equal shards", dp);
+    EXPECT(simulate(&w, 0, why, sizeof why), "DP %d x PP 2 x TP 2: the schedules run together: %s", dp, why);
     free_all(&w);
   }
   wh_graph_destroy(m.g);
