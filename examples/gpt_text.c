@@ -316,7 +316,6 @@ int main(int argc, char **argv) {
       po.global_batch = c.batch;
       po.stages = c.stages; /* 1: data parallel; 0: the search chooses */
       po.micro_batches = c.micro;
-      po.allow_tp = 0;
       CHECK(wh_plan_create(ctx, g, cl, &po, &plan));
     }
     char *ex;

@@ -594,6 +594,10 @@ WH_API double wh_plan_step_time(const wh_plan *p); /* the search's estimate, sec
 WH_API int wh_plan_num_stages(const wh_plan *p);
 WH_API int wh_plan_micro_batches(const wh_plan *p);
 WH_API wh_schedule wh_plan_schedule(const wh_plan *p);
+/* Devices that share each replica's operators (operator sharding; 1: none). */
+WH_API int wh_plan_tp(const wh_plan *p);
+/* Whether the optimizer state is sharded over the data-parallel replicas (ZeRO-1). */
+WH_API int wh_plan_zero1(const wh_plan *p);
 /* Samples per micro-batch of each device (indexed like the cluster; 0 for unused devices). */
 WH_API wh_status wh_plan_shares(const wh_plan *p, int64_t *shares, int n);
 /* Per stage and replica: devices, segments, batch share, predicted compute / communication /

@@ -72,7 +72,7 @@ wh_status wh_plan_dump(const wh_plan *p, wh_format fmt, char **out) {
   return WH_OK;
 }
 
-static void plan_free_stages(wh_plan *p) {
+void wh__plan_free_stages(wh_plan *p) {
   for (int s = 0; s < p->n_stages; s++) {
     free(p->st[s].dev);
     free(p->st[s].share);
@@ -86,7 +86,7 @@ static void plan_free_stages(wh_plan *p) {
 
 void wh_plan_destroy(wh_plan *p) {
   if (!p) return;
-  plan_free_stages(p);
+  wh__plan_free_stages(p);
   free(p->why);
   free(p->dev_kind);
   free(p->dev_node);
@@ -99,6 +99,8 @@ int wh_plan_num_segments(const wh_plan *p) { return p ? p->n_segments : 0; }
 double wh_plan_step_time(const wh_plan *p) { return p ? p->step_time : 0; }
 int wh_plan_num_stages(const wh_plan *p) { return p ? p->n_stages : 0; }
 int wh_plan_micro_batches(const wh_plan *p) { return p ? p->micro_batches : 0; }
+int wh_plan_tp(const wh_plan *p) { return p && p->n_stages > 0 ? p->st[0].tp : 1; }
+int wh_plan_zero1(const wh_plan *p) { return p ? p->zero1 != 0 : 0; }
 wh_schedule wh_plan_schedule(const wh_plan *p) {
   return p ? (p->schedule == WH_SCHED_1F1B ? WH_SCHEDULE_1F1B : WH_SCHEDULE_GPIPE) : WH_SCHEDULE_AUTO;
 }

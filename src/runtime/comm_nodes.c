@@ -33,10 +33,23 @@ static void axpy_scale(float *acc, const float *g, int64_t n, float w, int first
     for (int64_t i = 0; i < n; i++) acc[i] += w * g[i];
 }
 
+/* The bytes of value v a send or receive moves: rows [ia[5], ia[6]) of its leading batch dimension,
+ * or all of it (ia[6] < 0). */
+static char *moved(wh_session *s, const wh__node *n, int32_t v, size_t *bytes) {
+  char *p = wh__session_data(s, v);
+  *bytes = (size_t)s->bytes[v];
+  if (n->n_ia >= 7 && n->ia[6] >= 0) {
+    size_t row = (size_t)wh__numel(&s->prog.values[v].shape, 1) * wh__dtype_size(s->prog.values[v].dtype);
+    p += (size_t)n->ia[5] * row;
+    *bytes = (size_t)(n->ia[6] - n->ia[5]) * row;
+  }
+  return p;
+}
+
 static wh_status send(wh_session *s, const wh__node *n) {
   int32_t v = n->in[0];
-  void *src = wh__session_data(s, v);
-  size_t bytes = (size_t)s->bytes[v];
+  size_t bytes;
+  const void *src = moved(s, n, v, &bytes);
   wh_dtype dt = s->prog.values[v].dtype;
   int peer = (int)n->ia[1], tag = (int)(n->ia[2] + (n->ia[3] ? s->cur_mb : 0));
   if (!wh__grow((void **)&s->sends, &s->cap_sends, s->n_sends + 1, sizeof(wh__pending_send)))
@@ -74,11 +87,16 @@ static wh_status recv(wh_session *s, const wh__node *n) {
   int32_t v = n->out;
   wh_dtype dt = s->prog.values[v].dtype;
   int peer = (int)n->ia[1], tag = (int)(n->ia[2] + (n->ia[3] ? s->cur_mb : 0));
-  wh_status st = wh_comm_recv(group(s, n), wh__session_data(s, v), (size_t)s->bytes[v] / wh__dtype_size(dt), dt, peer,
-                              tag);
+  size_t bytes;
+  void *dst = moved(s, n, v, &bytes);
+  wh_status st = wh_comm_recv(group(s, n), dst, bytes / wh__dtype_size(dt), dt, peer, tag);
   if (st != WH_OK)
     return wh__session_fail(s, st, "wh_session_run: pipeline receive of value %d from stage %d (rank %d): %s", (int)v,
                             (int)n->ia[4], peer, wh_last_error(s->ctx));
+  if (n->n_fa > 0 && dt == WH_F32) { /* a gradient from a replica of other shares (partition/stages.c) */
+    float *g = (float *)dst, k = (float)n->fa[0];
+    for (size_t i = 0; i < bytes / sizeof(float); i++) g[i] *= k;
+  }
   return WH_OK;
 }
 

@@ -1,5 +1,6 @@
 /* inspect.c - looking at a session: the per-op profile report and the dump of this rank's program
  * (text and DOT), with its collectives, buckets and peers. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,11 +116,17 @@ static const char *phase_name(wh__phase p) {
 static void sb_transfer(wh__sb *b, const wh_session *s, const wh__node *n) {
   int32_t v = n->op == WH_OP_SEND ? n->in[0] : n->out;
   const char *when = n->ia[3] ? "per micro-batch" : "once per step";
+  long long by = s->bytes[v];
+  char rows[64] = "";
+  if (n->n_ia >= 7 && n->ia[6] >= 0) {
+    by = (long long)(n->ia[6] - n->ia[5]) * wh__numel(&s->prog.values[v].shape, 1) *
+         (long long)wh__dtype_size(s->prog.values[v].dtype);
+    if (by != s->bytes[v]) snprintf(rows, sizeof rows, ", rows %lld..%lld", (long long)n->ia[5], (long long)n->ia[6] - 1);
+  }
   if (n->op == WH_OP_SEND)
-    wh__sb_printf(b, "  => send to rank %lld (%lld bytes, %s)", (long long)n->ia[1], (long long)s->bytes[v], when);
+    wh__sb_printf(b, "  => send to rank %lld (%lld bytes%s, %s)", (long long)n->ia[1], by, rows, when);
   else
-    wh__sb_printf(b, "  <= recv %%%d from rank %lld (%lld bytes, %s)", (int)v, (long long)n->ia[1],
-                  (long long)s->bytes[v], when);
+    wh__sb_printf(b, "  <= recv %%%d from rank %lld (%lld bytes%s, %s)", (int)v, (long long)n->ia[1], by, rows, when);
 }
 
 /* One line per node: index, phase, op, output and inputs at their local shapes, then what it
