@@ -400,6 +400,21 @@ WH_API wh_status wh_session_memory(const wh_session *s, wh_memory_stats *out);
 WH_API wh_status wh_session_profile(wh_session *s, int on);
 WH_API wh_status wh_session_profile_report(const wh_session *s, char **out);
 
+/* This rank's communication over its runs: every operation's seconds from its start to when it was
+ * seen done (operations that block count whole), and the part of them the step spent waiting. The
+ * share hidden behind compute is 1 - exposed_s / busy_s. Completion is noticed between nodes, so
+ * busy_s of an overlapped operation can run up to one node long. */
+typedef struct wh_comm_stats {
+  size_t struct_size;
+  double busy_s;
+  double exposed_s;
+  int64_t ops;        /* operations counted (a gradient bucket, a transfer, a collective) */
+} wh_comm_stats;
+#define WH_COMM_STATS_INIT {sizeof(wh_comm_stats), 0, 0, 0}
+/* Read the counters into out (reset != 0: then start them again from zero). A session without a
+ * plan communicates nothing: zeros. */
+WH_API wh_status wh_session_comm_stats(wh_session *s, wh_comm_stats *out, int reset);
+
 /* ---------------------------------------------------------- serialization */
 
 /* Save the graph (structure, hints, initializers; no trained values) as protobuf. */

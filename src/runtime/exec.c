@@ -60,9 +60,12 @@ wh_status wh__session_run_node(wh_session *s, int i) {
   s->kerr[0] = 0;
   wh__kernel_fn k = s->dev ? wh__cuda_kernels[n->op] : wh__cpu_kernels[n->op];
   wh_status st = WH_ERR_UNSUPPORTED;
-  double t0 = s->prof ? wh__now() : 0;
+  /* operator sharding's blocking collectives count as communication the step waits for */
+  int coll = n->op == WH_OP_TP_ALLREDUCE || n->op == WH_OP_TP_ALLGATHER || n->op == WH_OP_TP_NORM_CLIP;
+  double t0 = s->prof || coll ? wh__now() : 0;
   if (k) st = k(&s->ex, n, inp, n->out >= 0 ? &out : NULL);
   else snprintf(s->kerr, sizeof s->kerr, "no kernel for this op on %s", s->dev ? "CUDA" : "the CPU");
+  if (coll) wh__comm_blocked(s, wh__now() - t0);
   if (s->prof && st == WH_OK) {
     if (s->dev && (st = wh__cuda_sync(s->dev)) != WH_OK) snprintf(s->kerr, sizeof s->kerr, "%s", wh__cuda_error(s->dev));
     s->prof_s[n->op] += wh__now() - t0;
@@ -128,6 +131,8 @@ static wh_status run_parts(wh_session *s, wh_run_mode mode) {
       int i = pg->order[pt->first + k];
       if (!runs_in(&pg->nodes[i], mode)) continue;
       wh_status st = wh__session_run_node(s, i);
+      /* what is in flight advances while compute goes on */
+      if (st == WH_OK && (s->n_inflight || s->n_sends)) st = wh__comm_poll(s);
       if (st != WH_OK) return st;
     }
   }

@@ -17,6 +17,7 @@ struct wh__tp;
 typedef struct {
   wh_request *r;
   void *buf;                   /* the private copy a send reads (the slot may be reused meanwhile) */
+  double t;                    /* when it started */
 } wh__pending_send;
 
 struct wh_session {
@@ -50,7 +51,15 @@ struct wh_session {
   const void **global_feed;    /* per input: the caller's global batch */
   int64_t *row_bytes;          /* per input: bytes per sample */
   wh_fusion *fusion;           /* host data parallelism: gradient buckets over grp[DP] */
-  wh_request **pend;           /* per value: its started reduction (device all-reduce, ZeRO-1 reduce-scatter) */
+  size_t bucket_bytes;         /* its bucket size */
+  wh_request **pend;           /* per value: its started operation (device all-reduce, ZeRO-1 reduce-scatter,
+                                * an overlapped tp all-reduce) */
+  double *pend_t;              /* per value: when it started */
+  int32_t *inflight;           /* the values with a started operation, polled between nodes */
+  int n_inflight;
+  double cs_busy, cs_exposed;  /* communication seconds (wh_session_comm_stats) */
+  int64_t cs_ops;
+  double cs_fusion_busy, cs_fusion_exposed; /* gradient fusion's at the last reset */
   wh__pending_send *sends;     /* this step's sends (pipelines) */
   int n_sends, cap_sends;
   double loss_acc;             /* the step's weighted loss sum on this rank */
@@ -70,7 +79,7 @@ struct wh_session {
   struct wh__tp *tpx;          /* operator sharding (tp.c), NULL otherwise */
 };
 
-/* gradient fusion bucket of a data-parallel session */
+/* the largest gradient fusion bucket of a data-parallel session */
 #define DP_BUCKET_BYTES ((size_t)4 << 20)
 
 /* Record the message in the context and return st. */
@@ -104,6 +113,10 @@ wh_status wh__comm_node_run(wh_session *s, const wh__node *n);
 /* Wait for this step's sends; report (overwriting the context's message) only when asked: after an
  * earlier failure the first message is the one that names the cause. */
 wh_status wh__comm_drain(wh_session *s, int report);
+/* Advance the started operations (between nodes): the finished ones are counted and forgotten. */
+wh_status wh__comm_poll(wh_session *s);
+/* Count a blocking operation of dt seconds (all of it waited for). */
+void wh__comm_blocked(wh_session *s, double dt);
 /* Make the program's groups (collective over the session's communicator, in the program's order). */
 wh_status wh__comm_nodes_open(wh_session *s);
 /* What the nodes need once the memory plan exists: gradient fusion, the deterministic reduction's

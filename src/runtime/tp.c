@@ -120,13 +120,16 @@ int wh__tp_dump_node(const wh_session *s, const wh__node *n, wh__sb *b) {
   const struct wh__tp *t = s->tpx;
   if (!t) return 0;
   char lb[48];
-  if (n->op == WH_OP_TP_ALLREDUCE) {
+  if (n->op == WH_OP_TP_ALLREDUCE || n->op == WH_OP_TP_ALLREDUCE_START) {
     wh__sb_printf(b, "  => all-reduce sum f32 over ranks");
   } else if (n->op == WH_OP_TP_ALLGATHER) {
     wh__sb_printf(b, "  => all-gather f32 (%s) over ranks",
                   wh__lay_str((wh__layout){WH_LAY_S, (int8_t)n->ia[0], (int8_t)n->ia[1]}, lb, sizeof lb));
   } else if (n->op == WH_OP_TP_NORM_CLIP) {
     wh__sb_printf(b, "  => all-reduce sum f64 (squares of %lld split gradients) over ranks", (long long)n->ia[0]);
+  } else if (n->op == WH_OP_TP_WAIT) {
+    wh__sb_printf(b, "  => waits for %%%d's all-reduce", (int)n->in[0]);
+    return 1;
   } else if (n->op == WH_OP_TP_SLICE) {
     wh__sb_printf(b, "  => local slice, shard %lld of %lld (%s)", (long long)n->ia[3], (long long)n->ia[2],
                   wh__lay_str((wh__layout){WH_LAY_S, (int8_t)n->ia[0], (int8_t)n->ia[1]}, lb, sizeof lb));

@@ -132,6 +132,28 @@ static int count_in_parts(const wh__program *p, int op, int mb) {
   return k;
 }
 
+/* Every overlapped all-reduce is started, then waited for before its sum is read, in every part
+ * that runs it, and something runs in between in at least one of them (the point of starting it early). */
+static int starts_waited(const wh__program *p, int need_between) {
+  int between = 0;
+  for (int j = 0; j < p->n_parts; j++) {
+    const wh__part *pt = &p->parts[j];
+    for (int q = 0; q < pt->n; q++) {
+      const wh__node *st = &p->nodes[p->order[pt->first + q]];
+      if (st->op != WH_OP_TP_ALLREDUCE_START) continue;
+      int waited = 0;
+      for (int k = q + 1; k < pt->n && !waited; k++) {
+        const wh__node *nd = &p->nodes[p->order[pt->first + k]];
+        if (nd->op == WH_OP_TP_WAIT && nd->in[0] == st->out) waited = 1, between |= k > q + 1;
+        for (int i = 0; !waited && i < nd->n_in; i++)
+          if (nd->in[i] == st->out) return 0; /* read before the wait */
+      }
+      if (!waited) return 0;
+    }
+  }
+  return between || !need_between;
+}
+
 static int runs_in(const wh__node *n, int eval) { return !eval || n->phase == WH_PHASE_FORWARD; }
 
 /* Run every rank's schedule together: a send posts its message (rank, peer, tag, bytes), a receive
@@ -398,7 +420,8 @@ static void sharding(const void *arg) {
       const wh__program *p = &w.p[r];
       ok &= p->n_splits == 4 && p->splits[0].group == WH_GROUP_TP && p->splits[2].group == WH_GROUP_DP &&
             p->splits[1].ranks[0] == 2 && p->splits[3].ranks[1] == 3 && p->lay != NULL &&
-            p->place.shard == r % 2 && p->place.replica == r / 2 && count_op(p, WH_OP_TP_ALLREDUCE) > 0;
+            p->place.shard == r % 2 && p->place.replica == r / 2 && count_op(p, WH_OP_TP_ALLREDUCE_START) > 0 &&
+            starts_waited(p, 1);
     }
     EXPECT(ok, "DP 2 x TP 2: groups, places and the sharding rewrite on every rank");
     free_all(&w);
@@ -429,7 +452,7 @@ static void sharding(const void *arg) {
     for (int r = 0; r < n; r++) {
       const wh__program *p = &w.p[r];
       ok &= p->place.tp == 2 && p->place.stage == r / (2 * dp) && p->place.shard == r % 2 &&
-            count_op(p, WH_OP_TP_ALLREDUCE) > 0 && p->n_splits == 2 * dp + (dp > 1 ? 4 : 0);
+            count_op(p, WH_OP_TP_ALLREDUCE_START) > 0 && starts_waited(p, 0) && p->n_splits == 2 * dp + (dp > 1 ? 4 : 0);
       for (int i = 0; i < p->n_nodes; i++)
         if (p->nodes[i].op == WH_OP_SEND || p->nodes[i].op == WH_OP_RECV) ok &= p->nodes[i].ia[1] % 2 == r % 2;
     }
