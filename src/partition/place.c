@@ -38,8 +38,6 @@ wh_status wh__place_find(const wh_plan *pl, int rank, int size, int deterministi
                     "this build executes pipelines whose stages have the same number of replicas and the same "
                     "operator sharding; stage %d has %d device(s) and tp %d, stage 0 %d and tp %d",
                     k, pl->st[k].ndev, pl->st[k].tp, pl->st[0].ndev, p.tp);
-  if (p.tp > 1 && on_device)
-    return refuse(WH_ERR_UNSUPPORTED, msg, cap, "operator sharding (tp %d) runs on the CPU backend in this build", p.tp);
   if ((p.pipelined && (p.zero1 || deterministic)) || (p.zero1 && deterministic))
     return refuse(WH_ERR_UNSUPPORTED, msg, cap, "%s",
                   p.pipelined ? "pipeline plans run without ZeRO-1 and without the deterministic reduction in this build"

@@ -381,6 +381,7 @@ static wh_status node_run(wh_session *s, const wh__node *n) {
     case WH_OP_ZERO_RS_WAIT: return wait_pending(s, n, "ZeRO-1 reduce-scatter");
     case WH_OP_TP_ALLREDUCE_START: {
       int32_t o = n->out;
+      if (s->dev && (st = wh__cuda_sync(s->dev)) != WH_OK) return dev_fail(s, st, "before an all-reduce");
       void *src = wh__session_data(s, n->in[0]), *dst = wh__session_data(s, o);
       st = wh_comm_iallreduce(s->grp[WH_GROUP_TP], src, dst, (size_t)s->bytes[o] / sizeof(float), WH_F32, WH_REDUCE_SUM,
                               &s->pend[o]);

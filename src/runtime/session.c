@@ -345,8 +345,16 @@ wh_status wh_session_set_param(wh_session *s, wh_value p, const void *data, size
     return wh__session_fail(s, WH_ERR_SHAPE, "wh_session_set_param: '%s' is %lld bytes, got %zu", wh_value_name(s->g, p),
                 (long long)wh__tp_whole_bytes(s, p), bytes);
   if (wh__tp_layout(s, p).kind == WH_LAY_S) { /* this rank keeps its shard */
-    wh__tp_cut(s, p, data, s->ptr[p]);
-    return WH_OK;
+    if (!s->dev) {
+      wh__tp_cut(s, p, data, s->ptr[p]);
+      return WH_OK;
+    }
+    void *shard = malloc((size_t)s->bytes[p] + 1);
+    if (!shard) return wh__session_fail(s, WH_ERR_OUT_OF_MEMORY, "wh_session_set_param: out of memory");
+    wh__tp_cut(s, p, data, shard);
+    wh_status st = wh__cuda_copy(s->dev, s->ptr[p], shard, (size_t)s->bytes[p], WH__H2D);
+    free(shard);
+    return st == WH_OK ? WH_OK : wh__session_fail(s, st, "wh_session_set_param: %s", wh__cuda_error(s->dev));
   }
   if (!s->dev) {
     memcpy(s->ptr[p], data, bytes);
