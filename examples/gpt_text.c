@@ -351,6 +351,7 @@ int main(int argc, char **argv) {
   int nsum = 0;
   float vloss = 0;
   double *step_t = malloc(sizeof(double) * (size_t)c.steps), comm_busy = 0, comm_exposed = 0;
+  int rebalances = 0;
   for (int step = 1; step <= c.steps; step++) {
     /* every rank draws the same batch: a distributed session takes the global batch */
     fill_batch(train, ntrain, c.batch, T, tok, tgt);
@@ -363,6 +364,18 @@ int main(int argc, char **argv) {
     step_t[step - 1] = now() - ts;
     CHECK(wh_session_comm_stats(s, &cs, 1));
     if (step > (c.steps > 10 ? 5 : 0)) comm_busy += cs.busy_s, comm_exposed += cs.exposed_s;
+    if (plan) { /* the session moves rows between replicas when their measured speeds differ */
+      int64_t sh[64];
+      int nrb = 0;
+      if (wh_session_shares(s, sh, 64, &nrb) == WH_OK && nrb != rebalances) {
+        char line[256];
+        int at = 0, nrep = wh_comm_size(comm) / wh_plan_num_stages(plan) / wh_plan_tp(plan);
+        for (int r = 0; r < nrep && r < 64 && at < (int)sizeof line - 24; r++)
+          at += snprintf(line + at, sizeof line - (size_t)at, "%s%lld", r ? "/" : "", (long long)sh[r]);
+        say("rebalanced after step %d: rows per micro-batch now %s (measured speeds)\n", step, line);
+        rebalances = nrb;
+      }
+    }
     float l;
     CHECK(wh_session_fetch(s, m.loss, &l, sizeof l));
     sum += l, nsum++;

@@ -119,6 +119,8 @@ void wh__model_free(wh__model *m);
 
 /* ---- cost model and search: cost.h */
 
+/* A deep copy of p (plan.c): *out owned, wh_plan_destroy it. */
+wh_status wh__plan_clone(const wh_plan *p, wh_plan **out);
 /* Free a plan's stages (plan.c), leaving the plan without any. */
 void wh__plan_free_stages(wh_plan *p);
 

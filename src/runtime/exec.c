@@ -149,6 +149,10 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
     return wh__session_fail(s, WH_ERR_STATE, "wh_session_run: the graph has no gradients (wh_backward); use WH_RUN_EVAL");
   if (s->dist && g->loss < 0)
     return wh__session_fail(s, WH_ERR_STATE, "wh_session_run: a distributed session needs a loss (wh_backward)");
+  if (s->rb) {
+    wh_status rs = wh__rebalance_apply(s);
+    if (rs != WH_OK) return rs;
+  }
   const wh__program *pg = &s->prog;
   /* every input the run reads must be fed */
   for (int i = 0; i < pg->n_nodes; i++) {
@@ -165,6 +169,8 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
   s->ex.train = mode != WH_RUN_EVAL;
   s->ex.step = s->steps + 1;
   s->ex.batch = s->batch;
+  double t0 = wh__now(), waited0 = s->cs_exposed, fb0 = 0, fe0 = 0;
+  if (s->rb) wh__fusion_times(s->fusion, &fb0, &fe0);
   wh_status st = run_parts(s, mode);
   s->ptr = s->slot_ptr[0];
   if (st != WH_OK) {
@@ -179,6 +185,13 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
   if (s->dev && (st = wh__cuda_sync(s->dev)) != WH_OK) /* kernels run asynchronously: failures surface here */
     return wh__session_fail(s, st, "wh_session_run: device: %s", wh__cuda_error(s->dev));
   if (mode == WH_RUN_TRAIN) s->steps++;
+  if (mode == WH_RUN_TRAIN && s->rb) {
+    /* this rank's compute: the step less what it waited for communicating */
+    double fb1 = 0, fe1 = 0;
+    wh__fusion_times(s->fusion, &fb1, &fe1);
+    double compute = wh__now() - t0 - (s->cs_exposed - waited0) - (fe1 - fe0);
+    if ((st = wh__rebalance_step(s, compute > 0 ? compute : 0)) != WH_OK) return st;
+  }
   if (s->prof) s->prof_runs++;
   return WH_OK;
 }

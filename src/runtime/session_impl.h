@@ -13,6 +13,7 @@
 #include "../partition/program.h"
 
 struct wh__tp;
+struct wh__rebalance;
 
 typedef struct {
   wh_request *r;
@@ -77,6 +78,9 @@ struct wh_session {
   double prof_s[WH_OP_COUNT];
   int64_t prof_calls[WH_OP_COUNT];
   struct wh__tp *tpx;          /* operator sharding (tp.c), NULL otherwise */
+  int64_t *shares;             /* rows per micro-batch of each replica of this rank's stage */
+  struct wh__rebalance *rb;    /* online rebalancing (rebalance.c), NULL when off */
+  struct wh_plan *plan;        /* the session's own copy of its plan, when it rebalances */
 };
 
 /* the largest gradient fusion bucket of a data-parallel session */
@@ -123,6 +127,18 @@ wh_status wh__comm_nodes_open(wh_session *s);
  * buffer, request slots. */
 wh_status wh__comm_nodes_buffers(wh_session *s);
 void wh__comm_nodes_close(wh_session *s);
+
+/* ---- rebalance.c */
+/* Start rebalancing when asked and the plan allows it (data parallel, the planner's shares). */
+wh_status wh__rebalance_open(wh_session *s, const struct wh_plan *pl, int asked);
+void wh__rebalance_free(wh_session *s);
+/* After a training step of compute_s seconds (less what it waited for communicating): agree on the
+ * replicas' speeds, and switch shares when they stay unbalanced. Collective over the session. */
+wh_status wh__rebalance_step(wh_session *s, double compute_s);
+/* Before a run: switch to the shares the last step decided on (every rank at the same step). */
+wh_status wh__rebalance_apply(wh_session *s);
+/* session.c: build the program again for s->plan (new shares), keeping every persistent value. */
+wh_status wh__session_repartition(wh_session *s);
 
 /* ---- tp.c */
 /* The session's side of operator sharding (after the groups exist): the replica's ranks, layouts. */
