@@ -369,10 +369,10 @@ int main(int argc, char **argv) {
       int nrb = 0;
       if (wh_session_shares(s, sh, 64, &nrb) == WH_OK && nrb != rebalances) {
         char line[256];
-        int at = 0, nrep = wh_comm_size(comm) / wh_plan_num_stages(plan) / wh_plan_tp(plan);
-        for (int r = 0; r < nrep && r < 64 && at < (int)sizeof line - 24; r++)
+        int at = 0;
+        for (int r = 0; r < wh_comm_size(comm) && r < 64 && at < (int)sizeof line - 24; r++)
           at += snprintf(line + at, sizeof line - (size_t)at, "%s%lld", r ? "/" : "", (long long)sh[r]);
-        say("rebalanced after step %d: rows per micro-batch now %s (measured speeds)\n", step, line);
+        say("rebalanced after step %d: rows per micro-batch of each rank now %s (measured speeds)\n", step, line);
         rebalances = nrb;
       }
     }

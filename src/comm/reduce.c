@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../base/half.h"
 #include "comm.h"
 
 int wh__comm_dtype_ok(wh_dtype dt) { return dt == WH_F32 || dt == WH_F64 || dt == WH_I32 || dt == WH_BF16; }
@@ -14,21 +15,6 @@ size_t wh__comm_dtype_size(wh_dtype dt) {
     case WH_BF16: case WH_F16: return 2;
   }
   return 0;
-}
-
-static float bf16_to_f32(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-static uint16_t f32_to_bf16(float f) {
-  uint32_t u;
-  memcpy(&u, &f, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-  u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even */
-  return (uint16_t)(u >> 16);
 }
 
 void wh__reduce_add(void *dst, const void *src, size_t n, wh_dtype dt) {
@@ -54,7 +40,7 @@ void wh__reduce_add(void *dst, const void *src, size_t n, wh_dtype dt) {
     case WH_BF16: {
       uint16_t *d = dst;
       const uint16_t *s = src;
-      for (size_t i = 0; i < n; i++) d[i] = f32_to_bf16(bf16_to_f32(d[i]) + bf16_to_f32(s[i]));
+      for (size_t i = 0; i < n; i++) d[i] = wh__f32_to_bf16(wh__bf16_to_f32(d[i]) + wh__bf16_to_f32(s[i]));
       break;
     }
     default: break;
@@ -82,7 +68,7 @@ void wh__reduce_scale(void *dst, size_t n, wh_dtype dt, double k) {
     }
     case WH_BF16: {
       uint16_t *d = dst;
-      for (size_t i = 0; i < n; i++) d[i] = f32_to_bf16((float)(bf16_to_f32(d[i]) * k));
+      for (size_t i = 0; i < n; i++) d[i] = wh__f32_to_bf16((float)(wh__bf16_to_f32(d[i]) * k));
       break;
     }
     default: break;

@@ -403,8 +403,12 @@ static wh_status finish(wh__pb *b) {
 }
 
 wh_status wh__partition(const wh_graph *g, const wh_plan *pl, int rank, int size, int recompute, int deterministic,
-                        int on_device, wh__program *out, char *msg, size_t cap) {
+                        int on_device, wh_dtype mixed, wh__program *out, char *msg, size_t cap) {
   msg[0] = 0;
+  if (mixed != WH_F32 && mixed != WH_BF16 && mixed != WH_F16) {
+    snprintf(msg, cap, "mixed precision stores activations as bf16 or f16 (WH_BF16, WH_F16), not dtype %d", (int)mixed);
+    return WH_ERR_INVALID_ARGUMENT;
+  }
   wh__place pc;
   if (pl) {
     wh_status ps = wh__place_find(pl, rank, size, deterministic, on_device, &pc, msg, cap);
@@ -420,7 +424,27 @@ wh_status wh__partition(const wh_graph *g, const wh_plan *pl, int rank, int size
     snprintf(msg, cap, "out of memory building the program");
     return st;
   }
-  if (!pl) return WH_OK; /* a single process: the graph's nodes, one part */
+  if (!pl) { /* a single process: the graph's nodes, one part */
+    if (mixed == WH_F32) return WH_OK;
+    if ((st = wh__program_mixed(g, out, mixed, msg, cap)) == WH_OK) { /* the one part, in the new order */
+      int32_t *o = realloc(out->order, sizeof(int32_t) * (size_t)(out->n_nodes + 1));
+      if (o) {
+        out->order = o;
+        for (int i = 0; i < out->n_nodes; i++) out->order[i] = i;
+        out->n_order = out->parts[0].n = out->n_nodes;
+      } else {
+        st = WH_ERR_OUT_OF_MEMORY;
+      }
+    }
+    if (st != WH_OK) wh__program_free(out);
+    return st;
+  }
+  if (mixed == WH_F16 && (pc.pipelined || pc.zero1)) {
+    snprintf(msg, cap, "fp16 with its loss scaling runs data parallel (with or without operator sharding) in this "
+                       "build, not with %s: use bf16", pc.pipelined ? "a pipeline" : "ZeRO-1");
+    wh__program_free(out);
+    return WH_ERR_UNSUPPORTED;
+  }
   free(out->parts), free(out->order); /* the one-part schedule of a single process */
   out->parts = NULL, out->order = NULL, out->n_parts = out->n_order = 0;
   out->distributed = 1;
@@ -437,6 +461,12 @@ wh_status wh__partition(const wh_graph *g, const wh_plan *pl, int rank, int size
       wh__program_free(out);
       return st;
     }
+  }
+  if (mixed != WH_F32 && (st = wh__program_mixed(g, out, mixed, msg, cap)) != WH_OK) {
+    wh__program_free(out);
+    return st;
+  }
+  if (pc.tp > 1) {
     if ((st = overlap_tp(out)) != WH_OK) {
       snprintf(msg, cap, "out of memory overlapping operator sharding's all-reduces");
       wh__program_free(out);

@@ -83,7 +83,12 @@ wh_status wh__program_shard(const wh_graph *g, wh__program *p, int tp, int index
  * and all-gather), the loss reduction, and the schedule (GPipe or 1F1B). deterministic and
  * on_device are the session's; failures say why in msg. */
 wh_status wh__partition(const wh_graph *g, const wh_plan *pl, int rank, int size, int recompute, int deterministic,
-                        int on_device, wh__program *out, char *msg, size_t cap);
+                        int on_device, wh_dtype mixed, wh__program *out, char *msg, size_t cap);
+
+/* Mixed precision (precision.c): activations backward reads and gradients between backward nodes
+ * stored as `narrow` (WH_BF16 or WH_F16), cast back to fp32 for their readers; fp16 adds the loss
+ * scaling nodes. */
+wh_status wh__program_mixed(const wh_graph *g, wh__program *p, wh_dtype narrow, char *msg, size_t cap);
 
 /* What part of persistent graph value v (a parameter or optimizer state) this rank holds, and
  * whether it writes that part when the whole state is saved: every part of every value has

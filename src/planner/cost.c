@@ -48,7 +48,8 @@ static wh_status costtab_build(const wh__model *m, const wh_cluster *c, wh__cost
     wh__lin *up = t->upd + (size_t)k * (size_t)(n + 1);
     for (int i = 0; i < m->n_items; i++) {
       const wh__item *it = &m->item[i];
-      double t0 = wh__node_time(d, it->op, it->f[0], it->y[0], 1), t1 = wh__node_time(d, it->op, it->f[1], it->y[1], 0);
+      double t0 = wh__node_time(d, it->op, it->f[0], it->y[0], 1, it->half);
+      double t1 = wh__node_time(d, it->op, it->f[1], it->y[1], 0, it->half);
       wh__lin *dst = it->upd ? &up[it->seg + 1] : it->bwd ? &bw[it->seg + 1] : &fw[it->seg + 1];
       dst->t0 += t0;
       dst->t1 += t1;
@@ -560,7 +561,8 @@ void wh__prepared_free(wh__prepared *pr) {
   ranges_free(&pr->rg);
 }
 
-wh_status wh__prepare(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t batch, wh__prepared *pr) {
+wh_status wh__prepare(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t batch, wh_dtype mixed,
+                      wh__prepared *pr) {
   memset(pr, 0, sizeof *pr);
   if (g->status != WH_OK) {
     wh__ctx_set_error(ctx, "wh_plan_create: graph poisoned by an earlier error: %s", g->err);
@@ -575,7 +577,7 @@ wh_status wh__prepare(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64
     return WH_ERR_STATE;
   }
   char msg[256];
-  wh_status st = wh__model_from_graph(g, &pr->m, msg, sizeof msg);
+  wh_status st = wh__model_from_graph(g, mixed, &pr->m, msg, sizeof msg);
   if (st != WH_OK) {
     wh__ctx_set_error(ctx, "wh_plan_create: %s", msg);
     return st;

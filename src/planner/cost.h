@@ -74,9 +74,10 @@ typedef struct {
   int hint_rep, hint_tp;
 } wh__prepared;
 
-/* Check the graph and batch, build the model and its tables, order the devices, read the hints.
- * On failure ctx holds why and pr owns nothing. */
-wh_status wh__prepare(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t batch, wh__prepared *pr);
+/* Check the graph and batch, build the model (costed for mixed precision `mixed`, WH_F32: none) and
+ * its tables, order the devices, read the hints. On failure ctx holds why and pr owns nothing. */
+wh_status wh__prepare(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t batch, wh_dtype mixed,
+                      wh__prepared *pr);
 void wh__prepared_free(wh__prepared *pr);
 
 /* Every stage's replica kinds of cf (owned: wh__groups_free with cf->S); NULL when out of memory. */

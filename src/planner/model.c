@@ -96,8 +96,48 @@ static void tp_analysis(const wh_graph *g, wh__model *m, const int *param_seg, c
   wh__program_free(&p);
 }
 
-wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_t cap) {
+/* Mixed precision as the pass makes it (partition/precision.c): each fp32 activation backward
+ * reads is kept in 16 bits, written by a cast after its producer (4 bytes read, 2 written per
+ * element) and read back by one before its first backward reader (2 and 4); products and
+ * attention take 16-bit inputs (the device's bf16 rate; fp32 accumulation). Stored bytes halve,
+ * the split ones under operator sharding alike. */
+static wh_status narrow(const wh_graph *g, wh__model *m, const int *used_by_bwd) {
+  int n0 = m->n_items;
+  wh__item *q = realloc(m->item, sizeof(wh__item) * (size_t)(3 * n0 + 1));
+  if (!q) return WH_ERR_OUT_OF_MEMORY;
+  m->item = q;
+  double *before = calloc((size_t)m->n, sizeof(double));
+  if (!before) return WH_ERR_OUT_OF_MEMORY;
+  for (int s = 0; s < m->n; s++) before[s] = m->seg[s].act_bytes;
+  for (int i = 0; i < n0 && i < g->n_nodes; i++) {
+    wh__item *it = &m->item[i];
+    it->half = it->op == WH_OP_MATMUL || it->op == WH_OP_ATTENTION || it->op == WH_OP_ATTENTION_GRAD;
+    const wh__node *n = &g->nodes[i];
+    if (n->phase != WH_PHASE_FORWARD || n->out < 0 || !used_by_bwd[n->out] || g->values[n->out].dtype != WH_F32) continue;
+    double e1 = (double)(wh__numel(&g->values[n->out].shape, 2) - wh__numel(&g->values[n->out].shape, 1));
+    double e0 = (double)wh__numel(&g->values[n->out].shape, 1) - e1;
+    wh__segment *sg = &m->seg[it->seg];
+    sg->act_bytes -= 2 * e1;
+    sg->bytes_fwd[0] += 6 * e0, sg->bytes_fwd[1] += 6 * e1;
+    sg->bytes_bwd[0] += 6 * e0, sg->bytes_bwd[1] += 6 * e1;
+    int seg = it->seg;
+    m->item[m->n_items++] = (wh__item){seg, WH_OP_CAST, 0, 0, 0, {0, 0}, {6 * e0, 6 * e1}};
+    m->item[m->n_items++] = (wh__item){seg, WH_OP_CAST, 1, 0, 0, {0, 0}, {6 * e0, 6 * e1}};
+  }
+  for (int s = 0; s < m->n; s++)
+    for (int k = 0; k < WH_TP_LEVELS; k++)
+      if (before[s] > 0) m->seg[s].tp_act_bytes[k] *= m->seg[s].act_bytes / before[s];
+  free(before);
+  return WH_OK;
+}
+
+wh_status wh__model_from_graph(const wh_graph *g, wh_dtype mixed, wh__model *m, char *msg, size_t cap) {
   memset(m, 0, sizeof *m);
+  if (mixed != WH_F32 && mixed != WH_BF16 && mixed != WH_F16) {
+    snprintf(msg, cap, "mixed precision must be WH_F32 (none), WH_BF16 or WH_F16, not %d", (int)mixed);
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  m->mixed = mixed;
   int nn = g->n_nodes, nv = g->n_values;
   int *last_fwd_use = malloc(sizeof(int) * (size_t)(nv + 1)), *seg_of = malloc(sizeof(int) * (size_t)(nn + 1));
   int *used_by_bwd = calloc((size_t)nv + 1, sizeof(int)), *param_seg = malloc(sizeof(int) * (size_t)(nv + 1));
@@ -208,7 +248,7 @@ wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_
     if (s < 0) s = ns - 1;
     double f[2], y[2];
     node_cost(g, n, f, y);
-    m->item[m->n_items++] = (wh__item){s, n->op, n->phase == WH_PHASE_BACKWARD, n->phase == WH_PHASE_UPDATE,
+    m->item[m->n_items++] = (wh__item){s, n->op, n->phase == WH_PHASE_BACKWARD, n->phase == WH_PHASE_UPDATE, 0,
                                        {f[0], f[1]}, {y[0], y[1]}};
     wh__segment *sg = &m->seg[s];
     if (n->phase == WH_PHASE_FORWARD) {
@@ -244,8 +284,13 @@ wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_
                   wh__ops[g->nodes[sg->last_node].op]->name);
   }
   for (int k = 0; k < WH_TP_LEVELS; k++) tp_analysis(g, m, param_seg, used_by_bwd, k);
+  wh_status st = mixed != WH_F32 ? narrow(g, m, used_by_bwd) : WH_OK;
   free(last_fwd_use), free(seg_of), free(used_by_bwd), free(param_seg);
-  return WH_OK;
+  if (st != WH_OK) {
+    wh__model_free(m);
+    snprintf(msg, cap, "out of memory");
+  }
+  return st;
 }
 
 void wh__model_free(wh__model *m) {

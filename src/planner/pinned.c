@@ -13,10 +13,11 @@ struct wh__planner {
   wh__prepared pr;
 };
 
-wh_status wh__planner_open(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t batch, wh__planner **out) {
+wh_status wh__planner_open(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t batch, wh_dtype mixed,
+                           wh__planner **out) {
   wh__planner *pl = calloc(1, sizeof *pl);
   if (!pl) return WH_ERR_OUT_OF_MEMORY;
-  wh_status st = wh__prepare(ctx, g, c, batch, &pl->pr);
+  wh_status st = wh__prepare(ctx, g, c, batch, mixed, &pl->pr);
   if (st != WH_OK) {
     free(pl);
     return st;
@@ -53,6 +54,12 @@ wh_status wh__planner_pin(wh__planner *pl, const wh_plan_layout *l, wh_plan **ou
     wh__ctx_set_error(ctx, "wh_plan_create_pinned: the layout does not fit: %d stages over %d devices, %d micro-batches "
                            "of a batch of %lld, tp %d",
                       l->stages, c->n, l->micro_batches, (long long)global_batch, l->tp);
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  if (l->mixed != pl->pr.m.mixed) {
+    wh__ctx_set_error(ctx, "wh_plan_create_pinned: the layout asks for mixed precision %s, the prepared model is costed "
+                           "for %s",
+                      wh__dtype_name(l->mixed), wh__dtype_name(pl->pr.m.mixed));
     return WH_ERR_INVALID_ARGUMENT;
   }
   wh__prepared *pr = &pl->pr;
@@ -122,7 +129,10 @@ wh_status wh__planner_pin(wh__planner *pl, const wh_plan_layout *l, wh_plan **ou
       st = WH_ERR_OUT_OF_MEMORY;
     } else {
       st = wh__plan_finish(ctx, &x, &cf, cut, tt, &cf, WH__INF, 1, 0, out);
-      if (st == WH_OK) (*out)->shares_pinned = l->shares != NULL; /* the caller's rows: never rebalanced */
+      if (st == WH_OK) {
+        (*out)->shares_pinned = l->shares != NULL; /* the caller's rows: never rebalanced */
+        (*out)->mixed = pl->pr.m.mixed;
+      }
     }
   }
   free(cut), free(order);
@@ -134,7 +144,11 @@ wh_status wh_plan_create_pinned(wh_ctx *ctx, const wh_graph *g, const wh_cluster
   if (!ctx || !g || !c || !l || !out) return WH_ERR_INVALID_ARGUMENT;
   *out = NULL;
   wh__planner *pl;
-  wh_status st = wh__planner_open(ctx, g, c, global_batch, &pl);
+  if (l->struct_size != sizeof *l) {
+    wh__ctx_set_error(ctx, "wh_plan_create_pinned: layout struct_size %zu, expected %zu", l->struct_size, sizeof *l);
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  wh_status st = wh__planner_open(ctx, g, c, global_batch, l->mixed, &pl);
   if (st != WH_OK) return st;
   st = wh__planner_pin(pl, l, out);
   wh__planner_close(pl);

@@ -14,9 +14,10 @@ static const char *sched_name(const wh_plan *p) {
 wh_status wh_plan_explain(const wh_plan *p, char **out) {
   if (!p || !out) return WH_ERR_INVALID_ARGUMENT;
   wh__sb b = {0};
-  wh__sb_printf(&b, "plan: %d stage%s x %d micro-batch%s (%s), global batch %lld, predicted step %.4f s (bubble %.4f s)%s\n",
+  wh__sb_printf(&b, "plan: %d stage%s x %d micro-batch%s (%s), global batch %lld, predicted step %.4f s (bubble %.4f s)%s%s\n",
       p->n_stages, p->n_stages > 1 ? "s" : "", p->micro_batches, p->micro_batches > 1 ? "es" : "", sched_name(p),
-      (long long)p->global_batch, p->step_time, p->bubble_time, p->zero1 ? ", ZeRO-1" : "");
+      (long long)p->global_batch, p->step_time, p->bubble_time, p->zero1 ? ", ZeRO-1" : "",
+      p->mixed == WH_BF16 ? ", bf16 mixed precision" : p->mixed == WH_F16 ? ", fp16 mixed precision" : "");
   for (int s = 0; s < p->n_stages; s++) {
     const wh__stage *g = &p->st[s];
     wh__sb_printf(&b, "stage %d: segments %d..%d on %d device%s (%d replica%s x tp %d)%s\n", s, g->seg_first, g->seg_last,
@@ -101,6 +102,7 @@ int wh_plan_num_stages(const wh_plan *p) { return p ? p->n_stages : 0; }
 int wh_plan_micro_batches(const wh_plan *p) { return p ? p->micro_batches : 0; }
 int wh_plan_tp(const wh_plan *p) { return p && p->n_stages > 0 ? p->st[0].tp : 1; }
 int wh_plan_zero1(const wh_plan *p) { return p ? p->zero1 != 0 : 0; }
+wh_dtype wh_plan_mixed(const wh_plan *p) { return p ? p->mixed : WH_F32; }
 wh_schedule wh_plan_schedule(const wh_plan *p) {
   return p ? (p->schedule == WH_SCHED_1F1B ? WH_SCHEDULE_1F1B : WH_SCHEDULE_GPIPE) : WH_SCHEDULE_AUTO;
 }

@@ -40,10 +40,10 @@ typedef struct wh__device {
 #define WH_OP_OVERHEAD_CPU 0.5e-6
 
 /* The cost model's time for one node of op kind `op` doing `flops` and moving `bytes` on d: the
- * roofline at the device's sustained rates (plus the per-node overhead when fixed), scaled by a
- * measured profile where there is one. */
-static inline double wh__node_time(const wh__device *d, int op, double flops, double bytes, int fixed) {
-  double F = d->flops_f32 * d->eff_flops, B = d->mem_bw * d->eff_bw;
+ * roofline at the device's sustained rates (its 16-bit rate for a product with 16-bit inputs,
+ * half), plus the per-node overhead when fixed, scaled by a measured profile where there is one. */
+static inline double wh__node_time(const wh__device *d, int op, double flops, double bytes, int fixed, int half) {
+  double F = (half && d->flops_bf16 > 0 ? d->flops_bf16 : d->flops_f32) * d->eff_flops, B = d->mem_bw * d->eff_bw;
   double t = (flops / F > bytes / B ? flops / F : bytes / B);
   if (fixed) t += strcmp(d->kind, "CPU") == 0 ? WH_OP_OVERHEAD_CPU : WH_OP_OVERHEAD_GPU;
   return op >= 0 && op < WH_OP_COUNT && d->op_scale[op] > 0 ? t * d->op_scale[op] : t;
@@ -102,6 +102,7 @@ typedef struct wh__item {
   int op;              /* the node's op kind */
   int bwd;             /* backward work (forward otherwise) */
   int upd;             /* optimizer update: once per step, not per micro-batch */
+  int half;            /* a product with 16-bit inputs (mixed precision): the 16-bit rate */
   double f[2], y[2];   /* FLOPs and bytes: fixed, per sample */
 } wh__item;
 
@@ -112,9 +113,11 @@ typedef struct wh__model {
   int n_items;
   double param_bytes, opt_bytes_per_param; /* optimizer state per parameter byte (AdamW: 2) */
   int n_graph_nodes;   /* the graph's nodes (forward, backward, update) */
+  wh_dtype mixed;      /* the precision pass it was costed for (WH_F32: none) */
 } wh__model;
 
-wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_t cap);
+/* The model of g; mixed (WH_BF16 or WH_F16) costs it as the precision pass runs it. */
+wh_status wh__model_from_graph(const wh_graph *g, wh_dtype mixed, wh__model *m, char *msg, size_t cap);
 void wh__model_free(wh__model *m);
 
 /* ---- cost model and search: cost.h */
@@ -126,7 +129,8 @@ void wh__plan_free_stages(wh_plan *p);
 
 /* A prepared planner for costing many pinned layouts of one graph on one cluster (brute force). */
 typedef struct wh__planner wh__planner;
-wh_status wh__planner_open(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t batch, wh__planner **out);
+wh_status wh__planner_open(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t batch, wh_dtype mixed,
+                           wh__planner **out);
 void wh__planner_close(wh__planner *pl);
 int wh__planner_segments(const wh__planner *pl);
 int wh__planner_legal_end(const wh__planner *pl, int j); /* may a stage end at segment j (stage hints) */

@@ -107,8 +107,14 @@ wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, co
     wh__ctx_set_error(ctx, "wh_plan_create: stages and micro-batches must be >= 0 and the schedule known");
     return WH_ERR_INVALID_ARGUMENT;
   }
+  if (o.mixed == WH_F16 && (o.stages > 1 || o.zero1 > 0)) {
+    wh__ctx_set_error(ctx, "wh_plan_create: fp16 with its loss scaling runs without pipeline stages and ZeRO-1 in "
+                           "this build (asked: %d stages%s); use WH_BF16",
+                      o.stages, o.zero1 > 0 ? ", ZeRO-1" : "");
+    return WH_ERR_UNSUPPORTED;
+  }
   wh__prepared pr;
-  wh_status st = wh__prepare(ctx, g, c, o.global_batch, &pr);
+  wh_status st = wh__prepare(ctx, g, c, o.global_batch, o.mixed, &pr);
   if (st != WH_OK) return st;
   wh__model *m = &pr.m;
   wh__costing x = {m, c, &pr.t, &pr.rg, pr.order, o.global_batch, NULL, pr.legal};
@@ -119,6 +125,7 @@ wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, co
   for (int S = 1; S <= c->n && S <= m->n && S <= 1024 && cut && best_cut; S++) {
     if (c->n % S) continue;
     if (o.stages && S != o.stages) continue;
+    if (o.mixed == WH_F16 && S > 1) continue; /* what the fp16 pass runs (partition.c) */
     int gsize = c->n / S;
     /* micro-batch counts: the one asked for, else powers of two */
     for (int m_ = o.micro_batches ? o.micro_batches : 1; m_ <= (o.micro_batches ? o.micro_batches : 256) &&
@@ -140,7 +147,7 @@ wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, co
             /* ZeRO-1: as asked, or (zero1 < 0) tried where it runs - two replicas or more,
              * without a pipeline, with or without sharding - and kept only when it is faster or
              * alone fits (ties keep the plain all-reduce, tried first) */
-            if (o.zero1 >= 0 ? z != (o.zero1 != 0) : z && (S > 1 || gsize / tp < 2)) continue;
+            if (o.zero1 >= 0 ? z != (o.zero1 != 0) : z && (S > 1 || gsize / tp < 2 || o.mixed == WH_F16)) continue;
             wh__config cf = {S, m_, tp, rc, z, (wh__schedule)sched, o.even_shares, o.even_layers};
             tried++;
             double tt = partition_chain(&x, &cf, cut);
@@ -171,6 +178,7 @@ wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, co
     st = WH_ERR_OUT_OF_MEMORY;
   } else {
     st = wh__plan_finish(ctx, &x, &best, best_cut, best_t, &second, second_t, feasible, tried, out);
+    if (st == WH_OK) (*out)->mixed = o.mixed;
   }
   free(cut), free(best_cut);
   wh__prepared_free(&pr);

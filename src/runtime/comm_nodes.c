@@ -302,9 +302,78 @@ wh_status wh__comm_node_run(wh_session *s, const wh__node *n) {
   return st;
 }
 
+/* A small f32 tensor's data on the host, for the loss scale's nodes (a device session's through a
+ * copy, written back by put_host). */
+static float *get_host(wh_session *s, int32_t v, size_t *count) {
+  size_t by = (size_t)s->bytes[v];
+  *count = by / sizeof(float);
+  void *p = wh__session_data(s, v);
+  if (!s->dev) return p;
+  float *h = malloc(by + 4);
+  if (h && wh__cuda_copy(s->dev, h, p, by, WH__D2H) != WH_OK) {
+    free(h);
+    return NULL;
+  }
+  return h;
+}
+
+static wh_status put_host(wh_session *s, int32_t v, float *h) {
+  if (!s->dev) return WH_OK;
+  wh_status st = wh__cuda_copy(s->dev, wh__session_data(s, v), h, (size_t)s->bytes[v], WH__H2D);
+  free(h);
+  return st == WH_OK ? WH_OK : dev_fail(s, st, "the loss scale");
+}
+
+/* fp16: the loss scale halves after an overflow (the step skipped on every rank) and doubles after
+ * WH_SCALE_GROW good steps. */
+#define WH_SCALE_GROW 1000
+
+static wh_status overflow_check(wh_session *s, const wh__node *n) {
+  double flag = s->overflow ? 1.0 : 0.0;
+  wh_comm *c = s->dist ? group(s, n) : NULL;
+  if (c) {
+    double t0 = wh__now();
+    wh_status st = wh_comm_allreduce(c, NULL, &flag, 1, WH_F64, WH_REDUCE_SUM);
+    wh__comm_blocked(s, wh__now() - t0);
+    if (st != WH_OK) return wh__session_fail(s, st, "wh_session_run: agreeing on an overflow: %s", wh_last_error(s->ctx));
+  }
+  s->overflow = 0;
+  if (flag > 0) {
+    s->skip_update = 1, s->skipped++, s->scale_good = 0;
+    if (s->loss_scale > 1) s->loss_scale /= 2;
+    wh__log(s->ctx, WH_LOG_INFO, "fp16: a gradient overflowed; step skipped, loss scale now %g", s->loss_scale);
+  } else if (++s->scale_good >= WH_SCALE_GROW) {
+    s->scale_good = 0;
+    if (s->loss_scale < 16777216.0) s->loss_scale *= 2;
+  }
+  return WH_OK;
+}
+
 static wh_status node_run(wh_session *s, const wh__node *n) {
   wh_status st = WH_OK;
   switch (n->op) {
+    case WH_OP_LOSS_SCALE: {
+      size_t cnt, co;
+      float *x = get_host(s, n->in[0], &cnt), *y = get_host(s, n->out, &co);
+      if (!x || !y) return wh__session_fail(s, WH_ERR_OUT_OF_MEMORY, "wh_session_run: out of memory scaling the loss");
+      for (size_t i = 0; i < cnt && i < co; i++) y[i] = (float)(x[i] * s->loss_scale);
+      if (s->dev) free(x);
+      return put_host(s, n->out, y);
+    }
+    case WH_OP_GRAD_UNSCALE: {
+      size_t cnt;
+      float *gv = get_host(s, n->in[0], &cnt);
+      if (!gv) return wh__session_fail(s, WH_ERR_OUT_OF_MEMORY, "wh_session_run: out of memory unscaling gradients");
+      float k = (float)(1.0 / s->loss_scale);
+      int bad = 0;
+      for (size_t i = 0; i < cnt; i++) {
+        bad |= !isfinite(gv[i]);
+        gv[i] *= k;
+      }
+      s->overflow |= bad;
+      return put_host(s, n->in[0], gv);
+    }
+    case WH_OP_OVERFLOW_CHECK: return overflow_check(s, n);
     case WH_OP_ZERO: {
       void *p = s->ptr[n->out];
       if (!s->dev) memset(p, 0, (size_t)s->bytes[n->out]);

@@ -130,6 +130,7 @@ static wh_status run_parts(wh_session *s, wh_run_mode mode) {
     for (int k = 0; k < pt->n; k++) {
       int i = pg->order[pt->first + k];
       if (!runs_in(&pg->nodes[i], mode)) continue;
+      if (s->skip_update && pg->nodes[i].phase == WH_PHASE_UPDATE) continue; /* fp16 overflow: no update */
       wh_status st = wh__session_run_node(s, i);
       /* what is in flight advances while compute goes on */
       if (st == WH_OK && (s->n_inflight || s->n_sends)) st = wh__comm_poll(s);
@@ -167,7 +168,8 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
   }
   s->runs++;
   s->ex.train = mode != WH_RUN_EVAL;
-  s->ex.step = s->steps + 1;
+  s->ex.step = s->opt_steps + 1; /* the optimizer's: a step fp16 skipped does not count */
+  s->skip_update = 0;
   s->ex.batch = s->batch;
   double t0 = wh__now(), waited0 = s->cs_exposed, fb0 = 0, fe0 = 0;
   if (s->rb) wh__fusion_times(s->fusion, &fb0, &fe0);
@@ -184,7 +186,7 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
   }
   if (s->dev && (st = wh__cuda_sync(s->dev)) != WH_OK) /* kernels run asynchronously: failures surface here */
     return wh__session_fail(s, st, "wh_session_run: device: %s", wh__cuda_error(s->dev));
-  if (mode == WH_RUN_TRAIN) s->steps++;
+  if (mode == WH_RUN_TRAIN) s->steps++, s->opt_steps += !s->skip_update;
   if (mode == WH_RUN_TRAIN && s->rb) {
     /* this rank's compute: the step less what it waited for communicating */
     double fb1 = 0, fe1 = 0;

@@ -62,15 +62,17 @@ wh_status wh__rebalance_open(wh_session *s, const wh_plan *pl, int asked) {
 }
 
 /* Shares of total rows proportional to each replica's speed (1 / seconds per sample), whole rows
- * by largest remainder, none above a replica's cap. */
+ * by largest remainder, none above a replica's cap; every replica keeps a row while there are rows
+ * enough (one without rows could no longer be measured, so a slow spell would be final). */
 static void water_fill(int R, const double *p, const double *cap, int64_t total, int64_t *h) {
   double inv = 0;
   for (int r = 0; r < R; r++) inv += 1.0 / p[r];
-  int64_t sum = 0;
+  int64_t sum = 0, least = total >= R ? 1 : 0;
   double *rem = malloc(sizeof(double) * (size_t)R);
   for (int r = 0; r < R; r++) {
     double x = (double)total / p[r] / inv;
     h[r] = (int64_t)floor(x);
+    if (h[r] < least && cap[r] >= 1) h[r] = least, x = (double)least;
     if ((double)h[r] > cap[r]) h[r] = (int64_t)cap[r];
     if (rem) rem[r] = x - (double)h[r];
     sum += h[r];
@@ -82,6 +84,14 @@ static void water_fill(int R, const double *p, const double *cap, int64_t total,
     if (best < 0) break;
     h[best]++, sum++;
     if (rem) rem[best] -= 1.0;
+  }
+  while (sum > total) { /* the kept rows went over: from the replica with the smallest remainder */
+    int best = -1;
+    for (int r = 0; r < R; r++)
+      if (h[r] > least && (best < 0 || (rem ? rem[r] < rem[best] : p[r] > p[best]))) best = r;
+    if (best < 0) break;
+    h[best]--, sum--;
+    if (rem) rem[best] += 1.0;
   }
   free(rem);
 }
@@ -165,14 +175,15 @@ wh_status wh__rebalance_step(wh_session *s, double compute_s) {
 
 wh_status wh_session_shares(wh_session *s, int64_t *shares, int n, int *rebalances) {
   if (!s || (n > 0 && !shares)) return WH_ERR_INVALID_ARGUMENT;
-  int R = s->dist ? s->prog.place.n_replicas : 1;
+  int need = s->dist ? s->n_devices : 1;
   if (rebalances) *rebalances = s->rb ? s->rb->count : 0;
-  if (n < R) {
-    wh__ctx_set_error(s->ctx, "wh_session_shares: the session has %d replicas, the array %d entries", R, n);
+  if (n < need) {
+    wh__ctx_set_error(s->ctx, "wh_session_shares: the plan has %d devices, the array %d entries", need, n);
     return WH_ERR_INVALID_ARGUMENT;
   }
   for (int q = 0; q < n; q++) shares[q] = 0;
   if (!s->dist) shares[0] = s->batch;
-  else memcpy(shares, s->shares, sizeof(int64_t) * (size_t)R);
+  else
+    for (int i = 0; i < s->stage_ndev; i++) shares[s->stage_dev[i]] = s->shares[i / s->prog.place.tp];
   return WH_OK;
 }

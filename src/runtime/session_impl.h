@@ -39,6 +39,7 @@ struct wh_session {
   void **own;                  /* session-owned persistent storage (params, state, buffers), per value */
   void *arena;
   int64_t arena_bytes, inter_bytes, n_inter, live_peak;
+  int64_t saved_bytes;         /* intermediates a forward node makes and a backward node reads */
   /* arena slots, one per micro-batch in flight (pipelines); slot 0 is arena and its table */
   void **slot_arena;
   void ***slot_ptr;
@@ -79,8 +80,16 @@ struct wh_session {
   int64_t prof_calls[WH_OP_COUNT];
   struct wh__tp *tpx;          /* operator sharding (tp.c), NULL otherwise */
   int64_t *shares;             /* rows per micro-batch of each replica of this rank's stage */
+  int *stage_dev;              /* the cluster devices of this rank's stage, replica-major (tp per replica) */
+  int stage_ndev, n_devices;   /* how many; the plan's devices */
   struct wh__rebalance *rb;    /* online rebalancing (rebalance.c), NULL when off */
   struct wh_plan *plan;        /* the session's own copy of its plan, when it rebalances */
+  /* mixed precision (partition/precision.c): fp16's dynamic loss scale */
+  int mixed;                   /* the dtype activations and gradients are stored in (WH_F32: none) */
+  double loss_scale;
+  int64_t scale_good, skipped; /* steps since the scale last changed without overflow; steps skipped */
+  int overflow, skip_update;   /* this step: a gradient not finite; its update skipped */
+  int64_t opt_steps;           /* updates applied (the optimizer's step count) */
 };
 
 /* the largest gradient fusion bucket of a data-parallel session */

@@ -100,7 +100,7 @@ static int partition_all(const model *m, int n, const wh_plan_layout *l, world *
   w->n = 0;
   for (int r = 0; st == WH_OK && r < n; r++) {
     char msg[512];
-    st = wh__partition(m->g, pl, r, n, 0, det, 0, &w->p[r], msg, sizeof msg);
+    st = wh__partition(m->g, pl, r, n, 0, det, 0, WH_F32, &w->p[r], msg, sizeof msg);
     EXPECT(st == WH_OK, "partition of rank %d of %d: %s", r, n, msg);
     if (st == WH_OK) w->n++;
   }
@@ -234,7 +234,7 @@ static void single(const void *arg) {
   model m = build(0);
   wh__program p;
   char msg[256];
-  EXPECT(wh__partition(m.g, NULL, 0, 1, 0, 0, 0, &p, msg, sizeof msg) == WH_OK, "one process: %s", msg);
+  EXPECT(wh__partition(m.g, NULL, 0, 1, 0, 0, 0, WH_F32, &p, msg, sizeof msg) == WH_OK, "one process: %s", msg);
   int runtime = 0;
   for (int i = 0; i < p.n_nodes; i++) runtime += wh__op_is_runtime(p.nodes[i].op);
   EXPECT(p.n_parts == 1 && p.parts[0].n == p.n_nodes && p.n_nodes == wh_graph_num_nodes(m.g) && !runtime &&
@@ -379,7 +379,7 @@ static void pipelines(const void *arg) {
     char first[512] = "", msg[512];
     for (int r = 0; r < 4; r++) {
       wh__program p;
-      if (wh__partition(m.g, pl, r, 4, 0, 0, 0, &p, msg, sizeof msg) == WH_OK) {
+      if (wh__partition(m.g, pl, r, 4, 0, 0, 0, WH_F32, &p, msg, sizeof msg) == WH_OK) {
         wh__program_free(&p);
         continue;
       }
