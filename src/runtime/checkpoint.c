@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,56 +286,110 @@ static wh_status write_durable(wh_ctx *ctx, const char *who, const char *dir, co
   return WH_OK;
 }
 
-/* Checksum and move one buffer to or from a file in chunks, spread over the context's threads. */
-typedef struct io_job {
-  int fd, write;
+/* Moving many buffers to or from files, checksummed on the way: their chunks are claimed one at a
+ * time by the context's threads (a busy core then slows the batch by its share, not by half), and
+ * each buffer's CRC is combined from its chunks' in order. */
+typedef struct io_seg {
+  int fd;
   char *buf;
-  uint64_t off;
+  uint64_t off;  /* in the file */
   size_t bytes;
+  size_t chunk0; /* its first chunk in the batch */
+  uint32_t crc;  /* after the move */
+  int err;       /* 0, an errno, or -1: the file ended first */
+  const void *u1, *u2; /* the caller's: what the segment is, for messages */
+} io_seg;
+
+typedef struct io_batch {
+  io_seg *seg;
+  int n, cap, write;
+  size_t chunks;
+  _Atomic size_t next;
+  int32_t *chunk_seg;
   uint32_t *crc;
   int *err;
-} io_job;
+} io_batch;
 
-static void io_range(void *arg, int64_t b, int64_t e) {
-  io_job *j = arg;
-  for (int64_t i = b; i < e; i++) {
-    size_t at = (size_t)i * CHUNK, n = j->bytes - at < CHUNK ? j->bytes - at : CHUNK;
-    if (j->write) {
-      j->crc[i] = wh__crc32c(0, j->buf + at, n);
-      j->err[i] = write_all(j->fd, j->buf + at, n, j->off + at);
-    } else {
-      j->err[i] = read_all(j->fd, j->buf + at, n, j->off + at);
-      j->crc[i] = j->err[i] ? 0 : wh__crc32c(0, j->buf + at, n);
+/* A chunk moves in pieces small enough to stay in the core's cache between the copy to or from
+ * the page cache and the checksum: the data is read from memory once, not twice. */
+#define PIECE ((size_t)512 << 10)
+
+static void io_worker(void *arg, int64_t b, int64_t e) {
+  (void)b, (void)e;
+  io_batch *j = arg;
+  for (;;) {
+    size_t i = atomic_fetch_add(&j->next, 1);
+    if (i >= j->chunks) return;
+    io_seg *g = &j->seg[j->chunk_seg[i]];
+    size_t at = (i - g->chunk0) * CHUNK, n = g->bytes - at < CHUNK ? g->bytes - at : CHUNK;
+    uint32_t c = 0;
+    int err = 0;
+    for (size_t p = 0; p < n && !err; p += PIECE) {
+      size_t k = n - p < PIECE ? n - p : PIECE;
+      char *q = g->buf + at + p;
+      if (j->write) {
+        c = wh__crc32c(c, q, k);
+        err = write_all(g->fd, q, k, g->off + at + p);
+      } else if (!(err = read_all(g->fd, q, k, g->off + at + p))) {
+        c = wh__crc32c(c, q, k);
+      }
     }
+    j->crc[i] = c;
+    j->err[i] = err;
   }
 }
 
-/* The CRC of the bytes moved into *crc; 0, an errno, or -1 (the file ended first). */
-static int io_move(wh_ctx *ctx, int fd, int write, void *buf, size_t bytes, uint64_t off, uint32_t *crc) {
-  size_t nt = (bytes + CHUNK - 1) / CHUNK;
-  uint32_t c1[1];
-  int e1[1];
-  uint32_t *crcs = nt > 1 ? malloc(sizeof(uint32_t) * nt) : c1;
-  int *errs = nt > 1 ? malloc(sizeof(int) * nt) : e1;
-  if (!crcs || !errs) {
-    if (crcs != c1) free(crcs);
-    if (errs != e1) free(errs);
-    return ENOMEM;
+static io_seg *io_add(io_batch *j, int fd, void *buf, size_t bytes, uint64_t off) {
+  if (j->n == j->cap) {
+    int cap = j->cap ? 2 * j->cap : 64;
+    io_seg *ns = realloc(j->seg, sizeof(io_seg) * (size_t)cap);
+    if (!ns) return NULL;
+    j->seg = ns, j->cap = cap;
   }
-  io_job j = {fd, write, buf, off, bytes, crcs, errs};
-  if (nt > 1) wh__parallel_for(ctx->pool, (int64_t)nt, 1, io_range, &j);
-  else if (nt == 1) io_range(&j, 0, 1);
-  int e = 0;
-  uint32_t c = 0;
-  for (size_t i = 0; i < nt; i++) {
-    if (!e) e = errs[i];
-    size_t n = bytes - i * CHUNK < CHUNK ? bytes - i * CHUNK : CHUNK;
-    c = i ? wh__crc32c_combine(c, crcs[i], n) : crcs[i];
+  io_seg *g = &j->seg[j->n++];
+  memset(g, 0, sizeof *g);
+  g->fd = fd, g->buf = buf, g->bytes = bytes, g->off = off;
+  g->chunk0 = j->chunks;
+  j->chunks += (bytes + CHUNK - 1) / CHUNK;
+  return g;
+}
+
+/* Move every buffer of the batch; each segment's crc and err set. ENOMEM when out of memory. */
+static int io_run(wh_ctx *ctx, io_batch *j) {
+  free(j->chunk_seg), free(j->crc), free(j->err);
+  j->chunk_seg = malloc(sizeof(int32_t) * (j->chunks + 1));
+  j->crc = malloc(sizeof(uint32_t) * (j->chunks + 1));
+  j->err = malloc(sizeof(int) * (j->chunks + 1));
+  if (!j->chunk_seg || !j->crc || !j->err) return ENOMEM;
+  for (int k = 0; k < j->n; k++)
+    for (size_t c = j->seg[k].chunk0; c < j->seg[k].chunk0 + (j->seg[k].bytes + CHUNK - 1) / CHUNK; c++)
+      j->chunk_seg[c] = k;
+  atomic_store(&j->next, 0);
+  int threads = wh__pool_size(ctx->pool);
+  if (j->chunks > 1 && threads > 1)
+    wh__parallel_for(ctx->pool, threads < (int)j->chunks ? threads : (int64_t)j->chunks, 1, io_worker, j);
+  else
+    io_worker(j, 0, 1);
+  for (int k = 0; k < j->n; k++) {
+    io_seg *g = &j->seg[k];
+    size_t nc = (g->bytes + CHUNK - 1) / CHUNK;
+    for (size_t c = 0; c < nc; c++) {
+      size_t n = g->bytes - c * CHUNK < CHUNK ? g->bytes - c * CHUNK : CHUNK;
+      if (!g->err) g->err = j->err[g->chunk0 + c];
+      g->crc = c ? wh__crc32c_combine(g->crc, j->crc[g->chunk0 + c], n) : j->crc[g->chunk0 + c];
+    }
   }
-  *crc = c;
-  if (crcs != c1) free(crcs);
-  if (errs != e1) free(errs);
-  return e;
+  return 0;
+}
+
+static void io_reset(io_batch *j) {
+  j->n = 0;
+  j->chunks = 0;
+}
+
+static void io_free(io_batch *j) {
+  free(j->seg), free(j->chunk_seg), free(j->crc), free(j->err);
+  memset(j, 0, sizeof *j);
 }
 
 static void hex8(char *out, uint32_t x) { snprintf(out, 9, "%08" PRIx32, x); }
@@ -583,6 +638,8 @@ static wh_status write_rank_file(wh_session *s, const char *who, const char *ste
   char *hdr = NULL, *stage = NULL;
   size_t stage_cap = 0;
   int ne = 0, fd = -1;
+  io_batch io = {0};
+  io.write = 1;
   wh_status st = WH_OK;
   char file[NAME_CAP], path[PATH_CAP], tmp[PATH_CAP + 8], msg[512];
   snprintf(file, sizeof file, "rank-%05d-of-%05d.safetensors", me, n);
@@ -645,9 +702,11 @@ static wh_status write_rank_file(wh_session *s, const char *who, const char *ste
     goto done;
   }
   uint64_t data0 = 8 + hl;
+  /* host memory: every entry in one batch over the threads; device memory: one at a time, each
+   * through a host copy */
   for (int i = 0; i < ne; i++) {
     void *src = s->own[we[i].v];
-    if (s->dev) { /* device memory: through a host copy */
+    if (s->dev) {
       if (we[i].bytes > stage_cap) {
         free(stage);
         if (!(stage = malloc(we[i].bytes))) {
@@ -664,11 +723,21 @@ static wh_status write_rank_file(wh_session *s, const char *who, const char *ste
       }
       src = stage;
     }
-    int e = io_move(ctx, fd, 1, src, we[i].bytes, data0 + se[i].begin, &se[i].crc);
-    if (e) {
-      st = fail(ctx, WH_ERR_IO, "%s: writing '%s' into '%s': %s", who, we[i].key, tmp, strerror(e < 0 ? EIO : e));
+    if (!io_add(&io, fd, src, we[i].bytes, data0 + se[i].begin)) {
+      st = fail(ctx, WH_ERR_OUT_OF_MEMORY, "%s: out of memory", who);
       goto done;
     }
+    if (!s->dev && i + 1 < ne) continue;
+    int e = io_run(ctx, &io);
+    for (int k = 0; k < io.n && !e; k++) {
+      e = io.seg[k].err;
+      se[i - io.n + 1 + k].crc = io.seg[k].crc;
+    }
+    if (e) {
+      st = fail(ctx, WH_ERR_IO, "%s: writing into '%s': %s", who, tmp, strerror(e < 0 ? EIO : e));
+      goto done;
+    }
+    io_reset(&io);
   }
   free(hdr);
   hdr = NULL;
@@ -728,6 +797,7 @@ done:
   }
   for (int i = 0; we && i < ne; i++) free(we[i].key);
   free(we), free(se), free(hdr), free(stage);
+  io_free(&io);
   json_object_put(slices);
   json_object_put(root);
   return st;
@@ -1340,13 +1410,39 @@ static void count_run(void *arg, int64_t src, int64_t dst, int64_t n) {
   if (o->count++ == 0) o->src = src, o->dst = dst, o->n = n;
 }
 
-/* Value v's part on this rank into dst (host memory of its local storage), from the slices of t. */
-static wh_status load_value(wh_session *s, const char *who, cindex *x, itensor *t, const wh__hold *h, char *dst) {
+/* The batch's reads done: every slice whole and matching its checksum, or the first that is not. */
+static wh_status finish_reads(wh_ctx *ctx, const char *who, cindex *x, io_batch *io) {
+  if (!io->n) return WH_OK;
+  int e = io_run(ctx, io);
+  wh_status st = e ? fail(ctx, WH_ERR_OUT_OF_MEMORY, "%s: out of memory", who) : WH_OK;
+  for (int k = 0; k < io->n && st == WH_OK; k++) {
+    const io_seg *g = &io->seg[k];
+    const itensor *t = g->u1;
+    const islice *q = g->u2;
+    char path[PATH_CAP + NAME_CAP];
+    snprintf(path, sizeof path, "%s/%s", x->dir, x->f[q->file].name);
+    if (g->err)
+      st = fail(ctx, g->err < 0 ? WH_ERR_CORRUPT : WH_ERR_IO, "%s: '%s': reading tensor '%s': %s", who, path, t->name,
+                g->err < 0 ? "the file ends" : strerror(g->err));
+    else if (g->crc != q->crc)
+      st = fail(ctx, WH_ERR_CORRUPT, "%s: '%s': tensor '%s' (key '%s') fails its checksum (crc32c %08" PRIx32
+                ", the index says %08" PRIx32 ")", who, path, t->name, q->key, g->crc, q->crc);
+  }
+  io_reset(io);
+  return st;
+}
+
+/* Value v's part on this rank into dst (host memory of its local storage), from the slices of t: a
+ * slice that is one run of the local storage joins the batch io, read straight into place with the
+ * others (finish_reads checks it); any other is read now through a buffer and scattered. */
+static wh_status load_value(wh_session *s, const char *who, cindex *x, itensor *t, const wh__hold *h, char *dst,
+                            io_batch *io) {
   wh_ctx *ctx = s->ctx;
   sdesc need = desc_of(h);
   size_t es = wh__dtype_size(t->dt);
   runs rn = {0}, rs = {0};
   char *tmp = NULL;
+  io_batch one = {0};
   wh_status st = runs_of(t->d, t->nd, &need, &rn);
   if (st != WH_OK) return fail(ctx, st, "%s: out of memory", who);
   if (t->nsl == 0 && need.hi > need.lo)
@@ -1362,47 +1458,40 @@ static wh_status load_value(wh_session *s, const char *who, cindex *x, itensor *
     if (meet(&rs, &rn, count_run, &op) == 0) continue; /* nothing this rank needs */
     ifile *f = &x->f[q->file];
     if ((st = open_file(ctx, who, x, f)) != WH_OK) break;
-    char path[PATH_CAP + NAME_CAP];
-    snprintf(path, sizeof path, "%s/%s", x->dir, f->name);
     const wh__st_entry *e = wh__st_find(&f->st, q->key);
     int64_t ed[WH_MAX_DIMS];
     int end = entry_dims(t->d, t->nd, &q->d, ed), same = e && e->dtype == t->dt && e->ndim == end;
     for (int i = 0; same && i < end; i++) same = e->dims[i] == ed[i];
     if (!same) {
-      st = fail(ctx, WH_ERR_CORRUPT, "%s: '%s': tensor '%s' (key '%s') is %s in the file, not as the index describes "
-                "it", who, path, t->name, q->key, e ? "shaped otherwise" : "missing");
+      st = fail(ctx, WH_ERR_CORRUPT, "%s: '%s/%s': tensor '%s' (key '%s') is %s in the file, not as the index "
+                "describes it", who, x->dir, f->name, t->name, q->key, e ? "shaped otherwise" : "missing");
       break;
     }
     size_t bytes = (size_t)(e->end - e->begin);
-    int64_t sn = q->d.hi - q->d.lo;
-    /* straight into place when this slice is one run of the local storage; else through a buffer */
-    char *into = op.count == 1 && op.src == 0 && op.n == sn ? dst + (size_t)op.dst * es : NULL;
-    if (!into) {
+    int direct = op.count == 1 && op.src == 0 && op.n == q->d.hi - q->d.lo;
+    io_batch *b = direct ? io : &one;
+    char *into = dst + (size_t)op.dst * es;
+    if (!direct) {
       free(tmp);
-      if (!(tmp = malloc(bytes + 1))) {
+      if (!(into = tmp = malloc(bytes + 1))) {
         st = fail(ctx, WH_ERR_OUT_OF_MEMORY, "%s: out of memory reading '%s' (%zu bytes)", who, q->key, bytes);
         break;
       }
-      into = tmp;
     }
-    uint32_t crc;
-    int err = io_move(ctx, f->fd, 0, into, bytes, f->data0 + e->begin, &crc);
-    if (err) {
-      st = fail(ctx, err < 0 ? WH_ERR_CORRUPT : WH_ERR_IO, "%s: '%s': reading tensor '%s': %s", who, path, t->name,
-                err < 0 ? "the file ends" : strerror(err));
+    io_seg *g = io_add(b, f->fd, into, bytes, f->data0 + e->begin);
+    if (!g) {
+      st = fail(ctx, WH_ERR_OUT_OF_MEMORY, "%s: out of memory", who);
       break;
     }
-    if (crc != q->crc) {
-      st = fail(ctx, WH_ERR_CORRUPT, "%s: '%s': tensor '%s' (key '%s') fails its checksum (crc32c %08" PRIx32
-                ", the index says %08" PRIx32 ")", who, path, t->name, q->key, crc, q->crc);
-      break;
-    }
-    if (into == tmp) {
+    g->u1 = t, g->u2 = q;
+    if (direct) continue;
+    if ((st = finish_reads(ctx, who, x, &one)) == WH_OK) {
       scatter c = {tmp, dst, es};
       meet(&rs, &rn, scatter_run, &c);
     }
   }
   free(rn.r), free(rs.r), free(tmp);
+  io_free(&one);
   return st;
 }
 
@@ -1458,6 +1547,7 @@ static wh_status load_local(wh_session *s, const char *who, const char *dir, voi
   if (st != WH_OK) return st;
   char **names = ckpt_names(s->g);
   char *stage = NULL;
+  io_batch io = {0};
   if (!names) {
     st = fail(ctx, WH_ERR_OUT_OF_MEMORY, "%s: out of memory", who);
     goto done;
@@ -1489,16 +1579,19 @@ static wh_status load_local(wh_session *s, const char *who, const char *dir, voi
       if (t->nsl == 0 && (st = wh__cuda_copy(s->dev, stage, dst, bytes, WH__D2H)) != WH_OK) break;
       dst = stage;
     }
-    st = load_value(s, who, &x, t, &h, dst);
+    st = load_value(s, who, &x, t, &h, dst, &io);
+    if (st == WH_OK && s->dev) st = finish_reads(ctx, who, &x, &io); /* the staging copy is reused */
     if (st == WH_OK && s->dev && (st = wh__cuda_copy(s->dev, s->own[t->v], stage, bytes, WH__H2D)) != WH_OK)
       fail(ctx, st, "%s: '%s' to the device: %s", who, t->name, wh__cuda_error(s->dev));
   }
+  if (st == WH_OK) st = finish_reads(ctx, who, &x, &io);
   if (st == WH_OK) {
     if (meta && x.meta_bytes) memcpy(meta, x.meta, x.meta_bytes);
     if (meta_bytes) *meta_bytes = x.meta_bytes;
     *step = x.step;
   }
 done:
+  io_free(&io);
   free(stage);
   free_names(s->g, names);
   index_free(&x);

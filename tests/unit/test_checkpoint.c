@@ -167,7 +167,7 @@ static void crc32c(const void *arg) {
   size_t n = 100000 + 3;
   unsigned char *p = malloc(n);
   for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(i * 2654435761u >> 13);
-  static const size_t lens[] = {0, 1, 7, 8, 9, 24575, 24576, 24577, 49152 + 13, 100003};
+  static const size_t lens[] = {0, 1, 7, 8, 9, 1023, 1024, 1025, 1279, 1280, 4113, 24575, 24576, 24577, 49152 + 13, 100003};
   for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
     uint32_t want = crc_bitwise(p + 1, lens[i]), got = wh__crc32c(0, p + 1, lens[i]);
     EXPECT(got == want, "crc32c of %zu bytes (unaligned): %08x, bit by bit %08x", lens[i], got, want);
