@@ -328,10 +328,10 @@ typedef struct wh_session_options {
   /* Distributed execution: this rank's part of the plan (rank i of comm runs cluster device i).
    * Both borrowed; they must outlive the session. With a plan, wh_session_feed takes the global
    * batch (every rank feeds the same data) and each rank runs its share of every micro-batch;
-   * the loss fetched is the global mean. This increment executes data-parallel plans (one stage,
-   * no operator sharding): replicas with equal or unequal shares, gradient accumulation over
-   * micro-batches, gradients averaged by share and all-reduced in buckets during backward. The
-   * loss must be a mean over samples (as wh_cross_entropy and wh_mse are). */
+   * the loss fetched is the global mean. Every layout a plan describes runs: data parallelism
+   * (equal or unequal shares, micro-batches, ZeRO-1), pipelines (GPipe, 1F1B, data-parallel
+   * stages), operator sharding and their combinations. The loss must be a mean over samples (as
+   * wh_cross_entropy and wh_mse are). */
   const struct wh_plan *plan;
   struct wh_comm *comm;
   /* Where the session runs: WH_DEVICE_CPU (default) or WH_DEVICE_CUDA (a build with the CUDA
@@ -350,9 +350,16 @@ typedef struct wh_session_options {
    * repeats exactly. It moves R times the bytes of a ring all-reduce. Bitwise equality with a
    * plain one-process step over the whole batch is not possible: its sums run in another order. */
   int deterministic;
+  /* Data parallel, with shares the planner chose (not pinned by the caller): each step measures
+   * every replica's compute; when one stays slower than the shares assume for a few steps, all
+   * ranks switch to shares from the measured speeds at the same step boundary (1, default).
+   * The global batch and the arithmetic stay: only which rows each replica takes changes. Never
+   * with the deterministic reduction (its sums follow the rows) or a pipeline. 0: the plan's
+   * shares throughout. */
+  int rebalance;
 } wh_session_options;
 
-#define WH_SESSION_OPTIONS_INIT {sizeof(wh_session_options), 1, 1, 1, NULL, NULL, WH_DEVICE_CPU, -1, WH_PRECISION_F32, 0}
+#define WH_SESSION_OPTIONS_INIT {sizeof(wh_session_options), 1, 1, 1, NULL, NULL, WH_DEVICE_CPU, -1, WH_PRECISION_F32, 0, 1}
 
 WH_API wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *opts,
                                    wh_session **out);
@@ -399,6 +406,26 @@ WH_API wh_status wh_session_memory(const wh_session *s, wh_memory_stats *out);
  * time: calls and milliseconds per run, share of the total. */
 WH_API wh_status wh_session_profile(wh_session *s, int on);
 WH_API wh_status wh_session_profile_report(const wh_session *s, char **out);
+
+/* This rank's communication over its runs: every operation's seconds from its start to when it was
+ * seen done (operations that block count whole), and the part of them the step spent waiting. The
+ * share hidden behind compute is 1 - exposed_s / busy_s. Completion is noticed between nodes, so
+ * busy_s of an overlapped operation can run up to one node long. */
+typedef struct wh_comm_stats {
+  size_t struct_size;
+  double busy_s;
+  double exposed_s;
+  int64_t ops;        /* operations counted (a gradient bucket, a transfer, a collective) */
+} wh_comm_stats;
+#define WH_COMM_STATS_INIT {sizeof(wh_comm_stats), 0, 0, 0}
+/* Read the counters into out (reset != 0: then start them again from zero). A session without a
+ * plan communicates nothing: zeros. */
+WH_API wh_status wh_session_comm_stats(wh_session *s, wh_comm_stats *out, int reset);
+
+/* The rows per micro-batch each replica of this rank's stage takes now (shares[0..n), n at least
+ * the replicas; a single process: its batch), and how often the session has rebalanced them
+ * (*rebalances, may be NULL; see wh_session_options.rebalance). */
+WH_API wh_status wh_session_shares(wh_session *s, int64_t *shares, int n, int *rebalances);
 
 /* ---------------------------------------------------------- serialization */
 
@@ -654,6 +681,10 @@ WH_API double wh_plan_step_time(const wh_plan *p); /* the search's estimate, sec
 WH_API int wh_plan_num_stages(const wh_plan *p);
 WH_API int wh_plan_micro_batches(const wh_plan *p);
 WH_API wh_schedule wh_plan_schedule(const wh_plan *p);
+/* Devices that share each replica's operators (operator sharding; 1: none). */
+WH_API int wh_plan_tp(const wh_plan *p);
+/* Whether the optimizer state is sharded over the data-parallel replicas (ZeRO-1). */
+WH_API int wh_plan_zero1(const wh_plan *p);
 /* Samples per micro-batch of each device (indexed like the cluster; 0 for unused devices). */
 WH_API wh_status wh_plan_shares(const wh_plan *p, int64_t *shares, int n);
 /* Per stage and replica: devices, segments, batch share, predicted compute / communication /

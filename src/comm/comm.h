@@ -112,6 +112,10 @@ wh_status wh__comm_staged_start(wh_comm *c, const char *op, size_t bytes, int pe
                                 wh_request **req);
 #endif
 
+/* Gradient fusion's seconds of all-reduce (each from its start to when a poll or the wait saw it
+ * done) and the part of them its wait blocked (fusion.c). */
+void wh__fusion_times(const wh_fusion *f, double *busy, double *exposed);
+
 /* Backends */
 extern const wh__comm_ops wh__mpi_ops;
 wh_status wh__mpi_create(wh_comm *c, const wh_comm_options *o, char *msg, size_t cap);

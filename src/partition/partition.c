@@ -322,6 +322,60 @@ static wh_status part_dp(wh__pb *b) {
   return b->st;
 }
 
+/* ---- overlap: operator sharding's all-reduces start as soon as their input exists */
+
+/* Every forward and backward tp_allreduce becomes a start right after the node that makes its input
+ * and a wait right before its first reader, so the nodes in between (a weight's gradient while the
+ * input's gradient is being summed) run while it is in flight. The wait reads the input too: the
+ * all-reduce reads it until it is done, so its storage lives that long. The ranks of a replica
+ * start their all-reduces in the same order (they run the same program). */
+static wh_status overlap_tp(wh__program *p) {
+  int n = p->n_nodes;
+  int *pos = malloc(sizeof(int) * (size_t)(p->n_values + 1)), *after = malloc(sizeof(int) * (size_t)(n + 1));
+  wh__node *out = NULL;
+  int nn = 0, cap = 0;
+  wh_status st = pos && after ? WH_OK : WH_ERR_OUT_OF_MEMORY;
+  for (int v = 0; st == WH_OK && v < p->n_values; v++) pos[v] = -1;
+  for (int i = 0; st == WH_OK && i < n; i++) {
+    const wh__node *nd = &p->nodes[i];
+    after[i] = -2; /* not an overlapped all-reduce */
+    if (nd->op == WH_OP_TP_ALLREDUCE && nd->phase != WH_PHASE_UPDATE)
+      after[i] = pos[nd->in[0]] >= 0 ? pos[nd->in[0]] : i - 1;
+    if (nd->out >= 0) pos[nd->out] = i;
+  }
+  for (int i = -1; st == WH_OK && i < n; i++) {
+    if (i >= 0) {
+      const wh__node *nd = &p->nodes[i];
+      if (after[i] > -2) { /* the wait, where the all-reduce was */
+        wh__node w = *nd;
+        w.op = WH_OP_TP_WAIT, w.n_in = 2, w.out = -1, w.n_ia = 0, w.n_fa = 0;
+        int32_t in[2] = {nd->out, nd->in[0]};
+        st = wh__nodes_push(&out, &nn, &cap, &w, in);
+      } else {
+        st = wh__nodes_push(&out, &nn, &cap, nd, nd->in);
+      }
+    }
+    for (int j = i + 1; st == WH_OK && j < n; j++) /* the starts whose input exists now */
+      if (after[j] == i) {
+        wh__node s0 = p->nodes[j];
+        s0.op = WH_OP_TP_ALLREDUCE_START;
+        st = wh__nodes_push(&out, &nn, &cap, &s0, p->nodes[j].in);
+      }
+  }
+  if (st == WH_OK) {
+    for (int i = 0; i < n; i++) free(p->nodes[i].in);
+    free(p->nodes);
+    p->nodes = out, p->n_nodes = nn;
+    for (int i = 0; i < nn; i++)
+      if (p->nodes[i].out >= 0 && p->nodes[i].out < p->n_values) p->values[p->nodes[i].out].producer = i;
+  } else {
+    for (int i = 0; i < nn; i++) free(out[i].in);
+    free(out);
+  }
+  free(pos), free(after);
+  return st;
+}
+
 /* ---- the entry */
 
 static wh_status finish(wh__pb *b) {
@@ -380,6 +434,11 @@ wh_status wh__partition(const wh_graph *g, const wh_plan *pl, int rank, int size
     st = wh__program_shard(g, out, pc.tp, pc.shard, &out->lay, out->tp_counts, why, sizeof why);
     if (st != WH_OK) {
       snprintf(msg, cap, "operator sharding: %s", why);
+      wh__program_free(out);
+      return st;
+    }
+    if ((st = overlap_tp(out)) != WH_OK) {
+      snprintf(msg, cap, "out of memory overlapping operator sharding's all-reduces");
       wh__program_free(out);
       return st;
     }

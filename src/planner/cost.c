@@ -106,6 +106,7 @@ static double p2p_time(const wh_cluster *c, double bytes, int same_node, double 
 
 static void ranges_free(wh__ranges *r) {
   free(r->param), free(r->act), free(r->tpp), free(r->tpc), free(r->outb), free(r->flops), free(r->tpflops), free(r->tpa);
+  free(r->tpn);
   free(r->peak), free(r->actmax);
   memset(r, 0, sizeof *r);
 }
@@ -116,9 +117,12 @@ static wh_status ranges_build(const wh__model *m, wh__ranges *r) {
   r->n = n;
   while ((1 << (r->lg + 1)) <= n) r->lg++;
   r->lg++;
-  double **pre[8] = {&r->param, &r->act, &r->tpp, &r->tpc, &r->outb, &r->flops, &r->tpflops, &r->tpa};
-  for (int k = 0; k < 8; k++)
+  double **pre[4] = {&r->param, &r->act, &r->outb, &r->flops};
+  for (int k = 0; k < 4; k++)
     if (!(*pre[k] = calloc((size_t)n + 1, sizeof(double)))) return WH_ERR_OUT_OF_MEMORY;
+  double **tpre[5] = {&r->tpp, &r->tpc, &r->tpflops, &r->tpa, &r->tpn};
+  for (int k = 0; k < 5; k++)
+    if (!(*tpre[k] = calloc((size_t)(n + 1) * WH_TP_LEVELS, sizeof(double)))) return WH_ERR_OUT_OF_MEMORY;
   r->peak = malloc(sizeof(double) * (size_t)r->lg * (size_t)n);
   r->actmax = malloc(sizeof(double) * (size_t)r->lg * (size_t)n);
   if (!r->peak || !r->actmax) return WH_ERR_OUT_OF_MEMORY;
@@ -127,12 +131,16 @@ static wh_status ranges_build(const wh__model *m, wh__ranges *r) {
     double fl = g->flops_fwd[1] + g->flops_bwd[1];
     r->param[i + 1] = r->param[i] + g->param_bytes;
     r->act[i + 1] = r->act[i] + g->act_bytes;
-    r->tpp[i + 1] = r->tpp[i] + g->tp_param_bytes;
-    r->tpa[i + 1] = r->tpa[i] + g->tp_act_bytes;
-    r->tpc[i + 1] = r->tpc[i] + g->tp_comm_bytes;
     r->outb[i + 1] = r->outb[i] + g->out_bytes;
     r->flops[i + 1] = r->flops[i] + fl;
-    r->tpflops[i + 1] = r->tpflops[i] + g->tp_fraction * fl;
+    for (int k = 0; k < WH_TP_LEVELS; k++) {
+      size_t o = (size_t)k * (size_t)(n + 1) + (size_t)i;
+      r->tpp[o + 1] = r->tpp[o] + g->tp_param_bytes[k];
+      r->tpa[o + 1] = r->tpa[o] + g->tp_act_bytes[k];
+      r->tpc[o + 1] = r->tpc[o] + g->tp_comm_bytes[k];
+      r->tpflops[o + 1] = r->tpflops[o] + g->tp_fraction[k] * fl;
+      r->tpn[o + 1] = r->tpn[o] + g->tp_colls[k];
+    }
     r->peak[i] = g->peak_bytes;
     r->actmax[i] = g->act_bytes;
   }
@@ -152,6 +160,24 @@ static double range_max(const wh__ranges *r, const double *tab, int a, int b) {
 }
 
 #define RSUM(r, f, a, b) ((r)->f[(b) + 1] - (r)->f[(a)])
+/* the same for the operator-sharding tables, at the level of degree tp */
+#define RSUMT(r, f, tp, a, b) \
+  ((r)->f[(size_t)wh__tp_level(tp) * (size_t)((r)->n + 1) + (size_t)(b) + 1] - \
+   (r)->f[(size_t)wh__tp_level(tp) * (size_t)((r)->n + 1) + (size_t)(a)])
+
+/* A replica's time for segments [a, b] (l: fixed and per sample on one device) when tp devices shard
+ * it: the splitting work divides, each synchronous collective costs its latency per micro-batch and
+ * its bytes' transfer per sample. */
+static wh__lin tp_time(const wh__costing *x, const wh__config *cf, const wh__group *gr, int a, int b, wh__lin l) {
+  if (cf->tp <= 1) return l;
+  double fl = RSUM(x->rg, flops, a, b), frac = fl > 0 ? RSUMT(x->rg, tpflops, cf->tp, a, b) / fl : 0;
+  double scale = frac / cf->tp + 1 - frac, n = cf->tp;
+  double bw = x->c->intra_bw > 0 ? x->c->intra_bw : gr->link;
+  wh__lin r;
+  r.t0 = l.t0 * scale + RSUMT(x->rg, tpn, cf->tp, a, b) * 2.0 * (n - 1) * x->c->intra_lat;
+  r.t1 = l.t1 * scale + 2.0 * (n - 1) / n * RSUMT(x->rg, tpc, cf->tp, a, b) / bw;
+  return r;
+}
 
 /* ---- memory: what a device holding segments [a, b] needs */
 
@@ -162,12 +188,12 @@ typedef struct {
 
 static memlin stage_memory(const wh__model *m, const wh__ranges *rg, int a, int b, int inflight, int recompute,
                            int zero1, int dp, int tp) {
-  double p = RSUM(rg, param, a, b), tpf = RSUM(rg, tpp, a, b), pk = range_max(rg, rg->peak, a, b);
+  double p = RSUM(rg, param, a, b), tpf = tp > 1 ? RSUMT(rg, tpp, tp, a, b) : 0, pk = range_max(rg, rg->peak, a, b);
   double psh = tp > 1 ? (p - tpf) + tpf / tp : p; /* sharded weights split tp ways */
   memlin r;
   r.fixed = psh * (2.0 + m->opt_bytes_per_param / (zero1 ? dp : 1));
   double act = RSUM(rg, act, a, b);
-  if (tp > 1) act -= RSUM(rg, tpa, a, b) * (1.0 - 1.0 / tp); /* the split ones, tp ways */
+  if (tp > 1) act -= RSUMT(rg, tpa, tp, a, b) * (1.0 - 1.0 / tp); /* the split ones, tp ways */
   if (recompute) {
     /* two ways to checkpoint, the same extra forward: keep every segment's input per micro-batch in
      * flight and rebuild one segment at a time, or keep only the stage's input and rebuild the
@@ -245,16 +271,9 @@ static double water_fill(const wh__costing *x, const wh__config *cf, const wh__g
   double t0[WH__MAX_KINDS], t1[WH__MAX_KINDS];
   int64_t cap[WH__MAX_KINDS], k_of[WH__MAX_KINDS];
   int dec[WH__MAX_KINDS] = {0};
-  double fl = RSUM(x->rg, flops, a, b), frac = fl > 0 ? RSUM(x->rg, tpflops, a, b) / fl : 0;
-  double tpc = RSUM(x->rg, tpc, a, b);
   for (int k = 0; k < gr->nkind; k++) {
-    wh__lin l = range_time(x->t, gr->cls[k], a, b, cf->recompute);
+    wh__lin l = tp_time(x, cf, gr, a, b, range_time(x->t, gr->cls[k], a, b, cf->recompute));
     t0[k] = l.t0, t1[k] = l.t1;
-    if (cf->tp > 1) {
-      double scale = frac / cf->tp + 1 - frac;
-      t0[k] *= scale;
-      t1[k] = t1[k] * scale + allreduce_time(x->c, tpc, cf->tp, 1, gr->link);
-    }
     double room = gr->cap[k] - ml.fixed;
     /* every replica holds the stage's weights, gradients and optimizer state, even with no samples */
     if (room < 0) return WH__INF;
@@ -518,10 +537,8 @@ static wh_status materialise(const wh__costing *x, const wh__config *cf, const i
       double f = tf, bw = tt - tf;
       if (cf->tp > 1 && tt > 0) {
         /* sharding and its all-reduces scale both parts like the replica's total */
-        double fl = RSUM(x->rg, flops, a, cut[s]), frac = fl > 0 ? RSUM(x->rg, tpflops, a, cut[s]) / fl : 0;
-        double tot = lt.t0 * (frac / cf->tp + 1 - frac) +
-                     sh * (lt.t1 * (frac / cf->tp + 1 - frac) +
-                           allreduce_time(x->c, RSUM(x->rg, tpc, a, cut[s]), cf->tp, 1, gr[s].link));
+        wh__lin ls = tp_time(x, cf, &gr[s], a, cut[s], lt);
+        double tot = ls.t0 + sh * ls.t1;
         f *= tot / tt, bw *= tot / tt;
       }
       g->t_fwd[r] = f;
@@ -584,6 +601,59 @@ wh_status wh__prepare(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64
   return WH_OK;
 }
 
+/* A pipeline's replica r takes the same rows on every stage: what one replica computes on a stage
+ * is what the same replica carries on (a shared weight's gradient, summed over its rows, can only
+ * cross between replicas of the same rows). When the stages' own water-filling gave the replicas
+ * different rows, every stage gets one share vector: each replica's smallest share over the
+ * stages, the rest of the micro-batch to the replicas with the most room left (its shares above
+ * that, summed over the stages), and the plan is costed again with it. */
+static wh_status common_shares(const wh__costing *x, const wh__config *cf, const int *cut, wh_plan *p) {
+  int S = p->n_stages, R = S > 0 ? p->st[0].ndev / p->st[0].tp : 0;
+  if (S < 2 || R < 2) return WH_OK;
+  int differ = 0;
+  for (int s = 1; s < S; s++)
+    for (int r = 0; r < R; r++) differ |= p->st[s].share[r] != p->st[0].share[r];
+  if (!differ) return WH_OK;
+  int64_t *c = malloc(sizeof(int64_t) * (size_t)R), *fixed = malloc(sizeof(int64_t) * (size_t)(R * S));
+  if (!c || !fixed) {
+    free(c), free(fixed);
+    return WH_ERR_OUT_OF_MEMORY;
+  }
+  int64_t sum = 0, mb = x->batch / cf->m;
+  for (int r = 0; r < R; r++) {
+    c[r] = p->st[0].share[r];
+    for (int s = 1; s < S; s++)
+      if (p->st[s].share[r] < c[r]) c[r] = p->st[s].share[r];
+    sum += c[r];
+  }
+  for (; sum < mb; sum++) {
+    int best = 0;
+    int64_t room = -1;
+    for (int r = 0; r < R; r++) {
+      int64_t q = 0;
+      for (int s = 0; s < S; s++) q += p->st[s].share[r] - c[r];
+      if (q > room) room = q, best = r;
+    }
+    c[best]++;
+  }
+  for (int s = 0; s < S; s++) memcpy(fixed + (size_t)s * (size_t)R, c, sizeof(int64_t) * (size_t)R);
+  wh__costing y = *x;
+  y.fixed_shares = fixed;
+  wh_plan q = *p;
+  q.st = NULL, q.n_stages = 0;
+  wh_status st = materialise(&y, cf, cut, &q);
+  int fits = st == WH_OK && q.step_time < WH__INF;
+  for (int s = 0; st == WH_OK && fits && s < q.n_stages; s++) fits &= q.st[s].t_compute < WH__INF;
+  if (st == WH_OK && fits) { /* the common shares fit: they replace the stages' own */
+    wh_plan old = *p;
+    p->st = q.st, p->n_stages = q.n_stages, p->step_time = q.step_time, p->bubble_time = q.bubble_time;
+    q = old;
+  }
+  wh__plan_free_stages(&q);
+  free(c), free(fixed);
+  return st;
+}
+
 wh_status wh__plan_finish(wh_ctx *ctx, const wh__costing *x, const wh__config *best, const int *cut, double best_t,
                           const wh__config *second, double second_t, int feasible, int tried, wh_plan **out) {
   const wh_cluster *c = x->c;
@@ -594,6 +664,7 @@ wh_status wh__plan_finish(wh_ctx *ctx, const wh__costing *x, const wh__config *b
   p->n_segments = x->m->n;
   p->n_graph_nodes = x->m->n_graph_nodes;
   wh_status st = materialise(x, best, cut, p);
+  if (st == WH_OK && !x->fixed_shares) st = common_shares(x, best, cut, p);
   p->n_devices = c->n;
   p->dev_kind = malloc(sizeof(*p->dev_kind) * (size_t)c->n);
   p->dev_node = malloc(sizeof(int) * (size_t)c->n);

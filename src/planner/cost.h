@@ -26,7 +26,8 @@ typedef struct {
 /* range queries over the segment chain: prefix sums and sparse tables, O(1) each */
 typedef struct {
   int n, lg;
-  double *param, *act, *tpp, *tpc, *outb, *flops, *tpflops, *tpa; /* prefix sums, [n+1] */
+  double *param, *act, *outb, *flops;  /* prefix sums, [n+1] */
+  double *tpp, *tpc, *tpflops, *tpa, *tpn; /* per sharding level (planner.h), prefix sums, [WH_TP_LEVELS][n+1] */
   double *peak, *actmax;                                   /* sparse tables, [lg][n] */
 } wh__ranges;
 

@@ -30,11 +30,20 @@ static int is_leaf(const wh_graph *g, int32_t v) { return g->values[v].producer 
 
 static int is_conversion(int op) { return op == WH_OP_TP_ALLREDUCE || op == WH_OP_TP_ALLGATHER || op == WH_OP_TP_SLICE; }
 
-/* Operator sharding of g as the partitioner would run it at tp 2: per segment, the per-sample
- * FLOPs of the nodes whose work splits, the bytes of the all-reduces and all-gathers it inserts
- * (charged to the segment of the node that needs them), and the parameters and saved activations
- * it splits. A graph it cannot shard gets nothing split. */
-static void tp_analysis(const wh_graph *g, wh__model *m, const int *param_seg, const int *used_by_bwd) {
+/* Synchronous collectives a sharded node makes: a conversion one, the sharded cross-entropy two
+ * (the rows' maxima, then their sums) forward and backward alike. */
+static int collectives(int op) {
+  if (op == WH_OP_TP_ALLREDUCE || op == WH_OP_TP_ALLGATHER) return 1;
+  if (op == WH_OP_TP_CROSS_ENTROPY || op == WH_OP_TP_CROSS_ENTROPY_GRAD) return 2;
+  return 0;
+}
+
+/* Operator sharding of g as the partitioner would run it at degree tp (level k): per segment, the
+ * per-sample FLOPs of the nodes whose work splits, the bytes and the number of the all-reduces and
+ * all-gathers it inserts (charged to the segment of the node that needs them), and the parameters
+ * and saved activations it splits. A graph it cannot shard at that degree gets nothing split. */
+static void tp_analysis(const wh_graph *g, wh__model *m, const int *param_seg, const int *used_by_bwd, int k) {
+  int tp = 2 << k;
   wh__program p;
   wh__layout *lay = NULL;
   int counts[3];
@@ -44,40 +53,43 @@ static void tp_analysis(const wh_graph *g, wh__model *m, const int *param_seg, c
     free(split);
     return;
   }
-  if (wh__program_shard(g, &p, 2, 0, &lay, counts, msg, sizeof msg) != WH_OK) {
+  if (wh__program_shard(g, &p, tp, 0, &lay, counts, msg, sizeof msg) != WH_OK) {
     wh__program_free(&p);
     free(split);
     return;
   }
   int gi = 0;
-  double pending = 0;
+  double pending = 0, pending_n = 0;
   for (int j = 0; j < p.n_nodes && gi < m->n_items; j++) {
     const wh__node *nd = &p.nodes[j];
     if (is_conversion(nd->op)) {
       if (nd->op != WH_OP_TP_SLICE) {
         const wh__value *o = &p.values[nd->out];
         pending += (double)(wh__numel(&o->shape, 2) - wh__numel(&o->shape, 1)) * (double)wh__dtype_size(o->dtype);
+        pending_n += collectives(nd->op);
       }
       continue;
     }
     const wh__item *it = &m->item[gi];
     int s = it->seg, sp = nd->out >= 0 && lay[nd->out].kind != WH_LAY_R;
-    for (int k = 0; k < nd->n_in; k++) sp |= lay[nd->in[k]].kind == WH_LAY_S;
+    for (int q = 0; q < nd->n_in; q++) sp |= lay[nd->in[q]].kind == WH_LAY_S;
     if (sp) split[s] += it->f[1];
-    m->seg[s].tp_comm_bytes += pending;
-    pending = 0;
+    m->seg[s].tp_comm_bytes[k] += pending;
+    m->seg[s].tp_colls[k] += pending_n + (it->upd ? 0 : collectives(nd->op));
+    pending = pending_n = 0;
     const wh__node *gn = &g->nodes[gi];
     if (gn->phase == WH_PHASE_FORWARD && gn->out >= 0 && used_by_bwd[gn->out] && lay[gn->out].kind == WH_LAY_S)
-      m->seg[s].tp_act_bytes += (double)(wh__numel(&g->values[gn->out].shape, 2) - wh__numel(&g->values[gn->out].shape, 1)) *
-                                (double)wh__dtype_size(g->values[gn->out].dtype);
+      m->seg[s].tp_act_bytes[k] += (double)(wh__numel(&g->values[gn->out].shape, 2) -
+                                            wh__numel(&g->values[gn->out].shape, 1)) *
+                                   (double)wh__dtype_size(g->values[gn->out].dtype);
     gi++;
   }
   for (int v = 0; v < g->n_values; v++)
     if (g->values[v].role == WH_ROLE_PARAM && lay[v].kind == WH_LAY_S && param_seg[v] >= 0)
-      m->seg[param_seg[v]].tp_param_bytes += vbytes(g, v, 1);
+      m->seg[param_seg[v]].tp_param_bytes[k] += vbytes(g, v, 1);
   for (int s = 0; s < m->n; s++) {
     double fl = m->seg[s].flops_fwd[1] + m->seg[s].flops_bwd[1];
-    m->seg[s].tp_fraction = fl > 0 ? split[s] / fl : 0;
+    m->seg[s].tp_fraction[k] = fl > 0 ? split[s] / fl : 0;
   }
   free(lay);
   free(split);
@@ -231,7 +243,7 @@ wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_
     else snprintf(sg->name, sizeof sg->name, "%s..%s", wh__ops[g->nodes[sg->first_node].op]->name,
                   wh__ops[g->nodes[sg->last_node].op]->name);
   }
-  tp_analysis(g, m, param_seg, used_by_bwd);
+  for (int k = 0; k < WH_TP_LEVELS; k++) tp_analysis(g, m, param_seg, used_by_bwd, k);
   free(last_fwd_use), free(seg_of), free(used_by_bwd), free(param_seg);
   return WH_OK;
 }

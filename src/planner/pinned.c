@@ -122,6 +122,7 @@ wh_status wh__planner_pin(wh__planner *pl, const wh_plan_layout *l, wh_plan **ou
       st = WH_ERR_OUT_OF_MEMORY;
     } else {
       st = wh__plan_finish(ctx, &x, &cf, cut, tt, &cf, WH__INF, 1, 0, out);
+      if (st == WH_OK) (*out)->shares_pinned = l->shares != NULL; /* the caller's rows: never rebalanced */
     }
   }
   free(cut), free(order);

@@ -69,6 +69,14 @@ struct wh_cluster {
 
 /* ---- the segment model of a graph: forward cut into a chain of segments */
 
+/* Operator-sharding degrees the model analyses: 2, 4, 8, 16 (a larger degree uses 16's analysis). */
+#define WH_TP_LEVELS 4
+static inline int wh__tp_level(int tp) {
+  int k = 0;
+  while (k < WH_TP_LEVELS - 1 && (2 << k) < tp) k++;
+  return k;
+}
+
 typedef struct wh__segment {
   int first_node, last_node;  /* forward nodes [first, last] in graph order */
   char name[48];
@@ -79,11 +87,13 @@ typedef struct wh__segment {
   double act_bytes;           /* activations kept for backward, per sample */
   double peak_bytes;          /* transient working set of the segment, per sample */
   double out_bytes;           /* the tensor(s) crossing to the next segment, per sample */
-  /* operator sharding as the partitioner does it (the registry's sharding rules, at tp 2) */
-  double tp_fraction;         /* share of the per-sample compute (forward and backward) that splits */
-  double tp_comm_bytes;       /* bytes all-reduced or gathered per sample per step, forward and backward */
-  double tp_param_bytes;      /* parameters split */
-  double tp_act_bytes;        /* activations kept for backward that are split, per sample */
+  /* operator sharding as the partitioner does it (the registry's sharding rules), at each degree
+   * tp = 2 << level (wh__tp_level): heads that do not divide a degree do not split at it */
+  double tp_fraction[WH_TP_LEVELS];    /* share of the per-sample compute (forward and backward) that splits */
+  double tp_comm_bytes[WH_TP_LEVELS];  /* bytes all-reduced or gathered per sample per step, forward and backward */
+  double tp_param_bytes[WH_TP_LEVELS]; /* parameters split */
+  double tp_act_bytes[WH_TP_LEVELS];   /* activations kept for backward that are split, per sample */
+  double tp_colls[WH_TP_LEVELS];       /* synchronous collectives per micro-batch, forward and backward */
   int stage_hint;             /* stage scope index, -1 none */
 } wh__segment;
 
@@ -108,6 +118,11 @@ wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_
 void wh__model_free(wh__model *m);
 
 /* ---- cost model and search: cost.h */
+
+/* A deep copy of p (plan.c): *out owned, wh_plan_destroy it. */
+wh_status wh__plan_clone(const wh_plan *p, wh_plan **out);
+/* Free a plan's stages (plan.c), leaving the plan without any. */
+void wh__plan_free_stages(wh_plan *p);
 
 /* A prepared planner for costing many pinned layouts of one graph on one cluster (brute force). */
 typedef struct wh__planner wh__planner;

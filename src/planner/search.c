@@ -120,9 +120,11 @@ wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, co
     if (c->n % S) continue;
     if (o.stages && S != o.stages) continue;
     int gsize = c->n / S;
-    for (int m_ = 1; m_ <= 256 && m_ <= o.global_batch; m_ *= 2) {
+    /* micro-batch counts: the one asked for, else powers of two */
+    for (int m_ = o.micro_batches ? o.micro_batches : 1; m_ <= (o.micro_batches ? o.micro_batches : 256) &&
+                                                         m_ <= o.global_batch;
+         m_ = o.micro_batches ? m_ + 1 : 2 * m_) {
       if (o.global_batch % m_) continue;
-      if (o.micro_batches && m_ != o.micro_batches) continue;
       if (!o.micro_batches && g->micro_batches && S > 1 && m_ != g->micro_batches) continue;
       if (S == 1 && m_ > 1 && !o.micro_batches) continue; /* accumulation only when asked */
       for (int sched = 0; sched < 2; sched++) {
@@ -135,10 +137,10 @@ wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, co
           for (int z = 0; z < 2; z++) {
             if (rc && !o.allow_recompute) continue;
             if ((pr.hint_rep && gsize / tp != pr.hint_rep) || (pr.hint_tp && tp != pr.hint_tp)) continue;
-            /* ZeRO-1: as asked, or (zero1 < 0) tried where it runs - data parallel without
-             * pipeline or sharding - and kept only when it is faster or alone fits (ties keep the
-             * plain all-reduce, tried first) */
-            if (o.zero1 >= 0 ? z != (o.zero1 != 0) : z && (S > 1 || tp > 1 || gsize < 2)) continue;
+            /* ZeRO-1: as asked, or (zero1 < 0) tried where it runs - two replicas or more,
+             * without a pipeline, with or without sharding - and kept only when it is faster or
+             * alone fits (ties keep the plain all-reduce, tried first) */
+            if (o.zero1 >= 0 ? z != (o.zero1 != 0) : z && (S > 1 || gsize / tp < 2)) continue;
             wh__config cf = {S, m_, tp, rc, z, (wh__schedule)sched, o.even_shares, o.even_layers};
             tried++;
             double tt = partition_chain(&x, &cf, cut);
@@ -157,7 +159,12 @@ wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, co
     }
   }
   if (!cut || !best_cut) st = WH_ERR_OUT_OF_MEMORY;
-  else if (best_t >= WH__INF) {
+  else if (tried == 0) {
+    wh__ctx_set_error(ctx, "wh_plan_create: no configuration matches the options and hints (stages %d, micro-batches "
+                           "%d of a global batch of %lld, %d devices)",
+                      o.stages, o.micro_batches, (long long)o.global_batch, c->n);
+    st = WH_ERR_INVALID_ARGUMENT;
+  } else if (best_t >= WH__INF) {
     wh__ctx_set_error(ctx, "wh_plan_create: no plan fits: %d configurations tried, none within every device's memory "
                            "(model: %.2f GB of parameters; largest device %.1f GiB)",
                       tried, m->param_bytes / 1e9, c->dev[pr.order[0]].mem_bytes / 1073741824.0);

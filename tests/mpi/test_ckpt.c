@@ -65,7 +65,9 @@ static int run(const sc_model *m, const layout *L, const char *from, int first, 
     pl.stages = L->stages, pl.tp = L->tp, pl.zero1 = L->zero1, pl.micro_batches = L->micro;
     pl.schedule = WH_SCHEDULE_1F1B;
     p = sc_pinned(m, L->ranks, &pl, &cl);
-    so.plan = p, so.comm = c, so.deterministic = L->det;
+    /* the plan's shares throughout: rebalancing by measured speeds moves rows between replicas at
+     * moments that depend on timing, and a bitwise repeat needs the same rows every time */
+    so.plan = p, so.comm = c, so.deterministic = L->det, so.rebalance = 0;
   }
   wh_session *s;
   CHECK(wh_session_create(ctx, m->g, &so, &s));

@@ -132,6 +132,28 @@ static int count_in_parts(const wh__program *p, int op, int mb) {
   return k;
 }
 
+/* Every overlapped all-reduce is started, then waited for before its sum is read, in every part
+ * that runs it, and something runs in between in at least one of them (the point of starting it early). */
+static int starts_waited(const wh__program *p, int need_between) {
+  int between = 0;
+  for (int j = 0; j < p->n_parts; j++) {
+    const wh__part *pt = &p->parts[j];
+    for (int q = 0; q < pt->n; q++) {
+      const wh__node *st = &p->nodes[p->order[pt->first + q]];
+      if (st->op != WH_OP_TP_ALLREDUCE_START) continue;
+      int waited = 0;
+      for (int k = q + 1; k < pt->n && !waited; k++) {
+        const wh__node *nd = &p->nodes[p->order[pt->first + k]];
+        if (nd->op == WH_OP_TP_WAIT && nd->in[0] == st->out) waited = 1, between |= k > q + 1;
+        for (int i = 0; !waited && i < nd->n_in; i++)
+          if (nd->in[i] == st->out) return 0; /* read before the wait */
+      }
+      if (!waited) return 0;
+    }
+  }
+  return between || !need_between;
+}
+
 static int runs_in(const wh__node *n, int eval) { return !eval || n->phase == WH_PHASE_FORWARD; }
 
 /* Run every rank's schedule together: a send posts its message (rank, peer, tag, bytes), a receive
@@ -167,7 +189,9 @@ static int simulate(const world *w, int eval, char *why, size_t cap) {
         if (nd->op == WH_OP_SEND || nd->op == WH_OP_RECV) {
           int tag = (int)(nd->ia[2] + (nd->ia[3] ? pt->mb : 0)), peer = (int)nd->ia[1];
           int32_t v = nd->op == WH_OP_SEND ? nd->in[0] : nd->out;
-          int64_t bytes = wh__numel(&p->values[v].shape, 1);
+          /* the elements it moves: rows of a batch, or all of it at this rank's batch */
+          int64_t bytes = nd->n_ia >= 7 && nd->ia[6] >= 0 ? wh__numel(&p->values[v].shape, 1) * (nd->ia[6] - nd->ia[5])
+                                                         : wh__numel(&p->values[v].shape, p->place.batch);
           if (nd->op == WH_OP_SEND) {
             if (nm == cap_m) break;
             ms[nm++] = (msg){r, peer, tag, 0, bytes};
@@ -322,6 +346,50 @@ static void pipelines(const void *arg) {
     }
     free_all(&w);
   }
+  /* the stages give their replicas different rows (and one none): activations move as the rows two
+   * replicas have in common */
+  static const int64_t crossed[2][4] = {{2, 4, 4, 2}, {0, 6, 3, 3}};
+  model untied = build(0);
+  for (int c = 0; c < 2; c++) {
+    wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
+    l.stages = 2, l.micro_batches = 4, l.shares = crossed[c];
+    if (!partition_all(&untied, 4, &l, &w, 0)) continue;
+    int sliced = 0;
+    for (int r = 0; r < 4; r++)
+      for (int i = 0; i < w.p[r].n_nodes; i++)
+        sliced += w.p[r].nodes[i].op == WH_OP_SEND && w.p[r].nodes[i].n_ia >= 7 && w.p[r].nodes[i].ia[6] >= 0 &&
+                  w.p[r].nodes[i].ia[6] - w.p[r].nodes[i].ia[5] < w.p[r].place.share;
+    EXPECT(sliced > 0 && simulate(&w, 0, why, sizeof why) && simulate(&w, 1, why, sizeof why),
+           "DP 2 x PP 2, shares %lld/%lld then %lld/%lld: %d sends of part of a replica's rows; the schedules run "
+           "together: %s", (long long)crossed[c][0], (long long)crossed[c][1], (long long)crossed[c][2],
+           (long long)crossed[c][3], sliced, why);
+    free_all(&w);
+  }
+  wh_graph_destroy(untied.g);
+  {
+    /* the tied weight's gradient crosses the stages without a batch axis: every rank refuses alike */
+    wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
+    l.stages = 2, l.micro_batches = 4, l.shares = crossed[0];
+    wh_cluster *c;
+    wh_plan *pl;
+    wh_cluster_create(ctx, &c);
+    wh_cluster_add(c, "CPU", 0, 4);
+    CHECK(wh_plan_create_pinned(ctx, m.g, c, B, &l, &pl));
+    int refused = 0;
+    char first[512] = "", msg[512];
+    for (int r = 0; r < 4; r++) {
+      wh__program p;
+      if (wh__partition(m.g, pl, r, 4, 0, 0, 0, &p, msg, sizeof msg) == WH_OK) {
+        wh__program_free(&p);
+        continue;
+      }
+      refused += r == 0 ? (snprintf(first, sizeof first, "%s", msg), 1) : strcmp(first, msg) == 0;
+    }
+    EXPECT(refused == 4 && strstr(first, "same shares"), "crossed shares with a tied weight: %d of 4 ranks refuse alike: %s",
+           refused, first);
+    wh_plan_destroy(pl);
+    wh_cluster_destroy(c);
+  }
   /* a broken schedule is caught: drop rank 1's first receive */
   wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
   l.stages = 2;
@@ -352,7 +420,8 @@ static void sharding(const void *arg) {
       const wh__program *p = &w.p[r];
       ok &= p->n_splits == 4 && p->splits[0].group == WH_GROUP_TP && p->splits[2].group == WH_GROUP_DP &&
             p->splits[1].ranks[0] == 2 && p->splits[3].ranks[1] == 3 && p->lay != NULL &&
-            p->place.shard == r % 2 && p->place.replica == r / 2 && count_op(p, WH_OP_TP_ALLREDUCE) > 0;
+            p->place.shard == r % 2 && p->place.replica == r / 2 && count_op(p, WH_OP_TP_ALLREDUCE_START) > 0 &&
+            starts_waited(p, 1);
     }
     EXPECT(ok, "DP 2 x TP 2: groups, places and the sharding rewrite on every rank");
     free_all(&w);
@@ -383,7 +452,7 @@ static void sharding(const void *arg) {
     for (int r = 0; r < n; r++) {
       const wh__program *p = &w.p[r];
       ok &= p->place.tp == 2 && p->place.stage == r / (2 * dp) && p->place.shard == r % 2 &&
-            count_op(p, WH_OP_TP_ALLREDUCE) > 0 && p->n_splits == 2 * dp + (dp > 1 ? 4 : 0);
+            count_op(p, WH_OP_TP_ALLREDUCE_START) > 0 && starts_waited(p, 0) && p->n_splits == 2 * dp + (dp > 1 ? 4 : 0);
       for (int i = 0; i < p->n_nodes; i++)
         if (p->nodes[i].op == WH_OP_SEND || p->nodes[i].op == WH_OP_RECV) ok &= p->nodes[i].ia[1] % 2 == r % 2;
     }
