@@ -299,6 +299,7 @@ static long slurp(const char *path, unsigned char **out) {
   fseek(f, 0, SEEK_SET);
   *out = malloc((size_t)n + 1);
   if (fread(*out, 1, (size_t)n, f) != (size_t)n) n = -1;
+  (*out)[n > 0 ? n : 0] = 0; /* the log is parsed as text */
   fclose(f);
   return n;
 }
@@ -543,7 +544,13 @@ static void kill_writer(const void *arg) {
     EXPECT(st == WH_OK && (info.step == done || (info.step == begun && begun == done + 1)),
            "trial %d: the last save done was step %d (step %d begun), the checkpoint found: %s step %lld (%s)", t, done,
            begun, wh_status_str(st), (long long)info.step, wh_last_error(ctx));
-    if (st != WH_OK) continue;
+    if (st != WH_OK || !(info.step == done || info.step == begun)) {
+      char cmd[2000];
+      snprintf(cmd, sizeof cmd, "echo '--- %s:'; tail -4 '%s'; ls -la --time-style=full-iso '%s' '%s'/*; cat '%s/latest'",
+               dir, lp, dir, dir, dir);
+      if (system(cmd) != 0) fprintf(stderr, "could not list %s\n", dir);
+      continue;
+    }
     took_new += info.step == begun && begun > done;
     /* it loads, equals a run of as many steps, and training and saving go on from it */
     wh_session *s = session(&m), *r = session(&m);
