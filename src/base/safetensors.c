@@ -123,6 +123,10 @@ done:
 
 /* ================================================================== reading */
 
+static int cmp_key(const void *a, const void *b) {
+  return strcmp((*(const wh__st_entry *const *)a)->key, (*(const wh__st_entry *const *)b)->key);
+}
+
 static int cmp_begin(const void *a, const void *b) {
   const wh__st_entry *x = a, *y = b;
   return x->begin < y->begin ? -1 : x->begin > y->begin;
@@ -245,13 +249,26 @@ wh_status wh__st_parse(const char *buf, size_t len, uint64_t file_bytes, wh__st_
       st = say(msg, cap, WH_ERR_CORRUPT, "the tensors cover %" PRIu64 " bytes of data, the file holds %" PRIu64, at,
                out->data_bytes);
   }
+  if (st == WH_OK) { /* lookups by key in O(log n) */
+    if (!(out->by_key = malloc(sizeof(wh__st_entry *) * ((size_t)out->n + 1)))) {
+      st = say(msg, cap, WH_ERR_OUT_OF_MEMORY, "out of memory parsing a header");
+    } else {
+      for (int i = 0; i < out->n; i++) out->by_key[i] = &out->e[i];
+      qsort(out->by_key, (size_t)out->n, sizeof(wh__st_entry *), cmp_key);
+    }
+  }
   if (st != WH_OK) wh__st_free(out);
   return st;
 }
 
 const wh__st_entry *wh__st_find(const wh__st_file *f, const char *key) {
-  for (int i = 0; i < f->n; i++)
-    if (!strcmp(f->e[i].key, key)) return &f->e[i];
+  int lo = 0, hi = f->n - 1;
+  while (f->by_key && lo <= hi) {
+    int mid = lo + (hi - lo) / 2, c = strcmp(f->by_key[mid]->key, key);
+    if (c == 0) return f->by_key[mid];
+    if (c < 0) lo = mid + 1;
+    else hi = mid - 1;
+  }
   return NULL;
 }
 
@@ -266,5 +283,6 @@ const char *wh__st_meta(const wh__st_file *f, const char *key) {
 void wh__st_free(wh__st_file *f) {
   json_object_put(f->root);
   free(f->e);
+  free(f->by_key);
   memset(f, 0, sizeof *f);
 }

@@ -42,6 +42,7 @@ typedef struct wh__st_file {
   wh__st_entry *e;
   int n;
   uint64_t data_bytes; /* bytes of data after the header */
+  const wh__st_entry **by_key; /* the entries in key order, for wh__st_find */
 } wh__st_file;
 
 /* Parse and check the header text buf[0..len) of a file of file_bytes bytes in all (prefix and

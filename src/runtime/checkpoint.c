@@ -39,6 +39,7 @@
 #define MAX_META ((size_t)16 << 20) /* the host's blob */
 #define MAX_INDEX ((size_t)256 << 20)
 #define PATH_CAP 4096
+#define MAX_RUNS ((int64_t)1 << 22) /* runs of a tensor's slices: real layouts have far fewer */
 #define NAME_CAP 64
 
 static wh_status fail(wh_ctx *ctx, wh_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -103,6 +104,10 @@ static void push(runs *o, int64_t w, int64_t n, int64_t l) {
       p->n += n;
       return;
     }
+  }
+  if (o->n >= MAX_RUNS) { /* an index slicing a tensor finer than any layout does */
+    o->oom = 1;
+    return;
   }
   if (o->n == o->cap) {
     int64_t cap = o->cap ? 2 * o->cap : 8;
@@ -1295,16 +1300,6 @@ static wh_status read_index(wh_ctx *ctx, const char *who, cindex *x) {
     /* the slices tile the tensor (or no rank held it): disjoint and as many elements as it has */
     if (t->nsl > 0 && covered != numel)
       BAD("tensor '%.200s': its slices hold %lld of its %lld elements", tname, (long long)covered, (long long)numel);
-    if (t->nsl > 1) {
-      runs *r = calloc((size_t)t->nsl, sizeof(runs));
-      int bad = !r;
-      for (int k = 0; !bad && k < t->nsl; k++) bad = runs_of(t->d, t->nd, &t->sl[k].d, &r[k]) != WH_OK;
-      for (int a = 0; !bad && a < t->nsl; a++)
-        for (int b = a + 1; !bad && b < t->nsl; b++) bad = meet(&r[a], &r[b], NULL, NULL) != 0 ? 2 : 0;
-      for (int k = 0; r && k < t->nsl; k++) free(r[k].r);
-      free(r);
-      if (bad) BAD("tensor '%.200s': its slices %s", tname, bad == 2 ? "overlap" : "could not be checked (out of memory)");
-    }
   }
   st = WH_OK;
 done:
@@ -1502,7 +1497,35 @@ static const char *dims_str(const int64_t *d, int nd, char *buf, size_t cap) {
   return buf;
 }
 
-/* The index's tensors against the graph's parameters and optimizer state, both ways. */
+static int cmp_run(const void *a, const void *b) {
+  const run *x = a, *y = b;
+  return x->w < y->w ? -1 : x->w > y->w;
+}
+
+/* Whether t's slices are disjoint (their element counts already add up to the tensor's): all
+ * their runs sorted, none reaching into the next. 0 disjoint, 1 overlapping, 2 out of memory or
+ * sliced too finely to check. */
+static int slices_overlap(const itensor *t) {
+  runs all = {0}, one = {0};
+  int bad = 0;
+  for (int k = 0; k < t->nsl && !bad; k++) {
+    if (runs_of(t->d, t->nd, &t->sl[k].d, &one) != WH_OK) bad = 2;
+    for (int64_t i = 0; !bad && i < one.n; i++) {
+      if (all.n >= MAX_RUNS) bad = 2;
+      else push(&all, one.r[i].w, one.r[i].n, (int64_t)k << 40 | all.n); /* l: never merges two slices' runs */
+      if (all.oom) bad = 2;
+    }
+  }
+  if (!bad) {
+    qsort(all.r, (size_t)all.n, sizeof(run), cmp_run);
+    for (int64_t i = 1; i < all.n && !bad; i++) bad = all.r[i].w < all.r[i - 1].w + all.r[i - 1].n;
+  }
+  free(all.r), free(one.r);
+  return bad;
+}
+
+/* The index's tensors against the graph's parameters and optimizer state, both ways; then each
+ * tensor's slices checked to tile it (its shape now the graph's). */
 static wh_status match_graph(wh_session *s, const char *who, cindex *x, char **names) {
   wh_graph *g = s->g;
   wh_ctx *ctx = s->ctx;
@@ -1536,6 +1559,12 @@ static wh_status match_graph(wh_session *s, const char *who, cindex *x, char **n
     if (x->t[i].v < 0)
       return fail(ctx, WH_ERR_NOT_FOUND, "%s: '%s' holds tensor '%s', which this graph lacks: a checkpoint of another "
                   "graph or optimizer?", who, x->dir, x->t[i].name);
+  for (int i = 0; i < x->nt; i++) {
+    int bad = x->t[i].nsl > 1 ? slices_overlap(&x->t[i]) : 0;
+    if (bad)
+      return fail(ctx, bad == 1 ? WH_ERR_CORRUPT : WH_ERR_OUT_OF_MEMORY, "%s: '%s/%s': tensor '%s': its slices %s", who,
+                  x->dir, INDEX_FILE, x->t[i].name, bad == 1 ? "overlap" : "are too many to check (out of memory)");
+  }
   return WH_OK;
 }
 

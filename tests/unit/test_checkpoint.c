@@ -27,6 +27,8 @@
 #include "src/base/crc32c.h"
 #include "src/base/safetensors.h"
 
+#include <json-c/json.h>
+
 #define B 8
 #define STEPS 20
 #define DIMS(...) (int64_t[]){__VA_ARGS__}
@@ -401,6 +403,70 @@ static void damage(const void *arg) {
   wh_graph_destroy(m.g);
 }
 
+/* Rewrite the index's slices of tensor `name` as n flat windows lo[i]..hi[i] of its one file, with
+ * a valid checksum: what the format allows but no writer makes. */
+static void reslice(const char *index, const char *name, int n, const int64_t *lo, const int64_t *hi) {
+  json_object *root = json_object_from_file(index), *tensors, *t, *sl;
+  CHECK(root && json_object_object_get_ex(root, "tensors", &tensors) && json_object_object_get_ex(tensors, name, &t) &&
+                json_object_object_get_ex(t, "slices", &sl)
+            ? WH_OK
+            : WH_ERR_CORRUPT);
+  json_object *first = json_object_get(json_object_array_get_idx(sl, 0)), *arr = json_object_new_array();
+  for (int i = 0; i < n; i++) {
+    json_object *c = NULL, *fl = json_object_new_array();
+    json_object_deep_copy(first, &c, NULL);
+    json_object_array_add(fl, json_object_new_int64(lo[i]));
+    json_object_array_add(fl, json_object_new_int64(hi[i]));
+    json_object_object_add(c, "flat", fl);
+    json_object_array_add(arr, c);
+  }
+  json_object_put(first);
+  json_object_object_add(t, "slices", arr);
+  json_object_object_add(root, "index_crc32c", json_object_new_string("00000000"));
+  char *text = strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
+  char *z = strstr(text, "\"index_crc32c\":\"00000000\"") + strlen("\"index_crc32c\":\"");
+  char hx[9];
+  snprintf(hx, sizeof hx, "%08x", wh__crc32c(0, text, strlen(text)));
+  memcpy(z, hx, 8);
+  spit(index, (const unsigned char *)text, strlen(text));
+  free(text);
+  json_object_put(root);
+}
+
+/* An index whose checksum holds but whose slices do not tile a tensor: refused by name. */
+static void bad_slices(const void *arg) {
+  (void)arg;
+  char dir[300], index[400];
+  dir_for(dir, sizeof dir, "slices");
+  tmodel m = build(M_ADAM, 16);
+  wh_session *s = session(&m);
+  EXPECT_OK(wh_checkpoint_save(s, dir, NULL));
+  snprintf(index, sizeof index, "%s/step-00000000/model.safetensors.index.json", dir);
+  unsigned char *orig;
+  long n = slurp(index, &orig);
+  const int64_t lo1[] = {0, 8}, hi1[] = {10, 16}; /* l1.b has 16 elements: these hold 18 */
+  const int64_t lo2[] = {0, 6}, hi2[] = {10, 12};  /* 16, but [6, 10) twice and [12, 16) never */
+  reslice(index, "l1.b", 2, lo1, hi1);
+  EXPECT(wh_checkpoint_load(s, dir, NULL, 0, NULL) == WH_ERR_CORRUPT && strstr(wh_last_error(ctx), "'l1.b'") &&
+             strstr(wh_last_error(ctx), "18 of its 16"),
+         "slices holding more elements than the tensor: %s", wh_last_error(ctx));
+  spit(index, orig, (size_t)n);
+  reslice(index, "l1.b", 2, lo2, hi2);
+  EXPECT(wh_checkpoint_load(s, dir, NULL, 0, NULL) == WH_ERR_CORRUPT && strstr(wh_last_error(ctx), "'l1.b'") &&
+             strstr(wh_last_error(ctx), "overlap"),
+         "overlapping slices: %s", wh_last_error(ctx));
+  const int64_t lo3[] = {0}, hi3[] = {17};
+  spit(index, orig, (size_t)n);
+  reslice(index, "l1.b", 1, lo3, hi3);
+  EXPECT(wh_checkpoint_load(s, dir, NULL, 0, NULL) == WH_ERR_CORRUPT && strstr(wh_last_error(ctx), "'l1.b'"),
+         "a slice past the tensor's end: %s", wh_last_error(ctx));
+  spit(index, orig, (size_t)n);
+  EXPECT_OK(wh_checkpoint_load(s, dir, NULL, 0, NULL));
+  free(orig);
+  wh_session_destroy(s);
+  wh_graph_destroy(m.g);
+}
+
 /* Another graph, other shapes, another optimizer: refused by name, the session unchanged. */
 static void foreign(const void *arg) {
   (void)arg;
@@ -607,6 +673,7 @@ static const wt_case cases[] = {
     {"meta_find_keep", meta_and_find, NULL},
     {"damage", damage, NULL},
     {"foreign", foreign, NULL},
+    {"bad_slices", bad_slices, NULL},
     {"header_fuzz", header_fuzz, NULL},
     {"kill_writer", kill_writer, NULL},
 };
