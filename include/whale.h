@@ -464,7 +464,8 @@ typedef struct wh_checkpoint_options {
 
 #define WH_CHECKPOINT_OPTIONS_INIT {sizeof(wh_checkpoint_options), NULL, 0, 2}
 
-/* Save s's state into DIR (created if missing; its parent must exist) as step-<steps>. Collective
+/* Save s's state into DIR (created if missing; its parent must exist; the same directory for every
+ * rank: one machine or a shared file system) as step-<steps>. Collective
  * over a distributed session's communicator: every rank calls it, and every rank returns the same
  * status (a rank's failure is reported by all, with its message). opts may be NULL. */
 WH_API wh_status wh_checkpoint_save(wh_session *s, const char *dir, const wh_checkpoint_options *opts);
