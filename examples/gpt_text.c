@@ -4,7 +4,7 @@
  *
  *   gpt_text [--layers N] [--heads N] [--width N] [--context N] [--batch N] [--steps N]
  *            [--lr X] [--data DIR] [--eval-every N] [--sample N] [--recompute 0|1] [--cluster FILE]
- *            [--stages N] [--micro N] [--schedule gpipe|1f1b] [--tp N]
+ *            [--stages N] [--micro N] [--schedule gpipe|1f1b] [--tp N] [--checkpoint DIR] [--every N]
  *
  * Under mpirun (or any launcher wh_launch_detect knows) it trains across the ranks: libwhale plans
  * the step on a cluster of the ranks (from --cluster FILE, or this machine probed by rank 0 and
@@ -15,6 +15,11 @@
  * (Megatron-style column/row splits of each block's products, by heads in attention) with data
  * parallelism over the replicas. At the end the cost model's predicted step is printed
  * beside the measured median, with a RESULT line.
+ *
+ * --checkpoint DIR saves the whole training state (parameters, AdamW moments, the step, the data
+ * sampler's position) into DIR every --every N steps (default: at each evaluation) and at the
+ * end; a job started with a DIR that holds a checkpoint resumes from it, on however many ranks it
+ * now has: the planner plans for the cluster of this launch and every rank loads its part.
  */
 #include <dirent.h>
 #include <math.h>
@@ -34,9 +39,9 @@ static int rank0 = 1; /* only rank 0 prints */
 
 typedef struct {
   int layers, heads, width, context, batch, steps, eval_every, sample, recompute;
-  int stages, micro, schedule, tp;
+  int stages, micro, schedule, tp, every;
   float lr;
-  const char *data, *cluster;
+  const char *data, *cluster, *checkpoint;
 } config;
 
 static double now(void) {
@@ -190,7 +195,8 @@ static float eval_loss(wh_ctx *ctx, wh_session *s, const gpt_model *m, const uns
 }
 
 int main(int argc, char **argv) {
-  config c = {4, 4, 128, 64, 16, 600, 100, 300, 0, 1, 0, WH_SCHEDULE_1F1B, 1, 3e-3f, "/usr/share/games/fortunes", NULL};
+  config c = {4, 4, 128, 64, 16, 600, 100, 300, 0, 1, 0, WH_SCHEDULE_1F1B, 1, 0, 3e-3f, "/usr/share/games/fortunes", NULL,
+              NULL};
   for (int i = 1; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
     if (!strcmp(k, "--layers")) c.layers = atoi(v);
@@ -208,6 +214,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--stages")) c.stages = atoi(v);
     else if (!strcmp(k, "--micro")) c.micro = atoi(v);
     else if (!strcmp(k, "--tp")) c.tp = atoi(v);
+    else if (!strcmp(k, "--checkpoint")) c.checkpoint = v;
+    else if (!strcmp(k, "--every")) c.every = atoi(v);
     else if (!strcmp(k, "--schedule") && (!strcmp(v, "gpipe") || !strcmp(v, "1f1b")))
       c.schedule = !strcmp(v, "gpipe") ? WH_SCHEDULE_GPIPE : WH_SCHEDULE_1F1B;
     else {
@@ -345,6 +353,33 @@ int main(int argc, char **argv) {
       (long long)ms.inplace_ops, c.recompute ? "on" : "off", (double)ms.arena_bytes / 1e6,
       c.recompute ? "off" : "on", (double)other.arena_bytes / 1e6);
 
+  /* resume: the state the last complete checkpoint holds, whatever layout saved it */
+  int first = 1;
+  if (c.every <= 0) c.every = c.eval_every;
+  if (c.checkpoint) {
+    wh_checkpoint_info info = WH_CHECKPOINT_INFO_INIT;
+    wh_status st = wh_checkpoint_find(ctx, c.checkpoint, &info);
+    if (st == WH_OK) {
+      uint64_t cursor = 0;
+      size_t mb = 0;
+      CHECK(wh_checkpoint_load(s, c.checkpoint, &cursor, sizeof cursor, &mb));
+      if (mb != sizeof cursor) {
+        fprintf(stderr, "%s: the checkpoint's metadata is %zu bytes, not this program's sampler position\n",
+                c.checkpoint, mb);
+        return 1;
+      }
+      rng_state = cursor;
+      first = (int)wh_session_steps(s) + 1;
+      say("resumed from %s/%s at step %lld (saved by %d rank%s, %s); this run: %d rank%s\n", c.checkpoint, info.name,
+          (long long)info.step, info.ranks, info.ranks > 1 ? "s" : "", info.layout, dist ? wh_comm_size(comm) : 1,
+          dist ? "s" : "");
+    } else if (st == WH_ERR_NOT_FOUND) {
+      say("checkpoint: none in %s yet, training from the start; saving every %d steps\n", c.checkpoint, c.every);
+    } else {
+      CHECK(st);
+    }
+  }
+
   int T = c.context;
   int32_t *tok = malloc(sizeof(int32_t) * (size_t)(c.batch * T)), *tgt = malloc(sizeof(int32_t) * (size_t)(c.batch * T));
   double t0 = now(), tlast = t0, sum = 0;
@@ -352,7 +387,7 @@ int main(int argc, char **argv) {
   float vloss = 0;
   double *step_t = malloc(sizeof(double) * (size_t)c.steps), comm_busy = 0, comm_exposed = 0;
   int rebalances = 0;
-  for (int step = 1; step <= c.steps; step++) {
+  for (int step = first; step <= c.steps; step++) {
     /* every rank draws the same batch: a distributed session takes the global batch */
     fill_batch(train, ntrain, c.batch, T, tok, tgt);
     CHECK(wh_session_feed(s, m.tokens, tok, sizeof(int32_t) * (size_t)(c.batch * T)));
@@ -361,9 +396,9 @@ int main(int argc, char **argv) {
     wh_comm_stats cs = WH_COMM_STATS_INIT;
     CHECK(wh_session_comm_stats(s, &cs, 1)); /* count the steps' communication only, not evaluation's */
     CHECK(wh_session_step(s));
-    step_t[step - 1] = now() - ts;
+    step_t[step - first] = now() - ts;
     CHECK(wh_session_comm_stats(s, &cs, 1));
-    if (step > (c.steps > 10 ? 5 : 0)) comm_busy += cs.busy_s, comm_exposed += cs.exposed_s;
+    if (step - first >= (c.steps - first + 1 > 10 ? 5 : 0)) comm_busy += cs.busy_s, comm_exposed += cs.exposed_s;
     if (plan) { /* the session moves rows between replicas when their measured speeds differ */
       int64_t sh[64];
       int nrb = 0;
@@ -379,22 +414,32 @@ int main(int argc, char **argv) {
     float l;
     CHECK(wh_session_fetch(s, m.loss, &l, sizeof l));
     sum += l, nsum++;
-    if (step % c.eval_every == 0 || step == c.steps || step == 1) {
+    if (step % c.eval_every == 0 || step == c.steps || step == first) {
       double tn = now();
       double tps = (double)nsum * c.batch * T / (tn - tlast);
       vloss = eval_loss(ctx, s, &m, val, nval, c.batch, T, 8, tok, tgt);
-      say("step %5d  train loss %.4f  val loss %.4f  %.0f tokens/s  (%.1f s)\n", step, sum / nsum, vloss, tps,
+      say("step %5d  train loss %.6f  val loss %.6f  %.0f tokens/s  (%.1f s)\n", step, sum / nsum, vloss, tps,
           tn - t0);
       fflush(stdout);
       sum = 0, nsum = 0;
       tlast = now();
     }
+    if (c.checkpoint && (step % c.every == 0 || step == c.steps)) {
+      /* the sampler's position goes with the state: a resumed run draws the batches this one would */
+      wh_checkpoint_options ko = WH_CHECKPOINT_OPTIONS_INIT;
+      ko.meta = &rng_state, ko.meta_bytes = sizeof rng_state;
+      double tc = now();
+      CHECK(wh_checkpoint_save(s, c.checkpoint, &ko));
+      say("checkpoint: step %d saved in %s (%.2f s)\n", step, c.checkpoint, now() - tc);
+      fflush(stdout);
+      tlast += now() - tc;
+    }
   }
   say("final validation loss %.4f nats/byte against the unigram baseline %.4f (%.0f%% of it)\n", vloss, h_unigram,
       100.0 * vloss / h_unigram);
-  if (plan) {
+  if (plan && c.steps - first >= 0) {
     /* the cost model against this run: the median step after the first few */
-    int skip = c.steps > 10 ? 5 : 0, n = c.steps - skip;
+    int ran = c.steps - first + 1, skip = ran > 10 ? 5 : 0, n = ran - skip;
     for (int i = 0; i < n; i++)
       for (int j = i + 1; j < n; j++)
         if (step_t[skip + j] < step_t[skip + i]) {
@@ -414,7 +459,7 @@ int main(int argc, char **argv) {
              part[1][0] && part[2][0] ? "x" : "", part[2], ns > 1 ? "_" : "", ns > 1 ? sch : "");
     say("RESULT costmodel_error_%s %.3f\n", tag, fabs(pred / med - 1));
     /* how much of the steps' communication ran behind compute on this rank */
-    int counted = c.steps - skip;
+    int counted = n > 0 ? n : 1;
     double hidden = comm_busy > 0 ? 1.0 - comm_exposed / comm_busy : 0;
     say("communication (rank 0): %.2f ms per step, %.2f ms of it waited for: %.0f%% hidden behind compute\n",
         1e3 * comm_busy / counted, 1e3 * comm_exposed / counted, 100 * hidden);

@@ -453,6 +453,67 @@ WH_API wh_status wh_session_save(const wh_session *s, const char *path);
 /* Load a saved graph; parameters saved with values start from those values. *out is owned. */
 WH_API wh_status wh_graph_load(wh_ctx *ctx, const char *path, wh_graph **out);
 
+/* ------------------------------------------------------------ checkpoints */
+/* The whole training state of a session - parameters, every optimizer state (Adam moments,
+ * momentum), the step count (which is the learning-rate schedule's position and dropout's
+ * randomness: both are functions of the step) and a blob of the host's (data cursor, epoch) - in
+ * safetensors files, crash-safe, loadable into any layout:
+ *
+ *   DIR/latest                                          names the last complete checkpoint
+ *   DIR/step-00000020/rank-00000-of-00004.safetensors   what rank 0 of 4 writes
+ *   DIR/step-00000020/model.safetensors.index.json      each tensor's dtype, logical shape and the
+ *                                                       slice each file holds, with checksums
+ *
+ * Each rank writes only the slices it is the one writer of (data-parallel replica 0, each shard of
+ * an operator-sharded parameter, each rank's ZeRO-1 range, each pipeline stage's parameters); no
+ * gather. A file is written under a temporary name, fsynced and renamed, its directory fsynced;
+ * the index follows, `latest` last: a save killed at any point leaves the previous checkpoint
+ * loadable. Every tensor slice, file header, the index and `latest` carry a CRC-32C: a flipped
+ * byte loads as WH_ERR_CORRUPT naming the tensor and the file. The format is
+ * docs/checkpoint.md; a rank file opens with the `safetensors` Python package. */
+
+typedef struct wh_checkpoint_options {
+  size_t struct_size;
+  const void *meta;  /* the host's blob, borrowed for the call; NULL: none */
+  size_t meta_bytes; /* at most 16 MiB */
+  int keep;          /* complete checkpoints kept in DIR, newest first, older ones removed; 0: all */
+} wh_checkpoint_options;
+
+#define WH_CHECKPOINT_OPTIONS_INIT {sizeof(wh_checkpoint_options), NULL, 0, 2}
+
+/* Save s's state into DIR (created if missing; its parent must exist; the same directory for every
+ * rank: one machine or a shared file system) as step-<steps>. Collective
+ * over a distributed session's communicator: every rank calls it, and every rank returns the same
+ * status (a rank's failure is reported by all, with its message). opts may be NULL. */
+WH_API wh_status wh_checkpoint_save(wh_session *s, const char *dir, const wh_checkpoint_options *opts);
+/* Load the checkpoint DIR/latest names (or DIR itself when it is a step directory) into s, whatever
+ * layout saved it: each rank reads the slices it needs for its own part. s must run the graph the
+ * checkpoint was saved from (same parameter and state names, dtypes and shapes: otherwise
+ * WH_ERR_NOT_FOUND or WH_ERR_SHAPE naming the tensor). The step count is restored; the host's blob
+ * is copied into meta (meta_cap bytes; a larger blob fails before anything is loaded) and its size
+ * into *meta_bytes (either may be NULL). Collective like the save. WH_ERR_NOT_FOUND when DIR holds
+ * no complete checkpoint. A mismatch or a corrupt index leaves s unchanged; a tensor failing its
+ * checksum (WH_ERR_CORRUPT) or an I/O error while reading leaves s's state partly loaded. */
+WH_API wh_status wh_checkpoint_load(wh_session *s, const char *dir, void *meta, size_t meta_cap,
+                                    size_t *meta_bytes);
+
+typedef struct wh_checkpoint_info {
+  size_t struct_size;
+  int64_t step;
+  int ranks;           /* of the session that saved it */
+  int files, tensors;
+  uint64_t data_bytes; /* tensor bytes over all files */
+  size_t meta_bytes;   /* the host's blob */
+  char name[64];       /* the step directory, e.g. "step-00000020" */
+  char layout[160];    /* the saving session's layout as rank 0 saw it, e.g. "4 ranks: 1 stage, ..." */
+} wh_checkpoint_info;
+
+#define WH_CHECKPOINT_INFO_INIT {sizeof(wh_checkpoint_info), 0, 0, 0, 0, 0, 0, "", ""}
+
+/* What the checkpoint of DIR (as wh_checkpoint_load finds it) holds, its index checked; no session
+ * needed. WH_ERR_NOT_FOUND when there is none. */
+WH_API wh_status wh_checkpoint_find(wh_ctx *ctx, const char *dir, wh_checkpoint_info *out);
+
 typedef enum wh_format { WH_FORMAT_TEXT = 0, WH_FORMAT_DOT = 1 } wh_format;
 /* A readable dump. *out is allocated by libwhale; release it with wh_free. */
 WH_API wh_status wh_graph_dump(const wh_graph *g, wh_format fmt, char **out);

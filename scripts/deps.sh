@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # deps.sh - install the Debian 12 packages libwhale needs, only those missing (idempotent).
 #   deps.sh build   compilers, meson, OpenBLAS, protobuf-c, json-c, Open MPI, zlib, the digits data
-#   deps.sh test    build + PyTorch and NumPy for the parity tests, valgrind
+#   deps.sh test    build + PyTorch and NumPy for the parity tests, valgrind, and a venv with PyPI's
+#                   safetensors (not packaged by Debian 12) for the checkpoint format test:
+#                   $WH_VENV, default ~/.cache/libwhale/venv (that test skips without it)
 set -euo pipefail
 profile=${1:-build}
 pkgs=(gcc libc6-dev pkg-config meson ninja-build libopenblas-dev libprotobuf-c-dev protobuf-c-compiler libjson-c-dev
       zlib1g-dev libopenmpi-dev openmpi-bin python3 python3-sklearn fortunes)
 if [ "$profile" = test ]; then
-  pkgs+=(python3-torch python3-numpy python3-cffi valgrind)
+  pkgs+=(python3-torch python3-numpy python3-cffi python3-venv valgrind)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -18,4 +20,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ "$profile" = test ]; then
+  venv=${WH_VENV:-$HOME/.cache/libwhale/venv}
+  if ! "$venv/bin/python" -c 'import safetensors' 2>/dev/null; then
+    echo "making $venv with safetensors (PyPI)"
+    { /usr/bin/python3 -m venv --system-site-packages "$venv" && "$venv/bin/pip" install -q safetensors; } ||
+      echo "warning: no safetensors venv in $venv: the checkpoint format test will skip" >&2
+  fi
 fi

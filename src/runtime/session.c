@@ -473,8 +473,9 @@ static const void *param_data(const void *arg, int32_t p) {
 wh_status wh_session_save(const wh_session *s, const char *path) {
   if (!s) return WH_ERR_INVALID_ARGUMENT;
   if (s->tpx) {
-    wh__ctx_set_error(s->ctx, "wh_session_save: this session splits parameters over the ranks of its replica: gather "
-                              "them with wh_session_get_param (collective over those ranks) and save from one rank");
+    wh__ctx_set_error(s->ctx, "wh_session_save: this session splits parameters over the ranks of its replica: "
+                              "wh_checkpoint_save writes each rank's shard, or gather them with wh_session_get_param "
+                              "(collective over those ranks) and save from one rank");
     return WH_ERR_UNSUPPORTED;
   }
   return wh__graph_save_with(s->g, param_data, s, path);

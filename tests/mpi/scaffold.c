@@ -194,10 +194,15 @@ static void get_params(wh_graph *g, wh_session *s, float *out) {
 }
 
 void sc_train(const sc_model *m, wh_session *s, float *losses, float *params) {
+  sc_train_steps(m, s, 0, STEPS, losses);
+  if (params) get_params(m->g, s, params);
+}
+
+void sc_train_steps(const sc_model *m, wh_session *s, int first, int n, float *losses) {
   int gpt = m->kind == SC_GPT;
   size_t xb = gpt ? B * 8 * 4 : B * 16 * 4, yb = gpt ? B * 8 * 4 : B * 4;
   void *x = malloc(xb), *y = malloc(yb);
-  for (int k = 0; k < STEPS; k++) {
+  for (int k = first; k < first + n; k++) {
     batch(m, k, x, y);
     CHECK(wh_session_feed(s, m->x, x, xb));
     CHECK(wh_session_feed(s, m->y, y, yb));
@@ -207,9 +212,8 @@ void sc_train(const sc_model *m, wh_session *s, float *losses, float *params) {
       CHECK(wh_session_feed(s, m->shift, sh, sizeof sh));
     }
     CHECK(wh_session_step(s));
-    CHECK(wh_session_fetch(s, m->loss, &losses[k], sizeof(float)));
+    CHECK(wh_session_fetch(s, m->loss, &losses[k - first], sizeof(float)));
   }
-  if (params) get_params(m->g, s, params);
   free(x), free(y);
 }
 

@@ -52,6 +52,8 @@ void sc_rank0_empty(int64_t *sh);
 size_t sc_params_bytes(wh_graph *g, wh_session *s);
 /* Train STEPS steps: losses[] and the final parameters (params NULL: not read). */
 void sc_train(const sc_model *m, wh_session *s, float *losses, float *params);
+/* Train steps [first, first + n), each on the data sc_train gives that step; losses[0..n). */
+void sc_train_steps(const sc_model *m, wh_session *s, int first, int n, float *losses);
 /* The single-process reference, on this rank: losses into rl, the final parameters returned. */
 float *sc_reference(const sc_model *m, float *rl, size_t *pb);
 double sc_rel(const float *a, const float *b, size_t n);
