@@ -4,7 +4,7 @@
  *
  *   gpt_text [--layers N] [--heads N] [--width N] [--context N] [--batch N] [--steps N]
  *            [--lr X] [--data DIR] [--eval-every N] [--sample N] [--recompute 0|1] [--cluster FILE]
- *            [--stages N] [--micro N] [--schedule gpipe|1f1b] [--tp N]
+ *            [--stages N] [--micro N] [--schedule gpipe|1f1b] [--tp N] [--loss-log FILE]
  *
  * Under mpirun (or any launcher wh_launch_detect knows) it trains across the ranks: libwhale plans
  * the step on a cluster of the ranks (from --cluster FILE, or this machine probed by rank 0 and
@@ -14,7 +14,9 @@
  * lets the search choose the stages too; --tp N pins operator sharding over N ranks per replica
  * (Megatron-style column/row splits of each block's products, by heads in attention) with data
  * parallelism over the replicas. At the end the cost model's predicted step is printed
- * beside the measured median, with a RESULT line.
+ * beside the measured median, with a RESULT line. --loss-log FILE writes every step's training loss
+ * and every validation loss at full precision (rank 0), so another run - examples/python/gpt_text.py
+ * with the same options - can be compared with this one number for number.
  */
 #include <dirent.h>
 #include <math.h>
@@ -36,7 +38,7 @@ typedef struct {
   int layers, heads, width, context, batch, steps, eval_every, sample, recompute;
   int stages, micro, schedule, tp;
   float lr;
-  const char *data, *cluster;
+  const char *data, *cluster, *loss_log;
 } config;
 
 static double now(void) {
@@ -190,7 +192,7 @@ static float eval_loss(wh_ctx *ctx, wh_session *s, const gpt_model *m, const uns
 }
 
 int main(int argc, char **argv) {
-  config c = {4, 4, 128, 64, 16, 600, 100, 300, 0, 1, 0, WH_SCHEDULE_1F1B, 1, 3e-3f, "/usr/share/games/fortunes", NULL};
+  config c = {4, 4, 128, 64, 16, 600, 100, 300, 0, 1, 0, WH_SCHEDULE_1F1B, 1, 3e-3f, "/usr/share/games/fortunes", NULL, NULL};
   for (int i = 1; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
     if (!strcmp(k, "--layers")) c.layers = atoi(v);
@@ -208,6 +210,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--stages")) c.stages = atoi(v);
     else if (!strcmp(k, "--micro")) c.micro = atoi(v);
     else if (!strcmp(k, "--tp")) c.tp = atoi(v);
+    else if (!strcmp(k, "--loss-log")) c.loss_log = v;
     else if (!strcmp(k, "--schedule") && (!strcmp(v, "gpipe") || !strcmp(v, "1f1b")))
       c.schedule = !strcmp(v, "gpipe") ? WH_SCHEDULE_GPIPE : WH_SCHEDULE_1F1B;
     else {
@@ -352,6 +355,11 @@ int main(int argc, char **argv) {
   int nsum = 0;
   float vloss = 0;
   double *step_t = malloc(sizeof(double) * (size_t)c.steps);
+  FILE *loss_log = c.loss_log && rank0 ? fopen(c.loss_log, "w") : NULL;
+  if (c.loss_log && rank0 && !loss_log) {
+    fprintf(stderr, "cannot write %s\n", c.loss_log);
+    return 1;
+  }
   for (int step = 1; step <= c.steps; step++) {
     /* every rank draws the same batch: a distributed session takes the global batch */
     fill_batch(train, ntrain, c.batch, T, tok, tgt);
@@ -363,10 +371,12 @@ int main(int argc, char **argv) {
     float l;
     CHECK(wh_session_fetch(s, m.loss, &l, sizeof l));
     sum += l, nsum++;
+    if (loss_log) fprintf(loss_log, "train %d %.9g\n", step, (double)l);
     if (step % c.eval_every == 0 || step == c.steps || step == 1) {
       double tn = now();
       double tps = (double)nsum * c.batch * T / (tn - tlast);
       vloss = eval_loss(ctx, s, &m, val, nval, c.batch, T, 8, tok, tgt);
+      if (loss_log) fprintf(loss_log, "val %d %.9g\n", step, (double)vloss);
       say("step %5d  train loss %.4f  val loss %.4f  %.0f tokens/s  (%.1f s)\n", step, sum / nsum, vloss, tps,
           tn - t0);
       fflush(stdout);
@@ -374,6 +384,7 @@ int main(int argc, char **argv) {
       tlast = now();
     }
   }
+  if (loss_log) fclose(loss_log);
   say("final validation loss %.4f nats/byte against the unigram baseline %.4f (%.0f%% of it)\n", vloss, h_unigram,
       100.0 * vloss / h_unigram);
   if (plan) {
