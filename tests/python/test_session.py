@@ -1,0 +1,134 @@
+"""test_session.py - running graphs: zero-copy feeds (proved), steps and runs, fetches into new or
+given arrays, batch rebinding, parameters, memory, profiles, dumps and files."""
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import whale
+from conftest import batch_data, mlp
+from whale._lib import ffi
+
+
+def test_feed_is_zero_copy(ctx):
+    """feed borrows the array: the session reads the caller's memory, so a change made to the array
+    after feeding shows in the next run without feeding again."""
+    m = mlp(ctx)
+    s = m.g.session(batch=8)
+    xb, yb = batch_data()
+    s.feed(m.x, xb)
+    s.feed(m.y, yb)
+    # the pointer handed to C is the array's own data
+    assert int(ffi.cast("uintptr_t", s._fed[m.x.id][1])) == xb.ctypes.data
+    s.run("eval")
+    before = s.fetch(m.logits)
+    xb *= 3.0                      # in place, no feed
+    s.run("eval")
+    after = s.fetch(m.logits)
+    assert not np.allclose(before, after)
+    fresh = m.g.session(batch=8)
+    fresh.feed(m.x, xb.copy())
+    fresh.feed(m.y, yb)
+    fresh.run("eval")
+    np.testing.assert_array_equal(after, fresh.fetch(m.logits))
+
+
+def test_fed_array_lives_until_fed_again(ctx):
+    m = mlp(ctx)
+    s = m.g.session(batch=8)
+    xb, yb = batch_data()
+    tmp = xb.copy()
+    ref = weakref.ref(tmp)
+    s.feed(m.x, tmp)
+    del tmp
+    gc.collect()
+    assert ref() is not None       # the session holds it
+    s.feed(m.y, yb)
+    s.run("eval")
+    np.testing.assert_array_equal(s.fetch(m.x), xb)
+    s.feed(m.x, xb)                # fed again: the first array is let go
+    gc.collect()
+    assert ref() is None
+
+
+def test_convert_only_when_asked(ctx):
+    m = mlp(ctx)
+    s = m.g.session(batch=8)
+    xb, yb = batch_data()
+    x64 = xb.astype(np.float64)
+    with pytest.raises(whale.DtypeError):
+        s.feed(m.x, x64)
+    s.feed(m.x, x64, convert=True)          # a float32 copy, kept by the session
+    s.feed(m.y, yb.tolist(), convert=True)  # lists too
+    s.run("eval")
+    np.testing.assert_array_equal(s.fetch(m.x), xb)
+    x64 *= 2                                 # the copy does not follow the original
+    np.testing.assert_array_equal(s.fetch(m.x), xb)
+    s.feed({m.x: xb, "y": yb})               # several at once, by Value or by name
+    s.step()
+
+
+def test_fetch_new_and_into(ctx):
+    m = mlp(ctx)
+    s = m.g.session(batch=8)
+    xb, yb = batch_data()
+    s.feed(m.x, xb)
+    s.feed(m.y, yb)
+    s.step()
+    loss = s.fetch(m.loss)
+    assert loss.shape == () and loss.dtype == np.float32 and np.isfinite(float(loss))
+    out = np.empty((8, 4), np.float32)
+    got = s.fetch(m.logits, out=out)
+    assert got is out
+    np.testing.assert_array_equal(out, s.fetch(m.logits))
+    assert s.fetch(m.params[0]).shape == (16, 8)
+    assert s.fetch(m.params[0].grad).shape == (16, 8)
+    assert s.steps == 1
+
+
+def test_run_modes_and_steps(ctx):
+    m = mlp(ctx)
+    s = m.g.session(batch=8)
+    xb, yb = batch_data()
+    s.feed(m.x, xb)
+    s.feed(m.y, yb)
+    w0 = s.get_param(m.params[0])
+    s.run("eval")
+    s.run(whale.GRAD)
+    np.testing.assert_array_equal(s.get_param(m.params[0]), w0)  # no update
+    assert s.steps == 0
+    losses = []
+    for _ in range(20):
+        s.step()
+        losses.append(float(s.fetch(m.loss)))
+    assert s.steps == 20 and losses[-1] < losses[0]
+    assert not np.array_equal(s.get_param(m.params[0]), w0)
+
+
+def test_set_batch_params_memory_profile_dump(ctx, tmp_path):
+    m = mlp(ctx)
+    s = m.g.session(batch=8)
+    assert s.batch == 8 and not s.distributed
+    s.set_batch(3)
+    assert s.batch == 3
+    xb, yb = batch_data(3)
+    s.feed(m.x, xb)
+    s.feed(m.y, yb)
+    s.run("eval")
+    assert s.fetch(m.logits).shape == (3, 4) and s.nbytes(m.logits) == 48
+    w = np.full((16, 8), 0.25, np.float32)
+    s.set_param(m.params[0], w)
+    np.testing.assert_array_equal(s.get_param("fc1.w"), w)
+    mem = s.memory()
+    assert mem.param_bytes == 4 * (16 * 8 + 16 + 4 * 16 + 4) and mem.arena_bytes > 0
+    s.profile(True)
+    s.step()
+    assert "matmul" in s.profile_report()
+    s.profile(False)
+    assert "matmul" in s.dump() and "digraph" in s.dump("dot")
+    path = tmp_path / "trained.pb"
+    s.save(path)
+    g2 = whale.Graph.load(path, ctx)
+    s2 = g2.session(batch=3)
+    np.testing.assert_array_equal(s2.get_param("fc1.w"), s.get_param("fc1.w"))
