@@ -83,9 +83,9 @@ class Request:
         if self._req is None:
             return self.result
         c = self.comm
-        c._p()
-        req, self._req = self._req, None
         with c.ctx._lock:
+            c._p()  # under the lock: the request dies with its communicator
+            req, self._req = self._req, None
             st = lib.wh_request_wait(req)
             c._pending.discard(self)
             if st != lib.WH_OK:
@@ -98,9 +98,9 @@ class Request:
         if self._req is None:
             return True
         c = self.comm
-        c._p()
         done = ffi.new("int *")
         with c.ctx._lock:
+            c._p()
             st = lib.wh_request_test(self._req, done)
             if st != lib.WH_OK:
                 self._req = None
@@ -173,42 +173,49 @@ class Comm(Handle):
         self._close_lock = self.ctx._lock
 
     def _call(self, fn, *args):
+        """fn(the communicator, *args) under the context's lock (which close() takes too); raise
+        for a failure."""
         with self.ctx._lock:
-            st = fn(*args)
+            st = fn(self._p(), *args)
             if st != lib.WH_OK:
                 raise self.ctx.error(st)
 
     @property
     def rank(self):
         """This process's rank in the communicator."""
-        return lib.wh_comm_rank(self._p())
+        with self.ctx._lock:
+            return lib.wh_comm_rank(self._p())
 
     @property
     def size(self):
         """Ranks in the communicator."""
-        return lib.wh_comm_size(self._p())
+        with self.ctx._lock:
+            return lib.wh_comm_size(self._p())
 
     @property
     def local_rank(self):
         """Rank among the ranks on this node."""
-        return lib.wh_comm_local_rank(self._p())
+        with self.ctx._lock:
+            return lib.wh_comm_local_rank(self._p())
 
     @property
     def local_size(self):
         """Ranks on this node."""
-        return lib.wh_comm_local_size(self._p())
+        with self.ctx._lock:
+            return lib.wh_comm_local_size(self._p())
 
     @property
     def backend(self):
         """The engine, a Backend."""
-        return Backend(lib.wh_comm_backend_of(self._p()))
+        with self.ctx._lock:
+            return Backend(lib.wh_comm_backend_of(self._p()))
 
     def split(self, ranks):
         """A sub-communicator of the listed ranks (new rank i is ranks[i]); collective over every
         rank, each passing the same list. Non-members get None."""
         ranks = [int(r) for r in ranks]
         out = ffi.new("wh_comm **")
-        self._call(lib.wh_comm_split, self._p(), len(ranks), ranks, out)
+        self._call(lib.wh_comm_split, len(ranks), ranks, out)
         if out[0] == ffi.NULL:
             return None
         return Comm(self.ctx, _ptr=out[0])
@@ -219,7 +226,7 @@ class Comm(Handle):
         dt = _dtype_of(send, dtype, "allreduce")
         s = _buf(send, "allreduce send", writable=recv is None)
         r = s if recv is None else self._recv_like(recv, send.size, send.dtype, "allreduce recv")
-        self._call(lib.wh_comm_allreduce, self._p(), s, r, send.size, dt, _op(op))
+        self._call(lib.wh_comm_allreduce, s, r, send.size, dt, _op(op))
         return send if recv is None else recv
 
     def reduce_scatter(self, send, recv, op="sum", dtype=None):
@@ -229,7 +236,7 @@ class Comm(Handle):
             raise InvalidArgumentError("reduce_scatter: send has %d elements, expected %d ranks x %d"
                                        % (send.size, self.size, recv.size))
         r = self._recv_like(recv, recv.size, send.dtype, "reduce_scatter recv")
-        self._call(lib.wh_comm_reduce_scatter, self._p(), _buf(send, "reduce_scatter send"), r, recv.size, dt, _op(op))
+        self._call(lib.wh_comm_reduce_scatter, _buf(send, "reduce_scatter send"), r, recv.size, dt, _op(op))
         return recv
 
     def allgather(self, send, recv=None, counts=None, dtype=None):
@@ -241,28 +248,28 @@ class Comm(Handle):
             recv = np.empty(total, send.dtype)
         r = self._recv_like(recv, total, send.dtype, "allgather recv")
         cnt = ffi.NULL if counts is None else ffi.new("size_t[]", [int(c) for c in counts])
-        self._call(lib.wh_comm_allgather, self._p(), _buf(send, "allgather send"), r, send.size, cnt, dt)
+        self._call(lib.wh_comm_allgather, _buf(send, "allgather send"), r, send.size, cnt, dt)
         return recv
 
     def broadcast(self, buf, root=0, dtype=None):
         """buf from rank root to every rank, in place; returns buf."""
         dt = _dtype_of(buf, dtype, "broadcast")
-        self._call(lib.wh_comm_broadcast, self._p(), _buf(buf, "broadcast", writable=True), buf.size, dt, int(root))
+        self._call(lib.wh_comm_broadcast, _buf(buf, "broadcast", writable=True), buf.size, dt, int(root))
         return buf
 
     def barrier(self):
         """Wait until every rank has reached the barrier."""
-        self._call(lib.wh_comm_barrier, self._p())
+        self._call(lib.wh_comm_barrier)
 
     def send(self, buf, peer, tag=0, dtype=None):
         """Send buf to rank peer."""
         dt = _dtype_of(buf, dtype, "send")
-        self._call(lib.wh_comm_send, self._p(), _buf(buf, "send"), buf.size, dt, int(peer), int(tag))
+        self._call(lib.wh_comm_send, _buf(buf, "send"), buf.size, dt, int(peer), int(tag))
 
     def recv(self, buf, peer, tag=0, dtype=None):
         """Receive from rank peer into buf; returns buf."""
         dt = _dtype_of(buf, dtype, "recv")
-        self._call(lib.wh_comm_recv, self._p(), _buf(buf, "recv", writable=True), buf.size, dt, int(peer), int(tag))
+        self._call(lib.wh_comm_recv, _buf(buf, "recv", writable=True), buf.size, dt, int(peer), int(tag))
         return buf
 
     def _recv_like(self, recv, count, dtype, what):
@@ -275,7 +282,7 @@ class Comm(Handle):
     # non-blocking ------------------------------------------------------------------------------
     def _start(self, fn, args, bufs, result):
         req = ffi.new("wh_request **")
-        self._call(fn, self._p(), *args, req)
+        self._call(fn, *args, req)
         return Request(self, req[0], bufs, result)
 
     def iallreduce(self, send, recv=None, op="sum", dtype=None):
@@ -336,31 +343,39 @@ class Fusion(Handle):
         self.comm = comm
         self.dtype = as_dtype(dtype)
         out = ffi.new("wh_fusion **")
-        comm._call(lib.wh_fusion_create, comm._p(), int(bucket_bytes), self.dtype, _op(op), out)
+        comm._call(lib.wh_fusion_create, int(bucket_bytes), self.dtype, _op(op), out)
         self._own(out[0], lib.wh_fusion_destroy, (comm,))
+        self._close_lock = comm.ctx._lock
         self._tensors = []
+
+    def _call(self, fn, *args):
+        with self.comm.ctx._lock:
+            st = fn(self._p(), *args)
+            if st != lib.WH_OK:
+                raise self.comm.ctx.error(st)
 
     def add(self, array):
         """Add an array (C-contiguous, of the fusion's dtype) to the current bucket."""
         if not isinstance(array, np.ndarray) or array.dtype != self.dtype.numpy:
             raise InvalidArgumentError("Fusion.add: expected a %s array" % self.dtype.numpy)
         b = _buf(array, "Fusion.add", writable=True)
-        self.comm._call(lib.wh_fusion_add, self._p(), b, array.size)
+        self._call(lib.wh_fusion_add, b, array.size)
         self._tensors.append((array, b))
 
     def poll(self):
         """Make progress on started buckets without blocking."""
-        self.comm._call(lib.wh_fusion_poll, self._p())
+        self._call(lib.wh_fusion_poll)
 
     def wait(self):
         """Flush, wait for every bucket and write the reduced values back into the arrays."""
-        self.comm._call(lib.wh_fusion_wait, self._p())
+        self._call(lib.wh_fusion_wait)
         self._tensors = []
 
     @property
     def buckets_started(self):
         """Buckets whose allreduce has started."""
-        return lib.wh_fusion_buckets_started(self._p())
+        with self.comm.ctx._lock:
+            return lib.wh_fusion_buckets_started(self._p())
 
 
 __all__ = ["Backend", "ReduceOp", "LaunchInfo", "launch_detect", "Request", "Comm", "Fusion"]

@@ -66,7 +66,7 @@ class Context(Handle):
             raise make_error(st, "wh_ctx_create failed")
         # the log handle lives as long as the C context that may call back with it
         self._own(out[0], lib.wh_ctx_destroy, keep=(self._log_handle,))
-        self._lock = threading.Lock()
+        self._lock = self._close_lock = threading.Lock()
         if len(_live) > 64:
             _live[:] = [r for r in _live if r() is not None]
         _live.append(weakref.ref(self))

@@ -48,7 +48,7 @@ class Value:
         """The shape as a tuple; the symbolic batch dimension shows as BATCH or BATCH*k."""
         nd = ffi.new("int *")
         dims = ffi.new("int64_t[]", lib.WH_MAX_DIMS)
-        self.graph._check(lib.wh_value_shape(self.graph._p(), self._id, nd, dims))
+        self.graph._call(lib.wh_value_shape, self._id, nd, dims)
         return dims_out(nd[0], dims)
 
     @property
@@ -59,30 +59,29 @@ class Value:
     @property
     def dtype(self):
         """The element type (a whale.DType)."""
-        return DType(lib.wh_value_dtype(self.graph._p(), self._id))
+        return DType(self.graph._get(lib.wh_value_dtype, self._id))
 
     @property
     def name(self):
         """The value's name ('' if unnamed); assign a str to name it (for find, dumps, feeds)."""
-        return cstr(lib.wh_value_name(self.graph._p(), self._id))
+        return cstr(self.graph._get(lib.wh_value_name, self._id))
 
     @name.setter
     def name(self, name):
-        self.graph._check(lib.wh_value_set_name(self.graph._p(), self._id, name.encode()))
+        self.graph._call(lib.wh_value_set_name, self._id, name.encode())
 
     @property
     def hints(self):
         """The hint scopes the value was built in, outermost first: [('stage', 0), ...]."""
-        g = self.graph._p()
-        n = lib.wh_value_hints(g, self._id, ffi.NULL, 0)
+        n = self.graph._get(lib.wh_value_hints, self._id, ffi.NULL, 0)
         out = ffi.new("wh_hint[]", max(n, 1))
-        lib.wh_value_hints(g, self._id, out, n)
+        self.graph._get(lib.wh_value_hints, self._id, out, n)
         return [(_HINTS.get(out[i].kind, out[i].kind), out[i].n) for i in range(n)]
 
     @property
     def grad(self):
         """The gradient of the loss with respect to this value (after Graph.backward), or None."""
-        v = lib.wh_grad(self.graph._p(), self._id)
+        v = self.graph._get(lib.wh_grad, self._id)
         return Value(self.graph, v) if v >= 0 else None
 
     @property
@@ -245,11 +244,11 @@ class _Scope:
         self.graph, self._open, self._what = graph, open_fn, what
 
     def __enter__(self):
-        self.graph._check(self._open(self.graph._p()))
+        self.graph._call(self._open)
         return self
 
     def __exit__(self, *exc):
-        self.graph._check(lib.wh_scope_end(self.graph._p()))
+        self.graph._call(lib.wh_scope_end)
         return False
 
     def __repr__(self):
@@ -282,6 +281,7 @@ class Graph(Handle):
             self._ctx_check(lib.wh_graph_create(self.ctx._p(), out))
             _ptr = out[0]
         self._own(_ptr, lib.wh_graph_destroy, (self.ctx,))
+        self._lock = self._close_lock = self.ctx._lock
         self._poisoned = False
 
     @classmethod
@@ -293,6 +293,27 @@ class Graph(Handle):
         with ctx._lock:
             ctx.check(lib.wh_graph_load(ctx._p(), str(path).encode(), out))
         return cls(ctx, _ptr=out[0])
+
+    # calls -------------------------------------------------------------------------------------
+    # Every call that hands libwhale the graph holds the context's lock, which close() takes too:
+    # the GIL is released during the call, and another thread must not free the graph meanwhile.
+    def _build(self, fn, *args):
+        """A builder's new Value, or the building error raised."""
+        with self._lock:
+            v = fn(self._p(), *args)
+            if v < 0:
+                raise self._build_error()
+        return Value(self, v)
+
+    def _call(self, fn, *args):
+        """A call returning a wh_status; raise for a failure."""
+        with self._lock:
+            self._check(fn(self._p(), *args))
+
+    def _get(self, fn, *args):
+        """A call returning what it returns."""
+        with self._lock:
+            return fn(self._p(), *args)
 
     # errors ------------------------------------------------------------------------------------
     def _ctx_check(self, st):
@@ -321,11 +342,6 @@ class Graph(Handle):
         self._poisoned = True
         return make_error(lib.wh_graph_status(p), msg)
 
-    def _v(self, vid):
-        if vid < 0:
-            raise self._build_error()
-        return Value(self, vid)
-
     def _id(self, x):
         """The wh_value of x: a Value of this graph, or a Python number (a scalar constant)."""
         if isinstance(x, Value):
@@ -341,18 +357,18 @@ class Graph(Handle):
     @property
     def status(self):
         """The first error met while building (0, WH_OK, if none)."""
-        return lib.wh_graph_status(self._p())
+        return self._get(lib.wh_graph_status)
 
     @property
     def error(self):
         """The message of the first building error ('' if none)."""
-        return cstr(lib.wh_graph_error(self._p()))
+        return cstr(self._get(lib.wh_graph_error))
 
     # leaves ------------------------------------------------------------------------------------
     def input(self, name, dtype=DType.F32, shape=(BATCH,)):
         """A fed input; shape may hold one symbolic dimension (BATCH or BATCH*k)."""
         d = dims_in(shape)
-        return self._v(lib.wh_input(self._p(), name.encode(), as_dtype(dtype), len(d), d))
+        return self._build(lib.wh_input, name.encode(), as_dtype(dtype), len(d), d)
 
     def param(self, name, shape, init=None, dtype=DType.F32):
         """A trainable parameter (no symbolic dimension) with a seeded initializer from
@@ -361,7 +377,7 @@ class Graph(Handle):
         init = init if init is not None else zeros()
         if not isinstance(init, Init):
             raise TypeError("init must come from whale.init (zeros, normal, ...), got %r" % (init,))
-        return self._v(lib.wh_param(self._p(), name.encode(), as_dtype(dtype), len(d), d, init._c()))
+        return self._build(lib.wh_param, name.encode(), as_dtype(dtype), len(d), d, init._c())
 
     def constant(self, name, array, dtype=None):
         """A constant holding a copy of array (numpy or nested lists)."""
@@ -369,12 +385,12 @@ class Graph(Handle):
         a = np.ascontiguousarray(array, dtype=dt.numpy if dt is not None else None)
         if dt is None:
             dt = as_dtype(a.dtype)
-        return self._v(lib.wh_constant(self._p(), name.encode() if name else ffi.NULL, dt,
-                                       a.ndim, a.shape, ffi.from_buffer(a)))
+        return self._build(lib.wh_constant, name.encode() if name else ffi.NULL, dt, a.ndim, a.shape,
+                           ffi.from_buffer(a))
 
     def scalar(self, x):
         """A scalar f32 constant."""
-        return self._v(lib.wh_scalar(self._p(), float(x)))
+        return self._build(lib.wh_scalar, float(x))
 
     # ops ---------------------------------------------------------------------------------------
     def matmul(self, a, b, trans_a=False, trans_b=False):
@@ -385,78 +401,78 @@ class Graph(Handle):
             a, trans_a = a.base, not trans_a
         if isinstance(b, _Transposed):
             b, trans_b = b.base, not trans_b
-        return self._v(lib.wh_matmul(self._p(), self._id(a), self._id(b), int(trans_a), int(trans_b)))
+        return self._build(lib.wh_matmul, self._id(a), self._id(b), int(trans_a), int(trans_b))
 
     def add(self, a, b):
         """a + b with NumPy broadcasting."""
-        return self._v(lib.wh_add(self._p(), self._id(a), self._id(b)))
+        return self._build(lib.wh_add, self._id(a), self._id(b))
 
     def sub(self, a, b):
         """a - b with NumPy broadcasting."""
-        return self._v(lib.wh_sub(self._p(), self._id(a), self._id(b)))
+        return self._build(lib.wh_sub, self._id(a), self._id(b))
 
     def mul(self, a, b):
         """a * b elementwise with NumPy broadcasting."""
-        return self._v(lib.wh_mul(self._p(), self._id(a), self._id(b)))
+        return self._build(lib.wh_mul, self._id(a), self._id(b))
 
     def div(self, a, b):
         """a / b elementwise with NumPy broadcasting."""
-        return self._v(lib.wh_div(self._p(), self._id(a), self._id(b)))
+        return self._build(lib.wh_div, self._id(a), self._id(b))
 
     def scale(self, x, s):
         """x * s for a Python number s."""
-        return self._v(lib.wh_scale(self._p(), self._id(x), float(s)))
+        return self._build(lib.wh_scale, self._id(x), float(s))
 
     def bias_add(self, x, b, axis=-1):
         """x + b, b 1-D along x's axis (negative counts from the end)."""
-        return self._v(lib.wh_bias_add(self._p(), self._id(x), self._id(b), int(axis)))
+        return self._build(lib.wh_bias_add, self._id(x), self._id(b), int(axis))
 
     def relu(self, x):
         """max(x, 0)."""
-        return self._v(lib.wh_relu(self._p(), self._id(x)))
+        return self._build(lib.wh_relu, self._id(x))
 
     def gelu(self, x):
         """GELU, tanh approximation."""
-        return self._v(lib.wh_gelu(self._p(), self._id(x)))
+        return self._build(lib.wh_gelu, self._id(x))
 
     def tanh(self, x):
         """tanh(x)."""
-        return self._v(lib.wh_tanh(self._p(), self._id(x)))
+        return self._build(lib.wh_tanh, self._id(x))
 
     def sigmoid(self, x):
         """1 / (1 + exp(-x))."""
-        return self._v(lib.wh_sigmoid(self._p(), self._id(x)))
+        return self._build(lib.wh_sigmoid, self._id(x))
 
     def exp(self, x):
         """exp(x)."""
-        return self._v(lib.wh_exp(self._p(), self._id(x)))
+        return self._build(lib.wh_exp, self._id(x))
 
     def log(self, x):
         """log(x)."""
-        return self._v(lib.wh_log(self._p(), self._id(x)))
+        return self._build(lib.wh_log, self._id(x))
 
     def softmax(self, x):
         """Softmax over the last axis."""
-        return self._v(lib.wh_softmax(self._p(), self._id(x)))
+        return self._build(lib.wh_softmax, self._id(x))
 
     def log_softmax(self, x):
         """Log-softmax over the last axis."""
-        return self._v(lib.wh_log_softmax(self._p(), self._id(x)))
+        return self._build(lib.wh_log_softmax, self._id(x))
 
     def sum(self, x, axes=None, keepdims=False):
         """Sum over axes (an int or a sequence; None: all axes)."""
         n, a = _axes(axes)
-        return self._v(lib.wh_sum(self._p(), self._id(x), n, a, int(keepdims)))
+        return self._build(lib.wh_sum, self._id(x), n, a, int(keepdims))
 
     def mean(self, x, axes=None, keepdims=False):
         """Mean over axes (an int or a sequence; None: all axes)."""
         n, a = _axes(axes)
-        return self._v(lib.wh_mean(self._p(), self._id(x), n, a, int(keepdims)))
+        return self._build(lib.wh_mean, self._id(x), n, a, int(keepdims))
 
     def reshape(self, x, shape):
         """Same elements, new shape; a symbolic dimension stays symbolic (BATCH*k)."""
         d = dims_in(shape)
-        return self._v(lib.wh_reshape(self._p(), self._id(x), len(d), d))
+        return self._build(lib.wh_reshape, self._id(x), len(d), d)
 
     def permute(self, x, perm):
         """Axes reordered: output axis i is input axis perm[i] (one entry per axis of x)."""
@@ -464,18 +480,18 @@ class Graph(Handle):
         x = self._id(x)
         nd = ffi.new("int *")
         dims = ffi.new("int64_t[]", lib.WH_MAX_DIMS)
-        self._check(lib.wh_value_shape(self._p(), x, nd, dims))
+        self._call(lib.wh_value_shape, x, nd, dims)
         if len(perm) != nd[0]:
             raise InvalidArgumentError("permute: %d axes given for a value of %d" % (len(perm), nd[0]))
-        return self._v(lib.wh_permute(self._p(), x, perm))
+        return self._build(lib.wh_permute, x, perm)
 
     def transpose(self, x, axis0=-2, axis1=-1):
         """x with two axes swapped (negative counts from the end)."""
-        return self._v(lib.wh_transpose(self._p(), self._id(x), int(axis0), int(axis1)))
+        return self._build(lib.wh_transpose, self._id(x), int(axis0), int(axis1))
 
     def slice(self, x, axis, start, end):
         """x[..., start:end, ...] along a non-symbolic axis."""
-        return self._v(lib.wh_slice(self._p(), self._id(x), int(axis), int(start), int(end)))
+        return self._build(lib.wh_slice, self._id(x), int(axis), int(start), int(end))
 
     def _index(self, x, index):
         if not isinstance(index, tuple):
@@ -505,46 +521,46 @@ class Graph(Handle):
     def concat(self, xs, axis=0):
         """The values xs joined along axis."""
         ids = [self._id(x) for x in xs]
-        return self._v(lib.wh_concat(self._p(), len(ids), ids, int(axis)))
+        return self._build(lib.wh_concat, len(ids), ids, int(axis))
 
     def embedding(self, table, indices):
         """table [V, D] gathered by int32 indices [...] -> [..., D]."""
-        return self._v(lib.wh_embedding(self._p(), self._id(table), self._id(indices)))
+        return self._build(lib.wh_embedding, self._id(table), self._id(indices))
 
     def cross_entropy(self, logits, labels):
         """Mean over rows of -log softmax(logits)[label]; logits [..., C] f32, labels [...] i32."""
-        return self._v(lib.wh_cross_entropy(self._p(), self._id(logits), self._id(labels)))
+        return self._build(lib.wh_cross_entropy, self._id(logits), self._id(labels))
 
     def mse(self, pred, target):
         """Mean of (pred - target)^2 over all elements."""
-        return self._v(lib.wh_mse(self._p(), self._id(pred), self._id(target)))
+        return self._build(lib.wh_mse, self._id(pred), self._id(target))
 
     def dropout(self, x, p, seed=0):
         """Train mode: zero with probability p and scale the rest by 1/(1-p); eval: identity.
         The mask is a function of (seed, step, element)."""
-        return self._v(lib.wh_dropout(self._p(), self._id(x), float(p), int(seed)))
+        return self._build(lib.wh_dropout, self._id(x), float(p), int(seed))
 
     def conv2d(self, x, w, stride=1, padding=0):
         """x [N, C, H, W], w [O, C, KH, KW] -> [N, O, OH, OW]."""
-        return self._v(lib.wh_conv2d(self._p(), self._id(x), self._id(w), int(stride), int(padding)))
+        return self._build(lib.wh_conv2d, self._id(x), self._id(w), int(stride), int(padding))
 
     def max_pool2d(self, x, kernel, stride=None, padding=0):
         """Max pooling over kernel x kernel windows (stride default: kernel)."""
         stride = kernel if stride is None else stride
-        return self._v(lib.wh_max_pool2d(self._p(), self._id(x), int(kernel), int(stride), int(padding)))
+        return self._build(lib.wh_max_pool2d, self._id(x), int(kernel), int(stride), int(padding))
 
     def avg_pool2d(self, x, kernel, stride=None, padding=0):
         """Average pooling; padding counts in the divisor (count_include_pad=True)."""
         stride = kernel if stride is None else stride
-        return self._v(lib.wh_avg_pool2d(self._p(), self._id(x), int(kernel), int(stride), int(padding)))
+        return self._build(lib.wh_avg_pool2d, self._id(x), int(kernel), int(stride), int(padding))
 
     def layernorm(self, x, gamma, beta, eps=1e-5):
         """(x - mean) / sqrt(var + eps) * gamma + beta over the last axis."""
-        return self._v(lib.wh_layernorm(self._p(), self._id(x), self._id(gamma), self._id(beta), float(eps)))
+        return self._build(lib.wh_layernorm, self._id(x), self._id(gamma), self._id(beta), float(eps))
 
     def attention(self, qkv, heads):
         """Causal multi-head self-attention of a fused qkv [.., T, 3C] -> [.., T, C]."""
-        return self._v(lib.wh_attention(self._p(), self._id(qkv), int(heads)))
+        return self._build(lib.wh_attention, self._id(qkv), int(heads))
 
     # hints -------------------------------------------------------------------------------------
     def replicate(self, n):
@@ -568,11 +584,11 @@ class Graph(Handle):
     @property
     def pipeline(self):
         """Micro-batches of the pipeline hint (0 when unset); assign an int to set it."""
-        return lib.wh_graph_pipeline(self._p())
+        return self._get(lib.wh_graph_pipeline)
 
     @pipeline.setter
     def pipeline(self, micro_batches):
-        self._check(lib.wh_set_pipeline(self._p(), int(micro_batches)))
+        self._call(lib.wh_set_pipeline, int(micro_batches))
 
     def set_pipeline(self, micro_batches):
         """Set the pipeline hint: micro-batches per step."""
@@ -581,11 +597,11 @@ class Graph(Handle):
     # training ----------------------------------------------------------------------------------
     def backward(self, loss):
         """Add the gradient nodes of the scalar loss (once per graph)."""
-        self._check(lib.wh_backward(self._p(), self._id(loss)))
+        self._call(lib.wh_backward, self._id(loss))
 
     def grad(self, v):
         """The gradient of the loss with respect to v (after backward), or None."""
-        g = lib.wh_grad(self._p(), self._id(v))
+        g = self._get(lib.wh_grad, self._id(v))
         return Value(self, g) if g >= 0 else None
 
     def optimizer(self, opt):
@@ -595,13 +611,13 @@ class Graph(Handle):
 
     def keep(self, v):
         """Keep v to the end of every run so a session can fetch it (before the session)."""
-        self._check(lib.wh_graph_keep(self._p(), self._id(v)))
+        self._call(lib.wh_graph_keep, self._id(v))
 
     # inspection --------------------------------------------------------------------------------
     def find(self, name):
         """The value with that name (inputs, parameters, constants, named ops); NotFoundError if
         none."""
-        v = lib.wh_graph_find(self._p(), name.encode())
+        v = self._get(lib.wh_graph_find, name.encode())
         if v < 0:
             raise make_error(lib.WH_ERR_NOT_FOUND, "no value named %r in the graph" % name)
         return Value(self, v)
@@ -612,18 +628,20 @@ class Graph(Handle):
     @property
     def params(self):
         """The parameters in creation order."""
-        p = self._p()
-        return [Value(self, lib.wh_graph_param(p, i)) for i in range(lib.wh_graph_num_params(p))]
+        with self._lock:
+            p = self._p()
+            ids = [lib.wh_graph_param(p, i) for i in range(lib.wh_graph_num_params(p))]
+        return [Value(self, v) for v in ids]
 
     @property
     def num_values(self):
         """How many values the graph holds."""
-        return lib.wh_graph_num_values(self._p())
+        return self._get(lib.wh_graph_num_values)
 
     @property
     def num_nodes(self):
         """How many nodes the graph holds."""
-        return lib.wh_graph_num_nodes(self._p())
+        return self._get(lib.wh_graph_num_nodes)
 
     def value(self, vid):
         """The Value with index vid."""
@@ -634,15 +652,12 @@ class Graph(Handle):
     # files -------------------------------------------------------------------------------------
     def save(self, path):
         """Save the structure, hints and initializers (no trained values) as protobuf."""
-        with self.ctx._lock:
-            st = lib.wh_graph_save(self._p(), str(path).encode())
-            if st != lib.WH_OK:
-                raise self.ctx.error(st)
+        self._call(lib.wh_graph_save, str(path).encode())
 
     def dump(self, fmt="text"):
         """A readable dump: fmt 'text' or 'dot' (Graphviz)."""
         out = ffi.new("char **")
-        self._check(lib.wh_graph_dump(self._p(), format_code(fmt), out))
+        self._call(lib.wh_graph_dump, format_code(fmt), out)
         return take_str(out)
 
     def dot(self):

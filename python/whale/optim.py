@@ -54,7 +54,7 @@ class SGD:
         self.lr._fill(o.lr)
         o.momentum, o.dampening, o.nesterov = self.momentum, self.dampening, int(self.nesterov)
         o.weight_decay, o.clip_norm = self.weight_decay, self.clip_norm
-        graph._check(lib.wh_optimizer_sgd(graph._p(), o))
+        graph._call(lib.wh_optimizer_sgd, o)
 
     def __repr__(self):
         return "SGD(lr=%r, momentum=%g, weight_decay=%g)" % (self.lr, self.momentum, self.weight_decay)
@@ -74,7 +74,7 @@ class AdamW:
         self.lr._fill(o.lr)
         o.beta1, o.beta2 = self.betas
         o.eps, o.weight_decay, o.clip_norm = self.eps, self.weight_decay, self.clip_norm
-        graph._check(lib.wh_optimizer_adamw(graph._p(), o))
+        graph._call(lib.wh_optimizer_adamw, o)
 
     def __repr__(self):
         return "AdamW(lr=%r, betas=%r, eps=%g, weight_decay=%g, clip_norm=%g)" % (

@@ -64,13 +64,19 @@ class Cluster(Handle):
         self.ctx = ctx if ctx is not None else default_context()
         if _ptr is None:
             out = ffi.new("wh_cluster **")
-            self._call(lib.wh_cluster_create, self.ctx._p(), out)
+            with self.ctx._lock:
+                st = lib.wh_cluster_create(self.ctx._p(), out)
+                if st != lib.WH_OK:
+                    raise self.ctx.error(st)
             _ptr = out[0]
         self._own(_ptr, lib.wh_cluster_destroy, (self.ctx,))
+        self._close_lock = self.ctx._lock
 
     def _call(self, fn, *args):
+        """fn(the cluster, *args) under the context's lock (which close() takes too); raise for a
+        failure."""
         with self.ctx._lock:
-            st = fn(*args)
+            st = fn(self._p(), *args)
             if st != lib.WH_OK:
                 raise self.ctx.error(st)
 
@@ -101,7 +107,7 @@ class Cluster(Handle):
     def add(self, kind, node=0, count=1):
         """Add count devices of a catalogue kind (P100-16GB, V100-16GB, V100-32GB, T4, A10,
         A100-40GB, A100-80GB, H100, H200, CPU) on node. Returns the cluster."""
-        self._call(lib.wh_cluster_add, self._p(), kind.encode(), int(node), int(count))
+        self._call(lib.wh_cluster_add, kind.encode(), int(node), int(count))
         return self
 
     def add_custom(self, desc=None, node=0, count=1, **fields):
@@ -113,23 +119,24 @@ class Cluster(Handle):
         d.kind = kind
         for f in DeviceDesc.FIELDS[1:]:
             setattr(d, f, float(getattr(desc, f)))
-        self._call(lib.wh_cluster_add_custom, self._p(), d, int(node), int(count))
+        self._call(lib.wh_cluster_add_custom, d, int(node), int(count))
         return self
 
     def set_links(self, intra_bw, intra_lat, inter_bw, inter_lat):
         """Links within a node (intra_bw 0: each device's own link) and across nodes, in
         bytes/s and seconds. Returns the cluster."""
-        self._call(lib.wh_cluster_set_links, self._p(), float(intra_bw), float(intra_lat), float(inter_bw),
+        self._call(lib.wh_cluster_set_links, float(intra_bw), float(intra_lat), float(inter_bw),
                    float(inter_lat))
         return self
 
     def __len__(self):
-        return lib.wh_cluster_size(self._p())
+        with self.ctx._lock:
+            return lib.wh_cluster_size(self._p())
 
     def device(self, i):
         """Device i's figures as a DeviceDesc."""
         d = ffi.new("wh_device_desc *", lib.whpy_wh_device_desc_init())
-        self._call(lib.wh_cluster_device, self._p(), int(i), d)
+        self._call(lib.wh_cluster_device, int(i), d)
         return DeviceDesc._from_c(d)
 
     @property
@@ -141,12 +148,15 @@ class Cluster(Handle):
         """Replace the roofline per op kind by a measured profile: report is the text of
         Session.profile_report for a one-process training session of graph at batch on device's
         kind; it applies to every device of that kind."""
-        self._call(lib.wh_cluster_set_profile, self._p(), int(device), graph._p(), int(batch), report.encode())
+        with self.ctx._lock:
+            st = lib.wh_cluster_set_profile(self._p(), int(device), graph._p(), int(batch), report.encode())
+            if st != lib.WH_OK:
+                raise self.ctx.error(st)
 
     def describe(self):
         """A readable listing of the cluster."""
         out = ffi.new("char **")
-        self._call(lib.wh_cluster_describe, self._p(), out)
+        self._call(lib.wh_cluster_describe, out)
         return take_str(out)
 
     def __str__(self):
@@ -154,7 +164,7 @@ class Cluster(Handle):
 
     def save(self, path):
         """Write the cluster as JSON (docs/cluster.md); loading it gives the same cluster."""
-        self._call(lib.wh_cluster_save, self._p(), str(path).encode())
+        self._call(lib.wh_cluster_save, str(path).encode())
 
     def __repr__(self):
         return "<whale.Cluster closed>" if self.closed else "<whale.Cluster %d devices>" % len(self)
@@ -210,6 +220,7 @@ class Plan(Handle):
                     raise ctx.error(st)
             _ptr = out[0]
         self._own(_ptr, lib.wh_plan_destroy, (ctx,))
+        self._close_lock = ctx._lock
 
     @classmethod
     def pinned(cls, graph, cluster, global_batch, stages=1, last_segment=None, devices=None, shares=None,
@@ -297,27 +308,32 @@ class Plan(Handle):
     @property
     def step_time(self):
         """The search's estimate of one step, seconds."""
-        return lib.wh_plan_step_time(self._p())
+        with self.ctx._lock:
+            return lib.wh_plan_step_time(self._p())
 
     @property
     def num_stages(self):
         """Pipeline stages."""
-        return lib.wh_plan_num_stages(self._p())
+        with self.ctx._lock:
+            return lib.wh_plan_num_stages(self._p())
 
     @property
     def micro_batches(self):
         """Micro-batches per step."""
-        return lib.wh_plan_micro_batches(self._p())
+        with self.ctx._lock:
+            return lib.wh_plan_micro_batches(self._p())
 
     @property
     def schedule(self):
         """The pipeline schedule (a Schedule)."""
-        return Schedule(lib.wh_plan_schedule(self._p()))
+        with self.ctx._lock:
+            return Schedule(lib.wh_plan_schedule(self._p()))
 
     @property
     def num_segments(self):
         """Segments of the graph's forward chain (what pinned last_segment indexes)."""
-        return lib.wh_plan_num_segments(self._p())
+        with self.ctx._lock:
+            return lib.wh_plan_num_segments(self._p())
 
     def shares(self, n=None):
         """Samples per micro-batch of each device, indexed like the cluster (0 for unused

@@ -90,15 +90,13 @@ class Session(Handle):
         o.device = _choice(_DEVICES, device, "device")
         o.device_index = int(device_index)
         o.precision = _choice(_PRECISIONS, precision, "precision")
-        parents = [graph, ctx]
-        if plan is not None:
-            o.plan = plan._p()
-            parents.append(plan)
-        if comm is not None:
-            o.comm = comm._p()
-            parents.append(comm)
+        parents = [graph, ctx] + [h for h in (plan, comm) if h is not None]
         out = ffi.new("wh_session **")
         with ctx._lock:
+            if plan is not None:
+                o.plan = plan._p()
+            if comm is not None:
+                o.comm = comm._p()
             st = lib.wh_session_create(ctx._p(), graph._p(), o, out)
             if st != lib.WH_OK:
                 raise graph._build_error() if st == lib.WH_ERR_POISONED else ctx.error(st)
@@ -123,8 +121,8 @@ class Session(Handle):
     def _dims(self, vid):
         nd = ffi.new("int *")
         dims = ffi.new("int64_t[]", lib.WH_MAX_DIMS)
-        self.graph._check(lib.wh_value_shape(self.graph._p(), vid, nd, dims))
-        return [dims[i] for i in range(nd[0])], DType(lib.wh_value_dtype(self.graph._p(), vid)).numpy
+        self.graph._call(lib.wh_value_shape, vid, nd, dims)
+        return [dims[i] for i in range(nd[0])], DType(self.graph._get(lib.wh_value_dtype, vid)).numpy
 
     def _input_spec(self, vid):
         dims, dt = self._dims(vid)
@@ -135,7 +133,8 @@ class Session(Handle):
 
     def _output_spec(self, vid):
         dims, dt = self._dims(vid)
-        nbytes = lib.wh_session_bytes(self._p(), vid)
+        with self._lock:
+            nbytes = lib.wh_session_bytes(self._p(), vid)
         if any(d < 0 for d in dims):
             known = 1
             for d in dims:
@@ -214,6 +213,9 @@ class Session(Handle):
         lock = self._lock
         lock.acquire()
         try:
+            p = self._ptr  # again under the lock: a close() from another thread may have come first
+            if p is None:
+                raise closed("Session")
             st = lib.wh_session_feed(p, vid, held[1], array.nbytes)
             if st:
                 raise self.ctx.error(st)
@@ -232,6 +234,9 @@ class Session(Handle):
         lock = self._lock
         lock.acquire()
         try:
+            p = self._ptr
+            if p is None:
+                raise closed("Session")
             st = lib.wh_session_run(p, m)
             if st:
                 raise self.ctx.error(st)
@@ -248,6 +253,9 @@ class Session(Handle):
         lock = self._lock
         lock.acquire()
         try:
+            p = self._ptr
+            if p is None:
+                raise closed("Session")
             st = lib.wh_session_step(p)
             if st:
                 raise self.ctx.error(st)
@@ -276,6 +284,9 @@ class Session(Handle):
         lock = self._lock
         lock.acquire()
         try:
+            p = self._ptr
+            if p is None:
+                raise closed("Session")
             st = lib.wh_session_fetch(p, vid, buf, spec[2])
             if st:
                 raise self.ctx.error(st)
@@ -346,11 +357,14 @@ class Session(Handle):
     @property
     def steps(self):
         """Optimizer steps taken."""
-        return lib.wh_session_steps(self._p())
+        with self._lock:
+            return lib.wh_session_steps(self._p())
 
     def nbytes(self, value):
         """Size in bytes of a value at the bound batch."""
-        return lib.wh_session_bytes(self._p(), self._vid(value))
+        vid = self._vid(value)
+        with self._lock:
+            return lib.wh_session_bytes(self._p(), vid)
 
     def memory(self):
         """The static memory plan's figures, a MemoryStats."""
