@@ -32,7 +32,7 @@ class Value:
     when they are the same value of the same graph, so they serve as dictionary keys."""
 
     __slots__ = ("graph", "_id")
-    __array_priority__ = 1000  # numpy scalars on the left defer to Value's reflected operators
+    __array_ufunc__ = None  # numpy operands on the left defer to Value's reflected operators
 
     def __init__(self, graph, vid):
         self.graph = graph
@@ -352,7 +352,8 @@ class Graph(Handle):
             return self.scalar(x)._id
         if isinstance(x, str):
             return self.find(x)._id
-        raise TypeError("expected a whale.Value of this graph or a number, got %s" % type(x).__name__)
+        hint = " (an array becomes a value with g.constant(name, array))" if isinstance(x, np.ndarray) else ""
+        raise TypeError("expected a whale.Value of this graph or a number, got %s%s" % (type(x).__name__, hint))
 
     @property
     def status(self):

@@ -39,6 +39,9 @@ def test_operators_build_the_ops(ctx):
     assert (a - 1.0).shape == (whale.BATCH, 4)
     assert (2.0 * a).shape == (a * 2).shape == (a / 2.0).shape == (1.0 / a).shape == (-a).shape
     assert (a * b).shape == (a / b).shape == (whale.BATCH, 4)
+    assert (np.float32(2) * a).shape == (np.int64(1) + a).shape == (whale.BATCH, 4)  # numpy scalars too
+    with pytest.raises(TypeError, match="g.constant|whale.Value"):
+        np.ones(4, np.float32) + a
     assert a[:, 1:3].shape == (whale.BATCH, 2) and a[..., -1:].shape == (whale.BATCH, 1)
     t = w.T                          # anywhere else it is a transpose node
     assert (t + 0.0).shape == (4, 3)
