@@ -293,6 +293,27 @@ class Comm(Handle):
         out = send if recv is None else recv
         return self._start(lib.wh_comm_iallreduce, (s, r, send.size, dt, _op(op)), (send, recv, s, r), out)
 
+    def ireduce_scatter(self, send, recv, op="sum", dtype=None):
+        """Start a reduce_scatter (send holds size * recv.size elements); returns a Request."""
+        dt = _dtype_of(send, dtype, "ireduce_scatter")
+        if send.size != recv.size * self.size:
+            raise InvalidArgumentError("ireduce_scatter: send has %d elements, expected %d ranks x %d"
+                                       % (send.size, self.size, recv.size))
+        sb = _buf(send, "ireduce_scatter send")
+        r = self._recv_like(recv, recv.size, send.dtype, "ireduce_scatter recv")
+        return self._start(lib.wh_comm_ireduce_scatter, (sb, r, recv.size, dt, _op(op)), (send, recv, sb, r), recv)
+
+    def iallgather(self, send, recv=None, counts=None, dtype=None):
+        """Start an allgather (as allgather); returns a Request whose wait() gives recv."""
+        dt = _dtype_of(send, dtype, "iallgather")
+        total = send.size * self.size if counts is None else int(sum(counts))
+        if recv is None:
+            recv = np.empty(total, send.dtype)
+        r = self._recv_like(recv, total, send.dtype, "iallgather recv")
+        sb = _buf(send, "iallgather send")
+        cnt = ffi.NULL if counts is None else ffi.new("size_t[]", [int(c) for c in counts])
+        return self._start(lib.wh_comm_iallgather, (sb, r, send.size, cnt, dt), (send, recv, sb, r, cnt), recv)
+
     def ibroadcast(self, buf, root=0, dtype=None):
         """Start a broadcast from root; returns a Request."""
         dt = _dtype_of(buf, dtype, "ibroadcast")

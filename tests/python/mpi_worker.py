@@ -82,6 +82,11 @@ def comm_api(comm):
     assert req.done and req.result.tolist() == [n] * 3
     assert comm.ibroadcast(np.full(2, r, np.int32), root=n - 1).wait().tolist() == [n - 1] * 2
     comm.ibarrier().wait()
+    assert comm.iallgather(np.array([r], np.int32)).wait().tolist() == list(range(n))
+    counts = [k + 1 for k in range(n)]  # rank k contributes k + 1 elements
+    uneven = comm.allgather(np.full(r + 1, r, np.int32), counts=counts)
+    assert uneven.tolist() == [k for k in range(n) for _ in range(k + 1)]
+    assert comm.ireduce_scatter(np.ones(3 * n, np.float64), np.empty(3)).wait().tolist() == [n] * 3
     f = comm.fusion(bucket_bytes=16, op="sum")
     ts = [np.full(3, r + 1.0, np.float32), np.full(5, 1.0, np.float32)]
     for t in ts:

@@ -64,3 +64,21 @@ def test_pinned_plans(ctx):
     assert searched.step_time > 0 and searched.num_stages in (1, 2, 4)
     with pytest.raises(whale.InvalidArgumentError):
         whale.Plan(g, c, 32, schedule="zigzag")
+
+
+def test_measured_profile_into_the_cluster(ctx):
+    from conftest import batch_data
+    m = mlp(ctx, hidden=64)
+    s = m.g.session(batch=8)
+    xb, yb = batch_data()
+    s.feed(m.x, xb)
+    s.feed(m.y, yb)
+    s.profile(True)
+    for _ in range(3):
+        s.step()
+    report = s.profile_report()
+    c = whale.Cluster(ctx).add("CPU", 0, 2)
+    before = whale.Plan.pinned(m.g, c, 16, shares=[8, 8]).step_time
+    c.set_profile(0, m.g, 8, report)
+    after = whale.Plan.pinned(m.g, c, 16, shares=[8, 8]).step_time
+    assert after > 0 and after != before  # the cost model now uses the measured op times
