@@ -98,7 +98,7 @@ static double hetero_dp(const char *name, int seq, int per_gpu, double *planned_
   wh_plan_destroy(p);
   /* brute force over the symmetric space: every V100 gets sv, every P100 sp, 8 sv + 8 sp = batch */
   wh__planner *pl;
-  if (wh__planner_open(ctx, g, c, batch, &pl) != WH_OK) die("planner");
+  if (wh__planner_open(ctx, g, c, batch, WH_F32, &pl) != WH_OK) die("planner");
   double t_bf = INFINITY;
   int64_t bsv = 0;
   const int *order = wh__planner_order(pl);
@@ -160,7 +160,7 @@ static void hetero_pp(const char *name, int seq, double *planned_out, double *bf
   wh_plan_destroy(p);
   /* brute force: every split of the segment chain into 4 stages at legal boundaries */
   wh__planner *pl;
-  if (wh__planner_open(ctx, g, c, batch, &pl) != WH_OK) die("planner");
+  if (wh__planner_open(ctx, g, c, batch, WH_F32, &pl) != WH_OK) die("planner");
   int n = wh__planner_segments(pl), cut[4], best_cut[4] = {0};
   double t_bf = INFINITY;
   long tried = 0;
@@ -276,7 +276,7 @@ static int next_shares(int64_t *sh, int k, int64_t total) {
 
 static double brute_force(wh_graph *g, wh_cluster *c, int64_t batch) {
   wh__planner *pl;
-  if (wh__planner_open(ctx, g, c, batch, &pl) != WH_OK) die("planner");
+  if (wh__planner_open(ctx, g, c, batch, WH_F32, &pl) != WH_OK) die("planner");
   int n = wh__planner_segments(pl), nd = c->n;
   double best = INFINITY;
   for (int S = 1; S <= nd && S <= n; S++) {

@@ -319,7 +319,6 @@ int main(int argc, char **argv) {
       po.global_batch = c.batch;
       po.stages = c.stages; /* 1: data parallel; 0: the search chooses */
       po.micro_batches = c.micro;
-      po.allow_tp = 0;
       CHECK(wh_plan_create(ctx, g, cl, &po, &plan));
     }
     char *ex;
@@ -354,7 +353,8 @@ int main(int argc, char **argv) {
   double t0 = now(), tlast = t0, sum = 0;
   int nsum = 0;
   float vloss = 0;
-  double *step_t = malloc(sizeof(double) * (size_t)c.steps);
+  double *step_t = malloc(sizeof(double) * (size_t)c.steps), comm_busy = 0, comm_exposed = 0;
+  int rebalances = 0;
   FILE *loss_log = c.loss_log && rank0 ? fopen(c.loss_log, "w") : NULL;
   if (c.loss_log && rank0 && !loss_log) {
     fprintf(stderr, "cannot write %s\n", c.loss_log);
@@ -366,8 +366,24 @@ int main(int argc, char **argv) {
     CHECK(wh_session_feed(s, m.tokens, tok, sizeof(int32_t) * (size_t)(c.batch * T)));
     CHECK(wh_session_feed(s, m.targets, tgt, sizeof(int32_t) * (size_t)(c.batch * T)));
     double ts = now();
+    wh_comm_stats cs = WH_COMM_STATS_INIT;
+    CHECK(wh_session_comm_stats(s, &cs, 1)); /* count the steps' communication only, not evaluation's */
     CHECK(wh_session_step(s));
     step_t[step - 1] = now() - ts;
+    CHECK(wh_session_comm_stats(s, &cs, 1));
+    if (step > (c.steps > 10 ? 5 : 0)) comm_busy += cs.busy_s, comm_exposed += cs.exposed_s;
+    if (plan) { /* the session moves rows between replicas when their measured speeds differ */
+      int64_t sh[64];
+      int nrb = 0;
+      if (wh_session_shares(s, sh, 64, &nrb) == WH_OK && nrb != rebalances) {
+        char line[256];
+        int at = 0;
+        for (int r = 0; r < wh_comm_size(comm) && r < 64 && at < (int)sizeof line - 24; r++)
+          at += snprintf(line + at, sizeof line - (size_t)at, "%s%lld", r ? "/" : "", (long long)sh[r]);
+        say("rebalanced after step %d: rows per micro-batch of each rank now %s (measured speeds)\n", step, line);
+        rebalances = nrb;
+      }
+    }
     float l;
     CHECK(wh_session_fetch(s, m.loss, &l, sizeof l));
     sum += l, nsum++;
@@ -399,15 +415,21 @@ int main(int argc, char **argv) {
     double med = step_t[skip + n / 2], pred = wh_plan_step_time(plan);
     say("cost model: predicted %.1f ms per step, measured %.1f ms (median), error %+.0f%%\n", 1e3 * pred, 1e3 * med,
         100 * (pred / med - 1));
-    int ns = wh_plan_num_stages(plan), tp = c.tp > 1 ? c.tp : 1, dp = wh_comm_size(comm) / ns / tp;
-    char tag[48];
+    int ns = wh_plan_num_stages(plan), tp = wh_plan_tp(plan), dp = wh_comm_size(comm) / ns / tp;
+    char tag[64], part[3][24] = {"", "", ""};
     const char *sch = wh_plan_schedule(plan) == WH_SCHEDULE_GPIPE ? "gpipe" : "1f1b";
-    if (tp > 1 && dp == 1) snprintf(tag, sizeof tag, "tp%d", tp);
-    else if (tp > 1) snprintf(tag, sizeof tag, "dp%dxtp%d", dp, tp);
-    else if (ns == 1) snprintf(tag, sizeof tag, "dp%d", dp);
-    else if (dp == 1) snprintf(tag, sizeof tag, "pp%d_%s", ns, sch);
-    else snprintf(tag, sizeof tag, "dp%dxpp%d_%s", dp, ns, sch);
+    if (dp > 1 || (ns == 1 && tp == 1)) snprintf(part[0], sizeof part[0], "dp%d", dp);
+    if (ns > 1) snprintf(part[1], sizeof part[1], "pp%d", ns);
+    if (tp > 1) snprintf(part[2], sizeof part[2], "tp%d", tp);
+    snprintf(tag, sizeof tag, "%s%s%s%s%s%s%s", part[0], part[0][0] && (part[1][0] || part[2][0]) ? "x" : "", part[1],
+             part[1][0] && part[2][0] ? "x" : "", part[2], ns > 1 ? "_" : "", ns > 1 ? sch : "");
     say("RESULT costmodel_error_%s %.3f\n", tag, fabs(pred / med - 1));
+    /* how much of the steps' communication ran behind compute on this rank */
+    int counted = c.steps - skip;
+    double hidden = comm_busy > 0 ? 1.0 - comm_exposed / comm_busy : 0;
+    say("communication (rank 0): %.2f ms per step, %.2f ms of it waited for: %.0f%% hidden behind compute\n",
+        1e3 * comm_busy / counted, 1e3 * comm_exposed / counted, 100 * hidden);
+    say("RESULT comm_hidden_%s %.3f\n", tag, hidden);
   }
   free(step_t);
 

@@ -95,8 +95,8 @@ typedef struct wh_graph wh_graph;
 typedef enum wh_dtype {
   WH_F32 = 0,
   WH_I32 = 1,  /* labels and indices */
-  WH_BF16 = 2, /* declared for the GPU backend; not yet computable */
-  WH_F16 = 3,  /* declared for the GPU backend; not yet computable */
+  WH_BF16 = 2, /* storage only: what mixed precision stores activations in (wh_session_options.mixed) */
+  WH_F16 = 3,  /* the same, IEEE half */
   WH_F64 = 4   /* declared for communication; not yet computable */
 } wh_dtype;
 
@@ -328,10 +328,10 @@ typedef struct wh_session_options {
   /* Distributed execution: this rank's part of the plan (rank i of comm runs cluster device i).
    * Both borrowed; they must outlive the session. With a plan, wh_session_feed takes the global
    * batch (every rank feeds the same data) and each rank runs its share of every micro-batch;
-   * the loss fetched is the global mean. This increment executes data-parallel plans (one stage,
-   * no operator sharding): replicas with equal or unequal shares, gradient accumulation over
-   * micro-batches, gradients averaged by share and all-reduced in buckets during backward. The
-   * loss must be a mean over samples (as wh_cross_entropy and wh_mse are). */
+   * the loss fetched is the global mean. Every layout a plan describes runs: data parallelism
+   * (equal or unequal shares, micro-batches, ZeRO-1), pipelines (GPipe, 1F1B, data-parallel
+   * stages), operator sharding and their combinations. The loss must be a mean over samples (as
+   * wh_cross_entropy and wh_mse are). */
   const struct wh_plan *plan;
   struct wh_comm *comm;
   /* Where the session runs: WH_DEVICE_CPU (default) or WH_DEVICE_CUDA (a build with the CUDA
@@ -350,9 +350,27 @@ typedef struct wh_session_options {
    * repeats exactly. It moves R times the bytes of a ring all-reduce. Bitwise equality with a
    * plain one-process step over the whole batch is not possible: its sums run in another order. */
   int deterministic;
+  /* Data parallel, with shares the planner chose (not pinned by the caller): each step measures
+   * every replica's compute; when one stays slower than the shares assume for a few steps, all
+   * ranks switch to shares from the measured speeds at the same step boundary (1, default).
+   * The global batch and the arithmetic stay: only which rows each replica takes changes. Never
+   * with the deterministic reduction (its sums follow the rows) or a pipeline. 0: the plan's
+   * shares throughout. */
+  int rebalance;
+  /* Mixed precision: the dtype activations and gradients are stored in between the nodes that
+   * make and read them. WH_F32 (default): fp32 throughout. WH_BF16 or WH_F16: a precision pass
+   * stores what backward reads (and gradients between backward nodes) narrow, casting back to fp32
+   * for every kernel, so products and reductions accumulate in fp32, and parameters, their
+   * gradients and optimizer state stay fp32 (master weights); the memory plan's activation bytes
+   * halve. WH_F16 adds dynamic loss scaling: a step whose gradients overflowed on any rank is
+   * skipped on every rank and the scale halves (wh_session_loss_scale). fp16 runs without a
+   * pipeline and without ZeRO-1. A plan made with a mixed precision sets it (WH_F32 here takes
+   * the plan's). On CUDA it brings 16-bit products (precision WH_PRECISION_BF16 unless TF32 is
+   * asked for). */
+  wh_dtype mixed;
 } wh_session_options;
 
-#define WH_SESSION_OPTIONS_INIT {sizeof(wh_session_options), 1, 1, 1, NULL, NULL, WH_DEVICE_CPU, -1, WH_PRECISION_F32, 0}
+#define WH_SESSION_OPTIONS_INIT {sizeof(wh_session_options), 1, 1, 1, NULL, NULL, WH_DEVICE_CPU, -1, WH_PRECISION_F32, 0, 1, WH_F32}
 
 WH_API wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *opts,
                                    wh_session **out);
@@ -388,9 +406,10 @@ typedef struct wh_memory_stats {
   uint64_t live_peak_bytes;    /* most intermediate bytes alive at one node: the plan's lower bound */
   int64_t inplace_ops;         /* outputs written over a dying input */
   int64_t recomputed_ops;      /* forward nodes re-run in backward (recompute scopes) */
+  uint64_t saved_bytes;        /* activations kept from forward for backward (what mixed precision halves) */
 } wh_memory_stats;
 
-#define WH_MEMORY_STATS_INIT {sizeof(wh_memory_stats), 0, 0, 0, 0, 0, 0, 0, 0}
+#define WH_MEMORY_STATS_INIT {sizeof(wh_memory_stats), 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
 WH_API wh_status wh_session_memory(const wh_session *s, wh_memory_stats *out);
 
@@ -399,6 +418,31 @@ WH_API wh_status wh_session_memory(const wh_session *s, wh_memory_stats *out);
  * time: calls and milliseconds per run, share of the total. */
 WH_API wh_status wh_session_profile(wh_session *s, int on);
 WH_API wh_status wh_session_profile_report(const wh_session *s, char **out);
+
+/* This rank's communication over its runs: every operation's seconds from its start to when it was
+ * seen done (operations that block count whole), and the part of them the step spent waiting. The
+ * share hidden behind compute is 1 - exposed_s / busy_s. Completion is noticed between nodes, so
+ * busy_s of an overlapped operation can run up to one node long. */
+typedef struct wh_comm_stats {
+  size_t struct_size;
+  double busy_s;
+  double exposed_s;
+  int64_t ops;        /* operations counted (a gradient bucket, a transfer, a collective) */
+} wh_comm_stats;
+#define WH_COMM_STATS_INIT {sizeof(wh_comm_stats), 0, 0, 0}
+/* Read the counters into out (reset != 0: then start them again from zero). A session without a
+ * plan communicates nothing: zeros. */
+WH_API wh_status wh_session_comm_stats(wh_session *s, wh_comm_stats *out, int reset);
+
+/* The rows per micro-batch each device of this rank's stage takes now, indexed like the cluster
+ * (wh_plan_shares; devices of other stages 0; n at least the plan's devices), or a single
+ * process's batch in shares[0]; and how often the session has rebalanced them (*rebalances, may
+ * be NULL; see wh_session_options.rebalance). */
+WH_API wh_status wh_session_shares(wh_session *s, int64_t *shares, int n, int *rebalances);
+
+/* fp16 mixed precision: the loss scale the next step uses, and how many steps were skipped because
+ * a gradient overflowed (both may be NULL). Other sessions: 1 and 0. */
+WH_API wh_status wh_session_loss_scale(const wh_session *s, double *scale, int64_t *skipped);
 
 /* ---------------------------------------------------------- serialization */
 
@@ -582,9 +626,13 @@ typedef struct wh_plan_options {
   int zero1;              /* shard optimizer state across data-parallel replicas; -1: search */
   int even_shares;        /* baseline: every replica gets the same batch share */
   int even_layers;        /* baseline: every stage gets the same number of segments */
+  /* Mixed precision (wh_session_options.mixed): WH_BF16 or WH_F16 costs the model as the precision
+   * pass runs it (products at the devices' 16-bit rate, stored activations in half the bytes,
+   * the casts' traffic), and sessions on the plan run the pass. WH_F32 (default): none. */
+  wh_dtype mixed;
 } wh_plan_options;
 
-#define WH_PLAN_OPTIONS_INIT {sizeof(wh_plan_options), 0, 0, 0, WH_SCHEDULE_AUTO, 1, 1, 0, 0, 0}
+#define WH_PLAN_OPTIONS_INIT {sizeof(wh_plan_options), 0, 0, 0, WH_SCHEDULE_AUTO, 1, 1, 0, 0, 0, WH_F32}
 
 /* Plan the training step of g (after wh_backward and an optimizer) on cluster c. */
 WH_API wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, const wh_plan_options *opts,
@@ -594,6 +642,12 @@ WH_API double wh_plan_step_time(const wh_plan *p); /* the search's estimate, sec
 WH_API int wh_plan_num_stages(const wh_plan *p);
 WH_API int wh_plan_micro_batches(const wh_plan *p);
 WH_API wh_schedule wh_plan_schedule(const wh_plan *p);
+/* Devices that share each replica's operators (operator sharding; 1: none). */
+WH_API int wh_plan_tp(const wh_plan *p);
+/* Whether the optimizer state is sharded over the data-parallel replicas (ZeRO-1). */
+WH_API int wh_plan_zero1(const wh_plan *p);
+/* The mixed precision the plan was costed for and its sessions run (WH_F32: none). */
+WH_API wh_dtype wh_plan_mixed(const wh_plan *p);
 /* Samples per micro-batch of each device (indexed like the cluster; 0 for unused devices). */
 WH_API wh_status wh_plan_shares(const wh_plan *p, int64_t *shares, int n);
 /* Per stage and replica: devices, segments, batch share, predicted compute / communication /
@@ -628,9 +682,10 @@ typedef struct wh_plan_layout {
   wh_schedule schedule;    /* GPIPE or 1F1B */
   int tp;                  /* devices per replica (operator sharding) */
   int recompute, zero1;
+  wh_dtype mixed;          /* as wh_plan_options.mixed */
 } wh_plan_layout;
 
-#define WH_PLAN_LAYOUT_INIT {sizeof(wh_plan_layout), 1, NULL, NULL, NULL, 1, WH_SCHEDULE_1F1B, 1, 0, 0}
+#define WH_PLAN_LAYOUT_INIT {sizeof(wh_plan_layout), 1, NULL, NULL, NULL, 1, WH_SCHEDULE_1F1B, 1, 0, 0, WH_F32}
 
 WH_API wh_status wh_plan_create_pinned(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t global_batch,
                                        const wh_plan_layout *layout, wh_plan **out);

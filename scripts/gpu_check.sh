@@ -69,6 +69,7 @@ check cuda_ops 240 env TEST_OPS_DEVICE=cuda build-gpu/tests/test_ops
 check cuda_bf16 120 env TEST_OPS_DEVICE=cuda TEST_OPS_PRECISION=bf16 TEST_OPS_TOL=3e-2 \
   build-gpu/tests/test_ops --case '*attention*'
 check cuda_gpt 180 build-gpu/tests/gpu/test_cuda_gpt
+check cuda_tp 180 bash tests/mpi/mpirun.sh 2 170 build-gpu/tests/gpu/test_cuda_tp
 cat "$out/cuda_gpt.log" | grep -E "loss|FAIL" | head -12
 check probe 90 build-gpu/examples/probe "$out/cluster.json"
 grep -m1 "probed" "$out/probe.log"

@@ -70,11 +70,51 @@ struct wh_comm {
   int dev_bufs;
 };
 
+/* ---- reductions (reduce.c) */
+
 /* Elementwise dst += src for count elements of dt (bf16 rounds to nearest even). */
 void wh__reduce_add(void *dst, const void *src, size_t count, wh_dtype dt);
 void wh__reduce_scale(void *dst, size_t count, wh_dtype dt, double k);
 int wh__comm_dtype_ok(wh_dtype dt);
 size_t wh__comm_dtype_size(wh_dtype dt);
+
+/* ---- requests (request.c) */
+
+/* A new request of c for op (static text) moving `bytes` with peer (-1: a collective), linked into
+ * c's active list; the caller's backend call fills progress / release / state. NULL when out of
+ * memory. */
+wh_request *wh__req_new(wh_comm *c, const char *op, size_t bytes, int peer);
+/* Unlink r from its comm and free it with its backend state (finished or not). NULL: no-op. */
+void wh__req_free(wh_request *r);
+
+#ifdef WH_HAVE_CUDA
+/* ---- device buffers on the MPI backend, staged through the host (staging.c) */
+
+enum { WH__ST_SEND, WH__ST_RECV, WH__ST_ALLREDUCE, WH__ST_REDUCE_SCATTER, WH__ST_ALLGATHER, WH__ST_BROADCAST };
+
+typedef struct {
+  int kind;
+  const void *send;
+  void *recv; /* also the buffer of broadcast */
+  size_t count;
+  const size_t *counts; /* all-gather: every rank's count */
+  wh_dtype dt;
+  wh_reduce_op op;
+  int peer, tag, root;
+} wh__stage_args;
+
+/* Is p device memory that c must stage (the MPI backend only; asks CUDA once whether any device
+ * is visible at all)? */
+int wh__comm_dev_ptr(wh_comm *c, const void *p);
+/* Start the operation of a on host copies of its device buffers; the request copies the result
+ * back when it completes. On failure ctx says why and nothing is left started. */
+wh_status wh__comm_staged_start(wh_comm *c, const char *op, size_t bytes, int peer, const wh__stage_args *a,
+                                wh_request **req);
+#endif
+
+/* Gradient fusion's seconds of all-reduce (each from its start to when a poll or the wait saw it
+ * done) and the part of them its wait blocked (fusion.c). */
+void wh__fusion_times(const wh_fusion *f, double *busy, double *exposed);
 
 /* Backends */
 extern const wh__comm_ops wh__mpi_ops;

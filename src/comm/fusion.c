@@ -20,6 +20,7 @@ typedef struct {
   int ne, cap_e;
   wh_request *req;
   int state;        /* 0 filling, 1 running, 2 done */
+  double started;   /* when its all-reduce started */
 } bucket;
 
 struct wh_fusion {
@@ -31,7 +32,13 @@ struct wh_fusion {
   int nb, cap_b, cur; /* cur: the bucket being filled, -1 none */
   int started;
   wh_status err;       /* a bucket's all-reduce failed: every later call returns it */
+  double busy, exposed; /* seconds the all-reduces ran (start to seen done), and were waited for */
 };
+
+void wh__fusion_times(const wh_fusion *f, double *busy, double *exposed) {
+  *busy = f ? f->busy : 0;
+  *exposed = f ? f->exposed : 0;
+}
 
 wh_status wh_fusion_create(wh_comm *c, size_t bucket_bytes, wh_dtype dt, wh_reduce_op op, wh_fusion **out) {
   if (!c || !out) return WH_ERR_INVALID_ARGUMENT;
@@ -115,6 +122,7 @@ static wh_status start(wh_fusion *f, int i) {
   wh_status st = wh_comm_iallreduce(f->c, NULL, data, b->used / f->es, f->dt, f->op, &b->req);
   if (st != WH_OK) return st;
   b->state = 1;
+  b->started = wh__now();
   f->started++;
   if (f->cur == i) f->cur = -1;
   return WH_OK;
@@ -133,7 +141,10 @@ wh_status wh_fusion_poll(wh_fusion *f) {
       b->state = 2;
       return f->err = st;
     }
-    if (done) unpack(f, b);
+    if (done) {
+      f->busy += wh__now() - b->started;
+      unpack(f, b);
+    }
   }
   return WH_OK;
 }
@@ -189,7 +200,10 @@ wh_status wh_fusion_wait(wh_fusion *f) {
   for (int i = 0; i < f->nb; i++) {
     bucket *b = &f->b[i];
     if (b->state != 1) continue;
+    double t0 = wh__now();
     st = wh_request_wait(b->req);
+    double t1 = wh__now();
+    f->exposed += t1 - t0, f->busy += t1 - b->started;
     b->req = NULL;
     if (st != WH_OK) {
       b->state = 2;

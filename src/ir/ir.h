@@ -209,9 +209,6 @@ const char *wh__lay_str(wh__layout l, char *buf, int cap);
 typedef const void *(*wh__param_data_fn)(const void *arg, int32_t v);
 wh_status wh__graph_save_with(const wh_graph *g, wh__param_data_fn param_data, const void *arg, const char *path);
 
-/* ---- autodiff and optimizer (autodiff.c, optim.c) */
-wh_status wh__backward(wh_graph *g, wh_value loss);
-
 /* ---- learning-rate schedule shared by update kernels */
 double wh__lr_at(const double *fa_lr /* lr, warmup, total, min, schedule */, int64_t step);
 

@@ -30,6 +30,12 @@ typedef struct wh__exec {
   wh_comm *tp;          /* operator sharding: the ranks of this replica (NULL without) */
 } wh__exec;
 
+#ifndef __cplusplus
+/* The instructions the CPU casts use (cpu/elementwise.c): bit 0 F16C, bit 1 AVX512-BF16; -1 until
+ * the first cast looks at the CPU. Tests clear bits to compare with the plain C. */
+extern _Atomic int wh__cpu_cast_paths;
+#endif
+
 /* Once per context: the CPU kernels' BLAS threading (cpu/matmul.c). */
 void wh__cpu_kernels_init(void);
 

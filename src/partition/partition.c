@@ -189,7 +189,7 @@ static wh_status part_dp(wh__pb *b) {
      * is padded to R equal blocks for the reduce-scatter; the update's state keeps this rank's shard */
     for (int i = 0; i < b->n_base && b->st == WH_OK; i++) {
       const wh__node *n = &b->base[i];
-      if (n->op == WH_OP_GLOBAL_NORM_CLIP) clip = i;
+      if (n->op == WH_OP_GLOBAL_NORM_CLIP || n->op == WH_OP_TP_NORM_CLIP) clip = i;
       if (n->op != WH_OP_SGD_UPDATE && n->op != WH_OP_ADAMW_UPDATE) continue;
       zparam *q = &zp[nz++];
       q->node = i, q->param = n->in[0], q->grad = n->in[1];
@@ -280,9 +280,19 @@ static wh_status part_dp(wh__pb *b) {
       if (!in) {
         b->st = WH_ERR_OUT_OF_MEMORY;
       } else {
-        for (int i = 0; i < nz; i++) in[2 * i] = shard[zp[i].grad], in[2 * i + 1] = zp[i].param;
+        /* the gradients split by operator sharding first: their squares are summed over the
+         * replica's ranks too, the whole ones (alike on every shard) only over the shard's ranks */
+        int k = 0, nsplit = 0;
+        for (int pass = 0; pass < 2; pass++)
+          for (int i = 0; i < nz; i++) {
+            int split = p->lay && p->lay[zp[i].grad].kind == WH_LAY_S;
+            if (split != (pass == 0)) continue;
+            in[2 * k] = shard[zp[i].grad], in[2 * k + 1] = zp[i].param, k++;
+            nsplit += split;
+          }
         const wh__node *cn = &b->base[clip];
-        wh__pb_once(b, wh__pb_node(b, WH_OP_ZERO_NORM_CLIP, WH_PHASE_UPDATE, cn->fwd, in, 2 * nz, cn->out, grp, 1,
+        int64_t cia[3] = {WH_GROUP_DP, nsplit, pc->tp > 1 ? WH_GROUP_TP : -1};
+        wh__pb_once(b, wh__pb_node(b, WH_OP_ZERO_NORM_CLIP, WH_PHASE_UPDATE, cn->fwd, in, 2 * nz, cn->out, cia, 3,
                                    cn->fa, 1));
         free(in);
       }
@@ -312,6 +322,60 @@ static wh_status part_dp(wh__pb *b) {
   return b->st;
 }
 
+/* ---- overlap: operator sharding's all-reduces start as soon as their input exists */
+
+/* Every forward and backward tp_allreduce becomes a start right after the node that makes its input
+ * and a wait right before its first reader, so the nodes in between (a weight's gradient while the
+ * input's gradient is being summed) run while it is in flight. The wait reads the input too: the
+ * all-reduce reads it until it is done, so its storage lives that long. The ranks of a replica
+ * start their all-reduces in the same order (they run the same program). */
+static wh_status overlap_tp(wh__program *p) {
+  int n = p->n_nodes;
+  int *pos = malloc(sizeof(int) * (size_t)(p->n_values + 1)), *after = malloc(sizeof(int) * (size_t)(n + 1));
+  wh__node *out = NULL;
+  int nn = 0, cap = 0;
+  wh_status st = pos && after ? WH_OK : WH_ERR_OUT_OF_MEMORY;
+  for (int v = 0; st == WH_OK && v < p->n_values; v++) pos[v] = -1;
+  for (int i = 0; st == WH_OK && i < n; i++) {
+    const wh__node *nd = &p->nodes[i];
+    after[i] = -2; /* not an overlapped all-reduce */
+    if (nd->op == WH_OP_TP_ALLREDUCE && nd->phase != WH_PHASE_UPDATE)
+      after[i] = pos[nd->in[0]] >= 0 ? pos[nd->in[0]] : i - 1;
+    if (nd->out >= 0) pos[nd->out] = i;
+  }
+  for (int i = -1; st == WH_OK && i < n; i++) {
+    if (i >= 0) {
+      const wh__node *nd = &p->nodes[i];
+      if (after[i] > -2) { /* the wait, where the all-reduce was */
+        wh__node w = *nd;
+        w.op = WH_OP_TP_WAIT, w.n_in = 2, w.out = -1, w.n_ia = 0, w.n_fa = 0;
+        int32_t in[2] = {nd->out, nd->in[0]};
+        st = wh__nodes_push(&out, &nn, &cap, &w, in);
+      } else {
+        st = wh__nodes_push(&out, &nn, &cap, nd, nd->in);
+      }
+    }
+    for (int j = i + 1; st == WH_OK && j < n; j++) /* the starts whose input exists now */
+      if (after[j] == i) {
+        wh__node s0 = p->nodes[j];
+        s0.op = WH_OP_TP_ALLREDUCE_START;
+        st = wh__nodes_push(&out, &nn, &cap, &s0, p->nodes[j].in);
+      }
+  }
+  if (st == WH_OK) {
+    for (int i = 0; i < n; i++) free(p->nodes[i].in);
+    free(p->nodes);
+    p->nodes = out, p->n_nodes = nn;
+    for (int i = 0; i < nn; i++)
+      if (p->nodes[i].out >= 0 && p->nodes[i].out < p->n_values) p->values[p->nodes[i].out].producer = i;
+  } else {
+    for (int i = 0; i < nn; i++) free(out[i].in);
+    free(out);
+  }
+  free(pos), free(after);
+  return st;
+}
+
 /* ---- the entry */
 
 static wh_status finish(wh__pb *b) {
@@ -339,8 +403,12 @@ static wh_status finish(wh__pb *b) {
 }
 
 wh_status wh__partition(const wh_graph *g, const wh_plan *pl, int rank, int size, int recompute, int deterministic,
-                        int on_device, wh__program *out, char *msg, size_t cap) {
+                        int on_device, wh_dtype mixed, wh__program *out, char *msg, size_t cap) {
   msg[0] = 0;
+  if (mixed != WH_F32 && mixed != WH_BF16 && mixed != WH_F16) {
+    snprintf(msg, cap, "mixed precision stores activations as bf16 or f16 (WH_BF16, WH_F16), not dtype %d", (int)mixed);
+    return WH_ERR_INVALID_ARGUMENT;
+  }
   wh__place pc;
   if (pl) {
     wh_status ps = wh__place_find(pl, rank, size, deterministic, on_device, &pc, msg, cap);
@@ -356,7 +424,27 @@ wh_status wh__partition(const wh_graph *g, const wh_plan *pl, int rank, int size
     snprintf(msg, cap, "out of memory building the program");
     return st;
   }
-  if (!pl) return WH_OK; /* a single process: the graph's nodes, one part */
+  if (!pl) { /* a single process: the graph's nodes, one part */
+    if (mixed == WH_F32) return WH_OK;
+    if ((st = wh__program_mixed(g, out, mixed, msg, cap)) == WH_OK) { /* the one part, in the new order */
+      int32_t *o = realloc(out->order, sizeof(int32_t) * (size_t)(out->n_nodes + 1));
+      if (o) {
+        out->order = o;
+        for (int i = 0; i < out->n_nodes; i++) out->order[i] = i;
+        out->n_order = out->parts[0].n = out->n_nodes;
+      } else {
+        st = WH_ERR_OUT_OF_MEMORY;
+      }
+    }
+    if (st != WH_OK) wh__program_free(out);
+    return st;
+  }
+  if (mixed == WH_F16 && (pc.pipelined || pc.zero1)) {
+    snprintf(msg, cap, "fp16 with its loss scaling runs data parallel (with or without operator sharding) in this "
+                       "build, not with %s: use bf16", pc.pipelined ? "a pipeline" : "ZeRO-1");
+    wh__program_free(out);
+    return WH_ERR_UNSUPPORTED;
+  }
   free(out->parts), free(out->order); /* the one-part schedule of a single process */
   out->parts = NULL, out->order = NULL, out->n_parts = out->n_order = 0;
   out->distributed = 1;
@@ -373,12 +461,24 @@ wh_status wh__partition(const wh_graph *g, const wh_plan *pl, int rank, int size
       wh__program_free(out);
       return st;
     }
-    /* every rank takes part in every split, in the same order: the replicas, then the shards */
-    const wh__stage *s0 = &pl->st[0];
+  }
+  if (mixed != WH_F32 && (st = wh__program_mixed(g, out, mixed, msg, cap)) != WH_OK) {
+    wh__program_free(out);
+    return st;
+  }
+  if (pc.tp > 1) {
+    if ((st = overlap_tp(out)) != WH_OK) {
+      snprintf(msg, cap, "out of memory overlapping operator sharding's all-reduces");
+      wh__program_free(out);
+      return st;
+    }
+    /* every rank takes part in every split, in the same order: each stage's replicas, then (without
+     * a pipeline) the shards across the replicas; a pipeline's stage groups follow (stages.c) */
     int *col = malloc(sizeof(int) * (size_t)(pc.n_replicas + 1));
-    for (int r = 0; col && r < pc.n_replicas && b.st == WH_OK; r++) wh__pb_split(&b, WH_GROUP_TP, pc.tp, s0->dev + r * pc.tp);
-    for (int k = 0; col && k < pc.tp && b.st == WH_OK; k++) {
-      for (int r = 0; r < pc.n_replicas; r++) col[r] = s0->dev[r * pc.tp + k];
+    for (int k = 0; col && k < pl->n_stages && b.st == WH_OK; k++)
+      for (int r = 0; r < pc.n_replicas && b.st == WH_OK; r++) wh__pb_split(&b, WH_GROUP_TP, pc.tp, pl->st[k].dev + r * pc.tp);
+    for (int k = 0; col && !pc.pipelined && k < pc.tp && b.st == WH_OK; k++) {
+      for (int r = 0; r < pc.n_replicas; r++) col[r] = pl->st[0].dev[r * pc.tp + k];
       wh__pb_split(&b, WH_GROUP_DP, pc.n_replicas, col);
     }
     if (!col) b.st = WH_ERR_OUT_OF_MEMORY;
@@ -408,4 +508,48 @@ wh_status wh__partition(const wh_graph *g, const wh_plan *pl, int rank, int size
     wh__program_free(out);
   }
   return st;
+}
+
+wh__hold wh__program_hold(const wh__program *p, const wh_graph *g, int32_t v) {
+  wh__hold h;
+  memset(&h, 0, sizeof h);
+  if (v < 0 || v >= g->n_values || v >= p->n_values) return h;
+  wh__role role = g->values[v].role;
+  if (role != WH_ROLE_PARAM && role != WH_ROLE_STATE) return h;
+  const wh__place *pc = &p->place;
+  if (!p->distributed) {
+    h.kind = WH_HOLD_WHOLE, h.writer = 1;
+    return h;
+  }
+  int first_stage = pc->stage;
+  if (pc->pipelined) {
+    uint64_t rd = p->reader_stages ? p->reader_stages[v] : 0;
+    if (!(rd >> pc->stage & 1)) return h; /* another stage's */
+    for (first_stage = 0; !(rd >> first_stage & 1); first_stage++) {}
+  }
+  int lead = first_stage == pc->stage && pc->replica == 0;
+  int split = p->lay && p->lay[v].kind == WH_LAY_S;
+  int64_t numel = wh__numel(&g->values[v].shape, 1), local = wh__numel(&p->values[v].shape, 1);
+  int64_t part = split ? numel / pc->tp : numel; /* what operator sharding leaves this rank */
+  int ranged = pc->zero1 && role == WH_ROLE_STATE && local < part + (part == 0);
+  h.lo = 0, h.hi = part;
+  if (ranged) {
+    /* ZeRO-1's shard: R contiguous chunks of the (flattened) part, this rank's the replica-th */
+    int64_t chunk = (part + pc->n_replicas - 1) / pc->n_replicas;
+    if (chunk < 1) chunk = 1;
+    h.lo = chunk * pc->replica < part ? chunk * pc->replica : part;
+    h.hi = h.lo + local;
+  }
+  if (split) {
+    h.kind = WH_HOLD_SPLIT, h.writer = ranged ? first_stage == pc->stage : lead;
+    h.dim = p->lay[v].dim, h.groups = p->lay[v].groups, h.parts = pc->tp, h.index = pc->shard;
+    return h;
+  }
+  if (ranged) {
+    h.kind = WH_HOLD_RANGE, h.writer = pc->shard == 0 && first_stage == pc->stage;
+    return h;
+  }
+  h.kind = WH_HOLD_WHOLE;
+  h.writer = lead && pc->shard == 0;
+  return h;
 }

@@ -32,22 +32,12 @@ wh_status wh__place_find(const wh_plan *pl, int rank, int size, int deterministi
   p.schedule = pl->schedule;
   p.zero1 = pl->zero1 != 0;
   p.deterministic = deterministic != 0;
-  for (int k = 0; k < pl->n_stages; k++) {
-    int same = pl->st[k].ndev == pl->st[0].ndev;
-    for (int r = 0; same && p.pipelined && r < pl->st[k].ndev; r++)
-      same = pl->st[k].share[r] == pl->st[0].share[r] && pl->st[k].share[r] > 0;
-    if ((p.pipelined && pl->st[k].tp != 1) || (p.pipelined && !same))
+  for (int k = 0; k < pl->n_stages; k++)
+    if (pl->st[k].ndev != pl->st[0].ndev || pl->st[k].tp != p.tp)
       return refuse(WH_ERR_UNSUPPORTED, msg, cap,
-                    "this build executes data-parallel plans with or without operator sharding, and pipelines whose "
-                    "stages have the same replicas with the same positive shares and no operator sharding; stage %d "
-                    "has %d device(s) and tp %d",
-                    k, pl->st[k].ndev, pl->st[k].tp);
-  }
-  if (p.tp > 1 && (p.zero1 || deterministic || on_device))
-    return refuse(WH_ERR_UNSUPPORTED, msg, cap,
-                  "operator sharding (tp %d) runs on the CPU backend, without ZeRO-1 and without the deterministic "
-                  "reduction, in this build",
-                  p.tp);
+                    "this build executes pipelines whose stages have the same number of replicas and the same "
+                    "operator sharding; stage %d has %d device(s) and tp %d, stage 0 %d and tp %d",
+                    k, pl->st[k].ndev, pl->st[k].tp, pl->st[0].ndev, p.tp);
   if ((p.pipelined && (p.zero1 || deterministic)) || (p.zero1 && deterministic))
     return refuse(WH_ERR_UNSUPPORTED, msg, cap, "%s",
                   p.pipelined ? "pipeline plans run without ZeRO-1 and without the deterministic reduction in this build"
@@ -56,13 +46,13 @@ wh_status wh__place_find(const wh_plan *pl, int rank, int size, int deterministi
     if (on_device) return refuse(WH_ERR_UNSUPPORTED, msg, cap, "pipeline plans run on the CPU backend in this build");
     p.stage = -1;
     for (int k = 0; k < pl->n_stages; k++)
-      for (int r = 0; r < pl->st[k].ndev; r++)
-        if (pl->st[k].dev[r] == rank) p.stage = k, p.replica = r;
+      for (int i = 0; i < pl->st[k].ndev; i++)
+        if (pl->st[k].dev[i] == rank) p.stage = k, p.replica = i / p.tp, p.shard = i % p.tp;
     if (p.stage < 0) return refuse(WH_ERR_INVALID_ARGUMENT, msg, cap, "rank %d has no stage in the plan", rank);
-    p.n_replicas = pl->st[p.stage].ndev;
+    p.n_replicas = pl->st[p.stage].ndev / p.tp;
     p.share = pl->st[p.stage].share[p.replica];
     for (int r = 0; r < p.replica; r++) p.offset += pl->st[p.stage].share[r];
-    p.batch = p.share;
+    p.batch = p.share > 0 ? p.share : 1; /* a replica without rows on its stage still joins the reductions */
   } else {
     /* replica r holds devices [r * tp, (r + 1) * tp) of the stage and share[r] samples */
     int found = 0;

@@ -41,6 +41,8 @@ struct wh_plan {
   char *why;               /* explanation of the choice against the runner-up (owned) */
   int n_devices, n_segments;
   int n_graph_nodes;       /* nodes of the graph it was made for (0: unknown, an older file) */
+  int shares_pinned;       /* the caller set the replicas' rows: sessions keep them (no rebalancing) */
+  wh_dtype mixed;          /* the precision pass it was costed for and sessions run (WH_F32: none) */
   char (*dev_kind)[32];    /* copy of the cluster's kinds, for printing */
   int *dev_node;
   double *dev_mem;

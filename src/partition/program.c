@@ -150,5 +150,6 @@ void wh__program_free(wh__program *p) {
   free(p->splits);
   free(p->lay);
   free(p->leaf_stage);
+  free(p->reader_stages);
   memset(p, 0, sizeof *p);
 }

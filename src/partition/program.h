@@ -57,6 +57,7 @@ typedef struct wh__program {
   /* pipelines: for every graph leaf the stage whose nodes read it (-1: none), and the transfers
    * this rank takes part in (for the dump) */
   int *leaf_stage;
+  uint64_t *reader_stages; /* per value, the stages whose nodes read it (pipelines; NULL otherwise) */
   int n_transfers;
   int loss_stage;
 } wh__program;
@@ -82,7 +83,27 @@ wh_status wh__program_shard(const wh_graph *g, wh__program *p, int tp, int index
  * and all-gather), the loss reduction, and the schedule (GPipe or 1F1B). deterministic and
  * on_device are the session's; failures say why in msg. */
 wh_status wh__partition(const wh_graph *g, const wh_plan *pl, int rank, int size, int recompute, int deterministic,
-                        int on_device, wh__program *out, char *msg, size_t cap);
+                        int on_device, wh_dtype mixed, wh__program *out, char *msg, size_t cap);
+
+/* Mixed precision (precision.c): activations backward reads and gradients between backward nodes
+ * stored as `narrow` (WH_BF16 or WH_F16), cast back to fp32 for their readers; fp16 adds the loss
+ * scaling nodes. */
+wh_status wh__program_mixed(const wh_graph *g, wh__program *p, wh_dtype narrow, char *msg, size_t cap);
+
+/* What part of persistent graph value v (a parameter or optimizer state) this rank holds, and
+ * whether it writes that part when the whole state is saved: every part of every value has
+ * exactly one writer among the ranks (replica 0 of the stage that reads it first; each shard of a
+ * split value; each rank's range of ZeRO-1's state). */
+typedef enum { WH_HOLD_NONE = 0, WH_HOLD_WHOLE, WH_HOLD_SPLIT, WH_HOLD_RANGE } wh__hold_kind;
+typedef struct wh__hold {
+  wh__hold_kind kind;
+  int writer;          /* this rank writes its part */
+  /* SPLIT: dimension dim of the whole viewed as [groups, parts, rest]; this rank's part is
+   * [:, index, :] (of which it holds elements [lo, hi), flattened: all of it unless ZeRO-1 shards it) */
+  int dim, groups, parts, index;
+  int64_t lo, hi;      /* RANGE: elements [lo, hi) of the whole, flattened; SPLIT: of this rank's part */
+} wh__hold;
+wh__hold wh__program_hold(const wh__program *p, const wh_graph *g, int32_t v);
 
 /* Node kinds the runtime itself executes (communication, accumulation), not a kernel. */
 int wh__op_is_runtime(int op);

@@ -169,20 +169,126 @@ static int schedule(int S, int me, int m, wh__schedule sched, int *seq) {
   return n / 2;
 }
 
-/* The sends of value v (transfer xi) to each of its reading stages: ia = group, peer, tag, whether
- * the micro-batch is added to the tag, the peer's stage (receives: the same, from the producer). A send whose reader there is only backward is a
- * backward node: a forward-only run neither sends nor receives it. */
-static void sends(wh__pb *b, const placing *q, const int *rank_of, int xi, int32_t v, wh__phase ph, int fwd, int k,
-                  int when, int half) {
-  const xfer *x = &q->x[xi];
-  for (int t = 0; t < q->S; t++) {
+/* Who this rank exchanges with: replica r of stage t (same shard index) is rank rank_at(t, r); its
+ * rows of each micro-batch are [off[t][r], off[t][r] + share[t][r]). Stages may give their replicas
+ * different rows (each stage's shares follow its own devices' speeds): a value with a leading batch
+ * dimension then moves as the row ranges the two replicas have in common, from every replica whose
+ * rows a reader needs; a value without one comes whole from the reader's own replica index, or
+ * from the stage's first replica with rows when that one has none. */
+typedef struct {
+  const wh_plan *pl;
+  const placing *q;
+  const wh__program *prog; /* its values (they grow while the builder runs: read them there) */
+  int tp, shard, R, rep, me;
+} peers;
+
+static int rank_at(const peers *w, int t, int r) { return w->pl->st[t].dev[r * w->tp + w->shard]; }
+static int64_t rows_of(const peers *w, int t, int r) { return w->pl->st[t].share[r]; }
+static int64_t off_of(const peers *w, int t, int r) {
+  int64_t o = 0;
+  for (int k = 0; k < r; k++) o += w->pl->st[t].share[k];
+  return o;
+}
+/* The replica of stage t that sends a whole value to replica r of another stage. */
+static int whole_sender(const peers *w, int t, int r) {
+  if (rows_of(w, t, r) > 0) return r;
+  for (int k = 0; k < w->R; k++)
+    if (rows_of(w, t, k) > 0) return k;
+  return r;
+}
+/* Samples are contiguous in a value whose one batch dimension comes first. */
+static int by_rows(const wh__value *v) { return v->shape.ndim > 0 && v->shape.d[0] < 0 && wh__shape_symbolic_count(&v->shape) == 1; }
+
+/* ia of a send or receive: group, peer, tag, whether the micro-batch is added to the tag, the peer's
+ * stage, and the rows [lo, hi) of this rank's value it moves (hi -1: all of it). */
+static void xfer_node(wh__pb *b, int op, wh__phase ph, int fwd, int32_t v, int peer, int64_t tag, int add_mb, int stage,
+                      int64_t lo, int64_t hi, double scale, int once, int when, int half) {
+  int64_t ia[7] = {WH_GROUP_WORLD, peer, tag, add_mb, stage, lo, hi};
+  int32_t n = op == WH_OP_SEND ? wh__pb_node(b, op, ph, fwd, &v, 1, -1, ia, 7, NULL, 0)
+                               : wh__pb_node(b, op, ph, fwd, NULL, 0, v, ia, 7, &scale, scale != 1.0);
+  if (once) wh__pb_once(b, n);
+  else wh__pb_seq(b, n, when, half);
+}
+
+/* The sends of value v (transfer xi) to each of its reading stages. A send whose reader there is only
+ * backward is a backward node: a forward-only run neither sends nor receives it. */
+static void sends(wh__pb *b, const peers *w, int xi, int32_t v, wh__phase ph, int fwd, int k, int when, int half) {
+  const xfer *x = &w->q->x[xi];
+  int rows = !x->upd && by_rows(&w->prog->values[v]);
+  int64_t mo = off_of(w, w->me, w->rep), mh = rows_of(w, w->me, w->rep);
+  for (int t = 0; t < w->q->S; t++) {
     if (!(x->to >> t & 1)) continue;
-    int64_t ia[5] = {WH_GROUP_WORLD, rank_of[t], (int64_t)xi * (b->m + 1) + k, !x->upd, t};
     wh__phase sp = ph == WH_PHASE_FORWARD && !(x->fwd_to >> t & 1) ? WH_PHASE_BACKWARD : ph;
-    int32_t n = wh__pb_node(b, WH_OP_SEND, sp, fwd, &v, 1, -1, ia, 5, NULL, 0);
-    if (x->upd) wh__pb_once(b, n);
-    else wh__pb_seq(b, n, when, half);
+    int64_t tag = (int64_t)xi * (b->m + 1) + k;
+    for (int r = 0; r < w->R; r++) {
+      if (x->upd) { /* once per step, between equal replicas: the optimizer's inputs are alike on all */
+        if (r == w->rep) xfer_node(b, WH_OP_SEND, sp, fwd, v, rank_at(w, t, r), tag, 0, t, 0, -1, 1.0, 1, 0, 0);
+        continue;
+      }
+      if (rows_of(w, t, r) == 0) continue; /* a replica without rows there reads nothing */
+      if (rows) {
+        int64_t lo = mo > off_of(w, t, r) ? mo : off_of(w, t, r);
+        int64_t hi = mo + mh < off_of(w, t, r) + rows_of(w, t, r) ? mo + mh : off_of(w, t, r) + rows_of(w, t, r);
+        if (lo < hi) xfer_node(b, WH_OP_SEND, sp, fwd, v, rank_at(w, t, r), tag, 1, t, lo - mo, hi - mo, 1.0, 0, when, half);
+      } else if (whole_sender(w, w->me, r) == w->rep) {
+        xfer_node(b, WH_OP_SEND, sp, fwd, v, rank_at(w, t, r), tag, 1, t, 0, -1, 1.0, 0, when, half);
+      }
+    }
   }
+}
+
+/* The receives of value v (transfer xi, made on another stage) before its first reader here. A
+ * gradient is the derivative of the loss as its replica computed it, a mean over that replica's
+ * rows: rows from a replica with other shares are scaled by their share over this one's, so that
+ * this stage's weight (its share over the global batch) weighs every row alike. */
+static wh_status receives(wh__pb *b, const peers *w, int xi, int32_t v, wh__phase ph, int fwd, int k, int once, int when,
+                          int half) {
+  const xfer *x = &w->q->x[xi];
+  int f = x->from;
+  int64_t tag = (int64_t)xi * (b->m + 1) + k;
+  if (x->upd) {
+    xfer_node(b, WH_OP_RECV, ph, fwd, v, rank_at(w, f, w->rep), tag, 0, f, 0, -1, 1.0, once, when, half);
+    return b->st;
+  }
+  int64_t mo = off_of(w, w->me, w->rep), mh = rows_of(w, w->me, w->rep);
+  int grad = w->prog->values[v].role == WH_ROLE_GRAD;
+  if (!by_rows(&w->prog->values[v])) { /* alike on every replica, or checked by same_rows */
+    int from = whole_sender(w, f, w->rep);
+    xfer_node(b, WH_OP_RECV, ph, fwd, v, rank_at(w, f, from), tag, 1, f, 0, -1, 1.0, once, when, half);
+    return b->st;
+  }
+  for (int r = 0; r < w->R; r++) {
+    int64_t lo = mo > off_of(w, f, r) ? mo : off_of(w, f, r);
+    int64_t hi = mo + mh < off_of(w, f, r) + rows_of(w, f, r) ? mo + mh : off_of(w, f, r) + rows_of(w, f, r);
+    double scale = grad ? (double)rows_of(w, f, r) / (double)mh : 1.0;
+    if (lo < hi)
+      xfer_node(b, WH_OP_RECV, ph, fwd, v, rank_at(w, f, r), tag, 1, f, lo - mo, hi - mo, scale, once, when, half);
+  }
+  return b->st;
+}
+
+/* A gradient without a batch axis (a shared weight's, made on another stage) that crosses per
+ * micro-batch sums its replica's rows: it can only move between replicas with the same rows. The
+ * same check on every rank (the plan decides it), so all refuse together. */
+static wh_status same_rows(wh__pb *b, const peers *w) {
+  const placing *q = w->q;
+  for (int xi = 0; xi < q->nx; xi++) {
+    const xfer *x = &q->x[xi];
+    const wh__value *v = &w->prog->values[x->v];
+    if (x->upd || by_rows(v) || v->role != WH_ROLE_GRAD) continue;
+    for (int t = 0; t < q->S; t++)
+      for (int r = 0; (x->to >> t & 1) && r < w->R; r++) {
+        int f = x->from, from = whole_sender(w, f, r);
+        if (rows_of(w, t, r) == 0 || (rows_of(w, f, from) == rows_of(w, t, r) && off_of(w, f, from) == off_of(w, t, r)))
+          continue;
+        snprintf(b->msg, b->cap, "stage %d gives replica %d rows [%lld, %lld) and stage %d [%lld, %lld), but gradient %d "
+                 "crosses between them per micro-batch without a batch axis (a weight both stages read): give the "
+                 "stages the same shares", t, r, (long long)off_of(w, t, r), (long long)(off_of(w, t, r) + rows_of(w, t, r)),
+                 f, (long long)off_of(w, f, from), (long long)(off_of(w, f, from) + rows_of(w, f, from)), (int)x->v);
+        return b->st = WH_ERR_UNSUPPORTED;
+      }
+  }
+  return WH_OK;
 }
 
 wh_status wh__part_stages(wh__pb *b, const wh_plan *pl) {
@@ -203,8 +309,9 @@ wh_status wh__part_stages(wh__pb *b, const wh_plan *pl) {
   placing q;
   memset(&q, 0, sizeof q);
   q.nodes = b->base, q.nn = b->n_base, q.values = p->values, q.nv = p->n_values, q.S = S;
-  int rank_of[MAX_STAGES];
-  for (int s = 0; s < S; s++) rank_of[s] = pl->st[s].dev[pc->replica];
+  int tp = pc->tp;
+  peers pw = {pl, &q, p, tp, pc->shard, R, pc->replica, me};
+  int active = pc->share > 0;
   q.at = calloc((size_t)q.nn + 1, sizeof(uint64_t));
   int *recv_of = malloc(sizeof(int) * (size_t)(2 * q.nv + 2)); /* transfer -> its receive node, -1 */
   int *seq = malloc(sizeof(int) * (size_t)(4 * m + 2));
@@ -220,19 +327,30 @@ wh_status wh__part_stages(wh__pb *b, const wh_plan *pl) {
     free(q.at), free(q.x), free(q.x_mb), free(q.x_upd), free(recv_of), free(seq);
     return b->st = st;
   }
-  /* one communicator per stage over its replicas: collective, every rank takes part in each */
-  for (int s = 0; s < S && R > 1; s++) wh__pb_split(b, WH_GROUP_STAGE, R, pl->st[s].dev);
+  /* one communicator per stage and shard over the stage's replicas: collective, every rank takes
+   * part in each */
+  int col[MAX_STAGES * 16];
+  for (int s = 0; s < S && R > 1; s++)
+    for (int k = 0; k < tp; k++) {
+      for (int r = 0; r < R && r < MAX_STAGES * 16; r++) col[r] = pl->st[s].dev[r * tp + k];
+      wh__pb_split(b, WH_GROUP_STAGE, R, col);
+    }
   /* which stage holds each leaf current: this rank's when one of its nodes reads it */
   uint64_t mine = (uint64_t)1 << me;
   p->leaf_stage = malloc(sizeof(int) * (size_t)(q.nv + 1));
   uint64_t *rd = calloc((size_t)q.nv + 1, sizeof(uint64_t));
+  p->reader_stages = rd; /* the program owns it */
   if (!p->leaf_stage || !rd) b->st = WH_ERR_OUT_OF_MEMORY;
   for (int i = 0; rd && i < q.nn; i++)
     for (int k = 0; k < b->base[i].n_in; k++) rd[b->base[i].in[k]] |= q.at[i];
   for (int v = 0; p->leaf_stage && v < q.nv; v++) p->leaf_stage[v] = rd[v] & mine ? me : rd[v] ? stage_of_bits(rd[v]) : -1;
-  free(rd);
   p->n_transfers = q.nx;
+  if (R > MAX_STAGES * 16) {
+    snprintf(b->msg, b->cap, "%d replicas per stage (at most %d)", R, MAX_STAGES * 16);
+    b->st = WH_ERR_UNSUPPORTED;
+  }
   p->loss_stage = q.loss_stage;
+  if (b->st == WH_OK) same_rows(b, &pw);
   for (int i = 0; i < 2 * q.nv + 2; i++) recv_of[i] = -1;
   float w = (float)((double)pc->share / (double)pc->global_batch);
   double wl = (double)pc->share / (double)pc->global_batch, wd = (double)w;
@@ -251,17 +369,22 @@ wh_status wh__part_stages(wh__pb *b, const wh_plan *pl) {
     const wh__node *n = &b->base[i];
     if (!(q.at[i] & mine) || n->phase == WH_PHASE_UPDATE) continue;
     int half = n->phase != WH_PHASE_FORWARD;
+    int32_t out = n->out;
+    if (!active) { /* a replica without rows on this stage computes nothing and adds zeros */
+      if (half && out >= 0 && acc[out] >= 0)
+        wh__pb_seq(b, wh__pb_node(b, WH_OP_ZERO, WH_PHASE_BACKWARD, n->fwd, NULL, 0, acc[out], NULL, 0, NULL, 0),
+                   WH_PB_FIRST, 1);
+      continue;
+    }
     for (int k = 0; k < n->n_in; k++) {
       int xi = q.x_mb[n->in[k]];
       if (xi < 0 || q.x[xi].from == me || recv_of[xi] >= 0) continue;
-      int64_t ia[5] = {WH_GROUP_WORLD, rank_of[q.x[xi].from], (int64_t)xi * (m + 1), 1, q.x[xi].from};
-      recv_of[xi] = wh__pb_node(b, WH_OP_RECV, n->phase, n->fwd, NULL, 0, n->in[k], ia, 5, NULL, 0);
-      wh__pb_seq(b, recv_of[xi], WH_PB_ALL, half);
+      recv_of[xi] = 1;
+      receives(b, &pw, xi, n->in[k], n->phase, n->fwd, 0, 0, WH_PB_ALL, half);
     }
     wh__pb_seq(b, wh__pb_copy(b, n), WH_PB_ALL, half);
-    int32_t out = n->out;
     if (out < 0) continue;
-    if (q.x_mb[out] >= 0) sends(b, &q, rank_of, q.x_mb[out], out, n->phase, n->fwd, 0, WH_PB_ALL, half);
+    if (q.x_mb[out] >= 0) sends(b, &pw, q.x_mb[out], out, n->phase, n->fwd, 0, WH_PB_ALL, half);
     if (out == g->loss && q.loss_stage == me && !half) {
       int64_t first[2] = {WH_GROUP_WORLD, 1}, later[2] = {WH_GROUP_WORLD, 0};
       wh__pb_seq(b, wh__pb_node(b, WH_OP_LOSS_ACC, WH_PHASE_FORWARD, i, &out, 1, -1, first, 2, &wl, 1), WH_PB_FIRST, 0);
@@ -284,7 +407,7 @@ wh_status wh__part_stages(wh__pb *b, const wh_plan *pl) {
     if (acc[v] < 0) continue;
     wh__pb_once(b, wh__pb_node(b, WH_OP_GRAD_SET, WH_PHASE_BACKWARD, -1, &acc[v], 1, v, NULL, 0, NULL, 0));
     if (R > 1) wh__pb_once(b, wh__pb_node(b, WH_OP_ALLREDUCE, WH_PHASE_BACKWARD, -1, &v, 1, v, &sgrp, 1, NULL, 0));
-    if (q.x_upd[v] >= 0) sends(b, &q, rank_of, q.x_upd[v], v, WH_PHASE_UPDATE, -1, m, 0, 0);
+    if (q.x_upd[v] >= 0) sends(b, &pw, q.x_upd[v], v, WH_PHASE_UPDATE, -1, m, 0, 0);
   }
   for (int i = 0; i < q.nn && b->st == WH_OK; i++) {
     const wh__node *n = &b->base[i];
@@ -292,16 +415,16 @@ wh_status wh__part_stages(wh__pb *b, const wh_plan *pl) {
     for (int k = 0; k < n->n_in; k++) {
       int xi = q.x_upd[n->in[k]];
       if (xi < 0 || q.x[xi].from == me || recv_of[xi] >= 0) continue;
-      int64_t ia[5] = {WH_GROUP_WORLD, rank_of[q.x[xi].from], (int64_t)xi * (m + 1) + m, 0, q.x[xi].from};
-      recv_of[xi] = wh__pb_node(b, WH_OP_RECV, WH_PHASE_UPDATE, n->fwd, NULL, 0, n->in[k], ia, 5, NULL, 0);
-      wh__pb_once(b, recv_of[xi]);
+      recv_of[xi] = 1;
+      receives(b, &pw, xi, n->in[k], WH_PHASE_UPDATE, n->fwd, m, 1, 0, 0);
     }
     wh__pb_once(b, wh__pb_copy(b, n));
-    if (n->out >= 0 && q.x_upd[n->out] >= 0) sends(b, &q, rank_of, q.x_upd[n->out], n->out, WH_PHASE_UPDATE, n->fwd, m, 0, 0);
+    if (n->out >= 0 && q.x_upd[n->out] >= 0) sends(b, &pw, q.x_upd[n->out], n->out, WH_PHASE_UPDATE, n->fwd, m, 0, 0);
   }
   wh__pb_once(b, wh__pb_node(b, WH_OP_SEND_WAIT, WH_PHASE_FORWARD, -1, NULL, 0, -1, NULL, 0, NULL, 0));
   if (g->loss >= 0) {
-    int64_t ia[3] = {WH_GROUP_WORLD, q.loss_stage == me, 0};
+    /* one rank per replica adds the loss: the shards of a replica each hold all of it */
+    int64_t ia[3] = {WH_GROUP_WORLD, q.loss_stage == me && pc->shard == 0, 0};
     wh__pb_once(b, wh__pb_node(b, WH_OP_LOSS_REDUCE, WH_PHASE_FORWARD, -1, NULL, 0, g->loss, ia, 3, NULL, 0));
   }
   /* the parts: this stage's order of micro-batch halves, each in its own slot, then the step's end */

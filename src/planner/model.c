@@ -30,11 +30,20 @@ static int is_leaf(const wh_graph *g, int32_t v) { return g->values[v].producer 
 
 static int is_conversion(int op) { return op == WH_OP_TP_ALLREDUCE || op == WH_OP_TP_ALLGATHER || op == WH_OP_TP_SLICE; }
 
-/* Operator sharding of g as the partitioner would run it at tp 2: per segment, the per-sample
- * FLOPs of the nodes whose work splits, the bytes of the all-reduces and all-gathers it inserts
- * (charged to the segment of the node that needs them), and the parameters and saved activations
- * it splits. A graph it cannot shard gets nothing split. */
-static void tp_analysis(const wh_graph *g, wh__model *m, const int *param_seg, const int *used_by_bwd) {
+/* Synchronous collectives a sharded node makes: a conversion one, the sharded cross-entropy two
+ * (the rows' maxima, then their sums) forward and backward alike. */
+static int collectives(int op) {
+  if (op == WH_OP_TP_ALLREDUCE || op == WH_OP_TP_ALLGATHER) return 1;
+  if (op == WH_OP_TP_CROSS_ENTROPY || op == WH_OP_TP_CROSS_ENTROPY_GRAD) return 2;
+  return 0;
+}
+
+/* Operator sharding of g as the partitioner would run it at degree tp (level k): per segment, the
+ * per-sample FLOPs of the nodes whose work splits, the bytes and the number of the all-reduces and
+ * all-gathers it inserts (charged to the segment of the node that needs them), and the parameters
+ * and saved activations it splits. A graph it cannot shard at that degree gets nothing split. */
+static void tp_analysis(const wh_graph *g, wh__model *m, const int *param_seg, const int *used_by_bwd, int k) {
+  int tp = 2 << k;
   wh__program p;
   wh__layout *lay = NULL;
   int counts[3];
@@ -44,48 +53,91 @@ static void tp_analysis(const wh_graph *g, wh__model *m, const int *param_seg, c
     free(split);
     return;
   }
-  if (wh__program_shard(g, &p, 2, 0, &lay, counts, msg, sizeof msg) != WH_OK) {
+  if (wh__program_shard(g, &p, tp, 0, &lay, counts, msg, sizeof msg) != WH_OK) {
     wh__program_free(&p);
     free(split);
     return;
   }
   int gi = 0;
-  double pending = 0;
+  double pending = 0, pending_n = 0;
   for (int j = 0; j < p.n_nodes && gi < m->n_items; j++) {
     const wh__node *nd = &p.nodes[j];
     if (is_conversion(nd->op)) {
       if (nd->op != WH_OP_TP_SLICE) {
         const wh__value *o = &p.values[nd->out];
         pending += (double)(wh__numel(&o->shape, 2) - wh__numel(&o->shape, 1)) * (double)wh__dtype_size(o->dtype);
+        pending_n += collectives(nd->op);
       }
       continue;
     }
     const wh__item *it = &m->item[gi];
     int s = it->seg, sp = nd->out >= 0 && lay[nd->out].kind != WH_LAY_R;
-    for (int k = 0; k < nd->n_in; k++) sp |= lay[nd->in[k]].kind == WH_LAY_S;
+    for (int q = 0; q < nd->n_in; q++) sp |= lay[nd->in[q]].kind == WH_LAY_S;
     if (sp) split[s] += it->f[1];
-    m->seg[s].tp_comm_bytes += pending;
-    pending = 0;
+    m->seg[s].tp_comm_bytes[k] += pending;
+    m->seg[s].tp_colls[k] += pending_n + (it->upd ? 0 : collectives(nd->op));
+    pending = pending_n = 0;
     const wh__node *gn = &g->nodes[gi];
     if (gn->phase == WH_PHASE_FORWARD && gn->out >= 0 && used_by_bwd[gn->out] && lay[gn->out].kind == WH_LAY_S)
-      m->seg[s].tp_act_bytes += (double)(wh__numel(&g->values[gn->out].shape, 2) - wh__numel(&g->values[gn->out].shape, 1)) *
-                                (double)wh__dtype_size(g->values[gn->out].dtype);
+      m->seg[s].tp_act_bytes[k] += (double)(wh__numel(&g->values[gn->out].shape, 2) -
+                                            wh__numel(&g->values[gn->out].shape, 1)) *
+                                   (double)wh__dtype_size(g->values[gn->out].dtype);
     gi++;
   }
   for (int v = 0; v < g->n_values; v++)
     if (g->values[v].role == WH_ROLE_PARAM && lay[v].kind == WH_LAY_S && param_seg[v] >= 0)
-      m->seg[param_seg[v]].tp_param_bytes += vbytes(g, v, 1);
+      m->seg[param_seg[v]].tp_param_bytes[k] += vbytes(g, v, 1);
   for (int s = 0; s < m->n; s++) {
     double fl = m->seg[s].flops_fwd[1] + m->seg[s].flops_bwd[1];
-    m->seg[s].tp_fraction = fl > 0 ? split[s] / fl : 0;
+    m->seg[s].tp_fraction[k] = fl > 0 ? split[s] / fl : 0;
   }
   free(lay);
   free(split);
   wh__program_free(&p);
 }
 
-wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_t cap) {
+/* Mixed precision as the pass makes it (partition/precision.c): each fp32 activation backward
+ * reads is kept in 16 bits, written by a cast after its producer (4 bytes read, 2 written per
+ * element) and read back by one before its first backward reader (2 and 4); products and
+ * attention take 16-bit inputs (the device's bf16 rate; fp32 accumulation). Stored bytes halve,
+ * the split ones under operator sharding alike. */
+static wh_status narrow(const wh_graph *g, wh__model *m, const int *used_by_bwd) {
+  int n0 = m->n_items;
+  wh__item *q = realloc(m->item, sizeof(wh__item) * (size_t)(3 * n0 + 1));
+  if (!q) return WH_ERR_OUT_OF_MEMORY;
+  m->item = q;
+  double *before = calloc((size_t)m->n, sizeof(double));
+  if (!before) return WH_ERR_OUT_OF_MEMORY;
+  for (int s = 0; s < m->n; s++) before[s] = m->seg[s].act_bytes;
+  for (int i = 0; i < n0 && i < g->n_nodes; i++) {
+    wh__item *it = &m->item[i];
+    it->half = it->op == WH_OP_MATMUL || it->op == WH_OP_ATTENTION || it->op == WH_OP_ATTENTION_GRAD;
+    const wh__node *n = &g->nodes[i];
+    if (n->phase != WH_PHASE_FORWARD || n->out < 0 || !used_by_bwd[n->out] || g->values[n->out].dtype != WH_F32) continue;
+    double e1 = (double)(wh__numel(&g->values[n->out].shape, 2) - wh__numel(&g->values[n->out].shape, 1));
+    double e0 = (double)wh__numel(&g->values[n->out].shape, 1) - e1;
+    wh__segment *sg = &m->seg[it->seg];
+    sg->act_bytes -= 2 * e1;
+    sg->bytes_fwd[0] += 6 * e0, sg->bytes_fwd[1] += 6 * e1;
+    sg->bytes_bwd[0] += 6 * e0, sg->bytes_bwd[1] += 6 * e1;
+    int seg = it->seg;
+    m->item[m->n_items++] = (wh__item){seg, WH_OP_CAST, 0, 0, 0, {0, 0}, {6 * e0, 6 * e1}};
+    m->item[m->n_items++] = (wh__item){seg, WH_OP_CAST, 1, 0, 0, {0, 0}, {6 * e0, 6 * e1}};
+  }
+  for (int s = 0; s < m->n; s++)
+    for (int k = 0; k < WH_TP_LEVELS; k++)
+      if (before[s] > 0) m->seg[s].tp_act_bytes[k] *= m->seg[s].act_bytes / before[s];
+  free(before);
+  return WH_OK;
+}
+
+wh_status wh__model_from_graph(const wh_graph *g, wh_dtype mixed, wh__model *m, char *msg, size_t cap) {
   memset(m, 0, sizeof *m);
+  if (mixed != WH_F32 && mixed != WH_BF16 && mixed != WH_F16) {
+    snprintf(msg, cap, "mixed precision must be WH_F32 (none), WH_BF16 or WH_F16, not %d", (int)mixed);
+    return WH_ERR_INVALID_ARGUMENT;
+  }
+  m->mixed = mixed;
   int nn = g->n_nodes, nv = g->n_values;
   int *last_fwd_use = malloc(sizeof(int) * (size_t)(nv + 1)), *seg_of = malloc(sizeof(int) * (size_t)(nn + 1));
   int *used_by_bwd = calloc((size_t)nv + 1, sizeof(int)), *param_seg = malloc(sizeof(int) * (size_t)(nv + 1));
@@ -196,7 +248,7 @@ wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_
     if (s < 0) s = ns - 1;
     double f[2], y[2];
     node_cost(g, n, f, y);
-    m->item[m->n_items++] = (wh__item){s, n->op, n->phase == WH_PHASE_BACKWARD, n->phase == WH_PHASE_UPDATE,
+    m->item[m->n_items++] = (wh__item){s, n->op, n->phase == WH_PHASE_BACKWARD, n->phase == WH_PHASE_UPDATE, 0,
                                        {f[0], f[1]}, {y[0], y[1]}};
     wh__segment *sg = &m->seg[s];
     if (n->phase == WH_PHASE_FORWARD) {
@@ -231,9 +283,14 @@ wh_status wh__model_from_graph(const wh_graph *g, wh__model *m, char *msg, size_
     else snprintf(sg->name, sizeof sg->name, "%s..%s", wh__ops[g->nodes[sg->first_node].op]->name,
                   wh__ops[g->nodes[sg->last_node].op]->name);
   }
-  tp_analysis(g, m, param_seg, used_by_bwd);
+  for (int k = 0; k < WH_TP_LEVELS; k++) tp_analysis(g, m, param_seg, used_by_bwd, k);
+  wh_status st = mixed != WH_F32 ? narrow(g, m, used_by_bwd) : WH_OK;
   free(last_fwd_use), free(seg_of), free(used_by_bwd), free(param_seg);
-  return WH_OK;
+  if (st != WH_OK) {
+    wh__model_free(m);
+    snprintf(msg, cap, "out of memory");
+  }
+  return st;
 }
 
 void wh__model_free(wh__model *m) {

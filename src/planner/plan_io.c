@@ -100,6 +100,8 @@ wh_status wh_plan_save(const wh_plan *p, const char *path) {
   msg.why = p->why ? p->why : (char *)"";
   msg.n_segments = p->n_segments;
   msg.n_graph_nodes = p->n_graph_nodes;
+  msg.shares_pinned = p->shares_pinned != 0;
+  msg.mixed = (Whale__DType)p->mixed;
   msg.n_devices = (size_t)nd;
   msg.devices = pd;
   msg.n_stages = (size_t)S;
@@ -248,6 +250,8 @@ static wh_status build(const pload *L, const Whale__Plan *m, wh_plan **out) {
   p->bubble_time = m->bubble_time;
   p->n_segments = m->n_segments;
   p->n_graph_nodes = m->format_version >= 2 ? m->n_graph_nodes : 0;
+  p->shares_pinned = m->shares_pinned;
+  p->mixed = (wh_dtype)m->mixed;
   p->n_devices = nd;
   p->why = m->has_why ? strdup(m->why) : NULL;
   p->dev_kind = calloc((size_t)nd, sizeof *p->dev_kind);

@@ -22,7 +22,7 @@ static double roofline_ms(const wh_graph *g, int op, int64_t batch, const wh__de
     if (n->op != op) continue;
     wh__cost c;
     wh__ops[op]->cost(g, n, batch, &c);
-    t += wh__node_time(&d, op, c.flops, c.bytes_read + c.bytes_written, 1);
+    t += wh__node_time(&d, op, c.flops, c.bytes_read + c.bytes_written, 1, 0);
     (*nodes)++;
   }
   return 1e3 * t;

@@ -1,519 +1,16 @@
-/* search.c - the cost model and the strategy search. Devices are ordered by memory then speed and
- * cut into equal groups, one per pipeline stage (memory-hungry early stages land on large-memory
- * devices); inside a stage, replicas get batch shares by water-filling their speeds under their
- * memory caps (exactly minimising the slowest replica); stage boundaries come from dynamic
- * programming over the segment chain; micro-batch count, schedule, operator sharding and
- * recomputation are enumerated. */
-#include <float.h>
+/* search.c - the strategy search (wh_plan_create): stages, micro-batches, schedule, operator
+ * sharding, recomputation and ZeRO-1 are enumerated, each configuration priced by cost.c; stage
+ * boundaries come from dynamic programming over the segment chain, or from trying every split
+ * when there are few. */
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../base/ctx.h"
-#include "planner.h"
-
-#define INF 1e300
-
-typedef struct {
-  double t0, t1; /* seconds: fixed + per sample */
-} lin;
-
-/* ---- per device class: the segments' roofline times as prefix sums */
-
-typedef struct {
-  int nclass;
-  int *class_of;    /* device -> class */
-  int *rep;         /* class -> a device of it */
-  lin *fwd, *bwd, *upd; /* [class][n+1] prefix sums */
-  double *param, *act, *peak_max, *tpf;   /* per segment */
-  double *param_pre, *act_pre;  /* [n+1] */
-  int n;
-} costtab;
-
-static int same_class(const wh__device *a, const wh__device *b) {
-  return a->flops_f32 == b->flops_f32 && a->mem_bw == b->mem_bw && a->mem_bytes == b->mem_bytes &&
-         a->eff_flops == b->eff_flops && a->eff_bw == b->eff_bw && a->link_bw == b->link_bw &&
-         memcmp(a->op_scale, b->op_scale, sizeof a->op_scale) == 0;
-}
-
-static void costtab_free(costtab *t) {
-  free(t->class_of), free(t->rep), free(t->fwd), free(t->bwd), free(t->upd), free(t->param), free(t->act), free(t->peak_max),
-      free(t->tpf), free(t->param_pre), free(t->act_pre);
-  memset(t, 0, sizeof *t);
-}
-
-static wh_status costtab_build(const wh__model *m, const wh_cluster *c, costtab *t) {
-  memset(t, 0, sizeof *t);
-  int n = m->n;
-  t->n = n;
-  t->class_of = malloc(sizeof(int) * (size_t)c->n);
-  t->rep = malloc(sizeof(int) * (size_t)c->n);
-  if (!t->class_of || !t->rep) return WH_ERR_OUT_OF_MEMORY;
-  for (int d = 0; d < c->n; d++) {
-    int k = 0;
-    while (k < t->nclass && !same_class(&c->dev[t->rep[k]], &c->dev[d])) k++;
-    if (k == t->nclass) t->rep[t->nclass++] = d;
-    t->class_of[d] = k;
-  }
-  size_t rows = (size_t)t->nclass * (size_t)(n + 1);
-  t->fwd = calloc(rows, sizeof(lin));
-  t->bwd = calloc(rows, sizeof(lin));
-  t->upd = calloc(rows, sizeof(lin));
-  t->param = calloc((size_t)n + 1, sizeof(double));
-  t->act = calloc((size_t)n + 1, sizeof(double));
-  t->peak_max = calloc((size_t)n + 1, sizeof(double));
-  t->tpf = calloc((size_t)n + 1, sizeof(double));
-  t->param_pre = calloc((size_t)n + 2, sizeof(double));
-  t->act_pre = calloc((size_t)n + 2, sizeof(double));
-  if (!t->fwd || !t->bwd || !t->upd || !t->param || !t->act || !t->peak_max || !t->tpf || !t->param_pre || !t->act_pre)
-    return WH_ERR_OUT_OF_MEMORY;
-  for (int k = 0; k < t->nclass; k++) {
-    const wh__device *d = &c->dev[t->rep[k]];
-    lin *fw = t->fwd + (size_t)k * (size_t)(n + 1), *bw = t->bwd + (size_t)k * (size_t)(n + 1);
-    lin *up = t->upd + (size_t)k * (size_t)(n + 1);
-    for (int i = 0; i < m->n_items; i++) {
-      const wh__item *it = &m->item[i];
-      double t0 = wh__node_time(d, it->op, it->f[0], it->y[0], 1), t1 = wh__node_time(d, it->op, it->f[1], it->y[1], 0);
-      lin *dst = it->upd ? &up[it->seg + 1] : it->bwd ? &bw[it->seg + 1] : &fw[it->seg + 1];
-      dst->t0 += t0;
-      dst->t1 += t1;
-    }
-    for (int s = 1; s <= n; s++) {
-      fw[s].t0 += fw[s - 1].t0, fw[s].t1 += fw[s - 1].t1;
-      bw[s].t0 += bw[s - 1].t0, bw[s].t1 += bw[s - 1].t1;
-      up[s].t0 += up[s - 1].t0, up[s].t1 += up[s - 1].t1;
-    }
-  }
-  for (int s = 0; s < n; s++) {
-    t->param_pre[s + 1] = t->param_pre[s] + m->seg[s].param_bytes;
-    t->act_pre[s + 1] = t->act_pre[s] + m->seg[s].act_bytes;
-  }
-  return WH_OK;
-}
-
-/* time of segments [a, b] on a device of class k for `samples`, fwd+bwd (+fwd when recompute) */
-static lin range_time(const costtab *t, int k, int a, int b, int recompute) {
-  const lin *fw = t->fwd + (size_t)k * (size_t)(t->n + 1), *bw = t->bwd + (size_t)k * (size_t)(t->n + 1);
-  lin r = {fw[b + 1].t0 - fw[a].t0 + bw[b + 1].t0 - bw[a].t0, fw[b + 1].t1 - fw[a].t1 + bw[b + 1].t1 - bw[a].t1};
-  if (recompute) {
-    r.t0 += fw[b + 1].t0 - fw[a].t0;
-    r.t1 += fw[b + 1].t1 - fw[a].t1;
-  }
-  return r;
-}
-
-/* the optimizer step of segments [a, b] on class k: once per training step */
-static double range_update(const costtab *t, int k, int a, int b) {
-  const lin *up = t->upd + (size_t)k * (size_t)(t->n + 1);
-  return up[b + 1].t0 - up[a].t0;
-}
-
-/* the backward share (recompute included) of segments [a, b] on class k at `samples` */
-static double range_bwd_fraction(const costtab *t, int k, int a, int b, int recompute, double samples) {
-  const lin *fw = t->fwd + (size_t)k * (size_t)(t->n + 1);
-  lin all = range_time(t, k, a, b, recompute);
-  double f = fw[b + 1].t0 - fw[a].t0 + (fw[b + 1].t1 - fw[a].t1) * samples;
-  double tot = all.t0 + all.t1 * samples;
-  return tot > 0 ? (tot - f) / tot : 0;
-}
-
-/* ---- exported cost helpers (also used by the simulator and tests) */
-
-double wh__allreduce_time(const wh_cluster *c, double bytes, int n, int nodes, double link_bw) {
-  if (n <= 1 || bytes <= 0) return 0;
-  double bw = nodes > 1 ? c->inter_bw : (c->intra_bw > 0 ? c->intra_bw : link_bw);
-  double lat = nodes > 1 ? c->inter_lat : c->intra_lat;
-  return 2.0 * (n - 1) / n * bytes / bw + 2.0 * (n - 1) * lat;
-}
-
-double wh__p2p_time(const wh_cluster *c, double bytes, int same_node, double link_bw) {
-  if (bytes <= 0) return 0;
-  double bw = same_node ? (c->intra_bw > 0 ? c->intra_bw : link_bw) : c->inter_bw;
-  return bytes / bw + (same_node ? c->intra_lat : c->inter_lat);
-}
-
-/* ---- range queries over the segment chain: prefix sums and sparse tables, O(1) each */
-
-typedef struct {
-  int n, lg;
-  double *param, *act, *tpp, *tpc, *outb, *flops, *tpflops, *tpa; /* prefix sums, [n+1] */
-  double *peak, *actmax;                                   /* sparse tables, [lg][n] */
-} ranges;
-
-static void ranges_free(ranges *r) {
-  free(r->param), free(r->act), free(r->tpp), free(r->tpc), free(r->outb), free(r->flops), free(r->tpflops), free(r->tpa);
-  free(r->peak), free(r->actmax);
-  memset(r, 0, sizeof *r);
-}
-
-static wh_status ranges_build(const wh__model *m, ranges *r) {
-  memset(r, 0, sizeof *r);
-  int n = m->n;
-  r->n = n;
-  while ((1 << (r->lg + 1)) <= n) r->lg++;
-  r->lg++;
-  double **pre[8] = {&r->param, &r->act, &r->tpp, &r->tpc, &r->outb, &r->flops, &r->tpflops, &r->tpa};
-  for (int k = 0; k < 8; k++)
-    if (!(*pre[k] = calloc((size_t)n + 1, sizeof(double)))) return WH_ERR_OUT_OF_MEMORY;
-  r->peak = malloc(sizeof(double) * (size_t)r->lg * (size_t)n);
-  r->actmax = malloc(sizeof(double) * (size_t)r->lg * (size_t)n);
-  if (!r->peak || !r->actmax) return WH_ERR_OUT_OF_MEMORY;
-  for (int i = 0; i < n; i++) {
-    const wh__segment *g = &m->seg[i];
-    double fl = g->flops_fwd[1] + g->flops_bwd[1];
-    r->param[i + 1] = r->param[i] + g->param_bytes;
-    r->act[i + 1] = r->act[i] + g->act_bytes;
-    r->tpp[i + 1] = r->tpp[i] + g->tp_param_bytes;
-    r->tpa[i + 1] = r->tpa[i] + g->tp_act_bytes;
-    r->tpc[i + 1] = r->tpc[i] + g->tp_comm_bytes;
-    r->outb[i + 1] = r->outb[i] + g->out_bytes;
-    r->flops[i + 1] = r->flops[i] + fl;
-    r->tpflops[i + 1] = r->tpflops[i] + g->tp_fraction * fl;
-    r->peak[i] = g->peak_bytes;
-    r->actmax[i] = g->act_bytes;
-  }
-  for (int k = 1; k < r->lg; k++)
-    for (int i = 0; i + (1 << k) <= n; i++) {
-      size_t a = (size_t)k * (size_t)n + (size_t)i, b = (size_t)(k - 1) * (size_t)n;
-      r->peak[a] = fmax(r->peak[b + (size_t)i], r->peak[b + (size_t)i + (1u << (k - 1))]);
-      r->actmax[a] = fmax(r->actmax[b + (size_t)i], r->actmax[b + (size_t)i + (1u << (k - 1))]);
-    }
-  return WH_OK;
-}
-
-static double range_max(const ranges *r, const double *tab, int a, int b) {
-  int len = b - a + 1, k = 0;
-  while ((2 << k) <= len) k++;
-  return fmax(tab[(size_t)k * (size_t)r->n + (size_t)a], tab[(size_t)k * (size_t)r->n + (size_t)(b - (1 << k) + 1)]);
-}
-
-#define RSUM(r, f, a, b) ((r)->f[(b) + 1] - (r)->f[(a)])
-
-/* ---- memory: what a device holding segments [a, b] needs */
-
-typedef struct {
-  double fixed;      /* parameters, gradients, optimizer state */
-  double per_sample; /* activations per sample of a micro-batch, times the micro-batches in flight */
-} memlin;
-
-static memlin stage_memory(const wh__model *m, const ranges *rg, int a, int b, int inflight, int recompute, int zero1,
-                           int dp, int tp) {
-  double p = RSUM(rg, param, a, b), tpf = RSUM(rg, tpp, a, b), pk = range_max(rg, rg->peak, a, b);
-  double psh = tp > 1 ? (p - tpf) + tpf / tp : p; /* sharded weights split tp ways */
-  memlin r;
-  r.fixed = psh * (2.0 + m->opt_bytes_per_param / (zero1 ? dp : 1));
-  double act = RSUM(rg, act, a, b);
-  if (tp > 1) act -= RSUM(rg, tpa, a, b) * (1.0 - 1.0 / tp); /* the split ones, tp ways */
-  if (recompute) {
-    /* two ways to checkpoint, the same extra forward: keep every segment's input per micro-batch in
-     * flight and rebuild one segment at a time, or keep only the stage's input and rebuild the
-     * whole stage for the micro-batch in backward (GPipe's); whichever needs less */
-    double kept = a > 0 ? RSUM(rg, outb, a - 1, b - 1) : (b > 0 ? RSUM(rg, outb, 0, b - 1) : 0);
-    double per_seg = kept * inflight + range_max(rg, rg->actmax, a, b);
-    double per_stage = (a > 0 ? m->seg[a - 1].out_bytes : 0) * inflight + act;
-    r.per_sample = fmin(per_seg, per_stage);
-  } else {
-    r.per_sample = act * inflight;
-  }
-  r.per_sample += 2 * pk; /* workspace: the largest transient tensor, twice */
-  r.fixed *= 1.05;        /* allocator slack */
-  r.fixed += 256e6;       /* runtime, kernels' workspace, communication buffers */
-  return r;
-}
-
-/* ---- one configuration */
-
-typedef struct {
-  int S, m, tp, recompute, zero1;
-  wh__schedule sched;
-  int even_shares, even_layers;
-  const int *pinned_cuts; /* last segment of each stage, or NULL */
-} config;
-
-typedef struct {
-  const wh__model *m;
-  const wh_cluster *c;
-  const costtab *t;
-  const ranges *rg;
-  const int *order;   /* devices in stage-major groups: memory desc, speed desc, unless pinned */
-  int64_t batch;
-  const int64_t *fixed_shares; /* pinned: per stage, per replica (stage-major), or NULL */
-  const char *legal_end;       /* segment j may end a stage (stage hints), or NULL: any */
-} ctxs;
-
-/* A stage's replicas grouped into kinds: replicas of one kind run at the same speed and hold the
- * same memory, so water-filling works on a handful of kinds, not on every replica. */
-#define MAX_KINDS 16
-typedef struct {
-  int nkind;
-  int cls[MAX_KINDS];      /* the time class of the kind (its slowest member) */
-  double cap[MAX_KINDS];   /* bytes of its smallest member */
-  int count[MAX_KINDS];
-  int *kind_of;            /* replica -> kind (owned) */
-  int nrep, nodes;
-  double link;             /* slowest intra-node link of the group */
-  int next_same_node;      /* the next stage's first device is on this group's first node */
-} group;
-
-static int nodes_spanned(const wh_cluster *c, const int *dev, int n) {
-  int k = 0;
-  int seen[64];
-  for (int i = 0; i < n; i++) {
-    int nd = c->dev[dev[i]].node, j = 0;
-    while (j < k && seen[j] != nd) j++;
-    if (j == k && k < 64) seen[k++] = nd;
-  }
-  return k;
-}
-
-static wh_status group_build(const ctxs *x, const config *cf, int s, group *gr) {
-  int gsize = x->c->n / cf->S;
-  const int *dev = x->order + (size_t)s * (size_t)gsize;
-  memset(gr, 0, sizeof *gr);
-  gr->nrep = gsize / cf->tp;
-  gr->kind_of = malloc(sizeof(int) * (size_t)gr->nrep);
-  if (!gr->kind_of) return WH_ERR_OUT_OF_MEMORY;
-  gr->link = x->c->dev[dev[0]].link_bw;
-  for (int i = 1; i < gsize; i++) gr->link = fmin(gr->link, x->c->dev[dev[i]].link_bw);
-  gr->nodes = nodes_spanned(x->c, dev, gsize);
-  gr->next_same_node = s + 1 < cf->S && x->c->dev[dev[0]].node == x->c->dev[x->order[(size_t)(s + 1) * (size_t)gsize]].node;
-  for (int r = 0; r < gr->nrep; r++) {
-    int slow = dev[r * cf->tp];
-    double capb = x->c->dev[slow].mem_bytes;
-    for (int k = 1; k < cf->tp; k++) {
-      const wh__device *d = &x->c->dev[dev[r * cf->tp + k]], *w = &x->c->dev[slow];
-      if (d->flops_f32 * d->eff_flops < w->flops_f32 * w->eff_flops) slow = dev[r * cf->tp + k];
-      capb = fmin(capb, d->mem_bytes);
-    }
-    int cl = x->t->class_of[slow], k = 0;
-    while (k < gr->nkind && (gr->cls[k] != cl || gr->cap[k] != capb)) k++;
-    if (k == gr->nkind) {
-      if (k == MAX_KINDS) {
-        /* more kinds in one stage than this: merge into the last, which takes the smaller memory
-         * and the slower device, so no member is given a share it cannot hold or run in time */
-        k = MAX_KINDS - 1;
-        const wh__device *nw = &x->c->dev[slow], *old = &x->c->dev[x->t->rep[gr->cls[k]]];
-        if (nw->flops_f32 * nw->eff_flops < old->flops_f32 * old->eff_flops) gr->cls[k] = cl;
-        gr->cap[k] = fmin(gr->cap[k], capb);
-      } else {
-        gr->nkind++, gr->cls[k] = cl, gr->cap[k] = capb;
-      }
-    }
-    gr->count[k]++;
-    gr->kind_of[r] = k;
-  }
-  return WH_OK;
-}
-
-/* Water-fill the stage's micro-batch over its replica kinds; returns the slowest replica's time
- * (INF if it cannot fit), and fills per-replica shares when share != NULL. */
-static double water_fill(const ctxs *x, const config *cf, const group *gr, int s, int a, int b, int64_t *share,
-                         double *worst_mem, double *worst_cap) {
-  int inflight = cf->S == 1 ? 1 : (cf->sched == WH_SCHED_GPIPE ? cf->m : (cf->m < cf->S - s ? cf->m : cf->S - s));
-  memlin ml = stage_memory(x->m, x->rg, a, b, inflight, cf->recompute, cf->zero1, gr->nrep, cf->tp);
-  int64_t total = x->batch / cf->m;
-  double t0[MAX_KINDS], t1[MAX_KINDS];
-  int64_t cap[MAX_KINDS], k_of[MAX_KINDS];
-  int dec[MAX_KINDS] = {0};
-  double fl = RSUM(x->rg, flops, a, b), frac = fl > 0 ? RSUM(x->rg, tpflops, a, b) / fl : 0;
-  double tpc = RSUM(x->rg, tpc, a, b);
-  for (int k = 0; k < gr->nkind; k++) {
-    lin l = range_time(x->t, gr->cls[k], a, b, cf->recompute);
-    t0[k] = l.t0, t1[k] = l.t1;
-    if (cf->tp > 1) {
-      double scale = frac / cf->tp + 1 - frac;
-      t0[k] *= scale;
-      t1[k] = t1[k] * scale + wh__allreduce_time(x->c, tpc, cf->tp, 1, gr->link);
-    }
-    double room = gr->cap[k] - ml.fixed;
-    /* every replica holds the stage's weights, gradients and optimizer state, even with no samples */
-    if (room < 0) return INF;
-    cap[k] = ml.per_sample > 0 ? (int64_t)floor(room / ml.per_sample) : total;
-    if (cap[k] > total) cap[k] = total;
-  }
-  const int64_t *fixed = x->fixed_shares ? x->fixed_shares + (size_t)s * (size_t)gr->nrep : NULL;
-  double worst = 0;
-  if (fixed || cf->even_shares) {
-    int64_t sum = 0;
-    for (int k = 0; k < gr->nkind; k++) k_of[k] = 0; /* the largest share of each kind, for the memory report */
-    for (int r = 0; r < gr->nrep; r++) {
-      int64_t sh = fixed ? fixed[r] : total / gr->nrep + (r < total % gr->nrep);
-      int k = gr->kind_of[r];
-      if (sh < 0 || sh > cap[k]) return INF;
-      if (share) share[r] = sh;
-      sum += sh;
-      if (sh > k_of[k]) k_of[k] = sh;
-      if (sh > 0) worst = fmax(worst, t0[k] + t1[k] * (double)sh);
-    }
-    if (sum != total) return INF;
-  } else if (gr->nkind == 1) {
-    /* one kind: the even split is the water level */
-    int64_t hi_share = (total + gr->count[0] - 1) / gr->count[0];
-    if (total > 0 && (cap[0] < 0 || hi_share > cap[0])) return INF;
-    int64_t rem = total - (hi_share - 1) * gr->count[0]; /* replicas at hi_share; the rest one lower */
-    k_of[0] = hi_share;
-    dec[0] = (int)(gr->count[0] - rem);
-    if (dec[0] == gr->count[0]) k_of[0]--, dec[0] = 0;
-    worst = k_of[0] > 0 ? t0[0] + t1[0] * (double)k_of[0] : 0;
-    if (share)
-      for (int r = 0; r < gr->nrep; r++) share[r] = k_of[0] - (r < dec[0] ? 1 : 0);
-  } else {
-    /* minimal T with sum over kinds of count * min(cap, floor((T - t0) / t1)) >= total */
-    double lo = 0, hi = 0;
-    int any = 0;
-    for (int k = 0; k < gr->nkind; k++)
-      if (cap[k] > 0) hi = fmax(hi, t0[k] + t1[k] * (double)total), any = 1;
-    if (!any) return total > 0 ? INF : 0;
-    for (int it = 0; it < 64; it++) {
-      double mid = 0.5 * (lo + hi);
-      int64_t sum = 0;
-      for (int k = 0; k < gr->nkind; k++) {
-        if (cap[k] <= 0 || mid < t0[k]) continue;
-        double f = t1[k] > 0 ? floor((mid - t0[k]) / t1[k]) : (double)total;
-        int64_t q = f > (double)cap[k] ? cap[k] : (int64_t)f;
-        sum += q * gr->count[k];
-      }
-      if (sum >= total) hi = mid;
-      else lo = mid;
-    }
-    int64_t sum = 0;
-    for (int k = 0; k < gr->nkind; k++) {
-      int64_t q = 0;
-      if (cap[k] > 0 && hi >= t0[k]) {
-        double f = t1[k] > 0 ? floor((hi - t0[k]) / t1[k]) : (double)total;
-        q = f > (double)cap[k] ? cap[k] : (int64_t)f;
-      }
-      k_of[k] = q;
-      sum += q * gr->count[k];
-    }
-    if (sum < total) return INF;
-    /* trim the overshoot, one replica at a time, from the kind that would finish last */
-    while (sum > total) {
-      int w = -1;
-      double wt = -1;
-      for (int k = 0; k < gr->nkind; k++) {
-        int64_t q = k_of[k] - (dec[k] == gr->count[k] ? 1 : 0);
-        if (q > 0 && t0[k] + t1[k] * (double)q > wt) wt = t0[k] + t1[k] * (double)q, w = k;
-      }
-      if (w < 0) break;
-      int64_t take = sum - total, room = gr->count[w] - dec[w];
-      if (dec[w] == gr->count[w]) { /* every replica of the kind already trimmed once: go one lower */
-        k_of[w]--;
-        dec[w] = 0;
-        room = gr->count[w];
-      }
-      int64_t n = take < room ? take : room;
-      dec[w] += (int)n;
-      sum -= n;
-    }
-    for (int k = 0; k < gr->nkind; k++) {
-      int64_t q = dec[k] == gr->count[k] ? k_of[k] - 1 : k_of[k];
-      if (q > 0) worst = fmax(worst, t0[k] + t1[k] * (double)q);
-    }
-    if (share) {
-      int seen[MAX_KINDS] = {0};
-      for (int r = 0; r < gr->nrep; r++) {
-        int k = gr->kind_of[r];
-        share[r] = k_of[k] - (seen[k]++ < dec[k] ? 1 : 0);
-      }
-    }
-  }
-  if (worst_mem) {
-    *worst_mem = 0, *worst_cap = 1;
-    for (int k = 0; k < gr->nkind; k++) {
-      double mem = ml.fixed + ml.per_sample * (double)(k_of[k] > 0 ? k_of[k] : 0);
-      if (mem / gr->cap[k] > *worst_mem / *worst_cap) *worst_mem = mem, *worst_cap = gr->cap[k];
-    }
-  }
-  return worst;
-}
-
-/* cost of stage s holding segments [a, b]: compute of its slowest replica plus the transfers to
- * the next stage; the gradient all-reduce among its replicas goes to t_ar */
-typedef struct {
-  double upd;   /* optimizer step of the slowest kind */
-  double bfrac; /* backward share of the per-micro-batch time */
-} stage_extra;
-
-static double stage_cost_x(const ctxs *x, const config *cf, const group *gr, int s, int a, int b, int64_t *share,
-                           double *mem, double *cap, double *t_comp, double *t_ar, double *t_p2p, stage_extra *ex) {
-  double tc = water_fill(x, cf, gr, s, a, b, share, mem, cap);
-  if (tc >= INF) return INF;
-  if (ex) {
-    ex->upd = 0, ex->bfrac = 0;
-    double samples = (double)(x->batch / cf->m) / gr->nrep;
-    for (int k = 0; k < gr->nkind; k++) {
-      double u = range_update(x->t, gr->cls[k], a, b) / (cf->tp > 1 ? cf->tp : 1);
-      ex->upd = fmax(ex->upd, u);
-      ex->bfrac = fmax(ex->bfrac, range_bwd_fraction(x->t, gr->cls[k], a, b, cf->recompute, samples));
-    }
-  }
-  double grad = RSUM(x->rg, param, a, b);
-  if (cf->tp > 1) grad /= cf->tp;
-  *t_ar = wh__allreduce_time(x->c, grad, gr->nrep, gr->nodes, gr->link);
-  *t_p2p = 0;
-  if (b < x->m->n - 1 && s + 1 < cf->S)
-    /* the boundary activation forward and its gradient backward, for this micro-batch */
-    *t_p2p = 2 * wh__p2p_time(x->c, x->m->seg[b].out_bytes * (double)(x->batch / cf->m) / gr->nrep,
-                              gr->next_same_node, gr->link);
-  *t_comp = tc;
-  return tc + *t_p2p;
-}
-
-static double stage_cost(const ctxs *x, const config *cf, const group *gr, int s, int a, int b, int64_t *share,
-                         double *mem, double *cap, double *t_comp, double *t_ar, double *t_p2p) {
-  return stage_cost_x(x, cf, gr, s, a, b, share, mem, cap, t_comp, t_ar, t_p2p, NULL);
-}
-
-/* Pipeline step from per-stage times: (m + S - 1) slots of the slowest stage; the backward slots
- * drain from the last stage to the first, so stage s ends s backward slots before stage 0; then
- * each stage all-reduces its gradients and takes its optimizer step. */
-static double pipeline_time(const config *cf, const double *st, const double *ar, const double *upd,
-                            const double *bfrac, double *bubble) {
-  double slot = 0, bf = 0;
-  for (int s = 0; s < cf->S; s++) slot = fmax(slot, st[s]), bf = fmax(bf, bfrac ? bfrac[s] : 1.0);
-  double body = (cf->m + cf->S - 1) * slot;
-  double end = 0;
-  for (int s = 0; s < cf->S; s++) end = fmax(end, body - s * slot * bf + ar[s] + (upd ? upd[s] : 0));
-  if (bubble) *bubble = (cf->S - 1) * slot;
-  return end;
-}
-
-static void groups_free(group *g, int S) {
-  for (int s = 0; g && s < S; s++) free(g[s].kind_of);
-  free(g);
-}
-
-static group *groups_build(const ctxs *x, const config *cf) {
-  group *g = calloc((size_t)cf->S, sizeof(group));
-  for (int s = 0; g && s < cf->S; s++)
-    if (group_build(x, cf, s, &g[s]) != WH_OK) {
-      groups_free(g, cf->S);
-      return NULL;
-    }
-  return g;
-}
-
-/* The step time of a configuration with the stage boundaries in cut. */
-static double step_of(const ctxs *x, const config *cf, const group *gr, const int *cut) {
-  double st[1024], ar[1024], up[1024], bf[1024], mem, cap, tc, ta, tp;
-  int a = 0;
-  for (int s = 0; s < cf->S; s++) {
-    stage_extra e = {0, 0};
-    double c = stage_cost_x(x, cf, &gr[s], s, a, cut[s], NULL, &mem, &cap, &tc, &ta, &tp, &e);
-    if (c >= INF) return INF;
-    st[s] = c;
-    ar[s] = ta;
-    up[s] = e.upd;
-    bf[s] = e.bfrac;
-    a = cut[s] + 1;
-  }
-  return pipeline_time(cf, st, ar, up, bf, NULL);
-}
+#include "cost.h"
 
 /* Is the number of ways to cut the chain into S stages (at legal ends) small? */
-static int exhaustive_ok(const ctxs *x, int S, int n) {
+static int exhaustive_ok(const wh__costing *x, int S, int n) {
   int legal = 0;
   for (int j = 0; j < n - 1; j++) legal += !x->legal_end || x->legal_end[j];
   if (S - 1 > legal) return 0; /* no split at all: the DP finds that at once */
@@ -522,12 +19,12 @@ static int exhaustive_ok(const ctxs *x, int S, int n) {
   return ways <= 4096;
 }
 
-static void enumerate_cuts(const ctxs *x, const config *cf, const group *gr, int *cut, int s, int from, int *best_cut,
-                           double *best) {
+static void enumerate_cuts(const wh__costing *x, const wh__config *cf, const wh__group *gr, int *cut, int s, int from,
+                           int *best_cut, double *best) {
   int n = x->m->n, S = cf->S;
   if (s == S - 1) {
     cut[s] = n - 1;
-    double t = step_of(x, cf, gr, cut);
+    double t = wh__step_time(x, cf, gr, cut);
     if (t < *best) {
       *best = t;
       memcpy(best_cut, cut, sizeof(int) * (size_t)S);
@@ -544,26 +41,24 @@ static void enumerate_cuts(const ctxs *x, const config *cf, const group *gr, int
 /* Minimise the slowest stage by DP over the chain: best[s][j] over stages 0..s covering 0..j.
  * A stage's cost only grows as it takes more segments, so the scan over its first segment stops
  * as soon as that cost alone passes the best found. */
-static double partition_chain(const ctxs *x, const config *cf, int *cut) {
+static double partition_chain(const wh__costing *x, const wh__config *cf, int *cut) {
   int S = cf->S, n = x->m->n;
-  if (S > n || S > 1024) return INF;
-  group *gr = groups_build(x, cf);
+  if (S > n || S > 1024) return WH__INF;
+  wh__group *gr = wh__groups_build(x, cf);
   double *best = malloc(sizeof(double) * (size_t)S * (size_t)n);
   int *arg = malloc(sizeof(int) * (size_t)S * (size_t)n);
   if (!gr || !best || !arg) {
-    groups_free(gr, S), free(best), free(arg);
-    return INF;
+    wh__groups_free(gr, S), free(best), free(arg);
+    return WH__INF;
   }
-  double mem, cap, tc, ta, tp, result = INF;
-  for (int i = 0; i < S * n; i++) best[i] = INF, arg[i] = -1;
-  if (cf->pinned_cuts) {
-    memcpy(cut, cf->pinned_cuts, sizeof(int) * (size_t)S);
-  } else if (!cf->even_layers && S > 1 && exhaustive_ok(x, S, n)) {
+  double mem, cap, tc, ta, tp, result = WH__INF;
+  for (int i = 0; i < S * n; i++) best[i] = WH__INF, arg[i] = -1;
+  if (!cf->even_layers && S > 1 && exhaustive_ok(x, S, n)) {
     /* few enough splits to try them all against the whole step (all-reduces included), which the
      * per-stage DP below can only approximate */
     int *tmp = malloc(sizeof(int) * (size_t)S);
     if (tmp) {
-      result = INF;
+      result = WH__INF;
       enumerate_cuts(x, cf, gr, tmp, 0, 0, cut, &result);
       free(tmp);
     }
@@ -577,241 +72,28 @@ static double partition_chain(const ctxs *x, const config *cf, int *cut) {
         if (s == S - 1 && j != n - 1) continue; /* the last stage ends the chain */
         double *bj = &best[s * n + j];
         if (s == 0) {
-          *bj = stage_cost(x, cf, &gr[0], 0, 0, j, NULL, &mem, &cap, &tc, &ta, &tp);
+          *bj = wh__stage_cost(x, cf, &gr[0], 0, 0, j, NULL, &mem, &cap, &tc, &ta, &tp);
           arg[j] = 0;
           continue;
         }
         for (int i = j; i >= s; i--) {
-          double c = stage_cost(x, cf, &gr[s], s, i, j, NULL, &mem, &cap, &tc, &ta, &tp);
+          double c = wh__stage_cost(x, cf, &gr[s], s, i, j, NULL, &mem, &cap, &tc, &ta, &tp);
           if (c >= *bj) break;
           double v = fmax(best[(s - 1) * n + i - 1], c);
           if (v < *bj) *bj = v, arg[s * n + j] = i;
         }
       }
-    if (best[(S - 1) * n + n - 1] >= INF) goto done;
+    if (best[(S - 1) * n + n - 1] >= WH__INF) goto done;
     int j = n - 1;
     for (int s = S - 1; s >= 0; s--) {
       cut[s] = j;
       j = arg[s * n + j] - 1;
     }
   }
-  result = step_of(x, cf, gr, cut);
+  result = wh__step_time(x, cf, gr, cut);
 done:
-  groups_free(gr, S), free(best), free(arg);
+  wh__groups_free(gr, S), free(best), free(arg);
   return result;
-}
-
-/* ---- the search */
-
-static int cmp_dev(const void *pa, const void *pb, void *arg) {
-  const wh_cluster *c = arg;
-  const wh__device *a = &c->dev[*(const int *)pa], *b = &c->dev[*(const int *)pb];
-  if (a->mem_bytes != b->mem_bytes) return a->mem_bytes > b->mem_bytes ? -1 : 1;
-  double sa = a->flops_f32 * a->eff_flops, sb = b->flops_f32 * b->eff_flops;
-  if (sa != sb) return sa > sb ? -1 : 1;
-  if (a->node != b->node) return a->node < b->node ? -1 : 1;
-  return *(const int *)pa - *(const int *)pb;
-}
-
-static void describe_config(const config *cf, char *buf, size_t cap) {
-  snprintf(buf, cap, "%d stage%s, %d micro-batch%s, %s, tp %d%s%s", cf->S, cf->S > 1 ? "s" : "", cf->m,
-           cf->m > 1 ? "es" : "", cf->S > 1 ? (cf->sched == WH_SCHED_1F1B ? "1F1B" : "GPipe") : "no pipeline", cf->tp,
-           cf->recompute ? ", recompute" : "", cf->zero1 ? ", ZeRO-1" : "");
-}
-
-static void plan_free_stages(wh_plan *p) {
-  for (int s = 0; s < p->n_stages; s++) {
-    free(p->st[s].dev);
-    free(p->st[s].share);
-    free(p->st[s].t_fwd);
-    free(p->st[s].t_bwd);
-  }
-  free(p->st);
-  p->st = NULL;
-  p->n_stages = 0;
-}
-
-void wh_plan_destroy(wh_plan *p) {
-  if (!p) return;
-  plan_free_stages(p);
-  free(p->why);
-  free(p->dev_kind);
-  free(p->dev_node);
-  free(p->dev_mem);
-  free(p);
-}
-
-static wh_status materialise(const ctxs *x, const config *cf, const int *cut, wh_plan *p) {
-  int S = cf->S, gsize = x->c->n / S, nrep = gsize / cf->tp;
-  p->st = calloc((size_t)S, sizeof(wh__stage));
-  group *gr = groups_build(x, cf);
-  if (!p->st || !gr) {
-    groups_free(gr, S);
-    return WH_ERR_OUT_OF_MEMORY;
-  }
-  p->n_stages = S;
-  p->micro_batches = cf->m;
-  p->schedule = cf->sched;
-  p->zero1 = cf->zero1;
-  double st[1024], ar[1024], up[1024], bf[1024];
-  int a = 0;
-  wh_status rs = WH_OK;
-  for (int s = 0; s < S && rs == WH_OK; s++) {
-    wh__stage *g = &p->st[s];
-    g->seg_first = a;
-    g->seg_last = cut[s];
-    g->node_first = x->m->seg[a].first_node;
-    g->node_last = x->m->seg[cut[s]].last_node;
-    g->ndev = gsize;
-    g->tp = cf->tp;
-    g->recompute = cf->recompute;
-    g->dev = malloc(sizeof(int) * (size_t)gsize);
-    g->share = malloc(sizeof(int64_t) * (size_t)(nrep + 1));
-    g->t_fwd = malloc(sizeof(double) * (size_t)nrep);
-    g->t_bwd = malloc(sizeof(double) * (size_t)nrep);
-    if (!g->dev || !g->share || !g->t_fwd || !g->t_bwd) {
-      rs = WH_ERR_OUT_OF_MEMORY;
-      break;
-    }
-    memcpy(g->dev, x->order + (size_t)s * (size_t)gsize, sizeof(int) * (size_t)gsize);
-    stage_extra e = {0, 0};
-    st[s] = stage_cost_x(x, cf, &gr[s], s, a, cut[s], g->share, &g->mem_peak, &g->mem_cap, &g->t_compute,
-                         &g->t_allreduce, &g->t_p2p, &e);
-    ar[s] = g->t_allreduce;
-    up[s] = g->t_update = e.upd;
-    bf[s] = e.bfrac;
-    /* the simulator's inputs: each replica's forward and backward time for its share */
-    for (int r = 0; r < nrep; r++) {
-      int k = gr[s].kind_of[r], cl = gr[s].cls[k];
-      /* forward only (range_time is forward + backward): the rest of lt is the backward */
-      const lin *fw = x->t->fwd + (size_t)cl * (size_t)(x->t->n + 1);
-      lin lf = {fw[cut[s] + 1].t0 - fw[a].t0, fw[cut[s] + 1].t1 - fw[a].t1};
-      lin lt = range_time(x->t, cl, a, cut[s], cf->recompute);
-      double sh = (double)g->share[r];
-      double tf = g->share[r] ? lf.t0 + lf.t1 * sh : 0, tt = g->share[r] ? lt.t0 + lt.t1 * sh : 0;
-      double f = tf, bw = tt - tf;
-      if (cf->tp > 1 && tt > 0) {
-        /* sharding and its all-reduces scale both parts like the replica's total */
-        double fl = RSUM(x->rg, flops, a, cut[s]), frac = fl > 0 ? RSUM(x->rg, tpflops, a, cut[s]) / fl : 0;
-        double tot = lt.t0 * (frac / cf->tp + 1 - frac) +
-                     sh * (lt.t1 * (frac / cf->tp + 1 - frac) +
-                           wh__allreduce_time(x->c, RSUM(x->rg, tpc, a, cut[s]), cf->tp, 1, gr[s].link));
-        f *= tot / tt, bw *= tot / tt;
-      }
-      g->t_fwd[r] = f;
-      g->t_bwd[r] = bw;
-    }
-    a = cut[s] + 1;
-  }
-  groups_free(gr, S);
-  if (rs != WH_OK) return rs;
-  p->step_time = pipeline_time(cf, st, ar, up, bf, &p->bubble_time);
-  return WH_OK;
-}
-
-/* What wh_plan_create and wh_plan_create_pinned share: the model, the cost table, the order. */
-typedef struct {
-  wh__model m;
-  costtab t;
-  ranges rg;
-  int *order;
-  char *legal;
-  int hint_rep, hint_tp;
-} prepared;
-
-static void prepared_free(prepared *pr) {
-  free(pr->order);
-  free(pr->legal);
-  wh__model_free(&pr->m);
-  costtab_free(&pr->t);
-  ranges_free(&pr->rg);
-}
-
-static wh_status prepare(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t batch, prepared *pr) {
-  memset(pr, 0, sizeof *pr);
-  if (g->status != WH_OK) {
-    wh__ctx_set_error(ctx, "wh_plan_create: graph poisoned by an earlier error: %s", g->err);
-    return WH_ERR_POISONED;
-  }
-  if (c->n < 1 || batch < 1) {
-    wh__ctx_set_error(ctx, "wh_plan_create: need devices (%d) and a global batch >= 1 (%lld)", c->n, (long long)batch);
-    return WH_ERR_INVALID_ARGUMENT;
-  }
-  if (g->loss < 0) {
-    wh__ctx_set_error(ctx, "wh_plan_create: the graph has no backward pass (call wh_backward and an optimizer)");
-    return WH_ERR_STATE;
-  }
-  char msg[256];
-  wh_status st = wh__model_from_graph(g, &pr->m, msg, sizeof msg);
-  if (st != WH_OK) {
-    wh__ctx_set_error(ctx, "wh_plan_create: %s", msg);
-    return st;
-  }
-  pr->order = malloc(sizeof(int) * (size_t)c->n);
-  if (!pr->order || costtab_build(&pr->m, c, &pr->t) != WH_OK || ranges_build(&pr->m, &pr->rg) != WH_OK) {
-    prepared_free(pr);
-    return WH_ERR_OUT_OF_MEMORY;
-  }
-  for (int i = 0; i < c->n; i++) pr->order[i] = i;
-  qsort_r(pr->order, (size_t)c->n, sizeof(int), cmp_dev, (void *)c);
-  /* hints constrain the search: stage scopes are the only places a pipeline stage may end;
-   * replicate(n) fixes the replicas per stage, split(n) the operator-sharding degree */
-  int any_stage = 0;
-  for (int s = 0; s < pr->m.n; s++) any_stage |= pr->m.seg[s].stage_hint >= 0;
-  if (any_stage && (pr->legal = malloc((size_t)pr->m.n + 1)))
-    for (int s = 0; s < pr->m.n; s++)
-      pr->legal[s] = s == pr->m.n - 1 || pr->m.seg[s].stage_hint != pr->m.seg[s + 1].stage_hint;
-  for (int i = 0; i < g->n_scopes; i++) {
-    if (g->scopes[i].kind == WH_HINT_REPLICATE) pr->hint_rep = g->scopes[i].n;
-    if (g->scopes[i].kind == WH_HINT_SPLIT) pr->hint_tp = g->scopes[i].n;
-  }
-  return WH_OK;
-}
-
-static wh_status finish(wh_ctx *ctx, const ctxs *x, const config *best, const int *cut, double best_t,
-                        const config *second, double second_t, int feasible, int tried, wh_plan **out) {
-  const wh_cluster *c = x->c;
-  wh_plan *p = calloc(1, sizeof *p);
-  if (!p) return WH_ERR_OUT_OF_MEMORY;
-  p->ctx = ctx;
-  p->global_batch = x->batch;
-  p->n_segments = x->m->n;
-  p->n_graph_nodes = x->m->n_graph_nodes;
-  wh_status st = materialise(x, best, cut, p);
-  p->n_devices = c->n;
-  p->dev_kind = malloc(sizeof(*p->dev_kind) * (size_t)c->n);
-  p->dev_node = malloc(sizeof(int) * (size_t)c->n);
-  p->dev_mem = malloc(sizeof(double) * (size_t)c->n);
-  if (st == WH_OK && p->dev_kind && p->dev_node && p->dev_mem) {
-    for (int i = 0; i < c->n; i++) {
-      memcpy(p->dev_kind[i], c->dev[i].kind, 32);
-      p->dev_node[i] = c->dev[i].node;
-      p->dev_mem[i] = c->dev[i].mem_bytes;
-    }
-    char a[160], b[160], why[512];
-    describe_config(best, a, sizeof a);
-    if (tried == 0) {
-      snprintf(why, sizeof why, "pinned by the caller: %s, predicted %.4f s per step", a, best_t);
-    } else if (second_t < INF) {
-      describe_config(second, b, sizeof b);
-      snprintf(why, sizeof why,
-               "chose %s: predicted %.4f s per step; the runner-up, %s, predicts %.4f s (%.1f%% slower); %d of %d "
-               "configurations fit in memory",
-               a, best_t, b, second_t, 100.0 * (second_t / best_t - 1), feasible, tried);
-    } else {
-      snprintf(why, sizeof why, "chose %s: predicted %.4f s per step; the only configuration of %d that fits in memory",
-               a, best_t, tried);
-    }
-    p->why = strdup(why);
-  } else if (st == WH_OK) {
-    st = WH_ERR_OUT_OF_MEMORY;
-  }
-  if (st != WH_OK) {
-    wh_plan_destroy(p);
-    return st;
-  }
-  *out = p;
-  return WH_OK;
 }
 
 wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, const wh_plan_options *opts,
@@ -825,22 +107,31 @@ wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, co
     wh__ctx_set_error(ctx, "wh_plan_create: stages and micro-batches must be >= 0 and the schedule known");
     return WH_ERR_INVALID_ARGUMENT;
   }
-  prepared pr;
-  wh_status st = prepare(ctx, g, c, o.global_batch, &pr);
+  if (o.mixed == WH_F16 && (o.stages > 1 || o.zero1 > 0)) {
+    wh__ctx_set_error(ctx, "wh_plan_create: fp16 with its loss scaling runs without pipeline stages and ZeRO-1 in "
+                           "this build (asked: %d stages%s); use WH_BF16",
+                      o.stages, o.zero1 > 0 ? ", ZeRO-1" : "");
+    return WH_ERR_UNSUPPORTED;
+  }
+  wh__prepared pr;
+  wh_status st = wh__prepare(ctx, g, c, o.global_batch, o.mixed, &pr);
   if (st != WH_OK) return st;
   wh__model *m = &pr.m;
-  ctxs x = {m, c, &pr.t, &pr.rg, pr.order, o.global_batch, NULL, pr.legal};
-  config best = {0}, second = {0};
-  double best_t = INF, second_t = INF;
+  wh__costing x = {m, c, &pr.t, &pr.rg, pr.order, o.global_batch, NULL, pr.legal};
+  wh__config best = {0}, second = {0};
+  double best_t = WH__INF, second_t = WH__INF;
   int *cut = malloc(sizeof(int) * (size_t)(m->n + 1)), *best_cut = malloc(sizeof(int) * (size_t)(m->n + 1));
   int tried = 0, feasible = 0;
   for (int S = 1; S <= c->n && S <= m->n && S <= 1024 && cut && best_cut; S++) {
     if (c->n % S) continue;
     if (o.stages && S != o.stages) continue;
+    if (o.mixed == WH_F16 && S > 1) continue; /* what the fp16 pass runs (partition.c) */
     int gsize = c->n / S;
-    for (int m_ = 1; m_ <= 256 && m_ <= o.global_batch; m_ *= 2) {
+    /* micro-batch counts: the one asked for, else powers of two */
+    for (int m_ = o.micro_batches ? o.micro_batches : 1; m_ <= (o.micro_batches ? o.micro_batches : 256) &&
+                                                         m_ <= o.global_batch;
+         m_ = o.micro_batches ? m_ + 1 : 2 * m_) {
       if (o.global_batch % m_) continue;
-      if (o.micro_batches && m_ != o.micro_batches) continue;
       if (!o.micro_batches && g->micro_batches && S > 1 && m_ != g->micro_batches) continue;
       if (S == 1 && m_ > 1 && !o.micro_batches) continue; /* accumulation only when asked */
       for (int sched = 0; sched < 2; sched++) {
@@ -853,14 +144,14 @@ wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, co
           for (int z = 0; z < 2; z++) {
             if (rc && !o.allow_recompute) continue;
             if ((pr.hint_rep && gsize / tp != pr.hint_rep) || (pr.hint_tp && tp != pr.hint_tp)) continue;
-            /* ZeRO-1: as asked, or (zero1 < 0) tried where it runs - data parallel without
-             * pipeline or sharding - and kept only when it is faster or alone fits (ties keep the
-             * plain all-reduce, tried first) */
-            if (o.zero1 >= 0 ? z != (o.zero1 != 0) : z && (S > 1 || tp > 1 || gsize < 2)) continue;
-            config cf = {S, m_, tp, rc, z, (wh__schedule)sched, o.even_shares, o.even_layers, NULL};
+            /* ZeRO-1: as asked, or (zero1 < 0) tried where it runs - two replicas or more,
+             * without a pipeline, with or without sharding - and kept only when it is faster or
+             * alone fits (ties keep the plain all-reduce, tried first) */
+            if (o.zero1 >= 0 ? z != (o.zero1 != 0) : z && (S > 1 || gsize / tp < 2 || o.mixed == WH_F16)) continue;
+            wh__config cf = {S, m_, tp, rc, z, (wh__schedule)sched, o.even_shares, o.even_layers};
             tried++;
             double tt = partition_chain(&x, &cf, cut);
-            if (tt >= INF) continue;
+            if (tt >= WH__INF) continue;
             feasible++;
             if (tt < best_t) {
               second = best, second_t = best_t;
@@ -875,170 +166,22 @@ wh_status wh_plan_create(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, co
     }
   }
   if (!cut || !best_cut) st = WH_ERR_OUT_OF_MEMORY;
-  else if (best_t >= INF) {
+  else if (tried == 0) {
+    wh__ctx_set_error(ctx, "wh_plan_create: no configuration matches the options and hints (stages %d, micro-batches "
+                           "%d of a global batch of %lld, %d devices)",
+                      o.stages, o.micro_batches, (long long)o.global_batch, c->n);
+    st = WH_ERR_INVALID_ARGUMENT;
+  } else if (best_t >= WH__INF) {
     wh__ctx_set_error(ctx, "wh_plan_create: no plan fits: %d configurations tried, none within every device's memory "
                            "(model: %.2f GB of parameters; largest device %.1f GiB)",
                       tried, m->param_bytes / 1e9, c->dev[pr.order[0]].mem_bytes / 1073741824.0);
     st = WH_ERR_OUT_OF_MEMORY;
   } else {
-    st = finish(ctx, &x, &best, best_cut, best_t, &second, second_t, feasible, tried, out);
+    st = wh__plan_finish(ctx, &x, &best, best_cut, best_t, &second, second_t, feasible, tried, out);
+    if (st == WH_OK) (*out)->mixed = o.mixed;
   }
   free(cut), free(best_cut);
-  prepared_free(&pr);
+  wh__prepared_free(&pr);
   return st;
 }
 
-struct wh__planner {
-  wh_ctx *ctx;
-  const wh_cluster *c;
-  int64_t batch;
-  prepared pr;
-};
-
-wh_status wh__planner_open(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t batch, wh__planner **out) {
-  wh__planner *pl = calloc(1, sizeof *pl);
-  if (!pl) return WH_ERR_OUT_OF_MEMORY;
-  wh_status st = prepare(ctx, g, c, batch, &pl->pr);
-  if (st != WH_OK) {
-    free(pl);
-    return st;
-  }
-  pl->ctx = ctx;
-  pl->c = c;
-  pl->batch = batch;
-  *out = pl;
-  return WH_OK;
-}
-
-void wh__planner_close(wh__planner *pl) {
-  if (!pl) return;
-  prepared_free(&pl->pr);
-  free(pl);
-}
-
-int wh__planner_segments(const wh__planner *pl) { return pl ? pl->pr.m.n : 0; }
-
-int wh__planner_legal_end(const wh__planner *pl, int j) {
-  return !pl->pr.legal || j >= pl->pr.m.n - 1 || pl->pr.legal[j];
-}
-
-const int *wh__planner_order(const wh__planner *pl) { return pl->pr.order; }
-
-wh_status wh__planner_pin(wh__planner *pl, const wh_plan_layout *l, wh_plan **out) {
-  wh_ctx *ctx = pl->ctx;
-  const wh_cluster *c = pl->c;
-  int64_t global_batch = pl->batch;
-  *out = NULL;
-  if (l->struct_size != sizeof *l || l->stages < 1 || l->stages > 1024 || c->n % l->stages || l->micro_batches < 1 ||
-      global_batch % l->micro_batches || l->tp < 1 || (c->n / l->stages) % l->tp ||
-      (l->schedule != WH_SCHEDULE_GPIPE && l->schedule != WH_SCHEDULE_1F1B)) {
-    wh__ctx_set_error(ctx, "wh_plan_create_pinned: the layout does not fit: %d stages over %d devices, %d micro-batches "
-                           "of a batch of %lld, tp %d",
-                      l->stages, c->n, l->micro_batches, (long long)global_batch, l->tp);
-    return WH_ERR_INVALID_ARGUMENT;
-  }
-  prepared *pr = &pl->pr;
-  int S = l->stages, n = pr->m.n;
-  wh_status st = WH_OK;
-  int *cut = malloc(sizeof(int) * (size_t)(S + 1)), *order = malloc(sizeof(int) * (size_t)c->n);
-  if (!cut || !order) {
-    free(cut), free(order);
-    return WH_ERR_OUT_OF_MEMORY;
-  }
-  memcpy(order, pr->order, sizeof(int) * (size_t)c->n);
-  for (int s = 0; s < S && st == WH_OK; s++) {
-    cut[s] = l->last_segment ? l->last_segment[s] : (int)((int64_t)(s + 1) * n / S) - 1;
-    if (cut[s] < (s ? cut[s - 1] + 1 : 0) || cut[s] >= n || (s == S - 1 && cut[s] != n - 1)) {
-      wh__ctx_set_error(ctx, "wh_plan_create_pinned: stage %d ends at segment %d; stages must end in increasing order "
-                             "and the last at segment %d",
-                        s, cut[s], n - 1);
-      st = WH_ERR_INVALID_ARGUMENT;
-    }
-  }
-  if (st == WH_OK && l->shares) {
-    /* pinned shares: every stage's replicas share each micro-batch exactly */
-    int nrep = c->n / S / l->tp;
-    int64_t mb = global_batch / l->micro_batches;
-    for (int s = 0; s < S && st == WH_OK; s++) {
-      int64_t sum = 0;
-      for (int r = 0; r < nrep; r++) {
-        int64_t sh = l->shares[(size_t)s * (size_t)nrep + (size_t)r];
-        if (sh < 0) {
-          wh__ctx_set_error(ctx, "wh_plan_create_pinned: stage %d replica %d has share %lld", s, r, (long long)sh);
-          st = WH_ERR_INVALID_ARGUMENT;
-        }
-        sum += sh;
-      }
-      if (st == WH_OK && sum != mb) {
-        wh__ctx_set_error(ctx, "wh_plan_create_pinned: stage %d's shares sum to %lld, the micro-batch is %lld", s,
-                          (long long)sum, (long long)mb);
-        st = WH_ERR_INVALID_ARGUMENT;
-      }
-    }
-  }
-  if (st == WH_OK && l->devices) {
-    char *seen = calloc((size_t)c->n, 1);
-    for (int i = 0; seen && i < c->n; i++) {
-      int d = l->devices[i];
-      if (d < 0 || d >= c->n || seen[d]) {
-        wh__ctx_set_error(ctx, "wh_plan_create_pinned: devices must list each of the %d cluster devices once (entry %d "
-                               "is %d)",
-                          c->n, i, d);
-        st = WH_ERR_INVALID_ARGUMENT;
-        break;
-      }
-      seen[d] = 1;
-    }
-    if (!seen) st = WH_ERR_OUT_OF_MEMORY;
-    free(seen);
-    if (st == WH_OK) memcpy(order, l->devices, sizeof(int) * (size_t)c->n);
-  }
-  if (st == WH_OK) {
-    ctxs x = {&pr->m, c, &pr->t, &pr->rg, order, global_batch, l->shares, NULL};
-    config cf = {S, l->micro_batches, l->tp, l->recompute != 0, l->zero1 != 0, (wh__schedule)l->schedule, 0, 0, cut};
-    int *tmp = malloc(sizeof(int) * (size_t)(S + 1));
-    double tt = tmp ? partition_chain(&x, &cf, tmp) : INF;
-    free(tmp);
-    if (tt >= INF) {
-      wh__ctx_set_error(ctx, "wh_plan_create_pinned: the pinned layout does not fit in every device's memory (%lld "
-                             "samples per micro-batch)",
-                        (long long)(global_batch / l->micro_batches));
-      st = WH_ERR_OUT_OF_MEMORY;
-    } else {
-      st = finish(ctx, &x, &cf, cut, tt, &cf, INF, 1, 0, out);
-    }
-  }
-  free(cut), free(order);
-  return st;
-}
-
-wh_status wh_plan_create_pinned(wh_ctx *ctx, const wh_graph *g, const wh_cluster *c, int64_t global_batch,
-                                const wh_plan_layout *l, wh_plan **out) {
-  if (!ctx || !g || !c || !l || !out) return WH_ERR_INVALID_ARGUMENT;
-  *out = NULL;
-  wh__planner *pl;
-  wh_status st = wh__planner_open(ctx, g, c, global_batch, &pl);
-  if (st != WH_OK) return st;
-  st = wh__planner_pin(pl, l, out);
-  wh__planner_close(pl);
-  return st;
-}
-
-int wh_plan_num_segments(const wh_plan *p) { return p ? p->n_segments : 0; }
-
-double wh_plan_step_time(const wh_plan *p) { return p ? p->step_time : 0; }
-int wh_plan_num_stages(const wh_plan *p) { return p ? p->n_stages : 0; }
-int wh_plan_micro_batches(const wh_plan *p) { return p ? p->micro_batches : 0; }
-wh_schedule wh_plan_schedule(const wh_plan *p) {
-  return p ? (p->schedule == WH_SCHED_1F1B ? WH_SCHEDULE_1F1B : WH_SCHEDULE_GPIPE) : WH_SCHEDULE_AUTO;
-}
-
-wh_status wh_plan_shares(const wh_plan *p, int64_t *shares, int n) {
-  if (!p || !shares || n < p->n_devices) return WH_ERR_INVALID_ARGUMENT;
-  for (int i = 0; i < n; i++) shares[i] = 0;
-  for (int s = 0; s < p->n_stages; s++) {
-    const wh__stage *g = &p->st[s];
-    for (int i = 0; i < g->ndev; i++) shares[g->dev[i]] = g->share[i / g->tp];
-  }
-  return WH_OK;
-}

@@ -68,6 +68,11 @@ wh_status wh__session_plan_memory(wh_session *s) {
   }
   s->inter_bytes = 0;
   s->n_inter = 0;
+  s->saved_bytes = 0;
+  for (int v = 0; v < n; v++) /* made forward, read backward: what training keeps across the step */
+    if (first[v] >= 0 && !wh__role_persistent(pg->values[v].role) && s->alias[v] < 0 &&
+        pg->nodes[first[v]].phase == WH_PHASE_FORWARD && last[v] < nn && pg->nodes[last[v]].phase == WH_PHASE_BACKWARD)
+      s->saved_bytes += s->bytes[v];
   for (int v = 0; v < n; v++) {
     if (first[v] < 0 || wh__role_persistent(pg->values[v].role)) continue;
     s->inter_bytes += s->bytes[v];

@@ -60,9 +60,12 @@ wh_status wh__session_run_node(wh_session *s, int i) {
   s->kerr[0] = 0;
   wh__kernel_fn k = s->dev ? wh__cuda_kernels[n->op] : wh__cpu_kernels[n->op];
   wh_status st = WH_ERR_UNSUPPORTED;
-  double t0 = s->prof ? wh__now() : 0;
+  /* operator sharding's blocking collectives count as communication the step waits for */
+  int coll = n->op == WH_OP_TP_ALLREDUCE || n->op == WH_OP_TP_ALLGATHER || n->op == WH_OP_TP_NORM_CLIP;
+  double t0 = s->prof || coll ? wh__now() : 0;
   if (k) st = k(&s->ex, n, inp, n->out >= 0 ? &out : NULL);
   else snprintf(s->kerr, sizeof s->kerr, "no kernel for this op on %s", s->dev ? "CUDA" : "the CPU");
+  if (coll) wh__comm_blocked(s, wh__now() - t0);
   if (s->prof && st == WH_OK) {
     if (s->dev && (st = wh__cuda_sync(s->dev)) != WH_OK) snprintf(s->kerr, sizeof s->kerr, "%s", wh__cuda_error(s->dev));
     s->prof_s[n->op] += wh__now() - t0;
@@ -127,7 +130,10 @@ static wh_status run_parts(wh_session *s, wh_run_mode mode) {
     for (int k = 0; k < pt->n; k++) {
       int i = pg->order[pt->first + k];
       if (!runs_in(&pg->nodes[i], mode)) continue;
+      if (s->skip_update && pg->nodes[i].phase == WH_PHASE_UPDATE) continue; /* fp16 overflow: no update */
       wh_status st = wh__session_run_node(s, i);
+      /* what is in flight advances while compute goes on */
+      if (st == WH_OK && (s->n_inflight || s->n_sends)) st = wh__comm_poll(s);
       if (st != WH_OK) return st;
     }
   }
@@ -144,6 +150,10 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
     return wh__session_fail(s, WH_ERR_STATE, "wh_session_run: the graph has no gradients (wh_backward); use WH_RUN_EVAL");
   if (s->dist && g->loss < 0)
     return wh__session_fail(s, WH_ERR_STATE, "wh_session_run: a distributed session needs a loss (wh_backward)");
+  if (s->rb) {
+    wh_status rs = wh__rebalance_apply(s);
+    if (rs != WH_OK) return rs;
+  }
   const wh__program *pg = &s->prog;
   /* every input the run reads must be fed */
   for (int i = 0; i < pg->n_nodes; i++) {
@@ -158,8 +168,11 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
   }
   s->runs++;
   s->ex.train = mode != WH_RUN_EVAL;
-  s->ex.step = s->steps + 1;
+  s->ex.step = s->opt_steps + 1; /* the optimizer's: a step fp16 skipped does not count */
+  s->skip_update = 0;
   s->ex.batch = s->batch;
+  double t0 = wh__now(), waited0 = s->cs_exposed, fb0 = 0, fe0 = 0;
+  if (s->rb) wh__fusion_times(s->fusion, &fb0, &fe0);
   wh_status st = run_parts(s, mode);
   s->ptr = s->slot_ptr[0];
   if (st != WH_OK) {
@@ -173,7 +186,14 @@ wh_status wh_session_run(wh_session *s, wh_run_mode mode) {
   }
   if (s->dev && (st = wh__cuda_sync(s->dev)) != WH_OK) /* kernels run asynchronously: failures surface here */
     return wh__session_fail(s, st, "wh_session_run: device: %s", wh__cuda_error(s->dev));
-  if (mode == WH_RUN_TRAIN) s->steps++;
+  if (mode == WH_RUN_TRAIN) s->steps++, s->opt_steps += !s->skip_update;
+  if (mode == WH_RUN_TRAIN && s->rb) {
+    /* this rank's compute: the step less what it waited for communicating */
+    double fb1 = 0, fe1 = 0;
+    wh__fusion_times(s->fusion, &fb1, &fe1);
+    double compute = wh__now() - t0 - (s->cs_exposed - waited0) - (fe1 - fe0);
+    if ((st = wh__rebalance_step(s, compute > 0 ? compute : 0)) != WH_OK) return st;
+  }
   if (s->prof) s->prof_runs++;
   return WH_OK;
 }

@@ -1,5 +1,6 @@
 /* inspect.c - looking at a session: the per-op profile report and the dump of this rank's program
  * (text and DOT), with its collectives, buckets and peers. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,7 +81,7 @@ static void sb_val(wh__sb *b, const wh_session *s, int32_t v, int dot) {
  * next would overflow). bucket[i] is the bucket of node i (a reduction's start), or -1. */
 static int dp_buckets(const wh_session *s, int *bucket, int64_t *bucket_bytes) {
   int nb = 0, cur = -1;
-  int64_t used = 0, cap = s->dev || s->prog.place.zero1 ? 1 : (int64_t)DP_BUCKET_BYTES; /* device, ZeRO-1: one each */
+  int64_t used = 0, cap = s->dev || s->prog.place.zero1 ? 1 : (int64_t)s->bucket_bytes; /* device, ZeRO-1: one each */
   for (int i = 0; i < s->prog.n_nodes; i++) {
     const wh__node *n = &s->prog.nodes[i];
     bucket[i] = -1;
@@ -115,11 +116,17 @@ static const char *phase_name(wh__phase p) {
 static void sb_transfer(wh__sb *b, const wh_session *s, const wh__node *n) {
   int32_t v = n->op == WH_OP_SEND ? n->in[0] : n->out;
   const char *when = n->ia[3] ? "per micro-batch" : "once per step";
+  long long by = s->bytes[v];
+  char rows[64] = "";
+  if (n->n_ia >= 7 && n->ia[6] >= 0) {
+    by = (long long)(n->ia[6] - n->ia[5]) * wh__numel(&s->prog.values[v].shape, 1) *
+         (long long)wh__dtype_size(s->prog.values[v].dtype);
+    if (by != s->bytes[v]) snprintf(rows, sizeof rows, ", rows %lld..%lld", (long long)n->ia[5], (long long)n->ia[6] - 1);
+  }
   if (n->op == WH_OP_SEND)
-    wh__sb_printf(b, "  => send to rank %lld (%lld bytes, %s)", (long long)n->ia[1], (long long)s->bytes[v], when);
+    wh__sb_printf(b, "  => send to rank %lld (%lld bytes%s, %s)", (long long)n->ia[1], by, rows, when);
   else
-    wh__sb_printf(b, "  <= recv %%%d from rank %lld (%lld bytes, %s)", (int)v, (long long)n->ia[1],
-                  (long long)s->bytes[v], when);
+    wh__sb_printf(b, "  <= recv %%%d from rank %lld (%lld bytes%s, %s)", (int)v, (long long)n->ia[1], by, rows, when);
 }
 
 /* One line per node: index, phase, op, output and inputs at their local shapes, then what it
@@ -141,6 +148,8 @@ static void node_lines(wh__sb *b, const wh_session *s, const int *bucket) {
       wh__sb_printf(b, "  => %s %d (%lld bytes)", pg->place.zero1 ? "reduce-scatter" : "all-reduce bucket", bucket[i],
                     (long long)s->bytes[n->ia[1]]);
     if (n->op == WH_OP_SEND || n->op == WH_OP_RECV) sb_transfer(b, s, n);
+    if (n->op == WH_OP_GRAD_ACC || n->op == WH_OP_LOSS_ACC)
+      wh__sb_printf(b, "  (%s)", n->ia[1] ? "first micro-batch: sets" : "later micro-batches: adds");
     wh__sb_printf(b, "\n");
   }
 }
@@ -165,6 +174,7 @@ static void dump_pipe(wh__sb *b, const wh_session *s) {
                 wh_comm_rank(s->comm), wh_comm_size(s->comm), pc->stage, pc->n_stages, pc->replica, pc->n_replicas,
                 (long long)pc->offset, (long long)(pc->offset + pc->share), pc->schedule == WH_SCHED_GPIPE ? "GPipe" : "1F1B",
                 pc->micro_batches, (long long)pc->mb, (long long)pc->global_batch);
+  if (s->tpx) wh__tp_dump_head(s, b);
   int sends = 0, recvs = 0;
   for (int i = 0; i < pg->n_nodes; i++) sends += pg->nodes[i].op == WH_OP_SEND, recvs += pg->nodes[i].op == WH_OP_RECV;
   wh__sb_printf(b, "program: %d nodes on this stage (%d sends, %d receives of the %d values that cross stages), %d "
@@ -260,7 +270,8 @@ static void dump_dot(wh__sb *b, const wh_session *s, const int *bucket, const in
     const wh__node *n = &pg->nodes[i];
     const char *color = n->phase == WH_PHASE_FORWARD ? "black" : n->phase == WH_PHASE_BACKWARD ? "blue" : "gray";
     /* the operator-sharding collectives stand out like the gradient all-reduces */
-    int coll = n->op == WH_OP_TP_ALLREDUCE || n->op == WH_OP_TP_ALLGATHER || n->op == WH_OP_TP_NORM_CLIP;
+    int coll = n->op == WH_OP_TP_ALLREDUCE || n->op == WH_OP_TP_ALLREDUCE_START || n->op == WH_OP_TP_ALLGATHER ||
+               n->op == WH_OP_TP_NORM_CLIP;
     wh__sb_printf(b, "  n%d [label=\"#%d %s\\n", i, i, wh__ops[n->op]->name);
     if (n->out >= 0) sb_val(b, s, n->out, 1);
     if (coll) wh__sb_printf(b, "\\nover the replica's %d ranks, %lld bytes", wh__tp_degree(s),

@@ -23,6 +23,10 @@ void wh_session_destroy(wh_session *s) {
   /* first: reductions still running write into accumulators, sends read private copies */
   wh__comm_nodes_close(s);
   wh__tp_destroy(s);
+  wh__rebalance_free(s);
+  wh_plan_destroy(s->plan);
+  free(s->shares);
+  free(s->stage_dev);
   if (s->froze && s->g->frozen > 0) s->g->frozen--;
   if (s->own)
     for (int v = 0; v < s->n; v++) {
@@ -58,6 +62,47 @@ int32_t wh__session_param_of_grad(const wh_session *s, int32_t gv) {
   for (int v = 0; v < g->n_grad; v++)
     if (g->values[v].role == WH_ROLE_PARAM && g->grad[v] == gv && !wh__role_persistent(g->values[gv].role)) return v;
   return -1;
+}
+
+wh_status wh__session_repartition(wh_session *s) {
+  char msg[512];
+  wh__program np;
+  const wh__place *old = &s->prog.place;
+  wh_status st = wh__partition(s->g, s->plan, wh_comm_rank(s->comm), wh_comm_size(s->comm), s->recompute,
+                               old->deterministic, s->dev != NULL, (wh_dtype)s->mixed, &np, msg, sizeof msg);
+  if (st != WH_OK) return wh__session_fail(s, st, "wh_session_run: rebalancing: %s", msg);
+  if (np.n_values != s->n || np.n_slots != 1) { /* the same values, or the storage cannot carry over */
+    wh__program_free(&np);
+    return wh__session_fail(s, WH_ERR_INTERNAL, "wh_session_run: rebalancing changed the program's values");
+  }
+  /* the fed inputs survive the new memory plan (it forgets feeds: they are per batch size) */
+  void **fed = malloc(sizeof(void *) * (size_t)(s->n + 1));
+  const void **hf = malloc(sizeof(void *) * (size_t)(s->n + 1));
+  if (!fed || !hf) {
+    free(fed), free(hf);
+    wh__program_free(&np);
+    return wh__session_fail(s, WH_ERR_OUT_OF_MEMORY, "wh_session_run: out of memory rebalancing");
+  }
+  for (int v = 0; v < s->n; v++) fed[v] = s->ptr[v], hf[v] = s->host_feed[v];
+  wh__program was = s->prog;
+  s->prog = np;
+  wh__program_free(&was);
+  wh__tp_destroy(s);
+  if (s->prog.place.tp > 1 && (st = wh__tp_create(s)) != WH_OK) {
+    free(fed), free(hf);
+    return st;
+  }
+  s->batch = s->prog.place.batch;
+  if ((st = wh__session_plan_memory(s)) == WH_OK) st = wh__session_plan_slots(s);
+  for (int v = 0; st == WH_OK && v < s->g->n_values; v++) {
+    if (s->prog.values[v].role != WH_ROLE_INPUT) continue;
+    s->host_feed[v] = hf[v];
+    if (s->global_feed[v]) s->ptr[v] = s->dev ? s->own[v] : (void *)s->global_feed[v];
+    else s->ptr[v] = s->dev && hf[v] ? s->own[v] : fed[v];
+  }
+  free(fed), free(hf);
+  if (st != WH_OK) return wh__session_fail(s, st, "wh_session_run: rebalancing: out of memory planning intermediates");
+  return WH_OK;
 }
 
 /* Fail creation: free what was built, keep the message, return st. */
@@ -142,14 +187,27 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
     wh__ctx_set_error(ctx, "wh_session_create: a distributed session needs both a plan and a communicator");
     return WH_ERR_INVALID_ARGUMENT;
   }
+  if (o.plan && o.plan->mixed != WH_F32) { /* the plan was costed for a precision: run it */
+    if (o.mixed != WH_F32 && o.mixed != o.plan->mixed) {
+      wh__ctx_set_error(ctx, "wh_session_create: the options ask for mixed precision %s, the plan was made for %s",
+                        wh__dtype_name(o.mixed), wh__dtype_name(o.plan->mixed));
+      return WH_ERR_INVALID_ARGUMENT;
+    }
+    o.mixed = o.plan->mixed;
+  }
+  /* on CUDA, the pass's 16-bit activations go with 16-bit products (fp32 accumulation) */
+  if (o.mixed != WH_F32 && o.device == WH_DEVICE_CUDA && o.precision == WH_PRECISION_F32) o.precision = WH_PRECISION_BF16;
   wh_session *s = calloc(1, sizeof *s);
   if (!s) return WH_ERR_OUT_OF_MEMORY;
   s->ctx = ctx;
   s->g = g;
   s->recompute = o.recompute != 0;
+  s->mixed = (int)o.mixed;
+  s->loss_scale = o.mixed == WH_F16 ? 65536.0 : 1.0;
   char msg[512];
   wh_status st = wh__partition(g, o.plan, o.plan ? wh_comm_rank(o.comm) : 0, o.plan ? wh_comm_size(o.comm) : 1,
-                               s->recompute, o.deterministic, o.device != WH_DEVICE_CPU, &s->prog, msg, sizeof msg);
+                               s->recompute, o.deterministic, o.device != WH_DEVICE_CPU, o.mixed, &s->prog, msg,
+                               sizeof msg);
   if (st != WH_OK) {
     free(s);
     wh__ctx_set_error(ctx, "wh_session_create: %s", msg);
@@ -221,6 +279,18 @@ wh_status wh_session_create(wh_ctx *ctx, wh_graph *g, const wh_session_options *
     return create_fail(s, s->dev ? WH_ERR_OUT_OF_MEMORY : WH_ERR_INVALID_ARGUMENT, NULL);
   }
   if (o.plan && (st = wh__comm_nodes_buffers(s)) != WH_OK) return create_fail(s, st, NULL);
+  if (o.plan) {
+    int R = pc->n_replicas;
+    if (!(s->shares = malloc(sizeof(int64_t) * (size_t)(R + 1)))) return create_fail(s, WH_ERR_OUT_OF_MEMORY, "out of memory");
+    memcpy(s->shares, o.plan->st[pc->stage].share, sizeof(int64_t) * (size_t)R);
+    const wh__stage *sg = &o.plan->st[pc->stage];
+    if (!(s->stage_dev = malloc(sizeof(int) * (size_t)(sg->ndev + 1))))
+      return create_fail(s, WH_ERR_OUT_OF_MEMORY, "out of memory");
+    memcpy(s->stage_dev, sg->dev, sizeof(int) * (size_t)sg->ndev);
+    s->stage_ndev = sg->ndev, s->n_devices = o.plan->n_devices;
+    if ((st = wh__rebalance_open(s, o.plan, o.rebalance)) != WH_OK)
+      return create_fail(s, st, "out of memory for rebalancing");
+  }
   g->frozen++;
   s->froze = 1;
   wh__log(ctx, WH_LOG_INFO,
@@ -345,8 +415,16 @@ wh_status wh_session_set_param(wh_session *s, wh_value p, const void *data, size
     return wh__session_fail(s, WH_ERR_SHAPE, "wh_session_set_param: '%s' is %lld bytes, got %zu", wh_value_name(s->g, p),
                 (long long)wh__tp_whole_bytes(s, p), bytes);
   if (wh__tp_layout(s, p).kind == WH_LAY_S) { /* this rank keeps its shard */
-    wh__tp_cut(s, p, data, s->ptr[p]);
-    return WH_OK;
+    if (!s->dev) {
+      wh__tp_cut(s, p, data, s->ptr[p]);
+      return WH_OK;
+    }
+    void *shard = malloc((size_t)s->bytes[p] + 1);
+    if (!shard) return wh__session_fail(s, WH_ERR_OUT_OF_MEMORY, "wh_session_set_param: out of memory");
+    wh__tp_cut(s, p, data, shard);
+    wh_status st = wh__cuda_copy(s->dev, s->ptr[p], shard, (size_t)s->bytes[p], WH__H2D);
+    free(shard);
+    return st == WH_OK ? WH_OK : wh__session_fail(s, st, "wh_session_set_param: %s", wh__cuda_error(s->dev));
   }
   if (!s->dev) {
     memcpy(s->ptr[p], data, bytes);
@@ -372,6 +450,7 @@ wh_status wh_session_memory(const wh_session *s, wh_memory_stats *out) {
   out->intermediate_bytes = (uint64_t)s->inter_bytes;
   out->num_intermediates = s->n_inter;
   out->param_bytes = out->state_bytes = 0;
+  out->saved_bytes = (uint64_t)s->saved_bytes;
   for (int v = 0; v < s->n; v++) {
     if (s->prog.values[v].role == WH_ROLE_PARAM) out->param_bytes += (uint64_t)s->bytes[v];
     if (s->prog.values[v].role == WH_ROLE_STATE) out->state_bytes += (uint64_t)s->bytes[v];
@@ -399,4 +478,11 @@ wh_status wh_session_save(const wh_session *s, const char *path) {
     return WH_ERR_UNSUPPORTED;
   }
   return wh__graph_save_with(s->g, param_data, s, path);
+}
+
+wh_status wh_session_loss_scale(const wh_session *s, double *scale, int64_t *skipped) {
+  if (!s) return WH_ERR_INVALID_ARGUMENT;
+  if (scale) *scale = s->loss_scale;
+  if (skipped) *skipped = s->skipped;
+  return WH_OK;
 }

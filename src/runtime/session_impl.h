@@ -13,10 +13,12 @@
 #include "../partition/program.h"
 
 struct wh__tp;
+struct wh__rebalance;
 
 typedef struct {
   wh_request *r;
   void *buf;                   /* the private copy a send reads (the slot may be reused meanwhile) */
+  double t;                    /* when it started */
 } wh__pending_send;
 
 struct wh_session {
@@ -37,6 +39,7 @@ struct wh_session {
   void **own;                  /* session-owned persistent storage (params, state, buffers), per value */
   void *arena;
   int64_t arena_bytes, inter_bytes, n_inter, live_peak;
+  int64_t saved_bytes;         /* intermediates a forward node makes and a backward node reads */
   /* arena slots, one per micro-batch in flight (pipelines); slot 0 is arena and its table */
   void **slot_arena;
   void ***slot_ptr;
@@ -50,7 +53,15 @@ struct wh_session {
   const void **global_feed;    /* per input: the caller's global batch */
   int64_t *row_bytes;          /* per input: bytes per sample */
   wh_fusion *fusion;           /* host data parallelism: gradient buckets over grp[DP] */
-  wh_request **pend;           /* per value: its started reduction (device all-reduce, ZeRO-1 reduce-scatter) */
+  size_t bucket_bytes;         /* its bucket size */
+  wh_request **pend;           /* per value: its started operation (device all-reduce, ZeRO-1 reduce-scatter,
+                                * an overlapped tp all-reduce) */
+  double *pend_t;              /* per value: when it started */
+  int32_t *inflight;           /* the values with a started operation, polled between nodes */
+  int n_inflight;
+  double cs_busy, cs_exposed;  /* communication seconds (wh_session_comm_stats) */
+  int64_t cs_ops;
+  double cs_fusion_busy, cs_fusion_exposed; /* gradient fusion's at the last reset */
   wh__pending_send *sends;     /* this step's sends (pipelines) */
   int n_sends, cap_sends;
   double loss_acc;             /* the step's weighted loss sum on this rank */
@@ -68,9 +79,20 @@ struct wh_session {
   double prof_s[WH_OP_COUNT];
   int64_t prof_calls[WH_OP_COUNT];
   struct wh__tp *tpx;          /* operator sharding (tp.c), NULL otherwise */
+  int64_t *shares;             /* rows per micro-batch of each replica of this rank's stage */
+  int *stage_dev;              /* the cluster devices of this rank's stage, replica-major (tp per replica) */
+  int stage_ndev, n_devices;   /* how many; the plan's devices */
+  struct wh__rebalance *rb;    /* online rebalancing (rebalance.c), NULL when off */
+  struct wh_plan *plan;        /* the session's own copy of its plan, when it rebalances */
+  /* mixed precision (partition/precision.c): fp16's dynamic loss scale */
+  int mixed;                   /* the dtype activations and gradients are stored in (WH_F32: none) */
+  double loss_scale;
+  int64_t scale_good, skipped; /* steps since the scale last changed without overflow; steps skipped */
+  int overflow, skip_update;   /* this step: a gradient not finite; its update skipped */
+  int64_t opt_steps;           /* updates applied (the optimizer's step count) */
 };
 
-/* gradient fusion bucket of a data-parallel session */
+/* the largest gradient fusion bucket of a data-parallel session */
 #define DP_BUCKET_BYTES ((size_t)4 << 20)
 
 /* Record the message in the context and return st. */
@@ -104,12 +126,28 @@ wh_status wh__comm_node_run(wh_session *s, const wh__node *n);
 /* Wait for this step's sends; report (overwriting the context's message) only when asked: after an
  * earlier failure the first message is the one that names the cause. */
 wh_status wh__comm_drain(wh_session *s, int report);
+/* Advance the started operations (between nodes): the finished ones are counted and forgotten. */
+wh_status wh__comm_poll(wh_session *s);
+/* Count a blocking operation of dt seconds (all of it waited for). */
+void wh__comm_blocked(wh_session *s, double dt);
 /* Make the program's groups (collective over the session's communicator, in the program's order). */
 wh_status wh__comm_nodes_open(wh_session *s);
 /* What the nodes need once the memory plan exists: gradient fusion, the deterministic reduction's
  * buffer, request slots. */
 wh_status wh__comm_nodes_buffers(wh_session *s);
 void wh__comm_nodes_close(wh_session *s);
+
+/* ---- rebalance.c */
+/* Start rebalancing when asked and the plan allows it (data parallel, the planner's shares). */
+wh_status wh__rebalance_open(wh_session *s, const struct wh_plan *pl, int asked);
+void wh__rebalance_free(wh_session *s);
+/* After a training step of compute_s seconds (less what it waited for communicating): agree on the
+ * replicas' speeds, and switch shares when they stay unbalanced. Collective over the session. */
+wh_status wh__rebalance_step(wh_session *s, double compute_s);
+/* Before a run: switch to the shares the last step decided on (every rank at the same step). */
+wh_status wh__rebalance_apply(wh_session *s);
+/* session.c: build the program again for s->plan (new shares), keeping every persistent value. */
+wh_status wh__session_repartition(wh_session *s);
 
 /* ---- tp.c */
 /* The session's side of operator sharding (after the groups exist): the replica's ranks, layouts. */

@@ -43,7 +43,7 @@ wh_status wh__tp_create(wh_session *s) {
   t->dp_ranks = member_of(s, WH_GROUP_DP);
   t->lay = s->prog.lay;
   t->counts = s->prog.tp_counts;
-  if (!t->group || !t->group_ranks || !t->dp_ranks || !t->lay) {
+  if (!t->group || !t->group_ranks || !t->lay) {
     wh__ctx_set_error(s->ctx, "wh_session_create: operator sharding: rank %d is in no replica's group",
                       wh_comm_rank(s->comm));
     return WH_ERR_INTERNAL;
@@ -79,17 +79,31 @@ static void shard_copy(const wh_session *s, int gather, int32_t v, int index, vo
 wh_status wh__tp_whole(wh_session *s, const char *who, int32_t v, void *out) {
   struct wh__tp *t = s->tpx;
   size_t part = (size_t)s->bytes[v];
-  wh_status st;
+  wh_status st = WH_OK;
+  /* this rank's part on the host (a device session's through a copy) */
+  void *mine = s->ptr[v], *copy = NULL;
+  if (s->dev) {
+    if (!(copy = malloc(part + 1))) return wh__session_fail(s, WH_ERR_OUT_OF_MEMORY, "%s: out of memory", who);
+    if ((st = wh__cuda_copy(s->dev, copy, s->ptr[v], part, WH__D2H)) != WH_OK) {
+      free(copy);
+      return wh__session_fail(s, st, "%s: %s", who, wh__cuda_error(s->dev));
+    }
+    mine = copy;
+  }
   if (t->lay[v].kind == WH_LAY_P) {
-    memcpy(out, s->ptr[v], part);
+    memcpy(out, mine, part);
     st = wh_comm_allreduce(t->group, NULL, out, part / sizeof(float), WH_F32, WH_REDUCE_SUM);
   } else {
     void *buf = malloc(part * (size_t)t->tp + 1);
-    if (!buf) return wh__session_fail(s, WH_ERR_OUT_OF_MEMORY, "%s: out of memory", who);
-    st = wh_comm_allgather(t->group, s->ptr[v], buf, part / sizeof(float), NULL, WH_F32);
+    if (!buf) {
+      free(copy);
+      return wh__session_fail(s, WH_ERR_OUT_OF_MEMORY, "%s: out of memory", who);
+    }
+    st = wh_comm_allgather(t->group, mine, buf, part / sizeof(float), NULL, WH_F32);
     for (int r = 0; st == WH_OK && r < t->tp; r++) shard_copy(s, 1, v, r, out, (char *)buf + part * (size_t)r);
     free(buf);
   }
+  free(copy);
   if (st != WH_OK)
     return wh__session_fail(s, st, "%s: gathering '%s' over the replica's ranks: %s", who, wh_value_name(s->g, v),
                             wh_last_error(s->ctx));
@@ -120,13 +134,16 @@ int wh__tp_dump_node(const wh_session *s, const wh__node *n, wh__sb *b) {
   const struct wh__tp *t = s->tpx;
   if (!t) return 0;
   char lb[48];
-  if (n->op == WH_OP_TP_ALLREDUCE) {
+  if (n->op == WH_OP_TP_ALLREDUCE || n->op == WH_OP_TP_ALLREDUCE_START) {
     wh__sb_printf(b, "  => all-reduce sum f32 over ranks");
   } else if (n->op == WH_OP_TP_ALLGATHER) {
     wh__sb_printf(b, "  => all-gather f32 (%s) over ranks",
                   wh__lay_str((wh__layout){WH_LAY_S, (int8_t)n->ia[0], (int8_t)n->ia[1]}, lb, sizeof lb));
   } else if (n->op == WH_OP_TP_NORM_CLIP) {
     wh__sb_printf(b, "  => all-reduce sum f64 (squares of %lld split gradients) over ranks", (long long)n->ia[0]);
+  } else if (n->op == WH_OP_TP_WAIT) {
+    wh__sb_printf(b, "  => waits for %%%d's all-reduce", (int)n->in[0]);
+    return 1;
   } else if (n->op == WH_OP_TP_SLICE) {
     wh__sb_printf(b, "  => local slice, shard %lld of %lld (%s)", (long long)n->ia[3], (long long)n->ia[2],
                   wh__lay_str((wh__layout){WH_LAY_S, (int8_t)n->ia[0], (int8_t)n->ia[1]}, lb, sizeof lb));

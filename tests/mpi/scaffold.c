@@ -46,7 +46,7 @@ int sc_main(const char *label, const wt_case *cases, int n, int argc, char **arg
   return wt_main(&s, cases, n, argc, argv);
 }
 
-const char *sc_name(sc_kind kind) { return kind == SC_GPT ? "gpt" : "mlp"; }
+const char *sc_name(sc_kind kind) { return kind == SC_GPT ? "gpt" : kind == SC_WIDE ? "wide" : "mlp"; }
 
 void sc_equal(int64_t *sh) {
   for (int i = 0; i < nranks; i++) sh[i] = B / nranks;
@@ -62,14 +62,18 @@ void sc_rank0_empty(int64_t *sh) {
   for (int i = 0; i < nranks; i++) sh[i] = i == 0 ? 0 : B / (nranks - 1) + (i <= B % (nranks - 1) ? 1 : 0);
 }
 
-static wh_value lin(wh_graph *g, wh_value x, const char *nm, int in, int out, uint64_t seed) {
+static wh_value lin_std(wh_graph *g, wh_value x, const char *nm, int in, int out, float std, uint64_t seed) {
   char w[32], b[32];
   snprintf(w, sizeof w, "%s.w", nm);
   snprintf(b, sizeof b, "%s.b", nm);
   return wh_bias_add(g,
-                     wh_matmul(g, x, wh_param(g, w, WH_F32, 2, DIMS(out, in), WH_INIT(WH_INIT_NORMAL, 0, 0.2f, seed)),
+                     wh_matmul(g, x, wh_param(g, w, WH_F32, 2, DIMS(out, in), WH_INIT(WH_INIT_NORMAL, 0, std, seed)),
                                0, 1),
                      wh_param(g, b, WH_F32, 1, DIMS(out), WH_INIT(WH_INIT_UNIFORM, -0.1f, 0.1f, seed + 1)), -1);
+}
+
+static wh_value lin(wh_graph *g, wh_value x, const char *nm, int in, int out, uint64_t seed) {
+  return lin_std(g, x, nm, in, out, 0.2f, seed);
 }
 
 sc_model sc_build(sc_kind kind) {
@@ -107,6 +111,13 @@ sc_model sc_build(sc_kind kind) {
       if (!strcmp(wh_value_name(g, wh_graph_param(g, i)), "l1.b")) b1 = wh_graph_param(g, i);
     wh_value pen = wh_sum(g, wh_mul(g, wh_softmax(g, b1), b1), 0, NULL, 0);
     m.loss = wh_add(g, wh_cross_entropy(g, lin(g, h, "l3", 32, 5, 5), m.y), wh_scale(g, pen, 0.5f));
+  } else if (kind == SC_WIDE) {
+    m.x = wh_input(g, "x", WH_F32, 2, DIMS(WH_BATCH, 16));
+    m.y = wh_input(g, "y", WH_I32, 1, DIMS(WH_BATCH));
+    wh_value h = wh_tanh(g, lin(g, m.x, "l1", 16, 384, 1));
+    h = wh_relu(g, lin_std(g, h, "l2", 384, 384, 0.05f, 3));
+    h = wh_relu(g, lin_std(g, h, "l3", 384, 384, 0.05f, 5));
+    m.loss = wh_cross_entropy(g, lin_std(g, h, "l4", 384, 5, 0.05f, 7), m.y);
   } else if (kind == SC_MLP) {
     m.x = wh_input(g, "x", WH_F32, 2, DIMS(WH_BATCH, 16));
     m.y = wh_input(g, "y", WH_I32, 1, DIMS(WH_BATCH));

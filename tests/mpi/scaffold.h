@@ -26,6 +26,8 @@ typedef enum sc_kind {
   SC_SHARED_GRAD,  /* a weight built from two parameters, one gradient passed on to a branch */
   SC_PARAM_SUM,    /* two parameters with one gradient value */
   SC_BIAS_PENALTY, /* the MLP with a softmax penalty on its first (split, then gathered) bias */
+  SC_WIDE,         /* 16 -> 384 -> 384 -> 384 -> 5, fed like the MLP: tens of milliseconds a step, so a
+                    * slowed rank's compute shows above the scheduler's time slices */
 } sc_kind;
 
 typedef struct sc_model {

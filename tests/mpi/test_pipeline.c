@@ -69,7 +69,7 @@ static void run_pipe_case(sc_kind kind, const char *name, int stages, const int6
   free(rp);
 }
 
-typedef enum { PP_4_MICRO, PP_1_MICRO, DP2_PP2 } shape;
+typedef enum { PP_4_MICRO, PP_1_MICRO, DP2_PP2, DP2_PP2_CROSSED } shape;
 typedef struct {
   sc_kind kind;
   shape shape;
@@ -93,10 +93,34 @@ static void pipeline(const void *arg) {
     run_pipe_case(a->kind, nm, n, NULL, 1, a->sched);
   } else if (n != 4) {
     wt_skip("DP x PP runs on 4 ranks");
-  } else { /* DP x PP: two stages of two replicas, 2 and 4 rows of each 6-sample micro-batch */
+  } else if (a->shape == DP2_PP2) { /* DP x PP: two stages of two replicas, 2 and 4 rows of each 6-sample micro-batch */
     static const int64_t sh[4] = {2, 4, 2, 4};
     snprintf(nm, sizeof nm, "%s DP=2 x PP=2 %s, unequal shares", model, sch);
     run_pipe_case(a->kind, nm, 2, sh, 4, a->sched);
+  } else { /* the stages share rows differently: 2/4 then 4/2, and 0/6 then 3/3 */
+    static const int64_t sh[2][4] = {{2, 4, 4, 2}, {0, 6, 3, 3}};
+    if (a->kind == SC_GPT) {
+      /* the tied embedding's gradient crosses the stages without a batch axis: refused on every
+       * rank alike, naming the way out */
+      sc_model m = sc_build(a->kind);
+      wh_cluster *cl;
+      wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
+      l.stages = 2, l.shares = sh[0], l.micro_batches = 4, l.schedule = a->sched;
+      wh_plan *p = sc_pinned(&m, n, &l, &cl);
+      wh_session_options so = WH_SESSION_OPTIONS_INIT;
+      so.plan = p;
+      so.comm = comm;
+      wh_session *s = NULL;
+      EXPECT(wh_session_create(ctx, m.g, &so, &s) == WH_ERR_UNSUPPORTED && !s && strstr(wh_last_error(ctx), "same shares"),
+             "gpt DP=2 x PP=2 with the stages' shares crossed is not refused by name: %s", wh_last_error(ctx));
+      sc_destroy(s, p, cl, &m);
+      return;
+    }
+    for (int c = 0; c < 2; c++) {
+      snprintf(nm, sizeof nm, "%s DP=2 x PP=2 %s, shares %lld/%lld, %lld/%lld", model, sch, (long long)sh[c][0],
+               (long long)sh[c][1], (long long)sh[c][2], (long long)sh[c][3]);
+      run_pipe_case(a->kind, nm, 2, sh[c], 4, a->sched);
+    }
   }
 }
 
@@ -105,6 +129,7 @@ static void pipeline(const void *arg) {
 static const pp_arg args[] = {
     {SC_MLP, PP_4_MICRO, G}, {SC_MLP, PP_1_MICRO, G}, {SC_MLP, DP2_PP2, G}, {SC_MLP, PP_4_MICRO, F}, {SC_MLP, DP2_PP2, F},
     {SC_GPT, PP_4_MICRO, G}, {SC_GPT, PP_1_MICRO, G}, {SC_GPT, DP2_PP2, G}, {SC_GPT, PP_4_MICRO, F}, {SC_GPT, DP2_PP2, F},
+    {SC_MLP, DP2_PP2_CROSSED, F}, {SC_GPT, DP2_PP2_CROSSED, F},
 };
 
 static const wt_case cases[] = {
@@ -113,6 +138,7 @@ static const wt_case cases[] = {
     {"mlp_dp2_pp2_1f1b", pipeline, &args[4]},  {"gpt_gpipe", pipeline, &args[5]},
     {"gpt_one_micro_bitwise", pipeline, &args[6]}, {"gpt_dp2_pp2_gpipe", pipeline, &args[7]},
     {"gpt_1f1b", pipeline, &args[8]},      {"gpt_dp2_pp2_1f1b", pipeline, &args[9]},
+    {"mlp_dp2_pp2_crossed_shares", pipeline, &args[10]}, {"gpt_dp2_pp2_crossed_shares", pipeline, &args[11]},
 };
 
 int main(int argc, char **argv) { return sc_main("pipeline", cases, WT_COUNT(cases), argc, argv); }

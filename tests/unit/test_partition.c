@@ -53,6 +53,43 @@ typedef struct {
   int n;
 } world;
 
+/* Every element of every parameter and optimizer state has exactly one writer among the ranks
+ * (what a checkpoint of the whole state relies on). */
+static int writers_tile(const world *w, const model *m, char *why, size_t cap) {
+  const wh_graph *g = m->g;
+  for (int v = 0; v < g->n_values; v++) {
+    if (g->values[v].role != WH_ROLE_PARAM && g->values[v].role != WH_ROLE_STATE) continue;
+    const wh__shape *sh = &g->values[v].shape;
+    int64_t numel = wh__numel(sh, 1);
+    int *seen = calloc((size_t)numel + 1, sizeof(int));
+    for (int r = 0; r < w->n; r++) {
+      wh__hold h = wh__program_hold(&w->p[r], g, v);
+      if (!h.writer) continue;
+      if (h.kind == WH_HOLD_WHOLE || h.kind == WH_HOLD_RANGE) {
+        int64_t lo = h.kind == WH_HOLD_WHOLE ? 0 : h.lo, hi = h.kind == WH_HOLD_WHOLE ? numel : h.hi;
+        for (int64_t e = lo; e < hi; e++) seen[e]++;
+      } else if (h.kind == WH_HOLD_SPLIT) {
+        int64_t outer = 1, inner = 1, d = sh->d[h.dim];
+        for (int k = 0; k < h.dim; k++) outer *= sh->d[k];
+        for (int k = h.dim + 1; k < sh->ndim; k++) inner *= sh->d[k];
+        int64_t per = d / h.groups / h.parts, ld = per * h.groups;
+        for (int64_t f = h.lo; f < h.hi; f++) { /* local element f of the part: [outer, groups * per, inner] */
+          int64_t i = f % inner, j = f / inner % ld, o = f / inner / ld, gi = j / per;
+          seen[(o * d + (gi * h.parts + h.index) * per + j % per) * inner + i]++;
+        }
+        (void)outer;
+      }
+    }
+    int64_t bad = -1;
+    for (int64_t e = 0; e < numel && bad < 0; e++)
+      if (seen[e] != 1) bad = e;
+    if (bad >= 0) snprintf(why, cap, "'%s' element %lld has %d writers", wh_value_name((wh_graph *)g, v), (long long)bad, seen[bad]);
+    free(seen);
+    if (bad >= 0) return 0;
+  }
+  return 1;
+}
+
 static int partition_all(const model *m, int n, const wh_plan_layout *l, world *w, int det) {
   wh_cluster *c;
   wh_plan *pl = NULL;
@@ -63,10 +100,14 @@ static int partition_all(const model *m, int n, const wh_plan_layout *l, world *
   w->n = 0;
   for (int r = 0; st == WH_OK && r < n; r++) {
     char msg[512];
-    st = wh__partition(m->g, pl, r, n, 0, det, 0, &w->p[r], msg, sizeof msg);
+    st = wh__partition(m->g, pl, r, n, 0, det, 0, WH_F32, &w->p[r], msg, sizeof msg);
     EXPECT(st == WH_OK, "partition of rank %d of %d: %s", r, n, msg);
     if (st == WH_OK) w->n++;
   }
+  char why[256] = "";
+  if (st == WH_OK)
+    EXPECT(writers_tile(w, m, why, sizeof why), "%d ranks (%d stages, tp %d, zero1 %d): one writer per element: %s", n,
+           l->stages, l->tp, l->zero1, why);
   wh_plan_destroy(pl);
   wh_cluster_destroy(c);
   return st == WH_OK;
@@ -89,6 +130,28 @@ static int count_in_parts(const wh__program *p, int op, int mb) {
   for (int j = 0; j < p->n_parts; j++)
     for (int q = 0; p->parts[j].mb == mb && q < p->parts[j].n; q++) k += p->nodes[p->order[p->parts[j].first + q]].op == op;
   return k;
+}
+
+/* Every overlapped all-reduce is started, then waited for before its sum is read, in every part
+ * that runs it, and something runs in between in at least one of them (the point of starting it early). */
+static int starts_waited(const wh__program *p, int need_between) {
+  int between = 0;
+  for (int j = 0; j < p->n_parts; j++) {
+    const wh__part *pt = &p->parts[j];
+    for (int q = 0; q < pt->n; q++) {
+      const wh__node *st = &p->nodes[p->order[pt->first + q]];
+      if (st->op != WH_OP_TP_ALLREDUCE_START) continue;
+      int waited = 0;
+      for (int k = q + 1; k < pt->n && !waited; k++) {
+        const wh__node *nd = &p->nodes[p->order[pt->first + k]];
+        if (nd->op == WH_OP_TP_WAIT && nd->in[0] == st->out) waited = 1, between |= k > q + 1;
+        for (int i = 0; !waited && i < nd->n_in; i++)
+          if (nd->in[i] == st->out) return 0; /* read before the wait */
+      }
+      if (!waited) return 0;
+    }
+  }
+  return between || !need_between;
 }
 
 static int runs_in(const wh__node *n, int eval) { return !eval || n->phase == WH_PHASE_FORWARD; }
@@ -126,7 +189,9 @@ static int simulate(const world *w, int eval, char *why, size_t cap) {
         if (nd->op == WH_OP_SEND || nd->op == WH_OP_RECV) {
           int tag = (int)(nd->ia[2] + (nd->ia[3] ? pt->mb : 0)), peer = (int)nd->ia[1];
           int32_t v = nd->op == WH_OP_SEND ? nd->in[0] : nd->out;
-          int64_t bytes = wh__numel(&p->values[v].shape, 1);
+          /* the elements it moves: rows of a batch, or all of it at this rank's batch */
+          int64_t bytes = nd->n_ia >= 7 && nd->ia[6] >= 0 ? wh__numel(&p->values[v].shape, 1) * (nd->ia[6] - nd->ia[5])
+                                                         : wh__numel(&p->values[v].shape, p->place.batch);
           if (nd->op == WH_OP_SEND) {
             if (nm == cap_m) break;
             ms[nm++] = (msg){r, peer, tag, 0, bytes};
@@ -169,7 +234,7 @@ static void single(const void *arg) {
   model m = build(0);
   wh__program p;
   char msg[256];
-  EXPECT(wh__partition(m.g, NULL, 0, 1, 0, 0, 0, &p, msg, sizeof msg) == WH_OK, "one process: %s", msg);
+  EXPECT(wh__partition(m.g, NULL, 0, 1, 0, 0, 0, WH_F32, &p, msg, sizeof msg) == WH_OK, "one process: %s", msg);
   int runtime = 0;
   for (int i = 0; i < p.n_nodes; i++) runtime += wh__op_is_runtime(p.nodes[i].op);
   EXPECT(p.n_parts == 1 && p.parts[0].n == p.n_nodes && p.n_nodes == wh_graph_num_nodes(m.g) && !runtime &&
@@ -281,6 +346,50 @@ static void pipelines(const void *arg) {
     }
     free_all(&w);
   }
+  /* the stages give their replicas different rows (and one none): activations move as the rows two
+   * replicas have in common */
+  static const int64_t crossed[2][4] = {{2, 4, 4, 2}, {0, 6, 3, 3}};
+  model untied = build(0);
+  for (int c = 0; c < 2; c++) {
+    wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
+    l.stages = 2, l.micro_batches = 4, l.shares = crossed[c];
+    if (!partition_all(&untied, 4, &l, &w, 0)) continue;
+    int sliced = 0;
+    for (int r = 0; r < 4; r++)
+      for (int i = 0; i < w.p[r].n_nodes; i++)
+        sliced += w.p[r].nodes[i].op == WH_OP_SEND && w.p[r].nodes[i].n_ia >= 7 && w.p[r].nodes[i].ia[6] >= 0 &&
+                  w.p[r].nodes[i].ia[6] - w.p[r].nodes[i].ia[5] < w.p[r].place.share;
+    EXPECT(sliced > 0 && simulate(&w, 0, why, sizeof why) && simulate(&w, 1, why, sizeof why),
+           "DP 2 x PP 2, shares %lld/%lld then %lld/%lld: %d sends of part of a replica's rows; the schedules run "
+           "together: %s", (long long)crossed[c][0], (long long)crossed[c][1], (long long)crossed[c][2],
+           (long long)crossed[c][3], sliced, why);
+    free_all(&w);
+  }
+  wh_graph_destroy(untied.g);
+  {
+    /* the tied weight's gradient crosses the stages without a batch axis: every rank refuses alike */
+    wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
+    l.stages = 2, l.micro_batches = 4, l.shares = crossed[0];
+    wh_cluster *c;
+    wh_plan *pl;
+    wh_cluster_create(ctx, &c);
+    wh_cluster_add(c, "CPU", 0, 4);
+    CHECK(wh_plan_create_pinned(ctx, m.g, c, B, &l, &pl));
+    int refused = 0;
+    char first[512] = "", msg[512];
+    for (int r = 0; r < 4; r++) {
+      wh__program p;
+      if (wh__partition(m.g, pl, r, 4, 0, 0, 0, WH_F32, &p, msg, sizeof msg) == WH_OK) {
+        wh__program_free(&p);
+        continue;
+      }
+      refused += r == 0 ? (snprintf(first, sizeof first, "%s", msg), 1) : strcmp(first, msg) == 0;
+    }
+    EXPECT(refused == 4 && strstr(first, "same shares"), "crossed shares with a tied weight: %d of 4 ranks refuse alike: %s",
+           refused, first);
+    wh_plan_destroy(pl);
+    wh_cluster_destroy(c);
+  }
   /* a broken schedule is caught: drop rank 1's first receive */
   wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
   l.stages = 2;
@@ -311,9 +420,44 @@ static void sharding(const void *arg) {
       const wh__program *p = &w.p[r];
       ok &= p->n_splits == 4 && p->splits[0].group == WH_GROUP_TP && p->splits[2].group == WH_GROUP_DP &&
             p->splits[1].ranks[0] == 2 && p->splits[3].ranks[1] == 3 && p->lay != NULL &&
-            p->place.shard == r % 2 && p->place.replica == r / 2 && count_op(p, WH_OP_TP_ALLREDUCE) > 0;
+            p->place.shard == r % 2 && p->place.replica == r / 2 && count_op(p, WH_OP_TP_ALLREDUCE_START) > 0 &&
+            starts_waited(p, 1);
     }
     EXPECT(ok, "DP 2 x TP 2: groups, places and the sharding rewrite on every rank");
+    free_all(&w);
+  }
+  /* ZeRO-1 and the deterministic reduction over the shards' replicas */
+  l.zero1 = 1;
+  if (partition_all(&m, 4, &l, &w, 0)) {
+    EXPECT(count_op(&w.p[3], WH_OP_ZERO_RS_START) == m.n_params && count_op(&w.p[3], WH_OP_ZERO_NORM_CLIP) == 1 &&
+               count_op(&w.p[3], WH_OP_TP_NORM_CLIP) == 0,
+           "DP 2 x TP 2 with ZeRO-1: reduce-scatters of the shards, clipping from them");
+    free_all(&w);
+  }
+  l.zero1 = 0;
+  if (partition_all(&m, 4, &l, &w, 1)) {
+    EXPECT(count_op(&w.p[1], WH_OP_DET_REDUCE) == m.n_params, "DP 2 x TP 2 deterministic: rank-ordered reductions");
+    free_all(&w);
+  }
+  wh_graph_destroy(m.g);
+  /* sharding inside pipeline stages: each shard talks to the same shard of the next stage */
+  m = build(1);
+  char why[256] = "";
+  for (int dp = 1; dp <= 2; dp++) {
+    wh_plan_layout lp = WH_PLAN_LAYOUT_INIT;
+    lp.stages = 2, lp.tp = 2, lp.micro_batches = 4;
+    int n = 4 * dp;
+    if (!partition_all(&m, n, &lp, &w, 0)) continue;
+    int ok = 1;
+    for (int r = 0; r < n; r++) {
+      const wh__program *p = &w.p[r];
+      ok &= p->place.tp == 2 && p->place.stage == r / (2 * dp) && p->place.shard == r % 2 &&
+            count_op(p, WH_OP_TP_ALLREDUCE_START) > 0 && starts_waited(p, 0) && p->n_splits == 2 * dp + (dp > 1 ? 4 : 0);
+      for (int i = 0; i < p->n_nodes; i++)
+        if (p->nodes[i].op == WH_OP_SEND || p->nodes[i].op == WH_OP_RECV) ok &= p->nodes[i].ia[1] % 2 == r % 2;
+    }
+    EXPECT(ok, "DP %d x PP 2 x TP 2: places, groups, and transfers between equal shards", dp);
+    EXPECT(simulate(&w, 0, why, sizeof why), "DP %d x PP 2 x TP 2: the schedules run together: %s", dp, why);
     free_all(&w);
   }
   wh_graph_destroy(m.g);

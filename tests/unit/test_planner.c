@@ -1067,7 +1067,7 @@ static double roofline_ms(const wh_graph *g, const wh__device *d, int64_t batch,
     if (g->nodes[i].op == op) {
       wh__cost c;
       wh__ops[op]->cost(g, &g->nodes[i], batch, &c);
-      t += wh__node_time(&plain, op, c.flops, c.bytes_read + c.bytes_written, 1);
+      t += wh__node_time(&plain, op, c.flops, c.bytes_read + c.bytes_written, 1, 0);
     }
   return 1e3 * t;
 }
@@ -1187,6 +1187,115 @@ static void test_zero1_search(const void *arg) {
   wh_graph_destroy(g);
 }
 
+/* Mixed precision is costed as the precision pass runs it: the stored activations halve exactly
+ * (a cast pair for each), products take the devices' 16-bit rates - so a V100 (125 bf16 / 15.7 f32
+ * TFLOP/s) pulls further ahead of a P100 (21.2 / 10.6) and gets a larger share, and the predicted
+ * step drops - while on a CPU (its kernels compute in fp32: the bf16 rate is the f32 one) only the
+ * casts' traffic is added. The plan carries the precision through a file; fp16, whose loss scaling
+ * runs without pipelines and ZeRO-1, is refused with stages and never given them by the search. */
+static void test_mixed(const void *arg) {
+  (void)arg;
+  wh_graph *g = bench_model("gpt2-124m");
+  wh__model m32, mb;
+  char msg[256];
+  if (wh__model_from_graph(g, WH_F32, &m32, msg, sizeof msg) != WH_OK ||
+      wh__model_from_graph(g, WH_BF16, &mb, msg, sizeof msg) != WH_OK)
+    die(msg, WH_ERR_INTERNAL);
+  double a32 = 0, ab = 0;
+  for (int s = 0; s < m32.n; s++) a32 += m32.seg[s].act_bytes, ab += mb.seg[s].act_bytes;
+  int casts = 0, halves = 0, products = 0;
+  for (int i = 0; i < mb.n_items; i++) {
+    casts += mb.item[i].op == WH_OP_CAST;
+    halves += mb.item[i].half;
+    products += mb.item[i].op == WH_OP_MATMUL || mb.item[i].op == WH_OP_ATTENTION;
+  }
+  EXPECT_SAY(a32 > 0 && fabs(2 * ab - a32) <= 1e-9 * a32, "bf16 stores half the activation bytes: %.4g -> %.4g per sample",
+             a32, ab);
+  EXPECT_SAY(casts > 0 && casts % 2 == 0 && mb.n_items == m32.n_items + casts && halves >= products && products > 0,
+             "a cast pair per stored activation (%d casts) and every product at the 16-bit rate (%d of %d)", casts,
+             halves, products);
+  wh__model_free(&m32), wh__model_free(&mb);
+
+  const char *kinds[] = {"V100-32GB", "P100-16GB"};
+  int counts[] = {1, 1};
+  wh_cluster *c = catalogue_cluster(2, kinds, counts);
+  wh_plan *p[2] = {NULL, NULL};
+  int64_t sh[2][2];
+  for (int k = 0; k < 2; k++) {
+    wh_plan_options o = WH_PLAN_OPTIONS_INIT;
+    o.global_batch = 16;
+    o.stages = 1;
+    o.allow_tp = 0;
+    o.mixed = k ? WH_BF16 : WH_F32;
+    wh_status st = wh_plan_create(ctx, g, c, &o, &p[k]);
+    if (st != WH_OK) die("plan", st);
+    wh_plan_shares(p[k], sh[k], 2);
+    vet(p[k], c, k ? "bf16 plan" : "fp32 plan");
+  }
+  double r32 = (double)sh[0][0] / (double)sh[0][1], rb = (double)sh[1][0] / (double)sh[1][1];
+  EXPECT_SAY(rb > r32 && wh_plan_step_time(p[1]) < 0.8 * wh_plan_step_time(p[0]) && wh_plan_mixed(p[1]) == WH_BF16 &&
+                 wh_plan_mixed(p[0]) == WH_F32,
+             "V100 + P100: bf16 shares %lld:%lld (fp32 %lld:%lld), step %.4f s (fp32 %.4f s)", (long long)sh[1][0],
+             (long long)sh[1][1], (long long)sh[0][0], (long long)sh[0][1], wh_plan_step_time(p[1]),
+             wh_plan_step_time(p[0]));
+  char *ex = NULL;
+  EXPECT_SAY(wh_plan_explain(p[1], &ex) == WH_OK && strstr(ex, "bf16 mixed precision"), "the explanation names bf16");
+  wh_free(ex);
+  char path[128];
+  tmp_path(path, sizeof path, "mixed.plan");
+  wh_plan *back = NULL;
+  EXPECT_SAY(wh_plan_save(p[1], path) == WH_OK && wh_plan_load(ctx, path, &back) == WH_OK &&
+                 wh_plan_mixed(back) == WH_BF16,
+             "a saved bf16 plan loads as bf16");
+  wh_plan_destroy(back);
+  unlink(path);
+  wh_plan_destroy(p[0]), wh_plan_destroy(p[1]);
+  wh_cluster_destroy(c);
+
+  /* a CPU: no 16-bit rate of its own */
+  c = cluster_new();
+  add_custom(c, "cpu", 1e12, 64e9, 0, 1);
+  double t[2], peak[2];
+  for (int k = 0; k < 2; k++) {
+    wh_plan_layout l = WH_PLAN_LAYOUT_INIT;
+    l.mixed = k ? WH_BF16 : WH_F32;
+    wh_plan *q = NULL;
+    wh_status st = wh_plan_create_pinned(ctx, g, c, 8, &l, &q);
+    if (st != WH_OK) die("pinned", st);
+    t[k] = wh_plan_step_time(q);
+    peak[k] = q->st[0].mem_peak;
+    EXPECT_SAY(wh_plan_mixed(q) == l.mixed, "a pinned plan keeps its precision");
+    wh_plan_destroy(q);
+  }
+  EXPECT_SAY(t[1] > t[0] && t[1] < 1.2 * t[0], "on a CPU bf16 only adds the casts: %.4f s against %.4f s", t[1], t[0]);
+  /* 8 samples: what they store for backward drops by 8 x ab (the rest - weights, state, the
+   * transient working set - stays) */
+  EXPECT_SAY(fabs((peak[0] - peak[1]) - 8 * ab) <= 0.01 * 8 * ab, "bf16's predicted peak is %.3f GiB below fp32's (%.3f GiB)",
+             (peak[0] - peak[1]) / 1073741824.0, peak[0] / 1073741824.0);
+  wh_cluster_destroy(c);
+
+  /* fp16: four devices, no stages */
+  const char *k4[] = {"V100-16GB"};
+  int n4[] = {4};
+  c = catalogue_cluster(1, k4, n4);
+  wh_plan_options o = WH_PLAN_OPTIONS_INIT;
+  o.global_batch = 16;
+  o.mixed = WH_F16;
+  o.stages = 2;
+  wh_plan *q = NULL;
+  wh_status st = wh_plan_create(ctx, g, c, &o, &q);
+  EXPECT_SAY(st == WH_ERR_UNSUPPORTED && !q && strstr(wh_last_error(ctx), "fp16"), "fp16 with 2 stages is refused: %s",
+             wh_last_error(ctx));
+  o.stages = 0;
+  o.zero1 = -1;
+  st = wh_plan_create(ctx, g, c, &o, &q);
+  EXPECT_SAY(st == WH_OK && wh_plan_num_stages(q) == 1 && !wh_plan_zero1(q) && wh_plan_mixed(q) == WH_F16,
+             "the fp16 search keeps one stage without ZeRO-1 (%s)", st == WH_OK ? "planned" : wh_last_error(ctx));
+  wh_plan_destroy(q);
+  wh_cluster_destroy(c);
+  wh_graph_destroy(g);
+}
+
 static int setup(int argc, char **argv) {
   (void)argc, (void)argv;
   if (wh_ctx_create(&ctx, NULL) != WH_OK) return 2;
@@ -1214,6 +1323,7 @@ static const wt_case cases[] = {
     {"round_trip", test_round_trip, NULL},
     {"profile", test_profile, NULL},
     {"zero1_search", test_zero1_search, NULL},
+    {"mixed", test_mixed, NULL},
 };
 
 int main(int argc, char **argv) {

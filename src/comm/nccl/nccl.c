@@ -14,7 +14,7 @@
  * - create makes the comm's device the calling thread's current device (cudaSetDevice); every
  *   operation switches to it and back, so the caller's current device is otherwise left alone.
  * - Deadlines: creation and splits poll the non-blocking NCCL communicator until comm->timeout;
- *   operations are bounded by comm.c's waits. A broken comm is aborted (ncclCommAbort) at destroy,
+ *   operations are bounded by request.c's waits. A broken comm is aborted (ncclCommAbort) at destroy,
  *   a healthy one finalised within min(timeout, 30 s), else aborted: destroy never hangs. */
 #include <cuda_runtime_api.h>
 #include <mpi.h>

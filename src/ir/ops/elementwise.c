@@ -226,6 +226,8 @@ WH__ROW(mse, .min_in = 2, .max_in = 2, .has_out = 1, .shape = sh_mse, .grad = gr
         .flops = 1);
 WH__ROW(dropout, .min_in = 1, .max_in = 1, .has_out = 1, .shape = sh_dropout, .grad = gr_dropout,
         .cost = wh__co_elems, .flops = 1, .inplace = 1);
+/* the precision pass's conversion (partition/precision.c): any float dtype to another, same shape */
+WH__PROGRAM_ROW(cast, .min_in = 1, .max_in = 1, .has_out = 1, .cost = wh__co_elems, .flops = 1, .shard = sr_unary);
 WH__ROW(unary_grad, .min_in = 2, .max_in = 2, .has_out = 1, .shape = sh_unary_grad, .cost = wh__co_elems, .flops = 12,
         .inplace = 3, .shard = sr_unary);
 WH__ROW(mse_grad, .min_in = 3, .max_in = 3, .has_out = 1, .shape = sh_mse_grad, .cost = wh__co_elems, .flops = 1,

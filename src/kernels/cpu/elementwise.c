@@ -1,10 +1,13 @@
 /* elementwise.c - CPU kernels for elementwise ops: broadcasting binaries, bias, activations and
- * their gradients, dropout, and the mean squared error loss with its gradient. Loops are split by
+ * their gradients, dropout, the mean squared error loss with its gradient, and casts. Loops are split by
  * output index (the loss sums in one thread), so results never depend on threads. */
+#include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "../../base/half.h"
 #include "../kmath.h"
 #include "fastmath.h"
 
@@ -102,6 +105,116 @@ typedef struct {
 WH_HOT static void scale_range(void *arg, int64_t b0, int64_t e0) {
   map_job *j = arg;
   for (int64_t i = b0; i < e0; i++) j->y[i] = j->x[i] * j->k;
+}
+
+/* ---- cast: between f32, bf16 and f16, rounded to nearest even (base/half.h); through the CPU's
+ * conversion instructions where it has them - F16C for fp16, eight at a time; AVX512-BF16 for
+ * bf16, sixteen - with the same results bit for bit (the bf16 instruction flushes subnormal inputs
+ * to zero: those lanes are rounded again one by one, so a machine without it computes alike) */
+
+typedef struct {
+  const void *x;
+  void *y;
+  wh_dtype from, to;
+  int f16c, bf16; /* the CPU has F16C (with AVX); AVX512-BF16 (with AVX512F/BW/VL) */
+} cast_job;
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void f32_to_bf16_fast(const float *x,
+                                                                                            uint16_t *y, int64_t n) {
+  const __m512i absmask = _mm512_set1_epi32(0x7fffffff), tiny = _mm512_set1_epi32(0x00800000);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 v = _mm512_loadu_ps(x + i);
+    __m256bh h = _mm512_cvtneps_pbh(v);
+    _mm256_storeu_si256((__m256i *)(y + i), (__m256i)h);
+    __m512i a = _mm512_and_si512(_mm512_castps_si512(v), absmask);
+    __mmask16 sub = _mm512_cmplt_epu32_mask(a, tiny) & _mm512_test_epi32_mask(a, a);
+    for (int k = 0; sub; k++, sub >>= 1)
+      if (sub & 1) y[i + k] = wh__f32_to_bf16(x[i + k]);
+  }
+  for (; i < n; i++) y[i] = wh__f32_to_bf16(x[i]);
+}
+
+__attribute__((target("avx512f,avx512bw"))) static void bf16_to_f32_fast(const uint16_t *x, float *y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(x + i)));
+    _mm512_storeu_ps(y + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+  }
+  for (; i < n; i++) y[i] = wh__bf16_to_f32(x[i]);
+}
+
+__attribute__((target("f16c,avx"))) static void f32_to_f16_fast(const float *x, uint16_t *y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; i++) y[i] = wh__f32_to_f16(x[i]);
+}
+
+__attribute__((target("f16c,avx"))) static void f16_to_f32_fast(const uint16_t *x, float *y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+  for (; i < n; i++) y[i] = wh__f16_to_f32(x[i]);
+}
+
+static void cast_range(void *arg, int64_t a, int64_t b) {
+  const cast_job *j = arg;
+  const float *xf = j->x;
+  const uint16_t *xh = j->x;
+  float *yf = j->y;
+  uint16_t *yh = j->y;
+  if (j->from == j->to) {
+    memcpy((char *)j->y + a * (int64_t)wh__dtype_size(j->to), (const char *)j->x + a * (int64_t)wh__dtype_size(j->from),
+           (size_t)(b - a) * wh__dtype_size(j->to));
+  } else if (j->from == WH_F32 && j->to == WH_BF16) {
+    if (j->bf16) f32_to_bf16_fast(xf + a, yh + a, b - a);
+    else
+      for (int64_t i = a; i < b; i++) yh[i] = wh__f32_to_bf16(xf[i]);
+  } else if (j->from == WH_BF16 && j->to == WH_F32) {
+    if (j->bf16) bf16_to_f32_fast(xh + a, yf + a, b - a);
+    else
+      for (int64_t i = a; i < b; i++) yf[i] = wh__bf16_to_f32(xh[i]);
+  } else if (j->from == WH_F32 && j->to == WH_F16) {
+    if (j->f16c) f32_to_f16_fast(xf + a, yh + a, b - a);
+    else
+      for (int64_t i = a; i < b; i++) yh[i] = wh__f32_to_f16(xf[i]);
+  } else if (j->from == WH_F16 && j->to == WH_F32) {
+    if (j->f16c) f16_to_f32_fast(xh + a, yf + a, b - a);
+    else
+      for (int64_t i = a; i < b; i++) yf[i] = wh__f16_to_f32(xh[i]);
+  } else if (j->from == WH_BF16 && j->to == WH_F16) {
+    for (int64_t i = a; i < b; i++) yh[i] = wh__f32_to_f16(wh__bf16_to_f32(xh[i]));
+  } else {
+    for (int64_t i = a; i < b; i++) yh[i] = wh__f32_to_bf16(wh__f16_to_f32(xh[i]));
+  }
+}
+
+/* The instructions the casts may use: bit 0 F16C, bit 1 AVX512-BF16 (what the CPU has; a test
+ * clears bits to compare with the plain C). */
+_Atomic int wh__cpu_cast_paths = -1;
+
+static int cast_paths(void) {
+  int p = wh__cpu_cast_paths;
+  if (p < 0)
+    wh__cpu_cast_paths = p = (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx")) |
+                             (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16"))
+                                 << 1;
+  return p;
+}
+
+wh_status wh__cpu_cast(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
+  wh_dtype from = in[0].dtype, to = (wh_dtype)n->ia[0];
+  int ok = (from == WH_F32 || from == WH_BF16 || from == WH_F16) && (to == WH_F32 || to == WH_BF16 || to == WH_F16);
+  if (!ok || to != out->dtype) {
+    snprintf(ex->err, (size_t)ex->err_cap, "cast from dtype %d to %d (output %d): f32, bf16 and f16 only", (int)from,
+             (int)to, (int)out->dtype);
+    return WH_ERR_DTYPE;
+  }
+  int paths = cast_paths();
+  cast_job j = {in[0].data, out->data, from, to, paths & 1, (paths >> 1) & 1};
+  wh__parallel_for(ex->pool, out->numel, GRAIN, cast_range, &j);
+  return WH_OK;
 }
 
 wh_status wh__cpu_scale(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {

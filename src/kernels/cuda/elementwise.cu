@@ -1,6 +1,7 @@
 /* elementwise.cu - CUDA kernels for elementwise ops: broadcasting binaries, scale, bias, activations
- * and their gradients, dropout, and the mean squared error loss with its gradient. Contiguous maps
+ * and their gradients, dropout, the mean squared error loss with its gradient, and casts. Contiguous maps
  * move float4s when every pointer allows it; results match the CPU kernels element for element. */
+#include "../../base/half.h"
 #include "common.cuh"
 #include "../kmath.h"
 
@@ -183,6 +184,27 @@ struct scale_f : fn_base {
   float k;
   __device__ float operator()(float x, int64_t) const { return x * k; }
 };
+
+/* ---- cast between f32, bf16 and f16 (base/half.h's roundings, the same as the CPU's) */
+__global__ void cast_k(const void *x, void *y, int64_t n, int from, int to) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    float v = from == WH_F32 ? ((const float *)x)[i]
+              : from == WH_BF16 ? wh__bf16_to_f32(((const uint16_t *)x)[i]) : wh__f16_to_f32(((const uint16_t *)x)[i]);
+    if (to == WH_F32) ((float *)y)[i] = v;
+    else ((uint16_t *)y)[i] = to == WH_BF16 ? wh__f32_to_bf16(v) : wh__f32_to_f16(v);
+  }
+}
+
+extern "C" wh_status wh__cuk_cast(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
+  int from = in[0].dtype, to = (int)n->ia[0];
+  int ok = (from == WH_F32 || from == WH_BF16 || from == WH_F16) && (to == WH_F32 || to == WH_BF16 || to == WH_F16);
+  if (!ok || to != (int)out->dtype) return wh__cu_msg(ex, WH_ERR_DTYPE, "cast from dtype %d to %d: f32, bf16 and f16 only", from, to);
+  if (out->numel == 0) return WH_OK;
+  int64_t blocks = (out->numel + 255) / 256;
+  cast_k<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, ex->dev->stream>>>(in[0].data, out->data, out->numel, from, to);
+  WH_CU_LAUNCHED(ex, "cast");
+  return WH_OK;
+}
 
 extern "C" wh_status wh__cuk_scale(wh__exec *ex, const wh__node *n, const wh__tensor *in, wh__tensor *out) {
   scale_f f;
