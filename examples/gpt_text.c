@@ -4,7 +4,7 @@
  *
  *   gpt_text [--layers N] [--heads N] [--width N] [--context N] [--batch N] [--steps N]
  *            [--lr X] [--data DIR] [--eval-every N] [--sample N] [--recompute 0|1] [--cluster FILE]
- *            [--stages N] [--micro N] [--schedule gpipe|1f1b] [--tp N] [--loss-log FILE]
+ *            [--stages N] [--micro N] [--schedule gpipe|1f1b] [--tp N] [--rebalance 0|1] [--loss-log FILE]
  *
  * Under mpirun (or any launcher wh_launch_detect knows) it trains across the ranks: libwhale plans
  * the step on a cluster of the ranks (from --cluster FILE, or this machine probed by rank 0 and
@@ -14,9 +14,12 @@
  * lets the search choose the stages too; --tp N pins operator sharding over N ranks per replica
  * (Megatron-style column/row splits of each block's products, by heads in attention) with data
  * parallelism over the replicas. At the end the cost model's predicted step is printed
- * beside the measured median, with a RESULT line. --loss-log FILE writes every step's training loss
- * and every validation loss at full precision (rank 0), so another run - examples/python/gpt_text.py
- * with the same options - can be compared with this one number for number.
+ * beside the measured median, with a RESULT line. --rebalance 0 keeps the plan's shares for the whole
+ * run (by default a data-parallel session moves rows to the replicas measured faster, which makes
+ * the sums' order, and so the last bits, depend on timing). --loss-log FILE writes every step's
+ * training loss and every validation loss at full precision (rank 0), so another run -
+ * examples/python/gpt_text.py with the same options and --rebalance 0 - can be compared with this
+ * one number for number.
  */
 #include <dirent.h>
 #include <math.h>
@@ -36,7 +39,7 @@ static int rank0 = 1; /* only rank 0 prints */
 
 typedef struct {
   int layers, heads, width, context, batch, steps, eval_every, sample, recompute;
-  int stages, micro, schedule, tp;
+  int stages, micro, schedule, tp, rebalance;
   float lr;
   const char *data, *cluster, *loss_log;
 } config;
@@ -192,7 +195,7 @@ static float eval_loss(wh_ctx *ctx, wh_session *s, const gpt_model *m, const uns
 }
 
 int main(int argc, char **argv) {
-  config c = {4, 4, 128, 64, 16, 600, 100, 300, 0, 1, 0, WH_SCHEDULE_1F1B, 1, 3e-3f, "/usr/share/games/fortunes", NULL, NULL};
+  config c = {4, 4, 128, 64, 16, 600, 100, 300, 0, 1, 0, WH_SCHEDULE_1F1B, 1, 1, 3e-3f, "/usr/share/games/fortunes", NULL, NULL};
   for (int i = 1; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
     if (!strcmp(k, "--layers")) c.layers = atoi(v);
@@ -210,6 +213,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--stages")) c.stages = atoi(v);
     else if (!strcmp(k, "--micro")) c.micro = atoi(v);
     else if (!strcmp(k, "--tp")) c.tp = atoi(v);
+    else if (!strcmp(k, "--rebalance")) c.rebalance = atoi(v);
     else if (!strcmp(k, "--loss-log")) c.loss_log = v;
     else if (!strcmp(k, "--schedule") && (!strcmp(v, "gpipe") || !strcmp(v, "1f1b")))
       c.schedule = !strcmp(v, "gpipe") ? WH_SCHEDULE_GPIPE : WH_SCHEDULE_1F1B;
@@ -332,6 +336,7 @@ int main(int argc, char **argv) {
   so.batch = c.batch;
   so.recompute = !c.recompute;
   so.plan = plan;
+  so.rebalance = c.rebalance;
   so.comm = comm;
   CHECK(wh_session_create(ctx, g, &so, &s));
   wh_memory_stats other = WH_MEMORY_STATS_INIT, ms = WH_MEMORY_STATS_INIT;
