@@ -33,10 +33,11 @@ WHPY_INIT(wh_device_desc, WH_DEVICE_DESC_INIT)
 WHPY_INIT(wh_plan_options, WH_PLAN_OPTIONS_INIT)
 WHPY_INIT(wh_sim_result, WH_SIM_RESULT_INIT)
 WHPY_INIT(wh_plan_layout, WH_PLAN_LAYOUT_INIT)
+WHPY_INIT(wh_comm_stats, WH_COMM_STATS_INIT)
 """
 HELPER_TYPES = ["wh_ctx_options", "wh_sgd_options", "wh_adamw_options", "wh_session_options",
                 "wh_memory_stats", "wh_comm_options", "wh_device_desc", "wh_plan_options",
-                "wh_sim_result", "wh_plan_layout"]
+                "wh_sim_result", "wh_plan_layout", "wh_comm_stats"]
 
 
 def header_to_cdef(text):

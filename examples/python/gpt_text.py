@@ -8,7 +8,8 @@ generator, graph, optimizer, plan and sampling), so both give the same losses.
     mpirun -np 2 /usr/bin/python3 examples/python/gpt_text.py --steps 200
 
 Options: --layers --heads --width --context --batch --steps --lr --data --eval-every --sample
---recompute 0|1 --cluster FILE --stages N --micro N --schedule gpipe|1f1b --tp N --loss-log FILE.
+--recompute 0|1 --cluster FILE --stages N --micro N --schedule gpipe|1f1b --tp N --rebalance 0|1
+--loss-log FILE (as gpt_text.c's; with --rebalance 0 both give the same losses, number for number).
 
 Under mpirun the ranks train together: libwhale plans the step on a cluster of the ranks (from
 --cluster FILE, or this machine probed by rank 0 and calibrated on this model), prints the plan,
@@ -31,14 +32,15 @@ MASK = (1 << 64) - 1
 
 class Config:
     layers, heads, width, context, batch, steps, eval_every, sample, recompute = 4, 4, 128, 64, 16, 600, 100, 300, 0
-    stages, micro, schedule, tp = 1, 0, "1f1b", 1
+    stages, micro, schedule, tp, rebalance = 1, 0, "1f1b", 1, 1
     lr = 3e-3
     data, cluster, loss_log = "/usr/share/games/fortunes", None, None
 
 
 INT_OPTS = {"--layers": "layers", "--heads": "heads", "--width": "width", "--context": "context",
             "--batch": "batch", "--steps": "steps", "--eval-every": "eval_every", "--sample": "sample",
-            "--recompute": "recompute", "--stages": "stages", "--micro": "micro", "--tp": "tp"}
+            "--recompute": "recompute", "--stages": "stages", "--micro": "micro", "--tp": "tp",
+            "--rebalance": "rebalance"}
 STR_OPTS = {"--data": "data", "--cluster": "cluster", "--loss-log": "loss_log"}
 
 
@@ -223,14 +225,14 @@ def main(argv):
                                      micro_batches=c.micro if c.micro > 0 else 2 * c.stages if c.stages > 1 else 1,
                                      schedule=c.schedule)
         else:
-            plan = whale.Plan(g, cl, c.batch, stages=c.stages, micro_batches=c.micro, allow_tp=False)
+            plan = whale.Plan(g, cl, c.batch, stages=c.stages, micro_batches=c.micro)
         say(plan.explain(), end="")
 
     # plan memory both ways to show what recomputation saves; train with the chosen one
-    s = whale.Session(g, batch=c.batch, recompute=not c.recompute, plan=plan, comm=comm)
+    s = whale.Session(g, batch=c.batch, recompute=not c.recompute, plan=plan, comm=comm, rebalance=bool(c.rebalance))
     other = s.memory()
     s.close()
-    s = whale.Session(g, batch=c.batch, recompute=bool(c.recompute), plan=plan, comm=comm)
+    s = whale.Session(g, batch=c.batch, recompute=bool(c.recompute), plan=plan, comm=comm, rebalance=bool(c.rebalance))
     ms = s.memory()
     say("model: %d layers, %d heads, width %d, context %d, %.2fM parameters; batch %d, %d steps"
         % (c.layers, c.heads, c.width, c.context, m.params / 1e6, c.batch, c.steps))
@@ -245,6 +247,8 @@ def main(argv):
     t0 = tlast = time.monotonic()
     total, nsum, vloss = 0.0, 0, 0.0
     step_t = []
+    comm_busy = comm_exposed = 0.0
+    rebalances = 0
     log = open(c.loss_log, "w") if c.loss_log and rank0 else None
     for step in range(1, c.steps + 1):
         # every rank draws the same batch: a distributed session takes the global batch
@@ -252,8 +256,19 @@ def main(argv):
         s.feed(m.tokens, tok)
         s.feed(m.targets, tgt)
         ts = time.monotonic()
+        s.comm_stats(reset=True)  # count the steps' communication only, not evaluation's
         s.step()
         step_t.append(time.monotonic() - ts)
+        cs = s.comm_stats(reset=True)
+        if step > (5 if c.steps > 10 else 0):
+            comm_busy += cs.busy_s
+            comm_exposed += cs.exposed_s
+        if plan is not None:  # the session moves rows between replicas when their measured speeds differ
+            sh, nrb = s.shares(64)
+            if nrb != rebalances:
+                say("rebalanced after step %d: rows per micro-batch of each rank now %s (measured speeds)"
+                    % (step, "/".join(str(x) for x in sh[:min(comm.size, 64)])))
+                rebalances = nrb
         l = float(s.fetch(m.loss))
         total += l
         nsum += 1
@@ -280,16 +295,19 @@ def main(argv):
         med, pred = rest[len(rest) // 2], plan.step_time
         say("cost model: predicted %.1f ms per step, measured %.1f ms (median), error %+.0f%%"
             % (1e3 * pred, 1e3 * med, 100 * (pred / med - 1)))
-        ns, tp = plan.num_stages, max(c.tp, 1)
+        ns, tp = plan.num_stages, plan.tp
         dp = comm.size // ns // tp
         sch = "gpipe" if plan.schedule == whale.Schedule.GPIPE else "1f1b"
-        if tp > 1:
-            tag = "tp%d" % tp if dp == 1 else "dp%dxtp%d" % (dp, tp)
-        elif ns == 1:
-            tag = "dp%d" % dp
-        else:
-            tag = "pp%d_%s" % (ns, sch) if dp == 1 else "dp%dxpp%d_%s" % (dp, ns, sch)
+        parts = ["dp%d" % dp if dp > 1 or (ns == 1 and tp == 1) else "", "pp%d" % ns if ns > 1 else "",
+                 "tp%d" % tp if tp > 1 else ""]
+        tag = "x".join(p for p in parts if p) + ("_" + sch if ns > 1 else "")
         say("RESULT costmodel_error_%s %.3f" % (tag, abs(pred / med - 1)))
+        # how much of the steps' communication ran behind compute on this rank
+        counted = c.steps - skip
+        hidden = 1.0 - comm_exposed / comm_busy if comm_busy > 0 else 0
+        say("communication (rank 0): %.2f ms per step, %.2f ms of it waited for: %.0f%% hidden behind compute"
+            % (1e3 * comm_busy / counted, 1e3 * comm_exposed / counted, 100 * hidden))
+        say("RESULT comm_hidden_%s %.3f" % (tag, hidden))
 
     # sample: slide a window of the last T bytes, one full forward per byte (no KV cache); a
     # distributed session keeps its global batch, so rank 0 samples from a local copy

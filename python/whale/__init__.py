@@ -32,7 +32,7 @@ from .errors import (CommError, CommTimeoutError, CorruptError, DtypeError, Erro
 from .graph import Graph, Value
 from .optim import SGD, AdamW, ConstantLR, WarmupCosine
 from .planner import Cluster, DeviceDesc, Plan, Schedule, SimResult
-from .session import EVAL, GRAD, TRAIN, MemoryStats, RunMode, Session
+from .session import EVAL, GRAD, TRAIN, CommStats, MemoryStats, RunMode, Session
 
 f32, i32, bf16, f16, f64 = DType.F32, DType.I32, DType.BF16, DType.F16, DType.F64
 NONE = _lib.WH_NONE
@@ -68,7 +68,7 @@ __version__ = version()
 
 __all__ = [
     "init", "Context", "default_context", "Graph", "Value", "Session", "RunMode", "TRAIN", "GRAD", "EVAL",
-    "MemoryStats", "SGD", "AdamW", "ConstantLR", "WarmupCosine", "Cluster", "DeviceDesc", "Plan", "Schedule",
+    "MemoryStats", "CommStats", "SGD", "AdamW", "ConstantLR", "WarmupCosine", "Cluster", "DeviceDesc", "Plan", "Schedule",
     "SimResult", "Comm", "Fusion", "Request", "Backend", "ReduceOp", "LaunchInfo", "launch_detect",
     "DType", "as_dtype", "f32", "i32", "bf16", "f16", "f64", "BATCH", "BatchDim", "batch_times", "NONE",
     "MAX_DIMS", "Error", "InvalidArgumentError", "ShapeError", "DtypeError", "PoisonedError", "StateError",

@@ -5,6 +5,7 @@ import enum
 from ._handle import Handle
 from ._lib import cstr, ffi, lib, take_str
 from .context import default_context
+from .dtypes import DType, as_dtype
 from .errors import InvalidArgumentError
 from .graph import format_code
 
@@ -196,14 +197,15 @@ class Plan(Handle):
     recomputation, the predicted time and memory, and why it won.
 
     ``Plan(graph, cluster, global_batch, ...)`` searches (stages, micro_batches 0: search;
-    schedule 'auto'; zero1 True, False or 'search'); ``Plan.pinned(...)`` costs a layout the
+    schedule 'auto'; zero1 True, False or 'search'; mixed whale.bf16 or whale.f16 costs the
+    model in mixed precision, which its sessions then run); ``Plan.pinned(...)`` costs a layout the
     caller fixes; ``Plan.load(path)`` reads a saved plan. A session runs it with a Comm."""
 
     _kind = "Plan"
 
     def __init__(self, graph, cluster, global_batch, stages=0, micro_batches=0, schedule="auto",
                  allow_tp=True, allow_recompute=True, zero1=False, even_shares=False, even_layers=False,
-                 _ptr=None, _ctx=None):
+                 mixed=DType.F32, _ptr=None, _ctx=None):
         self.ctx = ctx = _ctx if _ctx is not None else graph.ctx
         self.cluster = cluster
         self.global_batch = int(global_batch) if global_batch is not None else None
@@ -213,6 +215,7 @@ class Plan(Handle):
             o.stages, o.micro_batches, o.schedule = int(stages), int(micro_batches), _schedule(schedule)
             o.allow_tp, o.allow_recompute = int(bool(allow_tp)), int(bool(allow_recompute))
             o.zero1, o.even_shares, o.even_layers = _zero1(zero1), int(bool(even_shares)), int(bool(even_layers))
+            o.mixed = as_dtype(mixed)
             out = ffi.new("wh_plan **")
             with ctx._lock:
                 st = lib.wh_plan_create(ctx._p(), graph._p(), cluster._p(), o, out)
@@ -224,12 +227,12 @@ class Plan(Handle):
 
     @classmethod
     def pinned(cls, graph, cluster, global_batch, stages=1, last_segment=None, devices=None, shares=None,
-               micro_batches=1, schedule="1f1b", tp=1, recompute=False, zero1=False):
+               micro_batches=1, schedule="1f1b", tp=1, recompute=False, zero1=False, mixed=DType.F32):
         """A plan whose layout the caller fixes (the planner only costs and checks it): stages;
         last_segment per stage (None: an even split); devices, every cluster device once in
         stage-major groups (None: the planner's order); shares per stage per replica, samples
         per micro-batch (None: the planner's); micro_batches; schedule 'gpipe' or '1f1b'; tp
-        devices per replica (operator sharding); recompute; zero1."""
+        devices per replica (operator sharding); recompute; zero1; mixed (as Plan)."""
         ctx = graph.ctx
         lay = ffi.new("wh_plan_layout *", lib.whpy_wh_plan_layout_init())
         keep = []
@@ -244,6 +247,7 @@ class Plan(Handle):
             lay.shares = keep[-1]
         lay.stages, lay.micro_batches, lay.schedule = int(stages), int(micro_batches), _schedule(schedule)
         lay.tp, lay.recompute, lay.zero1 = int(tp), int(bool(recompute)), int(bool(zero1))
+        lay.mixed = as_dtype(mixed)
         out = ffi.new("wh_plan **")
         with ctx._lock:
             st = lib.wh_plan_create_pinned(ctx._p(), graph._p(), cluster._p(), int(global_batch), lay, out)
@@ -328,6 +332,24 @@ class Plan(Handle):
         """The pipeline schedule (a Schedule)."""
         with self.ctx._lock:
             return Schedule(lib.wh_plan_schedule(self._p()))
+
+    @property
+    def tp(self):
+        """Devices that share each replica's operators (operator sharding; 1: none)."""
+        with self.ctx._lock:
+            return lib.wh_plan_tp(self._p())
+
+    @property
+    def zero1(self):
+        """Whether the optimizer state is sharded over the data-parallel replicas (ZeRO-1)."""
+        with self.ctx._lock:
+            return bool(lib.wh_plan_zero1(self._p()))
+
+    @property
+    def mixed(self):
+        """The mixed precision the plan was costed for and its sessions run (whale.f32: none)."""
+        with self.ctx._lock:
+            return DType(lib.wh_plan_mixed(self._p()))
 
     @property
     def num_segments(self):

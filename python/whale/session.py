@@ -5,7 +5,7 @@ import numpy as np
 
 from ._handle import Handle
 from ._lib import ffi, lib, take_str
-from .dtypes import DType
+from .dtypes import DType, as_dtype
 from .errors import DtypeError, InvalidArgumentError, ShapeError, closed
 from .graph import Value, format_code
 
@@ -40,10 +40,11 @@ class MemoryStats:
     """What a session's static memory plan needs (wh_memory_stats): arena_bytes (the one arena
     for every intermediate), intermediate_bytes (their sum without reuse), param_bytes,
     state_bytes (optimizer state), num_intermediates, live_peak_bytes (the most bytes alive at one
-    node: the lower bound), inplace_ops, recomputed_ops."""
+    node: the lower bound), inplace_ops, recomputed_ops, saved_bytes (activations kept from forward
+    for backward: what mixed precision halves)."""
 
     FIELDS = ("arena_bytes", "intermediate_bytes", "param_bytes", "state_bytes", "num_intermediates",
-              "live_peak_bytes", "inplace_ops", "recomputed_ops")
+              "live_peak_bytes", "inplace_ops", "recomputed_ops", "saved_bytes")
 
     def __init__(self, c):
         for f in self.FIELDS:
@@ -51,6 +52,23 @@ class MemoryStats:
 
     def __repr__(self):
         return "MemoryStats(%s)" % ", ".join("%s=%d" % (f, getattr(self, f)) for f in self.FIELDS)
+
+
+class CommStats:
+    """This rank's communication over a session's runs (wh_comm_stats): busy_s (every operation's
+    seconds from its start to when it was seen done), exposed_s (the part the steps spent waiting),
+    ops (operations counted); hidden is the share that ran behind compute, 1 - exposed_s / busy_s."""
+
+    def __init__(self, c):
+        self.busy_s, self.exposed_s, self.ops = c.busy_s, c.exposed_s, int(c.ops)
+
+    @property
+    def hidden(self):
+        """The share of the communication hidden behind compute (0 when there was none)."""
+        return 1.0 - self.exposed_s / self.busy_s if self.busy_s > 0 else 0.0
+
+    def __repr__(self):
+        return "CommStats(busy_s=%g, exposed_s=%g, ops=%d)" % (self.busy_s, self.exposed_s, self.ops)
 
 
 def _describe(a):
@@ -71,7 +89,11 @@ class Session(Handle):
     elementwise ops overwrite dying inputs (neither changes results). ``device`` 'cpu' or 'cuda'
     (``device_index``: the GPU, -1 the communicator's local rank), ``precision`` of matrix
     products on CUDA: 'f32', 'tf32' or 'bf16'. ``deterministic``: data-parallel gradients reduced
-    in rank order, bit for bit repeatable.
+    in rank order, bit for bit repeatable. ``rebalance``: a data-parallel session on the
+    planner's shares moves rows to the replicas it measures faster (False: the plan's shares
+    throughout). ``mixed``: the dtype activations and gradients are stored in between nodes
+    (whale.f32: none; whale.bf16 or whale.f16, fp32 master weights, f16 with loss scaling; a plan
+    made with one sets it).
 
     The session keeps its graph, context, plan and communicator alive, and freezes the graph
     while it lives. feed() borrows arrays without copying them; step() and run() release the GIL
@@ -80,7 +102,8 @@ class Session(Handle):
     _kind = "Session"
 
     def __init__(self, graph, batch=1, plan=None, comm=None, recompute=True, inplace=True,
-                 device="cpu", device_index=-1, precision="f32", deterministic=False):
+                 device="cpu", device_index=-1, precision="f32", deterministic=False, rebalance=True,
+                 mixed=DType.F32):
         self.graph = graph
         self.ctx = ctx = graph.ctx
         self.plan, self.comm = plan, comm
@@ -90,6 +113,7 @@ class Session(Handle):
         o.device = _choice(_DEVICES, device, "device")
         o.device_index = int(device_index)
         o.precision = _choice(_PRECISIONS, precision, "precision")
+        o.rebalance, o.mixed = int(bool(rebalance)), as_dtype(mixed)
         parents = [graph, ctx] + [h for h in (plan, comm) if h is not None]
         out = ffi.new("wh_session **")
         with ctx._lock:
@@ -330,6 +354,41 @@ class Session(Handle):
             st = lib.wh_session_set_param(self._p(), vid, ffi.from_buffer(a), nbytes)
             if st:
                 raise self.ctx.error(st)
+
+    def comm_stats(self, reset=False):
+        """This rank's communication counters so far, a CommStats (reset: then start them again
+        from zero). A session without a plan communicates nothing: zeros."""
+        c = ffi.new("wh_comm_stats *", lib.whpy_wh_comm_stats_init())
+        with self._lock:
+            st = lib.wh_session_comm_stats(self._p(), c, int(bool(reset)))
+            if st:
+                raise self.ctx.error(st)
+        return CommStats(c)
+
+    def shares(self, n=None):
+        """(shares, rebalances): the rows per micro-batch each device of this rank's stage takes now,
+        indexed like the cluster (a single process: its batch in shares[0]), and how often the
+        session has rebalanced them. n defaults to the plan's cluster size."""
+        if n is None:
+            cl = getattr(self.plan, "cluster", None)
+            n = len(cl) if cl is not None else (1 if self.plan is None else 64)
+        out = ffi.new("int64_t[]", max(int(n), 1))
+        nrb = ffi.new("int *")
+        with self._lock:
+            st = lib.wh_session_shares(self._p(), out, int(n), nrb)
+            if st:
+                raise self.ctx.error(st)
+        return [out[i] for i in range(int(n))], nrb[0]
+
+    def loss_scale(self):
+        """(scale, skipped): with fp16 mixed precision the loss scale the next step uses and how
+        many steps an overflow skipped; other sessions (1.0, 0)."""
+        scale, skipped = ffi.new("double *"), ffi.new("int64_t *")
+        with self._lock:
+            st = lib.wh_session_loss_scale(self._p(), scale, skipped)
+            if st:
+                raise self.ctx.error(st)
+        return scale[0], skipped[0]
 
     def set_batch(self, batch):
         """Rebind the batch dimension (re-plans memory; parameters and state are kept). Inputs

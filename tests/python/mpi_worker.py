@@ -46,13 +46,17 @@ def train(ctx, comm=None):
     else:
         cl = whale.Cluster(ctx).add("CPU", 0, comm.size)
         plan = whale.Plan.pinned(g, cl, B, stages=1)
-        s = whale.Session(g, plan=plan, comm=comm)
+        s = whale.Session(g, plan=plan, comm=comm, rebalance=False)
     losses = []
     for xb, yb in batches():
         s.feed(x, xb)  # every rank feeds the global batch
         s.feed(y, yb)
         s.step()
         losses.append(float(s.fetch(loss)))
+    if comm is not None and comm.size > 1:
+        cs = s.comm_stats()
+        assert cs.ops > 0 and cs.busy_s > 0, cs  # the gradients' all-reduces were counted
+        assert s.shares() == ([B // comm.size] * comm.size, 0)  # the plan's shares, kept
     return losses, {p.name: s.get_param(p).tolist() for p in g.params}
 
 

@@ -58,8 +58,12 @@ def test_pinned_plans(ctx):
     c = whale.Cluster(ctx).add("A100-80GB", 0, 4)
     pp = whale.Plan.pinned(g, c, 32, stages=2, micro_batches=4, schedule="gpipe")
     assert pp.num_stages == 2 and pp.micro_batches == 4 and pp.schedule == whale.Schedule.GPIPE
+    assert pp.tp == 1 and not pp.zero1 and pp.mixed is whale.f32
+    tp = whale.Plan.pinned(g, c, 32, stages=1, tp=2, micro_batches=1, mixed=whale.bf16)
+    assert tp.tp == 2 and tp.mixed is whale.bf16
+    assert whale.Plan(g, c, 32, stages=1, mixed="bf16").mixed is whale.bf16
     dp = whale.Plan.pinned(g, c, 32, stages=1, shares=[2, 2, 2, 2], micro_batches=4, zero1=True)
-    assert dp.shares() == [2, 2, 2, 2]
+    assert dp.shares() == [2, 2, 2, 2] and dp.zero1
     searched = whale.Plan(g, c, 32, stages=0, schedule="1f1b", zero1="search")
     assert searched.step_time > 0 and searched.num_stages in (1, 2, 4)
     with pytest.raises(whale.InvalidArgumentError):

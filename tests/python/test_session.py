@@ -132,3 +132,30 @@ def test_set_batch_params_memory_profile_dump(ctx, tmp_path):
     g2 = whale.Graph.load(path, ctx)
     s2 = g2.session(batch=3)
     np.testing.assert_array_equal(s2.get_param("fc1.w"), s.get_param("fc1.w"))
+
+
+def test_counters_shares_loss_scale_and_mixed_precision(ctx):
+    m = mlp(ctx)
+    s = m.g.session(batch=8)
+    xb, yb = batch_data()
+    s.feed(m.x, xb)
+    s.feed(m.y, yb)
+    s.step()
+    cs = s.comm_stats(reset=True)
+    assert (cs.busy_s, cs.exposed_s, cs.ops, cs.hidden) == (0, 0, 0, 0.0)  # no plan: no communication
+    assert s.shares() == ([8], 0)
+    assert s.loss_scale() == (1.0, 0)
+    f32 = s.memory().saved_bytes
+    assert f32 > 0
+    for dt in (whale.bf16, whale.f16):
+        mm = mlp(ctx)
+        ms = mm.g.session(batch=8, mixed=dt)
+        ms.feed(mm.x, xb)
+        ms.feed(mm.y, yb)
+        losses = []
+        for _ in range(10):
+            ms.step()
+            losses.append(float(ms.fetch(mm.loss)))
+        assert losses[-1] < losses[0] and ms.memory().saved_bytes < f32
+        scale, skipped = ms.loss_scale()
+        assert scale >= 1.0 and skipped >= 0 and (dt == whale.f16 or scale == 1.0)
