@@ -4,7 +4,8 @@
  *
  *   gpt_text [--layers N] [--heads N] [--width N] [--context N] [--batch N] [--steps N]
  *            [--lr X] [--data DIR] [--eval-every N] [--sample N] [--recompute 0|1] [--cluster FILE]
- *            [--stages N] [--micro N] [--schedule gpipe|1f1b] [--tp N] [--checkpoint DIR] [--every N]
+ *            [--stages N] [--micro N] [--schedule gpipe|1f1b] [--tp N] [--rebalance 0|1] [--loss-log FILE]
+ *            [--checkpoint DIR] [--every N] [--stop-at N]
  *
  * Under mpirun (or any launcher wh_launch_detect knows) it trains across the ranks: libwhale plans
  * the step on a cluster of the ranks (from --cluster FILE, or this machine probed by rank 0 and
@@ -20,6 +21,14 @@
  * sampler's position) into DIR every --every N steps (default: at each evaluation) and at the
  * end; a job started with a DIR that holds a checkpoint resumes from it, on however many ranks it
  * now has: the planner plans for the cluster of this launch and every rank loads its part.
+ * --stop-at N ends the run after step N (saving it), as a preempted job would: the learning-rate
+ * schedule still spans --steps, so a later run resumes it where it stopped.
+ *
+ * --rebalance 0 keeps the plan's shares for the whole run (by default a data-parallel session
+ * moves rows to the replicas measured faster, which makes the sums' order, and so the last bits,
+ * depend on timing). --loss-log FILE writes every step's training loss and every validation loss
+ * at full precision (rank 0), so another run - examples/python/gpt_text.py with the same options
+ * and --rebalance 0 - can be compared with this one number for number.
  */
 #include <dirent.h>
 #include <math.h>
@@ -39,9 +48,9 @@ static int rank0 = 1; /* only rank 0 prints */
 
 typedef struct {
   int layers, heads, width, context, batch, steps, eval_every, sample, recompute;
-  int stages, micro, schedule, tp, every;
+  int stages, micro, schedule, tp, every, rebalance, stop_at;
   float lr;
-  const char *data, *cluster, *checkpoint;
+  const char *data, *cluster, *checkpoint, *loss_log;
 } config;
 
 static double now(void) {
@@ -195,8 +204,8 @@ static float eval_loss(wh_ctx *ctx, wh_session *s, const gpt_model *m, const uns
 }
 
 int main(int argc, char **argv) {
-  config c = {4, 4, 128, 64, 16, 600, 100, 300, 0, 1, 0, WH_SCHEDULE_1F1B, 1, 0, 3e-3f, "/usr/share/games/fortunes", NULL,
-              NULL};
+  config c = {4, 4, 128, 64, 16, 600, 100, 300, 0, 1, 0, WH_SCHEDULE_1F1B, 1, 0, 1, 0, 3e-3f, "/usr/share/games/fortunes",
+              NULL, NULL, NULL};
   for (int i = 1; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
     if (!strcmp(k, "--layers")) c.layers = atoi(v);
@@ -216,6 +225,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--tp")) c.tp = atoi(v);
     else if (!strcmp(k, "--checkpoint")) c.checkpoint = v;
     else if (!strcmp(k, "--every")) c.every = atoi(v);
+    else if (!strcmp(k, "--rebalance")) c.rebalance = atoi(v);
+    else if (!strcmp(k, "--stop-at")) c.stop_at = atoi(v);
+    else if (!strcmp(k, "--loss-log")) c.loss_log = v;
     else if (!strcmp(k, "--schedule") && (!strcmp(v, "gpipe") || !strcmp(v, "1f1b")))
       c.schedule = !strcmp(v, "gpipe") ? WH_SCHEDULE_GPIPE : WH_SCHEDULE_1F1B;
     else {
@@ -337,6 +349,7 @@ int main(int argc, char **argv) {
   so.batch = c.batch;
   so.recompute = !c.recompute;
   so.plan = plan;
+  so.rebalance = c.rebalance;
   so.comm = comm;
   CHECK(wh_session_create(ctx, g, &so, &s));
   wh_memory_stats other = WH_MEMORY_STATS_INIT, ms = WH_MEMORY_STATS_INIT;
@@ -387,6 +400,12 @@ int main(int argc, char **argv) {
   float vloss = 0;
   double *step_t = malloc(sizeof(double) * (size_t)c.steps), comm_busy = 0, comm_exposed = 0;
   int rebalances = 0;
+  FILE *loss_log = c.loss_log && rank0 ? fopen(c.loss_log, first > 1 ? "a" : "w") : NULL;
+  if (c.loss_log && rank0 && !loss_log) {
+    fprintf(stderr, "cannot write %s\n", c.loss_log);
+    return 1;
+  }
+  int end = c.stop_at > 0 && c.stop_at < c.steps ? c.stop_at : c.steps; /* the last step this run takes */
   for (int step = first; step <= c.steps; step++) {
     /* every rank draws the same batch: a distributed session takes the global batch */
     fill_batch(train, ntrain, c.batch, T, tok, tgt);
@@ -398,7 +417,7 @@ int main(int argc, char **argv) {
     CHECK(wh_session_step(s));
     step_t[step - first] = now() - ts;
     CHECK(wh_session_comm_stats(s, &cs, 1));
-    if (step - first >= (c.steps - first + 1 > 10 ? 5 : 0)) comm_busy += cs.busy_s, comm_exposed += cs.exposed_s;
+    if (step - first >= (end - first + 1 > 10 ? 5 : 0)) comm_busy += cs.busy_s, comm_exposed += cs.exposed_s;
     if (plan) { /* the session moves rows between replicas when their measured speeds differ */
       int64_t sh[64];
       int nrb = 0;
@@ -414,17 +433,20 @@ int main(int argc, char **argv) {
     float l;
     CHECK(wh_session_fetch(s, m.loss, &l, sizeof l));
     sum += l, nsum++;
-    if (step % c.eval_every == 0 || step == c.steps || step == first) {
+    if (loss_log) fprintf(loss_log, "train %d %.9g\n", step, (double)l);
+    int last = step == c.steps || step == c.stop_at;
+    if (step % c.eval_every == 0 || last || step == first) {
       double tn = now();
       double tps = (double)nsum * c.batch * T / (tn - tlast);
       vloss = eval_loss(ctx, s, &m, val, nval, c.batch, T, 8, tok, tgt);
+      if (loss_log) fprintf(loss_log, "val %d %.9g\n", step, (double)vloss);
       say("step %5d  train loss %.6f  val loss %.6f  %.0f tokens/s  (%.1f s)\n", step, sum / nsum, vloss, tps,
           tn - t0);
       fflush(stdout);
       sum = 0, nsum = 0;
       tlast = now();
     }
-    if (c.checkpoint && (step % c.every == 0 || step == c.steps)) {
+    if (c.checkpoint && (step % c.every == 0 || last)) {
       /* the sampler's position goes with the state: a resumed run draws the batches this one would */
       wh_checkpoint_options ko = WH_CHECKPOINT_OPTIONS_INIT;
       ko.meta = &rng_state, ko.meta_bytes = sizeof rng_state;
@@ -434,12 +456,17 @@ int main(int argc, char **argv) {
       fflush(stdout);
       tlast += now() - tc;
     }
+    if (step == c.stop_at) {
+      say("stopped after step %d of %d (--stop-at)\n", step, c.steps);
+      break;
+    }
   }
+  if (loss_log) fclose(loss_log);
   say("final validation loss %.4f nats/byte against the unigram baseline %.4f (%.0f%% of it)\n", vloss, h_unigram,
       100.0 * vloss / h_unigram);
-  if (plan && c.steps - first >= 0) {
+  if (plan && end - first >= 0) {
     /* the cost model against this run: the median step after the first few */
-    int ran = c.steps - first + 1, skip = ran > 10 ? 5 : 0, n = ran - skip;
+    int ran = end - first + 1, skip = ran > 10 ? 5 : 0, n = ran - skip;
     for (int i = 0; i < n; i++)
       for (int j = i + 1; j < n; j++)
         if (step_t[skip + j] < step_t[skip + i]) {

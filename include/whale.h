@@ -489,7 +489,7 @@ WH_API wh_status wh_checkpoint_save(wh_session *s, const char *dir, const wh_che
 /* Load the checkpoint DIR/latest names (or DIR itself when it is a step directory) into s, whatever
  * layout saved it: each rank reads the slices it needs for its own part. s must run the graph the
  * checkpoint was saved from (same parameter and state names, dtypes and shapes: otherwise
- * WH_ERR_NOT_FOUND or WH_ERR_SHAPE naming the tensor). The step count is restored; the host's blob
+ * WH_ERR_NOT_FOUND or WH_ERR_SHAPE naming the tensor). The step count (and the updates applied, and fp16's loss scale) is restored; the host's blob
  * is copied into meta (meta_cap bytes; a larger blob fails before anything is loaded) and its size
  * into *meta_bytes (either may be NULL). Collective like the save. WH_ERR_NOT_FOUND when DIR holds
  * no complete checkpoint. A mismatch or a corrupt index leaves s unchanged; a tensor failing its

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # deps.sh - install the Debian 12 packages libwhale needs, only those missing (idempotent).
 #   deps.sh build   compilers, meson, OpenBLAS, protobuf-c, json-c, Open MPI, zlib, the digits data
-#   deps.sh test    build + PyTorch and NumPy for the parity tests, valgrind, and a venv with PyPI's
+#   deps.sh test    build + PyTorch and NumPy for the parity tests, valgrind, what the Python package
+#                   (python/) needs to build and be tested (cffi, the Python headers, pytest, venv for
+#                   the pip install test, mpi4py for the host-owned-MPI path), and a venv with PyPI's
 #                   safetensors (not packaged by Debian 12) for the checkpoint format test:
 #                   $WH_VENV, default ~/.cache/libwhale/venv (that test skips without it)
 set -euo pipefail
@@ -9,7 +11,7 @@ profile=${1:-build}
 pkgs=(gcc libc6-dev pkg-config meson ninja-build libopenblas-dev libprotobuf-c-dev protobuf-c-compiler libjson-c-dev
       zlib1g-dev libopenmpi-dev openmpi-bin python3 python3-sklearn fortunes)
 if [ "$profile" = test ]; then
-  pkgs+=(python3-torch python3-numpy python3-cffi python3-venv valgrind)
+  pkgs+=(python3-torch python3-numpy python3-cffi python3-dev python3-pytest python3-venv python3-mpi4py valgrind)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
